@@ -1,0 +1,5 @@
+import sys
+
+from rtstream.cli import main
+
+sys.exit(main())

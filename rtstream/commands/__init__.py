@@ -1,0 +1,1 @@
+"""Subcommands of the ``rtstream`` CLI, one module each (see :mod:`rtstream.cli`)."""
