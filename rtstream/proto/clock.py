@@ -136,14 +136,18 @@ class RefClock:
     local_mac: str = "00-00-00-00-00-00"
 
     def __post_init__(self) -> None:
-        if self.ptp_grandmaster is not None and not _GMID.match(self.ptp_grandmaster):
+        if self.ptp_grandmaster is not None and not _GMID.fullmatch(self.ptp_grandmaster):
             raise ConfigError(
                 "clock.ptp_grandmaster", self.ptp_grandmaster, "an EUI-64 like 08-00-11-FF-FE-21-E1-B0"
             )
         if not 0 <= self.ptp_domain <= 127:
             raise ConfigError("clock.ptp_domain", self.ptp_domain, "an integer 0..127")
-        if not _MAC.match(self.local_mac):
+        if not _MAC.fullmatch(self.local_mac):
             raise ConfigError("clock.local_mac", self.local_mac, "a MAC like 02-00-00-00-00-01")
+        # one spelling, so that parse(sdp_value()) == self
+        if self.ptp_grandmaster is not None:
+            object.__setattr__(self, "ptp_grandmaster", self.ptp_grandmaster.upper())
+        object.__setattr__(self, "local_mac", self.local_mac.upper())
 
     def sdp_value(self) -> str:
         """The value of the ``a=ts-refclk:`` attribute."""
@@ -163,7 +167,7 @@ class RefClock:
         value = value.strip()
         if value.startswith("localmac="):
             mac = value[len("localmac=") :]
-            if not _MAC.match(mac):
+            if not _MAC.fullmatch(mac):
                 raise RemoteProtocolError("ts-refclk localmac", f"bad MAC {mac!r}")
             return cls(local_mac=mac.upper())
         if value.startswith("ptp="):
@@ -174,10 +178,10 @@ class RefClock:
                     return cls()
                 domain = 0
                 if len(parts) >= 3:
-                    if not parts[2].isdigit() or int(parts[2]) > 127:
+                    if not re.fullmatch(r"[0-9]{1,3}", parts[2]) or int(parts[2]) > 127:
                         raise RemoteProtocolError("ts-refclk ptp domain", f"bad domain {parts[2]!r}")
                     domain = int(parts[2])
-                if not _GMID.match(gm):
+                if not _GMID.fullmatch(gm):
                     raise RemoteProtocolError("ts-refclk ptp grandmaster", f"bad EUI-64 {gm!r}")
                 return cls(ptp_grandmaster=gm.upper(), ptp_domain=domain)
         raise RemoteProtocolError("ts-refclk", f"unsupported reference clock {value!r}")

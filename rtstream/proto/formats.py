@@ -84,6 +84,9 @@ class VideoFormat:
         from third-party SDPs.
     interlaced : bool
         Two fields per frame (F bit in the SRD header).
+    segmented : bool
+        Progressive segmented frame (PsF, SDP flag ``segmented``); requires
+        ``interlaced`` as ST 2110-20 signals PsF with both flags.
     maxudp : int or None
         Largest UDP payload the sender uses when above the standard 1460-byte limit
         (SDP ``MAXUDP``); None means the standard limit.
@@ -96,6 +99,7 @@ class VideoFormat:
     exactframerate: Fraction
     colorimetry: str = "BT601"
     interlaced: bool = False
+    segmented: bool = False
     tcs: str = "SDR"
     range: str = "NARROW"
     pm: str = "2110GPM"
@@ -121,6 +125,8 @@ class VideoFormat:
             raise ConfigError("video.height", self.height, "an even number for 4:2:0")
         if self.interlaced and self.height % 2:
             raise ConfigError("video.height", self.height, "an even number when interlaced")
+        if self.segmented and not self.interlaced:
+            raise ConfigError("video.segmented", self.segmented, "False unless interlaced is True")
         if not isinstance(self.exactframerate, Fraction) or self.exactframerate <= 0:
             raise ConfigError("video.exactframerate", self.exactframerate, "a positive Fraction")
         if self.maxudp is not None and not 256 <= self.maxudp <= 65507:

@@ -1,0 +1,214 @@
+"""``rtstream receive``: receive a DICOM-RTV / ST 2110 rendition described by an SDP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from rtstream.errors import ConfigError, LocalProtocolError
+from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
+
+log = logging.getLogger(__name__)
+
+HELP = "receive video/audio with their PS3.22 metadata from an SDP; dump, snapshot, record"
+DESCRIPTION = """\
+Receive the flows an SDP describes (rtstream's own, or a third party's plain ST 2110-20/-30
+SDP without a DICOM metadata flow) and pair each video frame with the metadata grain of
+exactly its RTP timestamp.
+
+--dump-frames writes each complete frame's active video in wire pgroup order as
+DIR/<rtp-timestamp>.raw; --dump-metadata writes each grain as received (RTV meta
+information + data set) as DIR/<rtp-timestamp>.dcm; existing files are never replaced.
+--stats-json writes the counters at exit. Snapshots (--snapshot-every, or the 's' key on
+a terminal) and clips (--record) become stored DICOM instances, sent by C-STORE (--store)
+or saved into a folder (--store-dir) through a persistent outbox.
+
+examples:
+  rtstream receive --sdp /tmp/rtv.sdp --frames 300 --dump-frames /tmp/frames
+  rtstream receive --sdp http://192.0.2.10:8080/sdp --snapshot-every 10 --store ORTHANC@127.0.0.1:4242
+  rtstream receive --sdp cam.sdp --record 5 --store-dir /tmp/archive --stats-json stats.json
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``receive`` options."""
+    parser.add_argument("--sdp", required=True, metavar="FILE|URL", help="SDP file or http:// URL")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--frames", type=int, metavar="N", help="stop after N video frames")
+    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--dump-frames", type=Path, metavar="DIR",
+                        help="write complete frames as DIR/<rtp-timestamp>.raw")
+    parser.add_argument("--dump-metadata", type=Path, metavar="DIR",
+                        help="write grains as received as DIR/<rtp-timestamp>.dcm")
+    parser.add_argument("--stats-json", type=Path, metavar="FILE",
+                        help="write the counters here at exit")
+    parser.add_argument("--snapshot-every", type=float, metavar="S",
+                        help="store a snapshot every S seconds")
+    parser.add_argument("--record", type=float, metavar="S",
+                        help="record a clip of S seconds from the first frame and store it")
+    parser.add_argument("--store", metavar="AET@HOST:PORT", help="C-STORE to this archive")
+    parser.add_argument("--store-dir", type=Path, metavar="DIR",
+                        help="save stored instances into DIR instead of sending them")
+    parser.add_argument("--outbox", type=Path, metavar="DIR",
+                        help="persistent outbox (default $XDG_STATE_HOME/rtstream/outbox)")
+    parser.add_argument("--calling-aet", default="RTSTREAM", help="our AE title (default RTSTREAM)")
+    parser.add_argument("--incomplete", choices=[p.value for p in IncompletePolicy],
+                        default="drop", help="frames that lost packets: drop (default) or deliver")
+    parser.add_argument("--pairing-wait", type=float, default=2.0, metavar="FRAMES",
+                        help="how long a frame waits for its metadata grain (default 2 frames)")
+    parser.add_argument("--rcvbuf", type=int, default=32 << 20, metavar="BYTES",
+                        help="SO_RCVBUF per socket (default 32 MiB)")
+    parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
+    parser.add_argument("--bind", metavar="ADDRESS",
+                        help="receive unicast flows on this local address")
+
+
+def build_config(args: argparse.Namespace) -> ReceiverConfig:
+    """Flags -> :class:`ReceiverConfig` (ConfigError names the flag)."""
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError("--frames", args.frames, "a positive number of frames")
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError("--duration", args.duration, "a positive number of seconds")
+    if (args.snapshot_every or args.record) and not (args.store or args.store_dir):
+        raise ConfigError(
+            "--snapshot-every/--record", args.snapshot_every or args.record,
+            "together with --store AET@HOST:PORT or --store-dir DIR",
+        )
+    return ReceiverConfig(
+        sdp=args.sdp,
+        frames=args.frames,
+        duration=args.duration,
+        incomplete=IncompletePolicy(args.incomplete),
+        pairing_wait_frames=args.pairing_wait,
+        rcvbuf=args.rcvbuf,
+        interface=args.interface,
+        bind_address=args.bind,
+        dump_frames=args.dump_frames,
+        dump_metadata=args.dump_metadata,
+        snapshot_every=args.snapshot_every,
+        record=args.record,
+        store=args.store,
+        store_dir=args.store_dir,
+        outbox=args.outbox,
+        calling_aet=args.calling_aet,
+    )
+
+
+def _status_line(stats: dict[str, Any], elapsed: float) -> str:
+    p99 = stats.get("latency_p99_us")
+    lat = f"{p99:.0f}us" if p99 is not None else "-"
+    return (
+        f"\r{elapsed:6.1f}s frames {stats['frames_delivered']} "
+        f"(incomplete {stats['frames_incomplete']}) lost {stats['packets_lost']} "
+        f"meta {stats['metadata_matched']}/{stats['metadata_matched'] + stats['metadata_unmatched']} "
+        f"p99 {lat} snapshots {stats['snapshots']}   "
+    )
+
+
+class _Keys:
+    """Single-key commands on a terminal ('s' = snapshot), terminal restored on exit."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._saved: Any = None
+
+    def __enter__(self) -> _Keys:
+        import termios
+        import tty
+
+        fd = self.stream.fileno()
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import termios
+
+        if self._saved is not None:
+            termios.tcsetattr(self.stream.fileno(), termios.TCSADRAIN, self._saved)
+
+
+async def _main(cfg: ReceiverConfig, stats_json: Path | None) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, main_task.cancel)
+    tty_err = sys.stderr.isatty()
+    tty_in = sys.stdin.isatty() and cfg.stores
+    stats: dict[str, Any] = {}
+    keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
+    snapshot_tasks: set[asyncio.Task[Any]] = set()
+    try:
+        async with Receiver(cfg) as rx:
+
+            async def snap() -> None:
+                try:
+                    res = await rx.snapshot()
+                    print(f"\nsnapshot {res.sop_instance_uid} stored={res.ok}", file=sys.stderr)
+                except LocalProtocolError as exc:
+                    print(f"\nsnapshot: {exc}", file=sys.stderr)
+
+            def on_key() -> None:
+                ch = sys.stdin.read(1)
+                if ch in ("s", "S"):
+                    t = loop.create_task(snap())
+                    snapshot_tasks.add(t)
+                    t.add_done_callback(snapshot_tasks.discard)
+
+            with keys:
+                if tty_in:
+                    loop.add_reader(sys.stdin.fileno(), on_key)
+                started = time.monotonic()
+                last = 0.0
+                try:
+                    async for item in rx:
+                        if tty_err and item.kind is ItemKind.VIDEO:
+                            now = time.monotonic()
+                            if now - last >= 0.25:
+                                last = now
+                                sys.stderr.write(_status_line(rx.stats, now - started))
+                                sys.stderr.flush()
+                    if snapshot_tasks:
+                        await asyncio.wait(list(snapshot_tasks), timeout=30)
+                except asyncio.CancelledError:
+                    log.info("interrupted: stopping, queued instances stay in the outbox")
+                finally:
+                    if tty_in:
+                        loop.remove_reader(sys.stdin.fileno())
+                    stats = rx.stats
+            # leaving the Receiver flushes the outbox state and the dump writers
+        stats = rx.stats
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        if tty_err:
+            sys.stderr.write("\n")
+        if stats_json is not None and stats:
+            stats_json.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    """Receive until the limit, the end of the stream or Ctrl-C; exit 0 on a clean stop."""
+    cfg = build_config(args)
+    try:
+        stats = asyncio.run(_main(cfg, args.stats_json))
+    except KeyboardInterrupt:
+        return 130
+    summary = {k: stats.get(k) for k in (
+        "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
+        "metadata_unmatched", "latency_p50_us", "latency_p99_us",
+    )}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

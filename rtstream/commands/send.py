@@ -1,0 +1,178 @@
+"""``rtstream send``: stream a source as DICOM-RTV (PS3.22) flows."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from rtstream.errors import ConfigError
+from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
+from rtstream.proto.formats import Sampling
+from rtstream.sender import (
+    Sender,
+    SenderConfig,
+    SenderStats,
+    load_sender_config,
+    parse_host_port,
+)
+
+HELP = "send a live source as ST 2110 video/audio with PS3.22 DICOM metadata flows"
+DESCRIPTION = f"""\
+Send video (ST 2110-20), optional audio (ST 2110-30) and one PS3.22 DICOM-RTV metadata
+flow per media flow, all stamped by one media clock: every metadata grain carries exactly
+its frame's RTP timestamp, the static part (patient, study, device) goes out at start and
+at least once a second.
+
+Ports: video PORT, video metadata PORT+2, audio PORT+4, audio metadata PORT+6.
+The SDP is written to --sdp-out and served at http://HOST:PORT/sdp (and /sdp/<mid>,
+mid = VID, VMETA, AUD, AMETA) with --http.
+
+sources (--source):   {SPEC_HELP}
+audio (--audio-source): {AUDIO_SPEC_HELP}
+
+A TOML --config file may hold every option (tables [video], [audio], [network],
+[pacing], [context]); flags override it. See samples/sender.toml.
+
+examples:
+  rtstream send --dest 127.0.0.1:5004 --video 1920x1080@60 --sdp-out /tmp/rtv.sdp
+  rtstream send --source dicom:cine.dcm --loop --dest 239.1.1.1:5004 --ttl 2 --http 0.0.0.0:8080
+  rtstream send --source file:clip.mp4 --dest 127.0.0.1:5004 --sampling RGB --depth 8 --audio
+"""
+
+_VIDEO = re.compile(r"^(?:(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?(?:/\d+)?))?$")
+
+
+def parse_video(text: str) -> dict[str, Any]:
+    """``WxH@FPS`` (either part optional) -> ``[video]`` overrides."""
+    m = _VIDEO.match(text)
+    if not m or not text:
+        raise ConfigError("--video", text, "WxH@FPS like 1920x1080@60, 1280x720@60000/1001 or 640x480")
+    out: dict[str, Any] = {}
+    if m.group(1):
+        out["width"] = int(m.group(1))
+        out["height"] = int(m.group(2))
+    if m.group(3):
+        try:
+            fps = Fraction(m.group(3))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError("--video", text, "a positive frame rate after '@'") from None
+        out["fps"] = fps
+    return out
+
+
+def add_sender_options(parser: argparse.ArgumentParser, *, dest_required: bool) -> None:
+    """The options shared by ``send`` and ``sdp``."""
+    parser.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML configuration (flags override it)")
+    parser.add_argument("--source", metavar="SPEC", help=f"video source: {SPEC_HELP} (default testsrc)")
+    parser.add_argument("--dest", metavar="HOST:PORT", required=False,
+                        help="destination address (unicast or multicast group) and base port")
+    parser.add_argument("--video", metavar="WxH@FPS", help="frame size and rate (default: the source's)")
+    parser.add_argument("--sampling", choices=[s.value for s in Sampling], help="wire sampling (default YCbCr-4:2:2)")
+    parser.add_argument("--depth", type=int, choices=[8, 10], help="bits per component (default 10)")
+    parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")
+    parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
+    parser.add_argument("--sop", choices=["endoscopic", "photographic"], help="RTV SOP class (default endoscopic)")
+    parser.add_argument("--ttl", type=int, help="multicast TTL (default 1)")
+    parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
+    parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
+    parser.add_argument("--dscp", type=int, help="DSCP 0..63 for all flows (e.g. 34 = AF41)")
+    parser.add_argument("--patient-name", help="Patient's Name (PN, e.g. Doe^Jane)")
+    parser.add_argument("--patient-id", help="Patient ID")
+    parser.add_argument("--study-description", help="Study Description")
+    parser.add_argument("--accession-number", help="Accession Number")
+    parser.add_argument("--session-name", help="SDP s= line")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Map flags onto the :class:`SenderConfig` tree (None = not given)."""
+    o: dict[str, Any] = {"source": args.source, "sop": args.sop, "session_name": args.session_name}
+    video: dict[str, Any] = {"sampling": args.sampling, "depth": args.depth}
+    if args.video:
+        video.update(parse_video(args.video))
+    o["video"] = video
+    o["audio"] = {"enabled": args.audio, "source": args.audio_source}
+    if args.audio_source and args.audio is None:
+        o["audio"]["enabled"] = True
+    net: dict[str, Any] = {"ttl": args.ttl, "interface": args.interface,
+                           "source_address": args.source_address, "dscp": args.dscp}
+    if args.dest:
+        host, port = parse_host_port(args.dest, "--dest")
+        net.update(dest=host, port=port)
+    o["network"] = net
+    o["context"] = {"patient_name": args.patient_name, "patient_id": args.patient_id,
+                    "study_description": args.study_description,
+                    "accession_number": args.accession_number}
+    for key in ("frames", "duration", "loop", "sdp_out", "http", "dump_frames", "stats_json"):
+        if hasattr(args, key):
+            v = getattr(args, key)
+            o[key] = str(v) if isinstance(v, Path) else v
+    if getattr(args, "pacing", None):
+        o["pacing"] = {"mode": args.pacing}
+    if getattr(args, "no_gso", False):
+        net["gso"] = False
+    return o
+
+
+def build_config(args: argparse.Namespace) -> SenderConfig:
+    """Config file, then flags."""
+    return load_sender_config(args.config, overrides_from_args(args))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``send`` options."""
+    add_sender_options(parser, dest_required=True)
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--loop", action="store_true", default=None, help="repeat file:, raw: and dicom: sources")
+    parser.add_argument("--pacing", choices=["linear", "none"],
+                        help="spread a frame's packets over the frame period (linear, default) or not")
+    parser.add_argument("--sdp-out", type=Path, metavar="FILE", help="write the SDP here")
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve the SDP at http://HOST:PORT/sdp")
+    parser.add_argument("--dump-frames", type=Path, metavar="DIR",
+                        help="write each sent frame's wire bytes as DIR/<rtp-timestamp>.raw")
+    parser.add_argument("--stats-json", type=Path, metavar="FILE", help="write run totals here at exit")
+    parser.add_argument("--no-gso", action="store_true", help="disable UDP segmentation offload")
+
+
+def _status_line(stats: SenderStats) -> None:
+    sys.stderr.write(
+        f"\rframes {stats.frames}  {stats.fps:5.1f} fps  {stats.mbps:8.1f} Mbit/s  "
+        f"late {stats.late_frames}  packets {stats.packets}   "
+    )
+    sys.stderr.flush()
+
+
+async def _main(cfg: SenderConfig) -> SenderStats:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    status = _status_line if sys.stderr.isatty() else None
+    async with Sender(cfg, status=status) as tx:
+        if cfg.sdp_out is None and cfg.http is None:
+            print(tx.sdp_text(), end="", flush=True)
+        try:
+            await tx.run()
+        except asyncio.CancelledError:
+            pass
+        return tx.stats
+
+
+def run(args: argparse.Namespace) -> int:
+    """Send until done or interrupted; exit 0 on a clean stop."""
+    cfg = build_config(args)
+    stats = asyncio.run(_main(cfg))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    summary = {k: stats.as_dict()[k] for k in ("frames", "packets", "bytes", "late_frames", "fps", "mbps")}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

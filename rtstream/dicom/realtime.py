@@ -1,0 +1,456 @@
+"""The real-time IODs of PS3.22: static parts, grain scheduling and receiver tracking.
+
+Theory of operation
+-------------------
+A metadata flow carries one SOP instance of a real-time IOD (PS3.3 A.32.9 Real-Time
+Video Endoscopic Image, A.32.10 Real-Time Video Photographic Image, A.34.11 Real-Time
+Audio Waveform). Its *static part* -- every module but Current Frame Functional Groups --
+is built once by :func:`static_part` and encoded once; its *dynamic part* changes per
+frame (:func:`rtstream.proto.rtv_metadata.dynamic_part`).
+
+:class:`GrainBuilder` makes the grain of each frame. It puts the static part in the
+first grain and again whenever ``static_interval_ns`` has passed since it last did, so
+the PS3.22 §6.2.2 rule "at least once per second" holds with margin (0.5 s by default).
+Time is passed in as ``now``; nothing here reads a clock unless the caller leaves the
+creation time out of :func:`static_part`.
+
+On the receiving side :class:`StaticTracker` keeps the latest static part per metadata
+flow: a flow is usable only after one has been seen (PS3.22 §6.2.2 note).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import functools
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from rtstream.dicom.context import StreamContext
+from rtstream.errors import ConfigError, LocalProtocolError
+from rtstream.proto.clock import NS_PER_S, PtpTimestamp
+from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
+from rtstream.proto.rtv_metadata import (
+    RTV_AUDIO_WAVEFORM,
+    RTV_MODALITY,
+    RTV_VIDEO_ENDOSCOPIC,
+    RTV_VIDEO_PHOTOGRAPHIC,
+    TAI_UTC_OFFSET_S,
+    Grain,
+    RtvMetaInfo,
+    encode_dataset,
+    encode_dynamic_part,
+    split_static,
+)
+
+logger = logging.getLogger(__name__)
+
+UTC_SYNCHRONIZATION_UID = "1.2.840.10008.15.1.1"
+"""Well-known Synchronization Frame of Reference UID "Universal Coordinated Time"
+(PS3.6 Annex A), used when the device clock is PTP-locked."""
+
+
+class RtvSop(enum.Enum):
+    """Real-time SOP classes of PS3.22 Table 7.2-1 that have a static/dynamic split."""
+
+    ENDOSCOPIC = RTV_VIDEO_ENDOSCOPIC
+    PHOTOGRAPHIC = RTV_VIDEO_PHOTOGRAPHIC
+    AUDIO = RTV_AUDIO_WAVEFORM
+
+    @property
+    def modality(self) -> str:
+        """Modality required by the IOD: ES, XC or AU."""
+        return RTV_MODALITY[self.value]
+
+    @property
+    def is_video(self) -> bool:
+        """True for the two video IODs."""
+        return self is not RtvSop.AUDIO
+
+
+@dataclass(frozen=True, kw_only=True)
+class BulkFlowRef:
+    """One bulk (video or audio) flow as listed in the Real-Time Bulk Data Flow Sequence.
+
+    Parameters
+    ----------
+    source_id, flow_id : uuid.UUID
+        The *bulk* flow's NMOS source and flow identifiers (PS3.3 C.7.6.26).
+    transfer_syntax_uid : str
+        e.g. 1.2.840.10008.1.2.7.1 (ST 2110-20 progressive).
+    sampling_rate : int
+        The bulk flow's RTP clock from its SDP (90000 for video).
+    """
+
+    source_id: uuid.UUID
+    flow_id: uuid.UUID
+    transfer_syntax_uid: str
+    sampling_rate: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sampling_rate <= 0xFFFFFFFF:
+            raise ConfigError("bulk.sampling_rate", self.sampling_rate, "1..2**32-1 Hz")
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc_profile() -> bytes:
+    """An sRGB ICC profile (LittleCMS's built-in sRGB, via Pillow's ImageCms)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    data: bytes = profile.tobytes()
+    return data
+
+
+def photometric_for(fmt: VideoFormat) -> tuple[str, int, int]:
+    """Photometric Interpretation, Bits Allocated and Bits Stored for a flow format.
+
+    PS3.5 §8.2.13 (spec/ps322.md §3.3): 8-bit -> 8/8, deeper -> 16/depth; RGB -> RGB,
+    4:4:4 -> YBR_FULL, 4:2:2 -> YBR_FULL_422, 4:2:0 -> YBR_PARTIAL_420.
+    """
+    photometric = {
+        Sampling.RGB: "RGB",
+        Sampling.YCBCR_444: "YBR_FULL",
+        Sampling.YCBCR_422: "YBR_FULL_422",
+        Sampling.YCBCR_420: "YBR_PARTIAL_420",
+    }[fmt.sampling]
+    allocated = 8 if fmt.depth == 8 else 16
+    return photometric, allocated, fmt.depth
+
+
+def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
+    """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s)."""
+    utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
+    secs, ns = divmod(utc_ns, NS_PER_S)
+    return _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(
+        seconds=secs, microseconds=ns // 1000
+    )
+
+
+def dicom_dt(moment: _dt.datetime) -> str:
+    """DT value with microseconds and UTC offset."""
+    return moment.strftime("%Y%m%d%H%M%S.%f") + "+0000"
+
+
+def _bulk_flow_sequence(bulk_flows: Sequence[BulkFlowRef]) -> list[Dataset]:
+    """PS3.3 C.7.6.26: one item per bulk source, its flows nested."""
+    by_source: OrderedDict[uuid.UUID, list[BulkFlowRef]] = OrderedDict()
+    for ref in bulk_flows:
+        by_source.setdefault(ref.source_id, []).append(ref)
+    items = []
+    for source, refs in by_source.items():
+        item = Dataset()
+        item.SourceIdentifier = source.bytes
+        flows = []
+        for ref in refs:
+            f = Dataset()
+            f.FlowIdentifier = ref.flow_id.bytes
+            f.FlowTransferSyntaxUID = ref.transfer_syntax_uid
+            f.FlowRTPSamplingRate = ref.sampling_rate
+            flows.append(f)
+        item.FlowIdentifierSequence = flows
+        items.append(item)
+    return items
+
+
+def static_part(
+    sop: RtvSop,
+    ctx: StreamContext,
+    *,
+    sop_instance_uid: str,
+    bulk_flows: Sequence[BulkFlowRef],
+    video: VideoFormat | None = None,
+    audio: AudioFormat | None = None,
+    series_instance_uid: str | None = None,
+    series_number: int = 1,
+    instance_number: int = 1,
+    created_ns: int | None = None,
+    acquisition_ns: int | None = None,
+    ptp_synchronized: bool = False,
+    synchronization_uid: str | None = None,
+    time_source: str = "",
+    burned_in_annotation: bool = False,
+    stereo_pairs: bool = False,
+    icc_profile: bytes | None = None,
+) -> Dataset:
+    """Build the static part of a real-time IOD (every module but the dynamic one).
+
+    Modules per spec/ps322.md §2.5 (PS3.3 A.32.9, A.32.10, A.34.11): Patient, General
+    Study, General Series, General Equipment, Enhanced General Equipment,
+    Synchronization (Time Distribution Protocol PTP), Acquisition Context, Real-Time
+    Bulk Data Flow, SOP Common; for video also General Acquisition, General Image,
+    VL Image, ICC Profile, Common Instance Reference (nothing referenced, so empty) and
+    Real-Time Acquisition; for audio Waveform Identification.
+
+    Parameters
+    ----------
+    sop : RtvSop
+    ctx : StreamContext
+    sop_instance_uid : str
+        The RTV SOP instance (one per RTP session).
+    bulk_flows : sequence of BulkFlowRef
+        At least the flow this metadata describes.
+    video : VideoFormat or None
+        Required for the video IODs (VL Image pixel description).
+    audio : AudioFormat or None
+        Accepted for the audio IOD (not needed by its static modules).
+    created_ns : int or None
+        TAI nanoseconds of instance creation (Content Date/Time); now when None.
+    acquisition_ns : int or None
+        TAI nanoseconds of the acquisition start; ``created_ns`` when None.
+    ptp_synchronized : bool
+        True when the media clock is locked to a PTP grandmaster: Acquisition Time
+        Synchronized Y and the UTC Synchronization Frame of Reference.
+    synchronization_uid : str or None
+        Synchronization Frame of Reference UID of a free-running clock (generated
+        when None and not PTP-synchronized).
+
+    Raises
+    ------
+    ConfigError
+        When ``bulk_flows`` is empty or ``video`` is missing for a video IOD.
+    """
+    if not bulk_flows:
+        raise ConfigError("bulk_flows", list(bulk_flows), "at least one bulk flow (C.7.6.26)")
+    if sop.is_video and video is None:
+        raise ConfigError("video", None, "a VideoFormat for a real-time video IOD")
+    if created_ns is None:
+        created_ns = time.time_ns() + TAI_UTC_OFFSET_S * NS_PER_S
+    created = tai_ns_to_datetime(created_ns)
+    acquired = tai_ns_to_datetime(created_ns if acquisition_ns is None else acquisition_ns)
+    date, tm = created.strftime("%Y%m%d"), created.strftime("%H%M%S.%f")
+
+    ds = Dataset()
+    # SOP Common (C.12.1)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = tm
+    ds.SOPClassUID = sop.value
+    ds.SOPInstanceUID = sop_instance_uid
+    # Patient (C.7.1.1)
+    ds.PatientName = ctx.patient_name
+    ds.PatientID = ctx.patient_id
+    ds.PatientBirthDate = ctx.birth_date
+    ds.PatientSex = ctx.sex
+    # General Study (C.7.2.1)
+    ds.StudyInstanceUID = ctx.study_uid
+    ds.StudyDate = ctx.study_date or date
+    ds.StudyTime = "" if ctx.study_date else tm
+    ds.ReferringPhysicianName = ctx.referring_physician
+    ds.StudyID = ctx.study_id
+    ds.AccessionNumber = ctx.accession_number
+    if ctx.study_description:
+        ds.StudyDescription = ctx.study_description
+    # General Series (C.7.3.1)
+    ds.Modality = sop.modality
+    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
+    ds.SeriesNumber = series_number
+    if ctx.series_description:
+        ds.SeriesDescription = ctx.series_description
+    if ctx.operator_name:
+        ds.OperatorsName = ctx.operator_name
+    if ctx.body_part:
+        ds.BodyPartExamined = ctx.body_part
+    # General Equipment (C.7.5.1) + Enhanced General Equipment (C.7.5.2)
+    ds.Manufacturer = ctx.manufacturer or "UNKNOWN"
+    ds.ManufacturerModelName = ctx.model_name or "UNKNOWN"
+    ds.DeviceSerialNumber = ctx.device_serial or "UNKNOWN"
+    ds.SoftwareVersions = ctx.software_versions or "UNKNOWN"
+    if ctx.institution:
+        ds.InstitutionName = ctx.institution
+    if ctx.station_name:
+        ds.StationName = ctx.station_name
+    # Synchronization (C.7.4.2); Time Distribution Protocol PTP (A.32.9.3.5)
+    if ptp_synchronized:
+        ds.SynchronizationFrameOfReferenceUID = UTC_SYNCHRONIZATION_UID
+    else:
+        ds.SynchronizationFrameOfReferenceUID = synchronization_uid or generate_uid()
+    ds.SynchronizationTrigger = "NO TRIGGER"
+    ds.AcquisitionTimeSynchronized = "Y" if ptp_synchronized else "N"
+    if time_source:
+        ds.TimeSource = time_source
+    ds.TimeDistributionProtocol = "PTP"
+    # Acquisition Context (C.7.6.14)
+    ds.AcquisitionContextSequence = []
+    # Real-Time Bulk Data Flow (C.7.6.26)
+    ds.RealTimeBulkDataFlowSequence = _bulk_flow_sequence(bulk_flows)
+    if sop.is_video:
+        assert video is not None
+        photometric, allocated, stored = photometric_for(video)
+        # General Acquisition (C.7.10.1)
+        ds.AcquisitionDateTime = dicom_dt(acquired)
+        # General Image (C.7.6.1) and VL Image (C.8.12.1)
+        ds.InstanceNumber = instance_number
+        ds.PatientOrientation = ""
+        ds.ContentDate = date
+        ds.ContentTime = tm
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.BurnedInAnnotation = "YES" if burned_in_annotation else "NO"
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = photometric
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated = allocated
+        ds.BitsStored = stored
+        ds.HighBit = stored - 1
+        ds.PixelRepresentation = 0
+        ds.LossyImageCompression = "00"
+        # ICC Profile (C.11.15)
+        ds.ICCProfile = icc_profile if icc_profile is not None else srgb_icc_profile()
+        ds.ColorSpace = "SRGB"
+        # Real-Time Acquisition (C.7.6.28)
+        ds.SharedFunctionalGroupsSequence = [Dataset()]
+        ds.StereoPairsPresent = "YES" if stereo_pairs else "NO"
+    else:
+        # Waveform Identification (C.10.8)
+        ds.InstanceNumber = instance_number
+        ds.ContentDate = date
+        ds.ContentTime = tm
+        ds.AcquisitionDateTime = dicom_dt(acquired)
+    return ds
+
+
+class GrainBuilder:
+    """Make the grain of each frame of one metadata flow.
+
+    The static part goes into the first grain and again whenever
+    ``static_interval_ns`` has passed (by ``now``) since it was last sent, so it is
+    present at >= 1 Hz (PS3.22 §6.2.2) for any interval up to one second.
+
+    Parameters
+    ----------
+    sop : RtvSop
+    ctx : StreamContext
+    meta : RtvMetaInfo
+        The flow's meta header; its SOP class, transfer syntax and rate must match
+        ``sop`` and ``bulk``.
+    bulk : BulkFlowRef
+        The bulk flow described.
+    static_interval_ns : int
+        0 < interval <= 1 s.
+    video : VideoFormat or None
+        Needed by the video IODs (unless ``static`` is given).
+    static : pydicom.Dataset or None
+        A prebuilt static part; built with :func:`static_part` when None.
+    frame_duration_ms : float or None
+        Frame Acquisition Duration of each frame, when known.
+    """
+
+    def __init__(
+        self,
+        sop: RtvSop,
+        ctx: StreamContext,
+        meta: RtvMetaInfo,
+        bulk: BulkFlowRef,
+        *,
+        static_interval_ns: int = 500_000_000,
+        video: VideoFormat | None = None,
+        static: Dataset | None = None,
+        frame_duration_ms: float | None = None,
+    ) -> None:
+        if not 0 < static_interval_ns <= NS_PER_S:
+            raise ConfigError(
+                "static_interval_ns", static_interval_ns, "0 < interval <= 1 s (PS3.22 §6.2.2)"
+            )
+        if meta.sop_class_uid != sop.value:
+            raise LocalProtocolError("meta.sop_class_uid: differs from the GrainBuilder's SOP")
+        if meta.transfer_syntax_uid != bulk.transfer_syntax_uid:
+            raise LocalProtocolError("meta.transfer_syntax_uid: differs from the bulk flow's")
+        if meta.sampling_rate != bulk.sampling_rate:
+            raise LocalProtocolError("meta.sampling_rate: differs from the bulk flow's RTP rate")
+        self.sop = sop
+        self.meta = meta
+        self.bulk = bulk
+        self.static_interval_ns = static_interval_ns
+        self.frame_duration_ms = frame_duration_ms
+        if static is None:
+            static = static_part(
+                sop, ctx, sop_instance_uid=meta.sop_instance_uid, bulk_flows=[bulk], video=video
+            )
+        if static.SOPInstanceUID != meta.sop_instance_uid:
+            raise LocalProtocolError("static.SOPInstanceUID: differs from meta.sop_instance_uid")
+        self.static = static
+        self._meta_bytes = meta.encode()
+        self._static_bytes = encode_dataset(static)
+        self._last_static_ns: int | None = None
+        self.grains = 0
+        self.static_grains = 0
+
+    def force_static(self) -> None:
+        """Put the static part into the next grain (e.g. after it changed)."""
+        self._last_static_ns = None
+
+    def update_static(self, static: Dataset) -> None:
+        """Replace the static part; it goes out with the next grain."""
+        self.static = static
+        self._static_bytes = encode_dataset(static)
+        self.force_static()
+
+    def grain(self, *, origin: PtpTimestamp, frame_number: int, now: int) -> bytes:
+        """The encoded grain of one frame (or audio packet).
+
+        Parameters
+        ----------
+        origin : PtpTimestamp
+            Capture instant (Frame Origin Timestamp), consistent with the RTP timestamp.
+        frame_number : int
+            Frame Acquisition Number (video; ignored for audio).
+        now : int
+            TAI nanoseconds, for the static-part schedule.
+        """
+        due = self._last_static_ns is None or now - self._last_static_ns >= self.static_interval_ns
+        dynamic = encode_dynamic_part(
+            origin=origin,
+            frame_number=frame_number if self.sop.is_video else None,
+            frame_duration_ms=self.frame_duration_ms if self.sop.is_video else None,
+        )
+        self.grains += 1
+        if due:
+            self._last_static_ns = now
+            self.static_grains += 1
+            return self._meta_bytes + dynamic + self._static_bytes
+        return self._meta_bytes + dynamic
+
+
+class StaticTracker:
+    """Keep the latest static part of each metadata flow (receiver side).
+
+    Parameters
+    ----------
+    max_flows : int
+        Flows remembered at once; the least recently updated is forgotten first.
+    """
+
+    def __init__(self, max_flows: int = 64) -> None:
+        self.max_flows = max_flows
+        self._static: OrderedDict[uuid.UUID, tuple[Dataset, int | None]] = OrderedDict()
+
+    def observe(self, grain: Grain, now: int | None = None) -> Dataset | None:
+        """Record ``grain``'s static part if it has one; return the flow's latest."""
+        flow = grain.meta.flow_id
+        if grain.has_static:
+            self._static[flow] = (split_static(grain.dataset), now)
+            self._static.move_to_end(flow)
+            while len(self._static) > self.max_flows:
+                self._static.popitem(last=False)
+        return self.latest(flow)
+
+    def latest(self, flow_id: uuid.UUID) -> Dataset | None:
+        """The latest static part of ``flow_id``, or None before the first one."""
+        entry = self._static.get(flow_id)
+        return None if entry is None else entry[0]
+
+    def last_seen_ns(self, flow_id: uuid.UUID) -> int | None:
+        """``now`` of the latest static part of ``flow_id`` (when given to observe)."""
+        entry = self._static.get(flow_id)
+        return None if entry is None else entry[1]
+
+    def has_static(self, flow_id: uuid.UUID) -> bool:
+        """True once a static part of ``flow_id`` has been seen."""
+        return flow_id in self._static

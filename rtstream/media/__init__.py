@@ -1,0 +1,1 @@
+"""Media sources: generated, file, device and DICOM cine inputs as async iterators."""

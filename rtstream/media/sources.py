@@ -1,0 +1,661 @@
+"""Media sources: timestamped video frames and audio chunks as async iterators.
+
+Theory of operation
+-------------------
+A source is opened from a spec string (:func:`open_video_source`,
+:func:`open_audio_source`), which validates it and probes what it can (size, rate,
+patient context) without starting anything. :meth:`VideoSource.frames` then starts one
+worker thread that does the blocking work (PyAV demux/decode/scale, pydicom decoding,
+file reads, picture generation) and hands ``(image, pix_fmt)`` items to the event loop
+through a bounded queue, so decoding runs at most a few frames ahead and the loop never
+blocks.
+
+Timing: every stamp comes from the one media clock passed in. A *paced* source (test
+picture, files, DICOM cines, raw files, ``lavfi:``) stamps frame ``i`` with the nominal
+instant ``t0 + i / rate`` and yields it no earlier than that instant, so RTP timestamps
+advance by exactly one frame period. A *live* device (``v4l2:``, ``alsa:``, ``pulse:``)
+paces itself; each frame is stamped with the clock's time when it arrives.
+
+Spec strings (``--source``): ``testsrc``, ``file:PATH``, ``lavfi:GRAPH``,
+``v4l2:/dev/videoN``, ``dicom:PATH``, ``raw:PATH``, ``pacs:AET@HOST:PORT/UID`` (not yet
+supported). Audio (``--audio-source``): ``tone`` (1 kHz), ``alsa:hw:N``, ``pulse:NAME``,
+``lavfi:GRAPH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtstream.errors import ConfigError, RtstreamError
+from rtstream.media.testsrc import SectorGenerator, tone
+from rtstream.proto.clock import NS_PER_S, Clock
+from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
+
+log = logging.getLogger(__name__)
+
+SPEC_HELP = (
+    "testsrc, file:PATH, lavfi:GRAPH, v4l2:/dev/videoN, dicom:PATH, raw:PATH "
+    "or pacs:AET@HOST:PORT/UID"
+)
+AUDIO_SPEC_HELP = "tone, alsa:hw:N, pulse:NAME or lavfi:GRAPH"
+_QUEUE_DEPTH = 4
+_STANDARD_RATES = [
+    Fraction(r)
+    for r in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60", "15", "10")
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One captured picture.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The picture in ``pix_fmt`` layout; ``"wire"`` means ST 2110-20 pgroup order for
+        the flow's :class:`VideoFormat` (``frame_bytes`` uint8, any shape).
+    pix_fmt : str
+        ``wire``, ``rgb24``, ``yuv420p``, ``nv12``, ``uyvy422`` or ``yuv422p10le``.
+    capture_ns : int
+        Capture instant, TAI nanoseconds from the media clock.
+    index : int
+        Frame number from 0.
+    """
+
+    image: np.ndarray
+    pix_fmt: str
+    capture_ns: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Consecutive audio samples; ``capture_ns`` is the first sample's instant."""
+
+    samples: np.ndarray  # (n, channels) int32 in the L16/L24 range
+    capture_ns: int
+
+
+def preferred_pix_fmt(fmt: VideoFormat) -> str:
+    """The PyAV pixel format a decoder should deliver for ``fmt`` (cheapest to convert)."""
+    if fmt.sampling is Sampling.YCBCR_422:
+        return "yuv422p10le" if fmt.depth > 8 else "uyvy422"
+    if fmt.sampling is Sampling.YCBCR_420:
+        return "yuv420p"
+    return "rgb24"
+
+
+def av_frame_to_array(frame: Any, pix_fmt: str) -> np.ndarray:
+    """A PyAV frame already in ``pix_fmt`` as the array :func:`to_wire` expects."""
+    if pix_fmt == "uyvy422":
+        plane = frame.planes[0]
+        raw = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        return np.ascontiguousarray(raw[:, : frame.width * 2])
+    arr: np.ndarray = frame.to_ndarray()
+    return arr
+
+
+async def _sleep_until(clock: Clock, t_ns: int) -> None:
+    delta = t_ns - clock.now_ns()
+    if delta > 0:
+        await asyncio.sleep(delta / NS_PER_S)
+
+
+class VideoSource:
+    """Base of all video sources; subclasses implement :meth:`_items`.
+
+    Attributes
+    ----------
+    spec : str
+        The spec it was opened from.
+    native_size : tuple of int or None
+        (width, height) of the input, when known.
+    native_rate : Fraction or None
+        Frame rate of the input, when known.
+    context : dict
+        Patient/study/device values found in the input (StreamContext field names).
+    live : bool
+        Stamped on arrival instead of paced.
+    """
+
+    live = False
+
+    def __init__(self, spec: str, *, loop: bool = False) -> None:
+        self.spec = spec
+        self.loop = loop
+        self.native_size: tuple[int, int] | None = None
+        self.native_rate: Fraction | None = None
+        self.context: dict[str, str] = {}
+        self.late_starts = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._prepared_for: VideoFormat | None = None
+
+    def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
+        """Blocking generator of images (runs in the worker thread)."""
+        raise NotImplementedError
+
+    def _prepare(self, fmt: VideoFormat) -> None:
+        """Blocking one-time set-up for ``fmt`` (e.g. rendering the test picture)."""
+
+    async def prepare(self, fmt: VideoFormat) -> None:
+        """Do the slow set-up in a worker thread, so frame 0 can be on time.
+
+        Call before choosing ``start_ns``; :meth:`frames` calls it when nobody did.
+        """
+        if self._prepared_for != fmt:
+            await asyncio.to_thread(self._prepare, fmt)
+            self._prepared_for = fmt
+
+    async def frames(
+        self,
+        fmt: VideoFormat,
+        clock: Clock,
+        *,
+        start_ns: int | None = None,
+        convert: Callable[[np.ndarray, str], np.ndarray] | None = None,
+    ) -> AsyncIterator[VideoFrame]:
+        """Yield frames of ``fmt`` until the input ends (or forever).
+
+        Parameters
+        ----------
+        fmt : VideoFormat
+            Output size and sampling (images are scaled/converted to it).
+        clock : Clock
+            The media clock.
+        start_ns : int or None
+            Capture instant of frame 0 (default: now + 50 ms).
+        convert : callable or None
+            ``convert(image, pix_fmt) -> wire`` run in the worker thread (conversion to
+            the wire pixel format off the event loop); frames then have ``pix_fmt ==
+            "wire"``.
+        """
+        period = fmt.frame_duration_ns
+        await self.prepare(fmt)
+        t0 = clock.now_ns() + 50_000_000 if start_ns is None else start_ns
+        q: queue.Queue[tuple[np.ndarray, str] | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
+        self._stop.clear()
+
+        def worker() -> None:
+            try:
+                for item in self._items(fmt, t0, period):
+                    if convert is not None:
+                        item = (convert(item[0], item[1]), "wire")
+                    while not self._stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self._stop.is_set():
+                        return
+                q.put(None)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                q.put(exc)
+
+        self._thread = threading.Thread(target=worker, name=f"source {self.spec}", daemon=True)
+        self._thread.start()
+        index = 0
+        try:
+            while True:
+                try:
+                    got = q.get_nowait()
+                except queue.Empty:
+                    got = await asyncio.to_thread(q.get)
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    if isinstance(got, RtstreamError):
+                        raise got
+                    raise RtstreamError(f"source {self.spec}: {got}") from got
+                image, pix_fmt = got
+                if self.live:
+                    capture = clock.now_ns()
+                else:
+                    capture = t0 + int(index * period)
+                    await _sleep_until(clock, capture)
+                yield VideoFrame(image, pix_fmt, capture, index)
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker thread (idempotent)."""
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=2)
+        self._thread = None
+
+
+class TestSource(VideoSource):
+    """The generated ultrasound-like picture (:mod:`rtstream.media.testsrc`)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, spec: str = "testsrc", *, loop: bool = False) -> None:
+        super().__init__(spec, loop=loop)
+        self.native_size = None
+        self.native_rate = None
+        self.context = {"manufacturer": "rtstream", "station_name": "testsrc"}
+        self._gen: SectorGenerator | None = None
+
+    def _prepare(self, fmt: VideoFormat) -> None:
+        if self._gen is None or self._gen.fmt != fmt:
+            self._gen = SectorGenerator(fmt)
+
+    def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
+        self._prepare(fmt)
+        gen = self._gen
+        assert gen is not None
+        i = 0
+        while True:
+            img = gen.frame(i, t0 + int(i * period))
+            if gen.pix_fmt == "wire":
+                img = img.reshape(-1)
+            yield img, gen.pix_fmt
+            i += 1
+
+
+class AvVideoSource(VideoSource):
+    """Anything PyAV opens: files, ``lavfi`` graphs, V4L2 devices.
+
+    Parameters
+    ----------
+    url : str
+        File path, device path or filter graph.
+    container_format : str or None
+        PyAV input format (``lavfi``, ``v4l2``) or None to guess from the file.
+    live : bool
+        A capture device: stamp frames on arrival.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        url: str,
+        *,
+        container_format: str | None = None,
+        live: bool = False,
+        loop: bool = False,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(spec, loop=loop)
+        import av
+
+        self.live = live
+        self._url = url
+        self._format = container_format
+        self._options = options or {}
+        try:
+            self._container: Any = av.open(url, format=container_format, options=self._options)
+        except ValueError as exc:  # e.g. "no container format 'v4l2'"
+            raise ConfigError("--source", spec, f"an input this PyAV build can open ({exc})") from None
+        except OSError as exc:
+            what = "device" if live else "input"
+            reason = {2: "is absent", 16: "is busy (used by another program)", 13: "is not accessible (permission denied)"}
+            raise ConfigError(
+                "--source", spec, f"an existing, free {what}: {url} {reason.get(exc.errno or 0, str(exc))}"
+            ) from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise ConfigError("--source", spec, "an input with a video stream")
+        vs = self._container.streams.video[0]
+        self.native_size = (vs.codec_context.width, vs.codec_context.height)
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        self.native_rate = Fraction(rate) if rate else None
+
+    def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
+        import av
+
+        pix = preferred_pix_fmt(fmt)
+        container = self._container
+        try:
+            while True:
+                produced = 0
+                for frame in container.decode(video=0):
+                    if self._stop.is_set():
+                        return
+                    out = frame.reformat(width=fmt.width, height=fmt.height, format=pix)
+                    produced += 1
+                    yield av_frame_to_array(out, pix), pix
+                if not self.loop or produced == 0:
+                    return
+                container.seek(0)
+        except av.error.FFmpegError as exc:
+            raise RtstreamError(f"source {self.spec}: decoding failed: {exc}") from None
+        finally:
+            container.close()
+
+    def close(self) -> None:
+        """Stop the worker; close the input if it never started."""
+        started = self._thread is not None
+        super().close()
+        if not started:
+            self._container.close()
+
+
+class RawSource(VideoSource):
+    """Frames already in the wire pixel format, one after another in a file."""
+
+    def __init__(self, spec: str, path: Path, *, loop: bool = False) -> None:
+        super().__init__(spec, loop=loop)
+        if not path.is_file():
+            raise ConfigError("--source", spec, f"an existing file ({path} not found)")
+        self.path = path
+
+    def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
+        size = self.path.stat().st_size
+        fb = fmt.frame_bytes
+        if size < fb or size % fb:
+            raise ConfigError(
+                "--source",
+                self.spec,
+                f"a file of whole {fmt.width}x{fmt.height} {fmt.sampling.value} {fmt.depth}-bit "
+                f"frames ({fb} bytes each); it has {size} bytes",
+            )
+        data = np.memmap(self.path, np.uint8, mode="r")
+        n = size // fb
+        while True:
+            for i in range(n):
+                if self._stop.is_set():
+                    return
+                yield np.array(data[i * fb : (i + 1) * fb]), "wire"
+            if not self.loop:
+                return
+
+
+_DICOM_CONTEXT = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "birth_date",
+    "PatientSex": "sex",
+    "StudyInstanceUID": "study_instance_uid",
+    "StudyDescription": "study_description",
+    "AccessionNumber": "accession_number",
+    "ReferringPhysicianName": "referring_physician",
+    "Manufacturer": "manufacturer",
+    "StationName": "station_name",
+    "InstitutionName": "institution",
+    "DeviceSerialNumber": "device_serial",
+}
+_H264_TS_PREFIX = ("1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104",
+                   "1.2.840.10008.1.2.4.105", "1.2.840.10008.1.2.4.106")
+_MPEG_TS = ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.107",
+            "1.2.840.10008.1.2.4.108")
+
+
+def _nice_rate(fps: float) -> Fraction:
+    """The standard rate nearest ``fps`` when within 0.2%, else ``fps`` as a Fraction."""
+    best = min(_STANDARD_RATES, key=lambda r: abs(float(r) - fps))
+    if abs(float(best) - fps) / float(best) < 2e-3:
+        return best
+    return Fraction(fps).limit_denominator(1001)
+
+
+class DicomSource(VideoSource):
+    """Replay a multi-frame DICOM image (native, JPEG-family or H.264/MPEG encapsulated).
+
+    The rate comes from Frame Time (0018,1063), else Cine Rate (0018,0040), else
+    Recommended Display Frame Rate (0008,2144), else 30 (PS3.3 C.7.6.5 Cine Module).
+    """
+
+    def __init__(self, spec: str, path: Path, *, loop: bool = False) -> None:
+        super().__init__(spec, loop=loop)
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        if not path.is_file():
+            raise ConfigError("--source", spec, f"an existing DICOM file ({path} not found)")
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise ConfigError("--source", spec, f"a readable DICOM file ({exc})") from None
+        if "Rows" not in ds or "Columns" not in ds:
+            raise ConfigError("--source", spec, "a DICOM image with Rows and Columns")
+        self.path = path
+        self.ts = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1"))
+        self.frames_in_file = int(ds.get("NumberOfFrames", 1) or 1)
+        self.native_size = (int(ds.Columns), int(ds.Rows))
+        rate: Fraction | None = None
+        if ds.get("FrameTime"):
+            rate = _nice_rate(1000.0 / float(ds.FrameTime))
+        elif ds.get("CineRate"):
+            rate = Fraction(int(ds.CineRate))
+        elif ds.get("RecommendedDisplayFrameRate"):
+            rate = Fraction(int(ds.RecommendedDisplayFrameRate))
+        self.native_rate = rate or Fraction(30)
+        for kw, name in _DICOM_CONTEXT.items():
+            v = ds.get(kw)
+            if v not in (None, ""):
+                self.context[name] = str(v)
+
+    def _rgb_frames(self) -> Iterator[np.ndarray]:
+        if self.ts.startswith(_H264_TS_PREFIX) or self.ts in _MPEG_TS:
+            yield from self._video_frames()
+            return
+        from pydicom.pixels.utils import iter_pixels
+
+        for arr in iter_pixels(self.path):
+            yield _to_rgb8(arr)
+
+    def _video_frames(self) -> Iterator[np.ndarray]:
+        import av
+        import pydicom
+        from pydicom.encaps import generate_fragments
+
+        ds = pydicom.dcmread(self.path)
+        data = b"".join(generate_fragments(ds.PixelData))
+        fmt = "h264" if self.ts.startswith(_H264_TS_PREFIX) else "mpegvideo"
+        if self.ts in ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"):
+            fmt = "hevc"
+        c: Any = av.open(io.BytesIO(data), format=fmt)
+        with c:
+            for frame in c.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+
+    def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
+        import av
+
+        pix = preferred_pix_fmt(fmt)
+        while True:
+            produced = 0
+            for rgb in self._rgb_frames():
+                if self._stop.is_set():
+                    return
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                out = vf.reformat(width=fmt.width, height=fmt.height, format=pix)
+                produced += 1
+                yield av_frame_to_array(out, pix), pix
+            if not self.loop or produced == 0:
+                return
+
+
+def _to_rgb8(arr: np.ndarray) -> np.ndarray:
+    """A decoded DICOM frame (gray or RGB, any bit depth) as (h, w, 3) uint8."""
+    if arr.ndim == 2:
+        if arr.dtype != np.uint8:
+            lo, hi = float(arr.min()), float(arr.max())
+            scale = 255.0 / (hi - lo) if hi > lo else 0.0
+            gray: np.ndarray = ((arr.astype(np.float32) - lo) * scale).astype(np.uint8)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.dtype != np.uint8:
+        shift = max(0, int(arr.dtype.itemsize * 8) - 8)
+        wide: np.ndarray = arr.astype(np.uint32)
+        narrow: np.ndarray = np.right_shift(wide, shift).astype(np.uint8)
+        return narrow[:, :, :3]
+    return arr[:, :, :3]
+
+
+def parse_spec(spec: str, allowed: str = SPEC_HELP) -> tuple[str, str]:
+    """Split ``kind:argument``; ``testsrc``/``tone`` have no argument."""
+    kind, sep, arg = spec.partition(":")
+    if not sep:
+        return spec, ""
+    if not arg:
+        raise ConfigError("--source", spec, f"a spec with an argument after '{kind}:' ({allowed})")
+    return kind, arg
+
+
+def open_video_source(spec: str, *, loop: bool = False) -> VideoSource:
+    """Validate ``spec`` and open the video source it names.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown kind, a missing file, an absent or busy device, or an input
+        without video.
+    """
+    kind, arg = parse_spec(spec)
+    if kind == "testsrc" and not arg:
+        return TestSource(spec, loop=loop)
+    if kind == "file":
+        p = Path(arg)
+        if not p.is_file():
+            raise ConfigError("--source", spec, f"an existing media file ({p} not found)")
+        return AvVideoSource(spec, str(p), loop=loop)
+    if kind == "lavfi":
+        return AvVideoSource(spec, arg, container_format="lavfi", loop=loop)
+    if kind == "v4l2":
+        if not os.path.exists(arg):
+            raise ConfigError("--source", spec, f"an existing V4L2 device: {arg} is absent")
+        return AvVideoSource(spec, arg, container_format="v4l2", live=True)
+    if kind == "dicom":
+        return DicomSource(spec, Path(arg), loop=loop)
+    if kind == "raw":
+        return RawSource(spec, Path(arg), loop=loop)
+    if kind == "pacs":
+        raise ConfigError("--source", spec, "pacs: (C-GET replay) is not yet supported; "
+                          "retrieve the instance and use dicom:PATH")
+    if kind in ("alsa", "pulse", "tone"):
+        raise ConfigError("--source", spec, f"a video source ({SPEC_HELP}); "
+                          f"{kind} is an audio input: use --audio-source")
+    raise ConfigError("--source", spec, f"one of {SPEC_HELP}")
+
+
+@dataclass
+class AudioSource:
+    """An audio input; :meth:`chunks` yields :class:`AudioChunk` of ``chunk`` samples."""
+
+    spec: str
+    kind: str
+    url: str = ""
+    live: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _container: Any = None
+    _started: bool = False
+
+    async def chunks(self, fmt: AudioFormat, clock: Clock, *, start_ns: int | None = None,
+                     chunk_packets: int = 10) -> AsyncIterator[AudioChunk]:
+        """Yield chunks of ``chunk_packets`` packets' worth of samples, forever."""
+        n = fmt.samples_per_packet * chunk_packets
+        bits = 16 if fmt.encoding.value == "L16" else 24
+        t0 = clock.now_ns() + 50_000_000 if start_ns is None else start_ns
+        if self.kind == "tone":
+            start = 0
+            while True:
+                capture = t0 + start * NS_PER_S // fmt.sample_rate
+                samples = tone(fmt.sample_rate, fmt.channels, start, n, bits=bits)
+                await _sleep_until(clock, capture + n * NS_PER_S // fmt.sample_rate)
+                yield AudioChunk(samples, capture)
+                start += n
+        async for chunk in self._av_chunks(fmt, clock, n, bits):
+            yield chunk
+
+    def open(self) -> None:
+        """Open the PyAV input now, so an absent or busy device fails at start."""
+        if self.kind == "tone" or self._container is not None:
+            return
+        import av
+
+        try:
+            self._container = av.open(self.url, format=self.kind)
+        except ValueError as exc:
+            raise ConfigError("--audio-source", self.spec, f"an input this PyAV build can open ({exc})") from None
+        except OSError as exc:
+            what = "an existing, free audio device" if self.live else "a valid audio input"
+            raise ConfigError("--audio-source", self.spec, f"{what} ({exc})") from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise ConfigError("--audio-source", self.spec, "an input with an audio stream")
+
+    def close(self) -> None:
+        """Stop reading and close the input."""
+        self._stop.set()
+        if self._container is not None and not self._started:
+            self._container.close()
+
+    async def _av_chunks(self, fmt: AudioFormat, clock: Clock, n: int, bits: int) -> AsyncIterator[AudioChunk]:
+        import av
+
+        self.open()
+        container = self._container
+        self._started = True
+        q: queue.Queue[np.ndarray | None] = queue.Queue(8)
+        resampler = av.AudioResampler(format="s32", layout="stereo" if fmt.channels == 2 else "mono",
+                                      rate=fmt.sample_rate)
+
+        def worker() -> None:
+            try:
+                for frame in container.decode(audio=0):
+                    if self._stop.is_set():
+                        return
+                    for out in resampler.resample(frame):
+                        a: np.ndarray = np.asarray(out.to_ndarray(), np.int32).reshape(-1, fmt.channels)
+                        q.put(np.right_shift(a, 32 - bits))
+            finally:
+                q.put(None)
+                container.close()
+
+        threading.Thread(target=worker, name=f"audio {self.spec}", daemon=True).start()
+        pending = np.zeros((0, fmt.channels), np.int32)
+        t_next: int | None = None
+        try:
+            while True:
+                got = await asyncio.to_thread(q.get)
+                if got is None:
+                    return
+                pending = np.concatenate([pending, got])
+                while len(pending) >= n:
+                    now = clock.now_ns()
+                    if t_next is None:
+                        t_next = now - n * NS_PER_S // fmt.sample_rate
+                    yield AudioChunk(pending[:n], t_next)
+                    t_next += n * NS_PER_S // fmt.sample_rate
+                    pending = pending[n:]
+                    if not self.live:
+                        await _sleep_until(clock, t_next)
+        finally:
+            self._stop.set()
+
+
+def open_audio_source(spec: str) -> AudioSource:
+    """Validate an ``--audio-source`` spec."""
+    kind, arg = parse_spec(spec, AUDIO_SPEC_HELP)
+    if kind == "tone" and not arg:
+        return AudioSource(spec, "tone")
+    if kind in ("alsa", "pulse", "lavfi"):
+        src = AudioSource(spec, kind, arg, live=kind != "lavfi")
+        src.open()
+        return src
+    raise ConfigError("--audio-source", spec, f"one of {AUDIO_SPEC_HELP}")
+
+
+def context_fields(context: dict[str, str], cls: type[Any]) -> dict[str, str]:
+    """The subset of ``context`` that names fields of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in context.items() if k in names}

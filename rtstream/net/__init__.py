@@ -1,0 +1,1 @@
+"""Network I/O: UDP sockets for the media flows."""

@@ -1,0 +1,560 @@
+"""UDP sockets for media-rate RTP: segmentation offload out, drained batches in.
+
+Theory of operation
+-------------------
+*Sending.* A packetizer lays a frame's datagrams out as the rows of one ``numpy`` buffer,
+all of one size except possibly the last (:class:`PacketBatch`). :meth:`UdpSender.send_batch`
+hands the kernel up to ~45 of those rows in **one** ``sendmsg`` with the ancillary item
+``(SOL_UDP, UDP_SEGMENT, segment size)`` (Linux UDP GSO, ``udp(7)``); the kernel cuts the
+buffer into ordinary datagrams, the last of which may be shorter. When the kernel refuses
+GSO (``EIO``, ``EINVAL``, ``ENOPROTOOPT``, ``EOPNOTSUPP``) the sender remembers it and sends
+one datagram per call from then on. The socket is non-blocking; when its buffer is full
+(``EAGAIN``) the sender waits for writability with ``poll`` for a bounded time and counts the
+datagrams it had to drop if that time runs out. Unicast sockets are connected, so an ICMP
+port-unreachable from a vanished receiver comes back as ``ECONNREFUSED`` on a later send:
+it is counted and the send retried, never raised.
+
+*Receiving.* :meth:`UdpReceiver.drain` reads a non-blocking socket until ``EAGAIN`` (or until
+the preallocated batch is full) straight into the rows of a ``(batch, max_datagram)`` array.
+With ``UDP_GRO`` (Linux >= 5.0) one read may return several equal-size datagrams back to back,
+with the segment size in a control message; those are split into rows with one numpy copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rtstream.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+IP_ADD_SOURCE_MEMBERSHIP = 39
+IP_DROP_SOURCE_MEMBERSHIP = 40
+MAX_GSO_SEGMENTS = 45
+_MAX_UDP_PAYLOAD = 65507
+_GSO_REFUSED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+
+
+class DatagramBatch(Protocol):
+    """What :meth:`UdpSender.send_batch` needs of a batch (``rfc4175.PacketBatch`` fits)."""
+
+    @property
+    def buf(self) -> np.ndarray: ...
+
+    @property
+    def sizes(self) -> np.ndarray: ...
+
+
+@dataclass
+class SenderStats:
+    """Counters of one :class:`UdpSender`."""
+
+    datagrams: int = 0
+    bytes: int = 0
+    syscalls: int = 0
+    gso_calls: int = 0
+    icmp_errors: int = 0
+    eagain_waits: int = 0
+    dropped: int = 0
+
+
+def is_multicast(address: str) -> bool:
+    """True for an IPv4 multicast group address (224.0.0.0/4)."""
+    try:
+        first = socket.inet_aton(address)[0]
+    except OSError:
+        return False
+    return 224 <= first <= 239
+
+
+def _interface_address(interface: str | None) -> tuple[bytes, int]:
+    """(IPv4 address bytes, ifindex) for an interface given by name or address."""
+    if interface is None:
+        return socket.inet_aton("0.0.0.0"), 0
+    try:
+        return socket.inet_aton(interface), 0
+    except OSError:
+        pass
+    try:
+        return socket.inet_aton("0.0.0.0"), socket.if_nametoindex(interface)
+    except OSError:
+        raise ConfigError(
+            "network.interface", interface, "an interface name (ip link) or an IPv4 address"
+        ) from None
+
+
+def _resolve(host: str, key: str) -> str:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        raise ConfigError(key, host, "an IPv4 address or a resolvable host name") from None
+
+
+class UdpSender:
+    """Send RTP datagrams of one flow, with UDP segmentation offload.
+
+    Parameters
+    ----------
+    dest : tuple of (str, int)
+        Destination address (unicast or multicast group) and port.
+    bind : tuple of (str, int) or None
+        Local address to bind (the source address of the flow); None for any.
+    ttl : int
+        Multicast TTL (``IP_MULTICAST_TTL``); 1 keeps the flow on the local link.
+    interface : str or None
+        Outgoing interface for multicast, by name (``eth0``) or IPv4 address.
+    dscp : int or None
+        DiffServ code point 0..63 written into the IP TOS byte.
+    sndbuf : int
+        Requested ``SO_SNDBUF`` in bytes (``SO_SNDBUFFORCE`` is tried first as root).
+    gso : bool
+        Use ``UDP_SEGMENT``; False forces one send per datagram.
+    max_wait : float
+        Seconds to wait for a full socket buffer to drain before dropping datagrams.
+    """
+
+    def __init__(
+        self,
+        dest: tuple[str, int],
+        *,
+        bind: tuple[str, int] | None = None,
+        ttl: int = 1,
+        interface: str | None = None,
+        dscp: int | None = None,
+        sndbuf: int = 8 << 20,
+        gso: bool = True,
+        max_wait: float = 0.2,
+    ) -> None:
+        host, port = dest
+        if not 0 < port < 65536:
+            raise ConfigError("network.port", port, "1..65535")
+        if not 0 <= ttl <= 255:
+            raise ConfigError("network.ttl", ttl, "0..255")
+        if dscp is not None and not 0 <= dscp <= 63:
+            raise ConfigError("network.dscp", dscp, "0..63")
+        addr = _resolve(host, "network.dest")
+        self.dest = (addr, port)
+        self.stats = SenderStats()
+        self.gso = gso
+        self._max_wait = max_wait
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.setblocking(False)
+            _set_buffer(self._sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, sndbuf, "net.core.wmem_max")
+            if dscp is not None:
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+            if is_multicast(addr):
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                if interface is not None:
+                    ifaddr, ifindex = _interface_address(interface)
+                    # struct ip_mreqn {multiaddr, address, ifindex} (ip(7))
+                    mreqn = socket.inet_aton("0.0.0.0") + ifaddr + struct.pack("=i", ifindex)
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            if bind is not None:
+                self._sock.bind((_resolve(bind[0], "network.source_address"), bind[1]))
+            self._sock.connect(self.dest)
+        except OSError as exc:
+            self._sock.close()
+            raise ConfigError("network.dest", f"{host}:{port}", f"a reachable address ({exc})") from None
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLOUT)
+        self._scratch = np.empty(0, np.uint8)
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self._sock.fileno()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (source) address and port."""
+        name: tuple[str, int] = self._sock.getsockname()
+        return name
+
+    def send_batch(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
+        """Send rows ``start:stop`` of ``batch``; return how many datagrams went out.
+
+        Rows must all have the batch's segment size except possibly the very last row of
+        the batch. Datagrams that could not be sent within ``max_wait`` are counted in
+        ``stats.dropped`` and not retried.
+        """
+        buf = batch.buf
+        sizes = batch.sizes
+        n_total = buf.shape[0]
+        stop = n_total if stop is None else min(stop, n_total)
+        if start >= stop:
+            return 0
+        seg = int(sizes[0])
+        stride = buf.shape[1]
+        last = int(sizes[stop - 1])
+        count = stop - start
+        if stride == seg and buf.flags.c_contiguous:
+            flat = buf.reshape(-1)
+            base = start * seg
+        else:
+            need = count * seg
+            if self._scratch.size < need:
+                self._scratch = np.empty(need, np.uint8)
+            self._scratch[:need].reshape(count, seg)[:] = buf[start:stop, :seg]
+            flat = self._scratch
+            base = 0
+        mv = memoryview(flat)  # type: ignore[arg-type]
+        sent = 0
+        if self.gso and count > 1:
+            per_call = max(1, min(MAX_GSO_SEGMENTS, _MAX_UDP_PAYLOAD // seg))
+            cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("H", seg))]
+            while sent < count and self.gso:
+                k = min(per_call, count - sent)
+                ok: bool | None
+                length = (k - 1) * seg + (last if sent + k == count else seg)
+                off = base + sent * seg
+                if k == 1:
+                    ok = self._send_one(mv[off : off + length])
+                else:
+                    ok = self._send_gso(mv[off : off + length], cmsg, k)
+                if ok is None:  # GSO refused: fall through to per-datagram sends
+                    break
+                if ok:
+                    sent += k
+                    self.stats.datagrams += k
+                    self.stats.bytes += length
+                else:
+                    self.stats.dropped += count - sent
+                    return sent
+        while sent < count:
+            length = last if sent == count - 1 else seg
+            off = base + sent * seg
+            if self._send_one(mv[off : off + length]):
+                sent += 1
+                self.stats.datagrams += 1
+                self.stats.bytes += length
+            else:
+                self.stats.dropped += count - sent
+                return sent
+        return sent
+
+    def send(self, datagram: bytes) -> None:
+        """Send one datagram (metadata, audio); drops are counted, not raised."""
+        if self._send_one(datagram):
+            self.stats.datagrams += 1
+            self.stats.bytes += len(datagram)
+        else:
+            self.stats.dropped += 1
+
+    def _send_gso(self, data: memoryview, cmsg: list[tuple[int, int, bytes]], k: int) -> bool | None:
+        """One GSO sendmsg. True sent, False dropped after waiting, None GSO refused."""
+        deadline: float | None = None
+        while True:
+            try:
+                self._sock.sendmsg([data], cmsg)
+                self.stats.syscalls += 1
+                self.stats.gso_calls += 1
+                return True
+            except BlockingIOError:
+                deadline = self._wait(deadline)
+                if deadline < 0:
+                    return False
+            except ConnectionRefusedError:
+                self.stats.icmp_errors += 1
+            except OSError as exc:
+                if exc.errno in _GSO_REFUSED:
+                    log.warning(
+                        "kernel refused UDP segmentation offload (%s); sending one datagram "
+                        "per call from now on",
+                        errno.errorcode.get(exc.errno or 0, exc.errno),
+                    )
+                    self.gso = False
+                    return None
+                if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM):
+                    self.stats.icmp_errors += 1
+                    return True
+                raise
+
+    def _send_one(self, data: memoryview | bytes) -> bool:
+        deadline: float | None = None
+        refused = 0
+        while True:
+            try:
+                self._sock.send(data)
+                self.stats.syscalls += 1
+                return True
+            except BlockingIOError:
+                deadline = self._wait(deadline)
+                if deadline < 0:
+                    return False
+            except ConnectionRefusedError:
+                # ICMP port unreachable from an earlier datagram: count it, send again.
+                self.stats.icmp_errors += 1
+                refused += 1
+                if refused > 3:
+                    return False
+            except OSError as exc:
+                if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM):
+                    self.stats.icmp_errors += 1
+                    return False
+                raise
+
+    def _wait(self, deadline: float | None) -> float:
+        """Wait for POLLOUT; return the deadline, or -1 when it has passed."""
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + self._max_wait
+        self.stats.eagain_waits += 1
+        remaining = deadline - now
+        if remaining <= 0:
+            return -1.0
+        self._poll.poll(max(1, int(remaining * 1000)))
+        return deadline
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if self._sock.fileno() >= 0:
+            self._poll.unregister(self._sock.fileno())
+            self._sock.close()
+
+    def __enter__(self) -> UdpSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int, sysctl: str) -> int:
+    """Set a socket buffer, trying the FORCE variant as root; warn when capped."""
+    if os.geteuid() == 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force_opt, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    got: int = sock.getsockopt(socket.SOL_SOCKET, opt)
+    # Linux reports double the requested value (bookkeeping overhead, socket(7)).
+    if got // 2 < size:
+        log.warning(
+            "socket buffer capped by the kernel: asked %d bytes, got %d; raise %s "
+            "(sysctl -w %s=%d) to avoid loss",
+            size,
+            got // 2,
+            sysctl,
+            sysctl,
+            size,
+        )
+    return got
+
+
+@dataclass
+class ReceiverStats:
+    """Counters of one :class:`UdpReceiver`."""
+
+    datagrams: int = 0
+    bytes: int = 0
+    reads: int = 0
+    gro_reads: int = 0
+    truncated: int = 0
+
+
+class UdpReceiver:
+    """A drained, non-blocking UDP socket filling preallocated numpy batches.
+
+    Parameters
+    ----------
+    address : str
+        Unicast address to bind, or multicast group to join.
+    port : int
+        UDP port.
+    source : str or None
+        Source address for a source-specific join (SDP ``a=source-filter``).
+    interface : str or None
+        Interface (name or IPv4 address) on which to join a multicast group.
+    rcvbuf : int
+        Requested ``SO_RCVBUF``; a WARNING names ``net.core.rmem_max`` when capped.
+    max_datagram : int
+        Row width of the batch; longer datagrams are truncated and counted.
+    batch : int
+        Rows of the batch (the most datagrams one :meth:`drain` returns).
+    gro : bool
+        Ask for ``UDP_GRO`` coalescing when the kernel offers it.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        *,
+        source: str | None = None,
+        interface: str | None = None,
+        rcvbuf: int = 32 << 20,
+        max_datagram: int = 9000,
+        batch: int = 1024,
+        gro: bool = True,
+    ) -> None:
+        if not 0 <= port < 65536:
+            raise ConfigError("network.port", port, "0..65535")
+        addr = _resolve(address, "network.address")
+        self.stats = ReceiverStats()
+        self._buf = np.zeros((batch, max_datagram), np.uint8)
+        self._lengths = np.zeros(batch, np.int64)
+        self._rows = [memoryview(self._buf[i]) for i in range(batch)]
+        self._scratch = bytearray(65536)
+        self._pending: tuple[np.ndarray, int] | None = None  # GRO leftover (data, seg)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.setblocking(False)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.rcvbuf = _set_buffer(
+                self._sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, rcvbuf, "net.core.rmem_max"
+            )
+            self.gro = False
+            if gro:
+                try:
+                    self._sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                    self.gro = True
+                except OSError:
+                    log.debug("UDP_GRO not offered by this kernel")
+            multicast = is_multicast(addr)
+            self._sock.bind((addr, port))
+            if multicast:
+                ifaddr, ifindex = _interface_address(interface)
+                if source is not None:
+                    src = socket.inet_aton(_resolve(source, "network.source"))
+                    if ifindex and ifaddr == socket.inet_aton("0.0.0.0"):
+                        ifaddr = _first_address_of(ifindex)
+                    # struct ip_mreq_source {multiaddr, interface, sourceaddr} (ip(7))
+                    mreq = socket.inet_aton(addr) + ifaddr + src
+                    self._sock.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, mreq)
+                else:
+                    mreqn = socket.inet_aton(addr) + ifaddr + struct.pack("=i", ifindex)
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        except OSError as exc:
+            self._sock.close()
+            raise ConfigError(
+                "network.address", f"{address}:{port}", f"an address this host can receive on ({exc})"
+            ) from None
+        self._cmsg_space = socket.CMSG_SPACE(4)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (for ``loop.add_reader``)."""
+        return self._sock.fileno()
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read until the socket is empty or the batch is full.
+
+        Returns
+        -------
+        batch, lengths : numpy.ndarray
+            A view ``(n, max_datagram)`` of the reused batch (valid until the next call)
+            and the number of bytes in each row.
+        """
+        n = 0
+        cap = self._buf.shape[0]
+        width = self._buf.shape[1]
+        if self._pending is not None:
+            n = self._take_segments(*self._pending, 0)
+        sock = self._sock
+        lengths = self._lengths
+        if not self.gro:
+            rows = self._rows
+            recv_into = sock.recv_into
+            while n < cap:
+                try:
+                    k = recv_into(rows[n])
+                except BlockingIOError:
+                    break
+                lengths[n] = k
+                n += 1
+            self.stats.reads += n
+        else:
+            scratch = self._scratch
+            space = self._cmsg_space
+            while n < cap:
+                try:
+                    k, anc, flags, _ = sock.recvmsg_into([scratch], space)
+                except BlockingIOError:
+                    break
+                self.stats.reads += 1
+                seg = 0
+                for level, typ, data in anc:
+                    if level == SOL_UDP and typ == UDP_GRO:
+                        seg = struct.unpack("=i", data[:4])[0] if len(data) >= 4 else struct.unpack("=H", data[:2])[0]
+                if seg and k > seg:
+                    self.stats.gro_reads += 1
+                    arr = np.frombuffer(scratch, np.uint8, count=k).copy()
+                    n = self._take_segments(arr, seg, n)
+                else:
+                    if flags & socket.MSG_TRUNC or k > width:
+                        self.stats.truncated += 1
+                        k = min(k, width)
+                    self._buf[n, :k] = np.frombuffer(scratch, np.uint8, count=k)
+                    lengths[n] = k
+                    n += 1
+        if n:
+            self.stats.datagrams += n
+            self.stats.bytes += int(lengths[:n].sum())
+        return self._buf[:n], lengths[:n]
+
+    def _take_segments(self, data: np.ndarray, seg: int, n: int) -> int:
+        """Split a GRO read into rows from row ``n``; keep what does not fit."""
+        cap = self._buf.shape[0]
+        width = self._buf.shape[1]
+        total = data.size
+        nseg = -(-total // seg)
+        room = cap - n
+        take = min(nseg, room)
+        full = min(take, total // seg)
+        w = min(seg, width)
+        if seg > width:
+            self.stats.truncated += take
+        if full:
+            self._buf[n : n + full, :w] = data[: full * seg].reshape(full, seg)[:, :w]
+            self._lengths[n : n + full] = w
+        if take > full:  # the shorter tail segment
+            tail = data[full * seg :]
+            tw = min(tail.size, width)
+            self._buf[n + full, :tw] = tail[:tw]
+            self._lengths[n + full] = tw
+        used = min(take * seg, total)
+        self._pending = (data[used:], seg) if used < total else None
+        return n + take
+
+    def close(self) -> None:
+        """Close the socket (idempotent); leaving the socket drops its memberships."""
+        self._sock.close()
+
+    def __enter__(self) -> UdpReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first_address_of(ifindex: int) -> bytes:
+    """IPv4 address of interface ``ifindex`` (for ip_mreq_source, which has no ifindex)."""
+    import fcntl
+
+    name = socket.if_indextoname(ifindex)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        SIOCGIFADDR = 0x8915
+        res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+    return res[20:24]

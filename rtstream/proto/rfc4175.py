@@ -1,0 +1,943 @@
+"""ST 2110-20 / RFC 4175 uncompressed video over RTP: packetizer and depacketizer.
+
+Theory of operation
+-------------------
+Wire layout (RFC 4175 §4.1-4.3, ST 2110-20 general packing mode, ``spec/ps322.md`` §6.1)::
+
+    0       12          14            16                18              20 (+6k)
+    | RTP   | ext seq   | SRD Length  | F | SRD Row No. | C | SRD Offset | pixel data ...
+            | (hi 16)   | (octets)    | 1 | 15 bits     | 1 | 15 bits    |
+
+A packet carries one or more *sample row data* (SRD) segments; while C=1 another SRD
+header follows. The pixel data of the segments follow the last header in header order.
+Segments hold whole pgroups only. The Row Number is the scan line (for 4:2:0, whose
+pgroups span two lines, the first of the two lines, hence even); the Offset counts pixels
+from the left of the line. ``F`` selects the second field of an interlaced frame, whose
+lines then interleave with the first field's.
+
+**Packetizer.** The layout of a frame is fixed by the format, so it is computed once:
+every SRD row is cut into ``n`` segments, the first ``n - 1`` of ``chunk`` bytes and the
+last of ``last`` bytes (all equal when ``chunk`` divides the row). ``chunk`` is the largest
+whole-pgroup divisor of the row that fits ``max_payload - 20``, so that every datagram of
+a frame has the same size and the sender can hand the whole frame to UDP segmentation
+offload. When the best divisor would waste more than about a quarter of the packets (rows
+whose pgroup count has no useful divisor), a general layout with a shorter last segment
+per row is used instead. One preallocated ``(packets, stride)`` buffer holds the frame:
+RTP headers are written by :func:`rtstream.proto.rtp.write_rtp_headers`, the SRD headers
+once at construction, and the payload by one or two reshaped slice assignments. There is
+no Python loop per packet.
+
+**Depacketizer.** :meth:`VideoDepacketizer.feed` takes a batch of received datagrams as
+a ``(n, stride)`` array and their lengths. All headers are decoded with vectorized
+gathers; SRD headers are read one *depth* at a time (the loop runs once per SRD header
+position, not per packet). Malformed packets are counted (by field) and dropped. Sequence
+numbers are unwrapped from their 16-bit RTP value relative to the highest seen (RFC 3550
+A.1; the extended sequence high bits are informational, since GStreamer and FFmpeg send
+zero there); duplicates are found in a 65536-entry ring of extended numbers. Payload
+segments are scattered into the frame buffer by fancy indexing, one assignment per
+distinct segment length. A frame is emitted when its marker packet arrives or when a
+packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows
+not fully covered are reported in ``missing_rows``. Each frame gets its own buffer, so an
+event owns its data.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from rtstream.proto.formats import SUPPORTED_VIDEO, Sampling, VideoFormat
+from rtstream.proto.rtp import RTP_HEADER_SIZE, write_rtp_headers
+
+log = logging.getLogger(__name__)
+
+EXT_SEQ_SIZE = 2
+SRD_HEADER_SIZE = 6
+#: RTP fixed header + extended sequence number + one SRD header.
+SINGLE_SRD_HEADER_BYTES = RTP_HEADER_SIZE + EXT_SEQ_SIZE + SRD_HEADER_SIZE
+DEFAULT_MAX_PAYLOAD = 1460
+#: How long a silent SSRC keeps its lock before another SSRC may take over (ns).
+SSRC_TIMEOUT_NS = 1_000_000_000
+_MAX_SRD_PER_PACKET = 64
+_RECENT_FRAMES = 16
+_NO_SEQ = np.iinfo(np.int64).min
+
+
+# --------------------------------------------------------------------------- object form
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SrdHeader:
+    """One sample row data header (RFC 4175 §4.2).
+
+    Parameters
+    ----------
+    length : int
+        SRD Length: octets of pixel data in this segment (16 bits).
+    row : int
+        SRD Row Number: scan line of the segment (15 bits; within the field when
+        interlaced).
+    offset : int
+        SRD Offset: pixel position of the segment's first pixel in the line (15 bits).
+    field : bool
+        F bit: the segment belongs to the second field of an interlaced frame.
+    """
+
+    length: int
+    row: int
+    offset: int
+    field: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.length <= 0xFFFF:
+            raise LocalProtocolError(f"SRD Length: {self.length} is outside 0..65535")
+        if not 0 <= self.row <= 0x7FFF:
+            raise LocalProtocolError(f"SRD Row Number: {self.row} is outside 0..32767")
+        if not 0 <= self.offset <= 0x7FFF:
+            raise LocalProtocolError(f"SRD Offset: {self.offset} is outside 0..32767")
+
+    def to_bytes(self, continuation: bool) -> bytes:
+        """The 6-byte header; ``continuation`` sets the C bit (another header follows)."""
+        row = self.row | (0x8000 if self.field else 0)
+        off = self.offset | (0x8000 if continuation else 0)
+        return self.length.to_bytes(2, "big") + row.to_bytes(2, "big") + off.to_bytes(2, "big")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PayloadHeader:
+    """The RFC 4175 payload header: extended sequence number and the SRD headers.
+
+    Parameters
+    ----------
+    extended_sequence : int
+        High 16 bits of the 32-bit sequence number (RFC 4175 §4.1).
+    srds : tuple of SrdHeader
+        At least one; the C bit is derived from the position (set on all but the last).
+    """
+
+    extended_sequence: int
+    srds: tuple[SrdHeader, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.extended_sequence <= 0xFFFF:
+            raise LocalProtocolError(
+                f"Extended Sequence Number: {self.extended_sequence} is outside 0..65535"
+            )
+        if not self.srds:
+            raise LocalProtocolError("srds: a payload header needs at least one SRD header")
+
+    @property
+    def size(self) -> int:
+        """Octets of the header: 2 + 6 per SRD header."""
+        return EXT_SEQ_SIZE + SRD_HEADER_SIZE * len(self.srds)
+
+    @property
+    def data_length(self) -> int:
+        """Octets of pixel data the SRD headers announce."""
+        return sum(s.length for s in self.srds)
+
+    def to_bytes(self) -> bytes:
+        """Serialize the header (pixel data not included)."""
+        last = len(self.srds) - 1
+        parts = [self.extended_sequence.to_bytes(2, "big")]
+        parts.extend(s.to_bytes(i < last) for i, s in enumerate(self.srds))
+        return b"".join(parts)
+
+    @classmethod
+    def parse(cls, payload: bytes | bytearray | memoryview) -> PayloadHeader:
+        """Parse the header at the start of an RTP payload (RFC 4175 §4.2).
+
+        Pixel data bytes after the announced segments are ignored.
+
+        Raises
+        ------
+        RemoteProtocolError
+            Naming ``Extended Sequence Number``, ``SRD header`` (truncated or more than 64
+            headers) or ``SRD Length`` (segments longer than the payload).
+        """
+        buf = bytes(payload)
+        n = len(buf)
+        if n < EXT_SEQ_SIZE:
+            raise RemoteProtocolError("Extended Sequence Number", f"payload of {n} bytes")
+        ext = int.from_bytes(buf[0:2], "big")
+        pos = EXT_SEQ_SIZE
+        srds: list[SrdHeader] = []
+        while True:
+            if len(srds) >= _MAX_SRD_PER_PACKET:
+                raise RemoteProtocolError("SRD header", f"more than {_MAX_SRD_PER_PACKET}")
+            if pos + SRD_HEADER_SIZE > n:
+                raise RemoteProtocolError(
+                    "SRD header", f"header {len(srds)} truncated at byte {n} of the payload"
+                )
+            length = int.from_bytes(buf[pos : pos + 2], "big")
+            row = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            off = int.from_bytes(buf[pos + 4 : pos + 6], "big")
+            srds.append(
+                SrdHeader(length=length, row=row & 0x7FFF, offset=off & 0x7FFF, field=bool(row >> 15))
+            )
+            pos += SRD_HEADER_SIZE
+            if not off & 0x8000:
+                break
+        total = sum(s.length for s in srds)
+        if pos + total > n:
+            raise RemoteProtocolError(
+                "SRD Length", f"segments of {total} bytes exceed the {n - pos} bytes of data"
+            )
+        return cls(extended_sequence=ext, srds=tuple(srds))
+
+
+# --------------------------------------------------------------------------- packetizer
+
+
+@dataclass(frozen=True, slots=True)
+class PacketBatch:
+    """A run of datagrams laid out as the rows of one buffer.
+
+    Attributes
+    ----------
+    buf : numpy.ndarray
+        ``(n, stride)`` uint8; row ``i`` is datagram ``i``, RTP header first.
+    sizes : numpy.ndarray
+        ``(n,)`` int: bytes used in each row.
+    """
+
+    buf: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def segment_size(self) -> int:
+        """Size of every datagram but possibly the last (the size of the first)."""
+        return int(self.sizes[0]) if len(self.sizes) else 0
+
+    @property
+    def uniform(self) -> bool:
+        """True when every datagram but possibly the last is ``segment_size`` bytes and
+        equals the row stride, so ``buf`` is one contiguous run for segmentation offload.
+        The general (fallback) layout is not uniform."""
+        n = len(self.sizes)
+        if n <= 1:
+            return True
+        return bool(np.all(self.sizes[:-1] == self.buf.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def datagram(self, i: int) -> bytes:
+        """Datagram ``i`` as bytes (a copy; for tests and per-packet fallbacks)."""
+        return self.buf[i, : int(self.sizes[i])].tobytes()
+
+
+def _choose_layout(row_bytes: int, pgroup: int, max_data: int) -> tuple[int, int, int]:
+    """(segments per row, chunk bytes, last segment bytes) for one SRD row."""
+    if max_data < pgroup:
+        raise ConfigError("max_payload", max_data + SINGLE_SRD_HEADER_BYTES,
+                          f"at least {pgroup + SINGLE_SRD_HEADER_BYTES} bytes for this format")
+    if row_bytes <= max_data:
+        return 1, row_bytes, row_bytes
+    groups = row_bytes // pgroup
+    fit = max_data // pgroup
+    minimum = -(-groups // fit)
+    best = 0
+    for k in range(fit, 0, -1):
+        if groups % k == 0:
+            best = k
+            break
+    per_row = groups // best
+    if per_row <= minimum + max(1, minimum // 4):
+        return per_row, best * pgroup, best * pgroup
+    chunk_groups = -(-groups // minimum)
+    last = row_bytes - (minimum - 1) * chunk_groups * pgroup
+    return minimum, chunk_groups * pgroup, last
+
+
+class VideoPacketizer:
+    """Cut whole frames into RFC 4175 datagrams (general packing mode, progressive).
+
+    Parameters
+    ----------
+    fmt : VideoFormat
+        One of :data:`rtstream.proto.formats.SUPPORTED_VIDEO`, progressive.
+    ssrc : int
+        RTP SSRC.
+    payload_type : int
+        Dynamic payload type (96-127 usually).
+    max_payload : int
+        Largest UDP payload (the whole RTP datagram); 1460 is the ST 2110-10 standard
+        limit.
+    sequence : int
+        Extended (32-bit) sequence number of the first packet.
+
+    Attributes
+    ----------
+    packets_per_frame : int
+    segments_per_row : int
+    """
+
+    def __init__(
+        self,
+        fmt: VideoFormat,
+        *,
+        ssrc: int,
+        payload_type: int = 96,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        sequence: int = 0,
+    ) -> None:
+        if (fmt.sampling, fmt.depth) not in SUPPORTED_VIDEO:
+            raise ConfigError(
+                "video.depth", fmt.depth, f"a supported depth for {fmt.sampling.value}"
+            )
+        if fmt.interlaced:
+            raise ConfigError("video.interlaced", True, "false: the packetizer sends progressive")
+        if not 0 <= ssrc <= 0xFFFFFFFF:
+            raise ConfigError("ssrc", ssrc, "0..4294967295")
+        if not 0 <= payload_type <= 127:
+            raise ConfigError("payload_type", payload_type, "0..127")
+        if not SINGLE_SRD_HEADER_BYTES < max_payload <= 65507:
+            raise ConfigError("max_payload", max_payload, "21..65507 bytes")
+        if not 0 <= sequence <= 0xFFFFFFFF:
+            raise ConfigError("sequence", sequence, "0..4294967295")
+        self.fmt = fmt
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.max_payload = max_payload
+        self._seq = sequence
+        rows = fmt.rows
+        rb = fmt.row_bytes
+        per_row, chunk, last = _choose_layout(
+            rb, fmt.pgroup_bytes, max_payload - SINGLE_SRD_HEADER_BYTES
+        )
+        self.segments_per_row = per_row
+        self._chunk = chunk
+        self._last = last
+        n = rows * per_row
+        self.packets_per_frame = n
+        stride = SINGLE_SRD_HEADER_BYTES + chunk
+        self._buf = np.zeros((n, stride), np.uint8)
+        # Per-packet SRD fields (constant for the format): written once.
+        seg = np.tile(np.arange(per_row), rows)
+        row = np.repeat(np.arange(rows), per_row) * fmt.lines_per_row
+        byte_off = seg * chunk
+        pix_off = byte_off // fmt.pgroup_bytes * fmt.pgroup_pixels_per_line
+        length = np.where(seg == per_row - 1, last, chunk)
+        srd = np.stack([length, row, pix_off], axis=1).astype(">u2")
+        self._buf[:, 14:20] = srd.view(np.uint8).reshape(n, 6)
+        self._sizes = (length + SINGLE_SRD_HEADER_BYTES).astype(np.int64)
+        self._sizes.setflags(write=False)
+        self._ext_base = np.arange(n, dtype=np.int64)
+
+    @property
+    def sequence(self) -> int:
+        """Extended sequence number the next packet will carry."""
+        return self._seq
+
+    @property
+    def stride(self) -> int:
+        """Row stride of the packet buffer (the largest datagram)."""
+        return int(self._buf.shape[1])
+
+    def packetize(self, frame: np.ndarray, rtp_timestamp: int) -> PacketBatch:
+        """Packetize one frame.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            uint8 array of ``fmt.frame_bytes`` elements (any shape, C order), pgroups in
+            wire order, rows top to bottom.
+        rtp_timestamp : int
+            The frame's 90 kHz RTP timestamp (taken modulo 2**32).
+
+        Returns
+        -------
+        PacketBatch
+            Backed by a buffer this packetizer reuses on the next call; copy what you keep.
+        """
+        fmt = self.fmt
+        if frame.dtype != np.uint8 or frame.size != fmt.frame_bytes:
+            raise LocalProtocolError(
+                f"frame: need {fmt.frame_bytes} uint8 bytes, got {frame.size} {frame.dtype}"
+            )
+        buf = self._buf
+        n = self.packets_per_frame
+        seq = self._seq
+        write_rtp_headers(
+            buf,
+            payload_type=self.payload_type,
+            sequence=seq,
+            timestamp=rtp_timestamp & 0xFFFFFFFF,
+            ssrc=self.ssrc,
+            marker_last=True,
+        )
+        hi = ((self._ext_base + seq) >> 16) & 0xFFFF
+        buf[:, 12:14] = hi.astype(">u2").view(np.uint8).reshape(n, 2)
+        rows = fmt.rows
+        per_row = self.segments_per_row
+        chunk = self._chunk
+        h = SINGLE_SRD_HEADER_BYTES
+        src = np.ascontiguousarray(frame).reshape(rows, fmt.row_bytes)
+        if self._last == chunk:
+            buf[:, h:] = src.reshape(n, chunk)
+        else:
+            b3 = buf.reshape(rows, per_row, buf.shape[1])
+            full = (per_row - 1) * chunk
+            b3[:, : per_row - 1, h:] = src[:, :full].reshape(rows, per_row - 1, chunk)
+            b3[:, per_row - 1, h : h + self._last] = src[:, full:]
+        self._seq = (seq + n) & 0xFFFFFFFF
+        return PacketBatch(buf, self._sizes)
+
+
+# --------------------------------------------------------------------------- depacketizer
+
+
+@dataclass
+class VideoFrameEvent:
+    """A reassembled frame.
+
+    Attributes
+    ----------
+    ssrc, rtp_timestamp : int
+    data : numpy.ndarray
+        ``fmt.frame_bytes`` uint8 in wire pgroup order; rows never received are zero.
+    complete : bool
+        Every row fully received.
+    missing_rows : numpy.ndarray
+        bool per SRD row of the frame (for interlaced video, per frame line).
+    packets : int
+        Distinct datagrams that contributed.
+    first_seq : int
+        Lowest extended (32-bit) sequence number of the frame.
+    """
+
+    ssrc: int
+    rtp_timestamp: int
+    data: np.ndarray
+    complete: bool
+    missing_rows: np.ndarray
+    packets: int
+    first_seq: int
+
+
+@dataclass
+class DepacketizerStats:
+    """Counters of a :class:`VideoDepacketizer` (all cumulative)."""
+
+    packets: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    late: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    frames_complete: int = 0
+    frames_incomplete: int = 0
+    malformed_by_field: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain counters (without the per-field breakdown)."""
+        return {
+            k: int(getattr(self, k))
+            for k in (
+                "packets", "lost", "duplicates", "reordered", "late", "malformed",
+                "foreign", "frames_complete", "frames_incomplete",
+            )
+        }
+
+
+# Reason codes of the vectorized parser (index into _FIELDS).
+_OK = 0
+_FIELDS = (
+    "",
+    "RTP header",
+    "RTP version",
+    "RTP CSRC list",
+    "RTP header extension",
+    "RTP padding",
+    "Extended Sequence Number",
+    "SRD header",
+    "SRD Length",
+    "SRD Row Number",
+    "SRD Offset",
+    "F bit",
+)
+_R = {name: i for i, name in enumerate(_FIELDS)}
+
+
+@dataclass(slots=True)
+class _Parsed:
+    ok: np.ndarray        # (n,) bool
+    reason: np.ndarray    # (n,) int8
+    marker: np.ndarray
+    payload_type: np.ndarray
+    seq: np.ndarray       # 16-bit
+    ext_hi: np.ndarray
+    ts: np.ndarray
+    ssrc: np.ndarray
+    seg_pkt: np.ndarray   # per segment: packet index
+    seg_src: np.ndarray   # byte offset in the datagram
+    seg_dst: np.ndarray   # byte offset in the frame
+    seg_len: np.ndarray
+    seg_row: np.ndarray   # frame row (coverage index)
+    seg_field: np.ndarray
+
+
+def _gather(batch: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``batch[rows, cols]`` as int64 with columns clipped into the row (callers mask)."""
+    c = np.clip(cols, 0, batch.shape[1] - 1)
+    out: np.ndarray = batch[rows, c].astype(np.int64)
+    return out
+
+
+def _u16(batch: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> np.ndarray:
+    """Big-endian 16-bit value at column ``cols[i]`` of row ``rows[i]`` (all rows when
+    ``rows`` is None); a plain slice when every column is the same."""
+    stride = batch.shape[1]
+    if len(cols) and cols.min() == cols.max() and 0 <= int(cols[0]) <= stride - 2:
+        c = int(cols[0])
+        sub = batch[:, c : c + 2] if rows is None else batch[rows, c : c + 2]
+        val: np.ndarray = (sub[:, 0].astype(np.int64) << 8) | sub[:, 1]
+        return val
+    r = np.arange(batch.shape[0]) if rows is None else rows
+    both: np.ndarray = (_gather(batch, r, cols) << 8) | _gather(batch, r, cols + 1)
+    return both
+
+
+def parse_batch(batch: np.ndarray, lengths: np.ndarray, fmt: VideoFormat) -> _Parsed:
+    """Decode and validate the headers of every datagram of a batch at once.
+
+    A packet is malformed when any header is truncated, the RTP version is not 2, padding
+    or extension lengths do not fit, an SRD segment is empty, not whole pgroups, outside
+    its row or the frame, or the segments exceed the payload (RFC 4175 §4.2-4.3).
+    """
+    n = batch.shape[0]
+    stride = batch.shape[1]
+    lens = np.minimum(np.asarray(lengths, dtype=np.int64)[:n], stride)
+    idx = np.arange(n)
+    reason = np.zeros(n, np.int8)
+
+    def fail(mask: np.ndarray, name: str) -> None:
+        reason[(reason == _OK) & mask] = _R[name]
+
+    fail(lens < RTP_HEADER_SIZE, "RTP header")
+    b0 = batch[:, 0].astype(np.int64) if stride else np.zeros(n, np.int64)
+    b1 = batch[:, 1].astype(np.int64)
+    fail((b0 >> 6) != 2, "RTP version")
+    hdr = RTP_HEADER_SIZE + 4 * (b0 & 0x0F)
+    fail(hdr > lens, "RTP CSRC list")
+    has_x = (b0 & 0x10) != 0
+    fail(has_x & (hdr + 4 > lens), "RTP header extension")
+    words = _u16(batch, None, hdr + 2) if has_x.any() else np.zeros(n, np.int64)
+    hdr = np.where(has_x, hdr + 4 + 4 * words, hdr)
+    fail(hdr > lens, "RTP header extension")
+    has_p = (b0 & 0x20) != 0
+    pad = np.where(has_p, _gather(batch, idx, lens - 1), 0) if has_p.any() else np.zeros(n, np.int64)
+    end = lens - pad
+    fail(has_p & ((pad == 0) | (end < hdr)), "RTP padding")
+    fail(hdr + EXT_SEQ_SIZE > end, "Extended Sequence Number")
+    ext_hi = _u16(batch, None, hdr)
+
+    # SRD headers, one depth at a time.
+    pos = hdr + EXT_SEQ_SIZE
+    active = reason == _OK
+    cum = np.zeros(n, np.int64)
+    seg_parts: list[tuple[np.ndarray, ...]] = []
+    depth = 0
+    while active.any():
+        if depth >= _MAX_SRD_PER_PACKET:
+            fail(active, "SRD header")
+            break
+        fail(active & (pos + SRD_HEADER_SIZE > end), "SRD header")
+        active &= reason == _OK
+        if active.all():
+            a = idx
+            rsel: np.ndarray | None = None
+        else:
+            a = np.flatnonzero(active)
+            rsel = a
+        p = pos[a]
+        length = _u16(batch, rsel, p)
+        rowf = _u16(batch, rsel, p + 2)
+        offc = _u16(batch, rsel, p + 4)
+        seg_parts.append((a, cum[a].copy(), length, rowf >> 15, rowf & 0x7FFF, offc & 0x7FFF))
+        cum[a] += length
+        pos[a] += SRD_HEADER_SIZE
+        cont = np.zeros(n, bool)
+        cont[a] = (offc & 0x8000) != 0
+        active &= cont
+        depth += 1
+    data_start = pos
+    fail(data_start + cum > end, "SRD Length")
+
+    if seg_parts:
+        seg_pkt = np.concatenate([s[0] for s in seg_parts])
+        seg_rel = np.concatenate([s[1] for s in seg_parts])
+        seg_len = np.concatenate([s[2] for s in seg_parts])
+        seg_f = np.concatenate([s[3] for s in seg_parts])
+        seg_line = np.concatenate([s[4] for s in seg_parts])
+        seg_off = np.concatenate([s[5] for s in seg_parts])
+    else:
+        seg_pkt = seg_rel = seg_len = seg_f = seg_line = seg_off = np.zeros(0, np.int64)
+
+    # Validate the segments against the format; a bad segment condemns its packet.
+    pg = fmt.pgroup_bytes
+    ppl = fmt.pgroup_pixels_per_line
+    rb = fmt.row_bytes
+    seg_reason = np.zeros(len(seg_pkt), np.int8)
+
+    def sfail(mask: np.ndarray, name: str) -> None:
+        seg_reason[(seg_reason == _OK) & mask] = _R[name]
+
+    sfail((seg_len == 0) | (seg_len % pg != 0), "SRD Length")
+    sfail(seg_off % ppl != 0, "SRD Offset")
+    byte_off = seg_off // ppl * pg
+    sfail(byte_off + seg_len > rb, "SRD Offset")
+    lpr = fmt.lines_per_row
+    if fmt.interlaced:
+        sfail(seg_line >= fmt.height // 2, "SRD Row Number")
+        frame_line = seg_line * 2 + seg_f
+        frame_row = frame_line // lpr
+        sfail(frame_line % lpr != 0, "SRD Row Number")
+    else:
+        sfail(seg_f != 0, "F bit")
+        sfail((seg_line >= fmt.height) | (seg_line % lpr != 0), "SRD Row Number")
+        frame_row = seg_line // lpr
+    bad = seg_reason != _OK
+    if bad.any():
+        first_bad = np.zeros(n, np.int8)
+        # first_bad[pkt] = some failing reason of that packet (any is fine for counting)
+        first_bad[seg_pkt[bad]] = seg_reason[bad]
+        reason = np.where(reason == _OK, first_bad, reason).astype(np.int8)
+    ok = reason == _OK
+    keep = ok[seg_pkt] if len(seg_pkt) else np.zeros(0, bool)
+    fixed = np.ascontiguousarray(batch[:, :RTP_HEADER_SIZE])
+    ts = fixed[:, 4:8].copy().view(">u4").reshape(-1).astype(np.int64)
+    ssrc = fixed[:, 8:12].copy().view(">u4").reshape(-1).astype(np.int64)
+    return _Parsed(
+        ok=ok,
+        reason=reason,
+        marker=(b1 & 0x80) != 0,
+        payload_type=b1 & 0x7F,
+        seq=fixed[:, 2:4].copy().view(">u2").reshape(-1).astype(np.int64),
+        ext_hi=ext_hi,
+        ts=ts,
+        ssrc=ssrc,
+        seg_pkt=seg_pkt[keep],
+        seg_src=(data_start[seg_pkt] + seg_rel)[keep],
+        seg_dst=(frame_row * rb + byte_off)[keep],
+        seg_len=seg_len[keep],
+        seg_row=frame_row[keep],
+        seg_field=seg_f[keep],
+    )
+
+
+def _scatter(
+    data: np.ndarray,
+    batch: np.ndarray,
+    pkt: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    length: np.ndarray,
+) -> None:
+    """Copy segment ``k`` (``length[k]`` bytes at ``batch[pkt[k], src[k]:]``) to
+    ``data[dst[k]:]``: one fancy-index assignment per distinct length."""
+    if len(pkt) == 0:
+        return
+    stride = batch.shape[1]
+    flat_src: np.ndarray | None = None
+    for seg_len in np.unique(length).tolist():
+        sel = length == seg_len
+        p = pkt[sel]
+        s = src[sel]
+        d = dst[sel]
+        # Source rows: a plain slice when every segment starts at the same column.
+        if s.min() == s.max():
+            s0 = int(s[0])
+            if p[-1] - p[0] + 1 == len(p) and np.all(np.diff(p) == 1):
+                rows = batch[int(p[0]) : int(p[-1]) + 1, s0 : s0 + seg_len]
+            else:
+                rows = batch[p, s0 : s0 + seg_len]
+        else:
+            if flat_src is None:
+                flat_src = np.ascontiguousarray(batch).reshape(-1)
+            win = np.lib.stride_tricks.sliding_window_view(flat_src, seg_len)
+            rows = win[p * stride + s]
+        if data.size % seg_len == 0 and not np.any(d % seg_len):
+            data.reshape(-1, seg_len)[d // seg_len] = rows
+        else:
+            dwin = np.lib.stride_tricks.as_strided(
+                data, shape=(data.size - seg_len + 1, seg_len), strides=(1, 1), writeable=True
+            )
+            dwin[d] = rows
+
+
+class _Pending:
+    """The frame being assembled."""
+
+    __slots__ = ("ssrc", "ts", "data", "rows", "lens", "packets", "first_seq", "fields")
+
+    def __init__(self, ssrc: int, ts: int, frame_bytes: int) -> None:
+        self.ssrc = ssrc
+        self.ts = ts
+        self.data = np.zeros(frame_bytes, np.uint8)
+        self.rows: list[np.ndarray] = []
+        self.lens: list[np.ndarray] = []
+        self.packets = 0
+        self.first_seq: int | None = None
+        self.fields = 0  # bit 0: first field seen, bit 1: second field seen
+
+
+class VideoDepacketizer:
+    """Reassemble RFC 4175 frames from batches of datagrams (sans-I/O).
+
+    Parameters
+    ----------
+    fmt : VideoFormat
+        The flow's format (from its SDP). Progressive or interlaced.
+    payload_type : int or None
+        Accept only this payload type; None accepts any.
+
+    Attributes
+    ----------
+    stats : DepacketizerStats
+    """
+
+    def __init__(self, fmt: VideoFormat, *, payload_type: int | None = None) -> None:
+        if fmt.interlaced and fmt.lines_per_row != 1:
+            raise ConfigError("video.interlaced", True, "progressive only for 4:2:0")
+        if payload_type is not None and not 0 <= payload_type <= 127:
+            raise ConfigError("payload_type", payload_type, "0..127 or None")
+        self.fmt = fmt
+        self.payload_type = payload_type
+        self.stats = DepacketizerStats()
+        self._ssrc: int | None = None
+        self._ssrc_seen_ns = 0
+        self._highest: int | None = None
+        self._first_ext = 0
+        self._received = 0
+        self._ring = np.full(65536, _NO_SEQ, np.int64)
+        self._pending: _Pending | None = None
+        self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_FRAMES)
+
+    # -- public ------------------------------------------------------------------------
+
+    def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> list[VideoFrameEvent]:
+        """Consume a batch of datagrams; return the frames it completed.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            ``(n, stride)`` uint8, one received datagram per row.
+        lengths : numpy.ndarray
+            ``(n,)`` bytes used in each row.
+        now : int
+            Current time in ns (decides when a silent SSRC may be replaced).
+
+        Notes
+        -----
+        Bad input never raises: malformed datagrams are counted in ``stats.malformed``
+        (per field in ``stats.malformed_by_field``) and dropped. A batch is unwrapped
+        relative to the highest sequence number seen before it, so it should hold fewer
+        than 32768 datagrams.
+        """
+        if batch.ndim != 2 or batch.dtype != np.uint8:
+            raise LocalProtocolError("batch: need a 2-D uint8 array")
+        n = min(batch.shape[0], len(lengths))
+        events: list[VideoFrameEvent] = []
+        if n == 0:
+            return events
+        batch = batch[:n]
+        self.stats.packets += n
+        if batch.shape[1] < SINGLE_SRD_HEADER_BYTES:
+            self._count_malformed(np.full(n, _R["RTP header"], np.int8))
+            return events
+        p = parse_batch(batch, lengths, self.fmt)
+        if not p.ok.all():
+            self._count_malformed(p.reason[~p.ok])
+        ok = p.ok.copy()
+        if self.payload_type is not None:
+            wrong = ok & (p.payload_type != self.payload_type)
+            self.stats.foreign += int(wrong.sum())
+            ok &= ~wrong
+        ok = self._filter_ssrc(p, ok, now, events)
+        if not ok.any():
+            return events
+        kept = np.flatnonzero(ok)
+        ext = self._unwrap(p, kept)
+        dup = self._duplicates(ext)
+        self.stats.duplicates += int(dup.sum())
+        kept = kept[~dup]
+        ext = ext[~dup]
+        if len(kept) == 0:
+            self._update_lost()
+            return events
+        self._received += len(kept)
+        self._update_lost()
+
+        # Split into runs of equal timestamp, in arrival order.
+        ts = p.ts[kept]
+        cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+        starts = [0, *cuts.tolist()]
+        stops = [*cuts.tolist(), len(kept)]
+        run_of = np.full(n, -1, np.int64)
+        for r, (a, b) in enumerate(zip(starts, stops, strict=True)):
+            run_of[kept[a:b]] = r
+        seg_run = run_of[p.seg_pkt] if len(p.seg_pkt) else np.zeros(0, np.int64)
+        for r, (a, b) in enumerate(zip(starts, stops, strict=True)):
+            t = int(ts[a])
+            if t in self._recent and (self._pending is None or self._pending.ts != t):
+                self.stats.late += b - a
+                continue
+            sel = seg_run == r
+            fields = p.seg_field[sel]
+            run_fields = (1 if (fields == 0).any() else 0) | (2 if (fields == 1).any() else 0)
+            pend = self._pending
+            if pend is not None and pend.ts != t:
+                # interlaced: the second field (its own timestamp) joins the first.
+                joins = self.fmt.interlaced and pend.fields == 1 and run_fields == 2
+                if joins:
+                    self._recent.append(pend.ts)
+                    pend.ts = t
+                else:
+                    events.append(self._emit())
+                    pend = None
+            if pend is None:
+                pend = self._pending = _Pending(int(p.ssrc[kept[a]]), t, self.fmt.frame_bytes)
+            pend.fields |= run_fields
+            _scatter(pend.data, batch, p.seg_pkt[sel], p.seg_src[sel], p.seg_dst[sel],
+                     p.seg_len[sel])
+            pend.rows.append(p.seg_row[sel])
+            pend.lens.append(p.seg_len[sel])
+            pend.packets += b - a
+            lo = int(ext[a:b].min())
+            pend.first_seq = lo if pend.first_seq is None else min(pend.first_seq, lo)
+            mk = p.marker[kept[a:b]]
+            if mk.any():
+                if self.fmt.interlaced:
+                    # the marker ends a field; the frame ends with the second field's.
+                    mk_pkts = kept[a:b][mk]
+                    second = np.isin(p.seg_pkt[sel], mk_pkts) & (p.seg_field[sel] == 1)
+                    if second.any():
+                        events.append(self._emit())
+                else:
+                    events.append(self._emit())
+        return events
+
+    def flush(self) -> list[VideoFrameEvent]:
+        """Emit the frame being assembled, if any (end of stream)."""
+        if self._pending is None:
+            return []
+        return [self._emit()]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _count_malformed(self, reasons: np.ndarray) -> None:
+        self.stats.malformed += len(reasons)
+        counts = np.bincount(reasons.astype(np.int64), minlength=len(_FIELDS))
+        for code in np.flatnonzero(counts).tolist():
+            name = _FIELDS[code]
+            self.stats.malformed_by_field[name] = (
+                self.stats.malformed_by_field.get(name, 0) + int(counts[code])
+            )
+        log.debug("dropped %d malformed RFC 4175 datagrams (%s)", len(reasons),
+                  _FIELDS[int(reasons[0])])
+
+    def _filter_ssrc(
+        self, p: _Parsed, ok: np.ndarray, now: int, events: list[VideoFrameEvent]
+    ) -> np.ndarray:
+        if not ok.any():
+            return ok
+        if self._ssrc is None:
+            self._ssrc = int(p.ssrc[np.flatnonzero(ok)[0]])
+        mine = ok & (p.ssrc == self._ssrc)
+        others = ok & ~mine
+        if mine.any():
+            self._ssrc_seen_ns = now
+        elif others.any() and now - self._ssrc_seen_ns >= SSRC_TIMEOUT_NS:
+            new = int(p.ssrc[np.flatnonzero(others)[0]])
+            log.info("RFC 4175 stream changed SSRC %08x -> %08x", self._ssrc, new)
+            events.extend(self.flush())
+            self._ssrc = new
+            self._ssrc_seen_ns = now
+            self._highest = None
+            self._received = 0
+            self._ring.fill(_NO_SEQ)
+            self._recent.clear()
+            mine = ok & (p.ssrc == new)
+            others = ok & ~mine
+        self.stats.foreign += int(others.sum())
+        result: np.ndarray = mine
+        return result
+
+    def _unwrap(self, p: _Parsed, kept: np.ndarray) -> np.ndarray:
+        seq = p.seq[kept]
+        if self._highest is None:
+            # offset by 2**32 so that reordered packets before the first never go negative
+            self._highest = (1 << 32) + int((p.ext_hi[kept[0]] << 16) | seq[0])
+            self._first_ext = self._highest
+            self._received = 0
+        h = self._highest
+        ext = h + ((seq - (h & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
+        prev = np.maximum.accumulate(np.concatenate(([h], ext[:-1])))
+        self.stats.reordered += int((ext < prev).sum())
+        self._highest = max(h, int(ext.max()))
+        self._first_ext = min(self._first_ext, int(ext.min()))
+        result: np.ndarray = ext
+        return result
+
+    def _duplicates(self, ext: np.ndarray) -> np.ndarray:
+        slot = ext & 0xFFFF
+        dup = self._ring[slot] == ext
+        _, first = np.unique(ext, return_index=True)
+        repeat = np.ones(len(ext), bool)
+        repeat[first] = False
+        dup |= repeat
+        self._ring[slot] = ext
+        result: np.ndarray = dup
+        return result
+
+    def _update_lost(self) -> None:
+        if self._highest is not None:
+            expected = self._highest - self._first_ext + 1
+            self.stats.lost = max(0, expected - self._received)
+
+    def _emit(self) -> VideoFrameEvent:
+        pend = self._pending
+        assert pend is not None
+        self._pending = None
+        self._recent.append(pend.ts)
+        rows = self.fmt.rows
+        covered: np.ndarray = np.zeros(rows)
+        if pend.rows:
+            r = np.concatenate(pend.rows)
+            covered = np.bincount(r, weights=np.concatenate(pend.lens), minlength=rows)[:rows]
+        missing = covered < self.fmt.row_bytes
+        complete = not bool(missing.any())
+        if complete:
+            self.stats.frames_complete += 1
+        else:
+            self.stats.frames_incomplete += 1
+        return VideoFrameEvent(
+            ssrc=pend.ssrc,
+            rtp_timestamp=pend.ts,
+            data=pend.data,
+            complete=complete,
+            missing_rows=missing,
+            packets=pend.packets,
+            first_seq=(pend.first_seq or 0) & 0xFFFFFFFF,
+        )
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "DepacketizerStats",
+    "PacketBatch",
+    "PayloadHeader",
+    "Sampling",
+    "SrdHeader",
+    "VideoDepacketizer",
+    "VideoFrameEvent",
+    "VideoPacketizer",
+    "parse_batch",
+]

@@ -1,0 +1,1185 @@
+"""DICOM-RTV metadata grains (PS3.22 §6.2.2, §7.1) and their RTP transport.
+
+Theory of operation
+-------------------
+A *grain* is one DICOM data set sent on a metadata flow: the RTV Meta Information
+(PS3.22 Table 7.1-1: 128-byte preamble, ``DICM``, group 0002 in Explicit VR Little
+Endian) followed by the data set, always Explicit VR Little Endian whatever
+(0002,0010) says, because (0002,0010) names the *bulk* flow's transfer syntax.
+
+The data set holds the *dynamic part* -- (0006,0001) Current Frame Functional Groups
+Sequence with exactly one item, one per video frame or audio grain -- and, at least once
+per second, the *static part* (every other module of the IOD).  Group 0006 sorts
+before 0008, so a grain is ``meta + dynamic + static`` byte for byte; builders that
+cache the encoded static part just concatenate.
+
+:func:`decode_grain` checks the layout strictly before pydicom sees it: the group 0002
+elements against their group length and the body with a structural scan of every
+element, item and delimiter (pydicom alone accepts truncated data sets), then validates
+the fields. Anything wrong raises :class:`~rtstream.errors.RemoteProtocolError` naming
+the field.
+
+PS3.22 defines no fragmentation. :class:`MetadataPacketizer` follows the rule of
+``spec/ps322.md`` §2.6: a grain too large for one datagram goes out as consecutive RTP
+packets with the same timestamp as the frame it describes; the first carries the NMOS
+header extension (sync, origin, flow-id, source-id, grain-flags S), the last has the
+marker bit and an extension with grain-flags E. :class:`MetadataDepacketizer`
+reassembles per (SSRC, timestamp) and emits a grain only when every packet from the S
+packet to the marker arrived; a gap, a cap or a newer timestamp drops it with a reason.
+A partial data set is never parsed.
+
+(0006,0001) is missing from pydicom 3.0.2's dictionary; importing this module
+registers it once (:func:`register_dictionary`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import logging
+import math
+import re
+import struct
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from pydicom.datadict import add_dict_entries, dictionary_has_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.sequence import Sequence as DicomSequence
+
+from rtstream.errors import LocalProtocolError, RemoteProtocolError
+from rtstream.proto.clock import NS_PER_S, PtpTimestamp
+from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
+from rtstream.proto.rtp import RtpPacket, parse_rtp, seq_diff, ts_diff
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------
+# Dictionary and constants
+# --------------------------------------------------------------------------------------
+
+CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE = 0x00060001
+"""(0006,0001), PS3.3 C.7.6.27; absent from pydicom 3.0.2's dictionary."""
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+RTV_VIDEO_ENDOSCOPIC = "1.2.840.10008.10.1"
+RTV_VIDEO_PHOTOGRAPHIC = "1.2.840.10008.10.2"
+RTV_AUDIO_WAVEFORM = "1.2.840.10008.10.3"
+RTV_RENDITION_SELECTION = "1.2.840.10008.10.4"
+RTV_SOP_CLASSES: frozenset[str] = frozenset(
+    {RTV_VIDEO_ENDOSCOPIC, RTV_VIDEO_PHOTOGRAPHIC, RTV_AUDIO_WAVEFORM, RTV_RENDITION_SELECTION}
+)
+"""PS3.22 Table 7.2-1."""
+
+RTV_MODALITY: dict[str, str] = {
+    RTV_VIDEO_ENDOSCOPIC: "ES",
+    RTV_VIDEO_PHOTOGRAPHIC: "XC",
+    RTV_AUDIO_WAVEFORM: "AU",
+}
+"""Modality fixed by each real-time IOD (PS3.3 A.32.9, A.32.10, A.34.11)."""
+
+RTV_META_VERSION = b"\x00\x01"
+PREAMBLE_SIZE = 128
+DICM = b"DICM"
+
+TAI_UTC_OFFSET_S = 37
+"""TAI - UTC in seconds since 2017-01-01 (IERS Bulletin C); PTP time is TAI."""
+
+_registered = False
+
+
+def register_dictionary() -> None:
+    """Add (0006,0001) Current Frame Functional Groups Sequence to pydicom's dictionary.
+
+    Idempotent; called on import. PS3.6 lists the tag; pydicom 3.0.2 does not.
+    """
+    global _registered
+    if _registered:
+        return
+    if not dictionary_has_tag(CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE):
+        add_dict_entries(
+            {
+                CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE: (
+                    "SQ",
+                    "1",
+                    "Current Frame Functional Groups Sequence",
+                    "",
+                    "CurrentFrameFunctionalGroupsSequence",
+                )
+            }
+        )
+    _registered = True
+
+
+register_dictionary()
+
+# --------------------------------------------------------------------------------------
+# Explicit VR Little Endian primitives (PS3.5 §7.1.2)
+# --------------------------------------------------------------------------------------
+
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_ALL_VRS = _LONG_VRS | frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO",
+        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
+_SHORT_HDR = struct.Struct("<HH2sH")
+_LONG_HDR = struct.Struct("<HH2sHI")
+_TAG = struct.Struct("<HH")
+_U32 = struct.Struct("<I")
+_ITEM = 0xFFFEE000
+_ITEM_DELIM = 0xFFFEE00D
+_SEQ_DELIM = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_MAX_DEPTH = 8
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element (value already padded to even length)."""
+    if vr in _LONG_VRS:
+        return _LONG_HDR.pack(tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return _SHORT_HDR.pack(tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _item(body: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+
+def _sequence(tag: int, items: list[bytes]) -> bytes:
+    return _element(tag, b"SQ", b"".join(_item(i) for i in items))
+
+
+def _ui(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def is_valid_uid(uid: str) -> bool:
+    """PS3.5 §9.1: digits and dots, no leading zeros in a component, at most 64 chars."""
+    return 0 < len(uid) <= 64 and _UID_RE.match(uid) is not None
+
+
+# --------------------------------------------------------------------------------------
+# RTV Meta Information (PS3.22 Table 7.1-1)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RtvMetaInfo:
+    """The RTV Meta Information header of every grain (PS3.22 Table 7.1-1).
+
+    Parameters
+    ----------
+    transfer_syntax_uid : str
+        (0002,0010): the transfer syntax of the referenced *bulk* flow (e.g.
+        1.2.840.10008.1.2.7.1); it never describes the metadata itself.
+    sop_class_uid : str
+        (0002,0032) RTV Communication SOP Class UID, one of PS3.22 Table 7.2-1.
+    sop_instance_uid : str
+        (0002,0033): one SOP instance per RTP session (PS3.22 §7).
+    source_id, flow_id : uuid.UUID
+        (0002,0035)/(0002,0036): the *metadata* flow's own source and flow UUIDs, equal
+        to those in the NMOS header extension.
+    sampling_rate : int or None
+        (0002,0037) RTV Flow RTP Sampling Rate, type 1C (required when there is a
+        dynamic part): the bulk flow's RTP clock (90000 for video).
+    frame_duration_ms : float or None
+        (0002,0038) RTV Flow Actual Frame Duration, type 3, in milliseconds.
+    """
+
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    source_id: uuid.UUID
+    flow_id: uuid.UUID
+    sampling_rate: int | None
+    frame_duration_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("transfer_syntax_uid", "sop_class_uid", "sop_instance_uid"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not is_valid_uid(value):
+                raise LocalProtocolError(f"{name}: {value!r} is not a valid UID")
+        if self.sop_class_uid not in RTV_SOP_CLASSES:
+            raise LocalProtocolError(
+                f"sop_class_uid: {self.sop_class_uid} is not an RTV SOP class (PS3.22 Table 7.2-1)"
+            )
+        if self.sampling_rate is not None and not 0 < self.sampling_rate <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"sampling_rate: {self.sampling_rate} is not 1..2**32-1")
+        if self.frame_duration_ms is not None and not (
+            math.isfinite(self.frame_duration_ms) and self.frame_duration_ms >= 0
+        ):
+            raise LocalProtocolError(f"frame_duration_ms: {self.frame_duration_ms} is not >= 0")
+
+    def encode(self) -> bytes:
+        """Preamble, ``DICM`` and group 0002 (PS3.22 Table 7.1-1), Explicit VR LE."""
+        parts = [
+            _element(0x00020010, b"UI", _ui(self.transfer_syntax_uid)),
+            _element(0x00020031, b"OB", RTV_META_VERSION),
+            _element(0x00020032, b"UI", _ui(self.sop_class_uid)),
+            _element(0x00020033, b"UI", _ui(self.sop_instance_uid)),
+            _element(0x00020035, b"OB", self.source_id.bytes),
+            _element(0x00020036, b"OB", self.flow_id.bytes),
+        ]
+        if self.sampling_rate is not None:
+            parts.append(_element(0x00020037, b"UL", _U32.pack(self.sampling_rate)))
+        if self.frame_duration_ms is not None:
+            parts.append(_element(0x00020038, b"FD", struct.pack("<d", self.frame_duration_ms)))
+        group = b"".join(parts)
+        return (
+            bytes(PREAMBLE_SIZE) + DICM + _element(0x00020000, b"UL", _U32.pack(len(group))) + group
+        )
+
+
+@dataclass(frozen=True)
+class Grain:
+    """One decoded metadata grain.
+
+    Attributes
+    ----------
+    meta : RtvMetaInfo
+    dataset : pydicom.Dataset
+        The data set after the meta header (dynamic part and, maybe, the static part).
+    raw : bytes
+        The whole grain as received.
+    """
+
+    meta: RtvMetaInfo
+    dataset: Dataset
+    raw: bytes = field(repr=False)
+
+    @property
+    def has_static(self) -> bool:
+        """True when the grain carries a static part (any attribute of group >= 0008)."""
+        return any(tag.group >= 0x0008 for tag in self.dataset.keys())
+
+    @property
+    def origin(self) -> PtpTimestamp | None:
+        """The Frame Origin Timestamp of the dynamic part, or None without one."""
+        return frame_origin(self.dataset)
+
+
+def encode_grain(meta: RtvMetaInfo, dataset: Dataset) -> bytes:
+    """Serialize one grain: RTV Meta Information then ``dataset`` in Explicit VR LE.
+
+    Parameters
+    ----------
+    meta : RtvMetaInfo
+    dataset : pydicom.Dataset
+        Dynamic part (see :func:`dynamic_part`) and/or static part; must not contain
+        group 0002 or a file meta.
+
+    Raises
+    ------
+    LocalProtocolError
+        When ``dataset`` contains group 0002 elements.
+    """
+    if any(tag.group <= 0x0002 for tag in dataset.keys()):
+        raise LocalProtocolError("dataset: group 0002 belongs in RtvMetaInfo, not the data set")
+    return meta.encode() + encode_dataset(dataset)
+
+
+def encode_dataset(dataset: Dataset) -> bytes:
+    """The Explicit VR Little Endian bytes of ``dataset`` (no preamble or meta)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_dataset(fp, dataset)
+    return fp.getvalue()
+
+
+def _meta_text_uid(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("ascii").rstrip("\x00 ")
+    except UnicodeDecodeError:
+        raise RemoteProtocolError(name, "not ASCII") from None
+    if not is_valid_uid(text):
+        raise RemoteProtocolError(name, f"{text!r} is not a valid UID")
+    return text
+
+
+def decode_meta(data: bytes) -> tuple[RtvMetaInfo, int]:
+    """Parse the RTV Meta Information at the start of ``data``.
+
+    Returns
+    -------
+    meta : RtvMetaInfo
+    end : int
+        Offset of the first byte of the data set.
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the field at fault (``DICOM prefix``, ``(0002,0000) group length``,
+        ``(0002,0032) RTV Communication SOP Class UID``...).
+    """
+    n = len(data)
+    if n < PREAMBLE_SIZE + 4:
+        raise RemoteProtocolError("RTV preamble", f"grain of {n} bytes is shorter than 132")
+    if data[PREAMBLE_SIZE : PREAMBLE_SIZE + 4] != DICM:
+        raise RemoteProtocolError("DICOM prefix", "no 'DICM' at offset 128")
+    pos = PREAMBLE_SIZE + 4
+    if n < pos + 12:
+        raise RemoteProtocolError("(0002,0000) group length", "truncated")
+    g, e, vr, vlen = _SHORT_HDR.unpack_from(data, pos)
+    if (g, e) != (0x0002, 0x0000) or vr != b"UL" or vlen != 4:
+        raise RemoteProtocolError("(0002,0000) group length", "first element is not (0002,0000) UL")
+    (glen,) = _U32.unpack_from(data, pos + 8)
+    pos += 12
+    end = pos + glen
+    if end > n:
+        raise RemoteProtocolError(
+            "(0002,0000) group length", f"{glen} bytes do not fit in {n - pos} remaining"
+        )
+    values: dict[int, bytes] = {}
+    last = 0x00020000
+    while pos < end:
+        if pos + 8 > end:
+            raise RemoteProtocolError("RTV meta element", f"header truncated at offset {pos}")
+        g, e, vr = struct.unpack_from("<HH2s", data, pos)
+        tag = g << 16 | e
+        if g != 0x0002:
+            raise RemoteProtocolError("RTV meta element", f"({g:04X},{e:04X}) is not group 0002")
+        if tag <= last:
+            raise RemoteProtocolError(f"({g:04X},{e:04X})", "tags not in ascending order")
+        last = tag
+        if vr not in _ALL_VRS:
+            raise RemoteProtocolError(f"({g:04X},{e:04X}) VR", f"unknown VR {vr!r}")
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise RemoteProtocolError(f"({g:04X},{e:04X})", "header truncated")
+            (vlen,) = _U32.unpack_from(data, pos + 8)
+            pos += 12
+        else:
+            (vlen,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8
+        if pos + vlen > end:
+            raise RemoteProtocolError(f"({g:04X},{e:04X})", "value runs past the group length")
+        values[tag] = bytes(data[pos : pos + vlen])
+        pos += vlen
+
+    def need(tag: int, name: str) -> bytes:
+        if tag not in values:
+            raise RemoteProtocolError(name, "missing")
+        return values[tag]
+
+    ts = _meta_text_uid(need(0x00020010, "(0002,0010) Transfer Syntax UID"),
+                        "(0002,0010) Transfer Syntax UID")  # fmt: skip
+    version = need(0x00020031, "(0002,0031) RTV Meta Information Version")
+    if version != RTV_META_VERSION:
+        raise RemoteProtocolError(
+            "(0002,0031) RTV Meta Information Version", f"{version.hex()}, expected 0001"
+        )
+    cls_name = "(0002,0032) RTV Communication SOP Class UID"
+    sop_class = _meta_text_uid(need(0x00020032, cls_name), cls_name)
+    if sop_class not in RTV_SOP_CLASSES:
+        raise RemoteProtocolError(cls_name, f"{sop_class} is not an RTV SOP class")
+    inst_name = "(0002,0033) RTV Communication SOP Instance UID"
+    sop_instance = _meta_text_uid(need(0x00020033, inst_name), inst_name)
+    ids = []
+    for tag, name in ((0x00020035, "(0002,0035) RTV Source Identifier"),
+                      (0x00020036, "(0002,0036) RTV Flow Identifier")):  # fmt: skip
+        raw = need(tag, name)
+        if len(raw) != 16:
+            raise RemoteProtocolError(name, f"{len(raw)} bytes, expected a 16-byte UUID")
+        ids.append(uuid.UUID(bytes=raw))
+    rate: int | None = None
+    if 0x00020037 in values:
+        raw = values[0x00020037]
+        if len(raw) != 4:
+            raise RemoteProtocolError("(0002,0037) RTV Flow RTP Sampling Rate", "not 4 bytes")
+        rate = _U32.unpack(raw)[0]
+        if rate == 0:
+            raise RemoteProtocolError("(0002,0037) RTV Flow RTP Sampling Rate", "zero")
+    duration: float | None = None
+    if 0x00020038 in values:
+        raw = values[0x00020038]
+        if len(raw) != 8:
+            raise RemoteProtocolError("(0002,0038) RTV Flow Actual Frame Duration", "not 8 bytes")
+        duration = struct.unpack("<d", raw)[0]
+        if not (math.isfinite(duration) and duration >= 0):
+            raise RemoteProtocolError(
+                "(0002,0038) RTV Flow Actual Frame Duration", f"{duration} is not >= 0"
+            )
+    if 0x00020102 in values and 0x00020100 not in values:
+        raise RemoteProtocolError(
+            "(0002,0100) Private Information Creator UID", "missing while (0002,0102) is present"
+        )
+    meta = RtvMetaInfo(
+        transfer_syntax_uid=ts,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        source_id=ids[0],
+        flow_id=ids[1],
+        sampling_rate=rate,
+        frame_duration_ms=duration,
+    )
+    return meta, end
+
+
+# --------------------------------------------------------------------------------------
+# Structural scan of an Explicit VR LE data set (no pydicom, strict)
+# --------------------------------------------------------------------------------------
+
+
+def _tagname(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _scan_elements(buf: bytes, pos: int, limit: int, depth: int, until_delim: bool) -> int:
+    """Check elements from ``pos``: up to ``limit`` or, when ``until_delim``, up to an
+    item delimitation item. Return the offset after the last byte consumed."""
+    if depth > _MAX_DEPTH:
+        raise RemoteProtocolError("RTV data set", f"sequences nested deeper than {_MAX_DEPTH}")
+    last = -1
+    while True:
+        if pos == limit and not until_delim:
+            return pos
+        if pos + 8 > limit:
+            raise RemoteProtocolError("RTV data set", f"element header truncated at offset {pos}")
+        g, e = _TAG.unpack_from(buf, pos)
+        tag = g << 16 | e
+        if tag == _ITEM_DELIM and until_delim:
+            if _U32.unpack_from(buf, pos + 4)[0] != 0:
+                raise RemoteProtocolError("Item Delimitation Item", "length not zero")
+            return pos + 8
+        if g == 0xFFFE:
+            raise RemoteProtocolError("RTV data set", f"stray delimiter {_tagname(tag)}")
+        if tag <= last:
+            raise RemoteProtocolError(_tagname(tag), "tags not in ascending order")
+        last = tag
+        vr = buf[pos + 4 : pos + 6]
+        if vr not in _ALL_VRS:
+            raise RemoteProtocolError(f"{_tagname(tag)} VR", f"unknown VR {vr!r}")
+        if vr in _LONG_VRS:
+            if pos + 12 > limit:
+                raise RemoteProtocolError(_tagname(tag), "header truncated")
+            (vlen,) = _U32.unpack_from(buf, pos + 8)
+            pos += 12
+        else:
+            (vlen,) = struct.unpack_from("<H", buf, pos + 6)
+            pos += 8
+        if vr == b"SQ":
+            pos = _scan_sequence(buf, pos, vlen, limit, depth + 1, tag)
+            continue
+        if vlen == _UNDEFINED:
+            raise RemoteProtocolError(_tagname(tag), "undefined length on a non-sequence")
+        if pos + vlen > limit:
+            raise RemoteProtocolError(_tagname(tag), f"value of {vlen} bytes is truncated")
+        pos += vlen
+
+
+def _scan_sequence(buf: bytes, pos: int, vlen: int, limit: int, depth: int, tag: int) -> int:
+    if vlen != _UNDEFINED:
+        end = pos + vlen
+        if end > limit:
+            raise RemoteProtocolError(_tagname(tag), f"sequence of {vlen} bytes is truncated")
+    else:
+        end = limit
+    while True:
+        if vlen != _UNDEFINED and pos == end:
+            return pos
+        if pos + 8 > end:
+            raise RemoteProtocolError(_tagname(tag), "item header truncated")
+        g, e, ilen = struct.unpack_from("<HHI", buf, pos)
+        itag = g << 16 | e
+        pos += 8
+        if itag == _SEQ_DELIM and vlen == _UNDEFINED:
+            if ilen != 0:
+                raise RemoteProtocolError(_tagname(tag), "sequence delimiter length not zero")
+            return pos
+        if itag != _ITEM:
+            raise RemoteProtocolError(_tagname(tag), f"expected an item, found {_tagname(itag)}")
+        if ilen == _UNDEFINED:
+            pos = _scan_elements(buf, pos, end, depth, True)
+        else:
+            if pos + ilen > end:
+                raise RemoteProtocolError(_tagname(tag), f"item of {ilen} bytes is truncated")
+            pos = _scan_elements(buf, pos, pos + ilen, depth, False)
+
+
+def _check_body(body: bytes) -> None:
+    pos = _scan_elements(body, 0, len(body), 0, False)
+    assert pos == len(body)
+    if body and _TAG.unpack_from(body, 0)[0] <= 0x0002:
+        raise RemoteProtocolError("RTV data set", "group 0000-0002 element in the data set")
+
+
+# --------------------------------------------------------------------------------------
+# Dynamic part (PS3.3 C.7.6.27, macros C.7.6.16.2.2/27/28/29)
+# --------------------------------------------------------------------------------------
+
+
+def tai_to_dicom_datetime(tai_ns: int) -> str:
+    """A DT value (UTC, microseconds, ``+0000``) for a TAI instant in nanoseconds.
+
+    PTP counts TAI; DICOM DT values are civil time, so TAI - UTC (37 s) is removed.
+    """
+    utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
+    secs, ns = divmod(utc_ns, NS_PER_S)
+    t = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=secs, microseconds=ns // 1000)
+    return t.strftime("%Y%m%d%H%M%S.%f") + "+0000"
+
+
+def dynamic_part(
+    *,
+    origin: PtpTimestamp,
+    frame_number: int | None,
+    acquisition_datetime: str | None = None,
+    frame_duration_ms: float | None = None,
+    includes_imaging_subject: bool | None = None,
+    includes_information: bool | None = None,
+    camera_position: Dataset | None = None,
+) -> Dataset:
+    """The dynamic part of one grain: (0006,0001) with exactly one item.
+
+    Parameters
+    ----------
+    origin : PtpTimestamp
+        Capture instant of the frame: Time of Frame Group Sequence > Frame Origin
+        Timestamp (0034,0007), IEEE 1588 seconds and nanoseconds, big-endian
+        (PS3.3 C.7.6.16.2.29, C.7.6.27.1.1).
+    frame_number : int or None
+        Frame Content Sequence > Frame Acquisition Number (US, taken modulo 65536);
+        None leaves out the Frame Content macro (audio, PS3.3 A.34.11).
+    acquisition_datetime : str or None
+        Frame Acquisition DateTime / Frame Reference DateTime; derived from ``origin``
+        (TAI -> UTC) when None.
+    frame_duration_ms : float or None
+        Frame Acquisition Duration (0018,9220), milliseconds.
+    includes_imaging_subject, includes_information : bool or None
+        Frame Usefulness macro (C.7.6.16.2.27): YES/NO, left out when both are None.
+    camera_position : pydicom.Dataset or None
+        The item of Camera Position Group Sequence (C.7.6.16.2.28), copied as given.
+
+    Returns
+    -------
+    pydicom.Dataset
+        A data set holding only (0006,0001); merge it with a static part to form the
+        data set of a grain.
+    """
+    item = Dataset()
+    if frame_number is not None:
+        dt = acquisition_datetime or tai_to_dicom_datetime(origin.to_ns())
+        fc = Dataset()
+        fc.add(DataElement(0x00189074, "DT", dt))
+        fc.add(DataElement(0x00189151, "DT", dt))
+        if frame_duration_ms is not None:
+            fc.add(DataElement(0x00189220, "FD", float(frame_duration_ms)))
+        fc.add(DataElement(0x00209156, "US", frame_number & 0xFFFF))
+        item.add(DataElement(0x00209111, "SQ", DicomSequence([fc])))
+    if includes_imaging_subject is not None or includes_information is not None:
+        fu = Dataset()
+        if includes_imaging_subject is not None:
+            fu.add(DataElement(0x00340008, "CS", "YES" if includes_imaging_subject else "NO"))
+        if includes_information is not None:
+            fu.add(DataElement(0x0034000C, "CS", "YES" if includes_information else "NO"))
+        item.add(DataElement(0x00340009, "SQ", DicomSequence([fu])))
+    if camera_position is not None:
+        item.add(DataElement(0x0034000B, "SQ", DicomSequence([camera_position])))
+    tof = Dataset()
+    tof.add(DataElement(0x00340007, "OB", origin.to_bytes()))
+    item.add(DataElement(0x0034000D, "SQ", DicomSequence([tof])))
+    ds = Dataset()
+    ds.add(DataElement(CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, "SQ", DicomSequence([item])))
+    return ds
+
+
+def encode_dynamic_part(
+    *,
+    origin: PtpTimestamp,
+    frame_number: int | None,
+    acquisition_datetime: str | None = None,
+    frame_duration_ms: float | None = None,
+) -> bytes:
+    """Fast path: the bytes :func:`encode_dataset` gives for :func:`dynamic_part`.
+
+    Hand-encoded with defined lengths (as pydicom writes them) for the per-frame path;
+    the test suite checks byte equality with the pydicom route.
+    """
+    parts: list[bytes] = []
+    if frame_number is not None:
+        dt = _text(acquisition_datetime or tai_to_dicom_datetime(origin.to_ns()))
+        fc = [_element(0x00189074, b"DT", dt), _element(0x00189151, b"DT", dt)]
+        if frame_duration_ms is not None:
+            fc.append(_element(0x00189220, b"FD", struct.pack("<d", frame_duration_ms)))
+        fc.append(_element(0x00209156, b"US", struct.pack("<H", frame_number & 0xFFFF)))
+        parts.append(_sequence(0x00209111, [b"".join(fc)]))
+    parts.append(_sequence(0x0034000D, [_element(0x00340007, b"OB", origin.to_bytes())]))
+    return _sequence(CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, [b"".join(parts)])
+
+
+def frame_origin(dataset: Dataset) -> PtpTimestamp | None:
+    """Frame Origin Timestamp of a grain's dynamic part, or None without a dynamic part.
+
+    Raises
+    ------
+    RemoteProtocolError
+        When the dynamic part is present but malformed.
+    """
+    if CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE not in dataset:
+        return None
+    seq = dataset[CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].value
+    name = "(0006,0001) Current Frame Functional Groups Sequence"
+    if len(seq) != 1:
+        raise RemoteProtocolError(name, f"{len(seq)} items, expected exactly one")
+    item = seq[0]
+    if 0x0034000D not in item:
+        raise RemoteProtocolError("(0034,000D) Time of Frame Group Sequence", "missing")
+    tof = item[0x0034000D].value
+    if len(tof) != 1:
+        raise RemoteProtocolError("(0034,000D) Time of Frame Group Sequence", "not one item")
+    if 0x00340007 not in tof[0]:
+        raise RemoteProtocolError("(0034,0007) Frame Origin Timestamp", "missing")
+    raw = tof[0][0x00340007].value
+    return PtpTimestamp.from_bytes(bytes(raw or b""), "(0034,0007) Frame Origin Timestamp")
+
+
+# --------------------------------------------------------------------------------------
+# Grain decoding and validation
+# --------------------------------------------------------------------------------------
+
+
+def _walk(ds: Dataset) -> None:
+    """Convert every raw element (forces pydicom to decode each value once)."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _walk(item)
+
+
+def _require(ds: Dataset, tag: int, name: str) -> Any:
+    if tag not in ds:
+        raise RemoteProtocolError(name, "missing from the static part")
+    return ds[tag].value
+
+
+def _require_items(ds: Dataset, tag: int, name: str, *, exactly_one: bool = False) -> list[Dataset]:
+    seq = _require(ds, tag, name)
+    if not seq:
+        raise RemoteProtocolError(name, "empty")
+    if exactly_one and len(seq) != 1:
+        raise RemoteProtocolError(name, f"{len(seq)} items, expected one")
+    return list(seq)
+
+
+def _uid_value(ds: Dataset, tag: int, name: str) -> str:
+    value = _require(ds, tag, name)
+    if not isinstance(value, str) or not is_valid_uid(value):
+        raise RemoteProtocolError(name, f"{value!r} is not a valid UID")
+    return value
+
+
+def validate_static(meta: RtvMetaInfo, ds: Dataset) -> None:
+    """Check the static part's required attributes against the meta header.
+
+    Checks SOP Common, Study/Series identity, Modality, the Synchronization module, the
+    Real-Time Bulk Data Flow module (PS3.3 C.7.6.26: one flow item's transfer syntax
+    and rate must match (0002,0010)/(0002,0037)), Acquisition Context and, for video,
+    the Real-Time Acquisition module (C.7.6.28).
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the first attribute at fault.
+    """
+    cls = _uid_value(ds, 0x00080016, "(0008,0016) SOP Class UID")
+    if cls != meta.sop_class_uid:
+        raise RemoteProtocolError("(0008,0016) SOP Class UID", "differs from (0002,0032)")
+    inst = _uid_value(ds, 0x00080018, "(0008,0018) SOP Instance UID")
+    if inst != meta.sop_instance_uid:
+        raise RemoteProtocolError("(0008,0018) SOP Instance UID", "differs from (0002,0033)")
+    if meta.sop_class_uid == RTV_RENDITION_SELECTION:
+        return
+    _uid_value(ds, 0x0020000D, "(0020,000D) Study Instance UID")
+    _uid_value(ds, 0x0020000E, "(0020,000E) Series Instance UID")
+    _require(ds, 0x00100020, "(0010,0020) Patient ID")
+    modality = _require(ds, 0x00080060, "(0008,0060) Modality")
+    if modality != RTV_MODALITY[meta.sop_class_uid]:
+        raise RemoteProtocolError(
+            "(0008,0060) Modality",
+            f"{modality!r}, the IOD requires {RTV_MODALITY[meta.sop_class_uid]}",
+        )
+    _uid_value(ds, 0x00200200, "(0020,0200) Synchronization Frame of Reference UID")
+    flows = _require_items(ds, 0x0034000A, "(0034,000A) Real-Time Bulk Data Flow Sequence")
+    ts_match = rate_match = False
+    for src in flows:
+        sid = _require(src, 0x00340005, "(0034,0005) Source Identifier")
+        if not isinstance(sid, bytes) or len(sid) != 16:
+            raise RemoteProtocolError("(0034,0005) Source Identifier", "not a 16-byte UUID")
+        for flow in _require_items(src, 0x00340001, "(0034,0001) Flow Identifier Sequence"):
+            fid = _require(flow, 0x00340002, "(0034,0002) Flow Identifier")
+            if not isinstance(fid, bytes) or len(fid) != 16:
+                raise RemoteProtocolError("(0034,0002) Flow Identifier", "not a 16-byte UUID")
+            fts = _uid_value(flow, 0x00340003, "(0034,0003) Flow Transfer Syntax UID")
+            rate = _require(flow, 0x00340004, "(0034,0004) Flow RTP Sampling Rate")
+            ts_match |= fts == meta.transfer_syntax_uid
+            rate_match |= meta.sampling_rate is None or rate == meta.sampling_rate
+    if not ts_match:
+        raise RemoteProtocolError(
+            "(0034,0003) Flow Transfer Syntax UID", "no bulk flow matches (0002,0010)"
+        )
+    if not rate_match:
+        raise RemoteProtocolError(
+            "(0034,0004) Flow RTP Sampling Rate", "no bulk flow matches (0002,0037)"
+        )
+    if meta.sop_class_uid != RTV_AUDIO_WAVEFORM:
+        _require_items(
+            ds, 0x52009229, "(5200,9229) Shared Functional Groups Sequence", exactly_one=True
+        )
+        stereo = _require(ds, 0x00220028, "(0022,0028) Stereo Pairs Present")
+        if stereo not in ("YES", "NO"):
+            raise RemoteProtocolError("(0022,0028) Stereo Pairs Present", f"{stereo!r}")
+    if 0x00400555 not in ds:
+        raise RemoteProtocolError("(0040,0555) Acquisition Context Sequence", "missing")
+
+
+def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
+    """Parse and validate one complete grain.
+
+    The data set is read as Explicit VR Little Endian whatever (0002,0010) says
+    (PS3.22 §6.2.2); its structure is checked byte by byte first, so a truncated or
+    corrupt grain never reaches pydicom half-parsed.
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the field at fault.
+    """
+    raw = bytes(data)
+    meta, start = decode_meta(raw)
+    body = raw[start:]
+    _check_body(body)
+    try:
+        ds = read_dataset(io.BytesIO(body), is_implicit_VR=False, is_little_endian=True)
+        _walk(ds)
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # pydicom signals bad values with many exception types
+        raise RemoteProtocolError("RTV data set", f"unreadable: {exc}") from exc
+    for tag in ds.keys():
+        if tag >= 0x00080000:
+            break
+        if tag != CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE:
+            raise RemoteProtocolError(
+                _tagname(int(tag)), "only (0006,0001) may precede group 0008 in a grain"
+            )
+    has_dynamic = CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE in ds
+    if meta.sop_class_uid == RTV_RENDITION_SELECTION:
+        if has_dynamic:
+            raise RemoteProtocolError(
+                "(0006,0001) Current Frame Functional Groups Sequence",
+                "present in a Rendition Selection grain",
+            )
+    else:
+        if not has_dynamic:
+            raise RemoteProtocolError(
+                "(0006,0001) Current Frame Functional Groups Sequence", "missing"
+            )
+        if meta.sampling_rate is None:
+            raise RemoteProtocolError(
+                "(0002,0037) RTV Flow RTP Sampling Rate", "missing while a dynamic part exists"
+            )
+        frame_origin(ds)
+        item = ds[CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].value[0]
+        if meta.sop_class_uid != RTV_AUDIO_WAVEFORM:
+            fc = item.get(0x00209111)
+            if fc is None or len(fc.value) != 1:
+                raise RemoteProtocolError(
+                    "(0020,9111) Frame Content Sequence", "missing or not exactly one item"
+                )
+    grain = Grain(meta, ds, raw)
+    if grain.has_static or meta.sop_class_uid == RTV_RENDITION_SELECTION:
+        validate_static(meta, ds)
+    return grain
+
+
+def split_static(dataset: Dataset) -> Dataset:
+    """The static part of a grain's data set: every element but group 0006."""
+    out = Dataset()
+    for elem in dataset:
+        if elem.tag.group != 0x0006:
+            out.add(elem)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# RTP transport of grains (spec/ps322.md §2.6, our rule; PS3.22 §6.2.1 for the extension)
+# --------------------------------------------------------------------------------------
+
+_RTP_FIXED = 12
+_EXT_HEADER = 4
+
+
+class MetadataPacketizer:
+    """Split grains into RTP packets of one metadata flow.
+
+    Parameters
+    ----------
+    ssrc : int
+        The metadata flow's SSRC.
+    extmap : ExtMap
+        The ``a=extmap`` identifiers of this flow's SDP.
+    source_id, flow_id : uuid.UUID
+        The metadata flow's NMOS identifiers (equal to (0002,0035)/(0002,0036)).
+    payload_type : int
+        Dynamic payload type, 104 by default (PS3.2 L example).
+    max_payload : int
+        Largest datagram (UDP payload: RTP header, extension and grain bytes), 1460 by
+        default (the ST 2110-10 standard UDP size limit).
+    sequence : int
+        Sequence number of the first packet.
+    grain_duration : Fraction or None
+        Sent as the NMOS grain-duration item in the first packet when given.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssrc: int,
+        extmap: ExtMap,
+        source_id: uuid.UUID,
+        flow_id: uuid.UUID,
+        payload_type: int = 104,
+        max_payload: int = 1460,
+        sequence: int = 0,
+        grain_duration: Fraction | None = None,
+    ) -> None:
+        if not 0 <= ssrc <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"ssrc: {ssrc} is outside 0..2**32-1")
+        if not 96 <= payload_type <= 127:
+            raise LocalProtocolError(f"payload_type: {payload_type} is not dynamic (96..127)")
+        if not 128 <= max_payload <= 65507:
+            raise LocalProtocolError(f"max_payload: {max_payload} is not 128..65507")
+        self.ssrc = ssrc
+        self.extmap = extmap
+        self.source_id = source_id
+        self.flow_id = flow_id
+        self.payload_type = payload_type
+        self.max_payload = max_payload
+        self.sequence = sequence & 0xFFFF
+        self.grain_duration = grain_duration
+        self._last_ext = NmosExtension(grain_end=True).encode(extmap)
+
+    def packetize(
+        self, grain: bytes, rtp_timestamp: int, *, sync: PtpTimestamp, origin: PtpTimestamp
+    ) -> list[bytes]:
+        """The datagrams of one grain, all with ``rtp_timestamp`` (the described frame's).
+
+        Raises
+        ------
+        LocalProtocolError
+            For an empty grain.
+        """
+        if not grain:
+            raise LocalProtocolError("grain: empty")
+        ts = rtp_timestamp & 0xFFFFFFFF
+
+        def first_ext(end: bool) -> bytes:
+            return NmosExtension(
+                sync_timestamp=sync,
+                origin_timestamp=origin,
+                flow_id=self.flow_id,
+                source_id=self.source_id,
+                grain_start=True,
+                grain_end=end,
+                grain_duration=self.grain_duration,
+            ).encode(self.extmap)
+
+        only = first_ext(True)
+        if len(grain) <= self.max_payload - _RTP_FIXED - _EXT_HEADER - len(only):
+            return [self._packet(ts, only, grain, marker=True)]
+        head = first_ext(False)
+        first_cap = self.max_payload - _RTP_FIXED - _EXT_HEADER - len(head)
+        middle_cap = self.max_payload - _RTP_FIXED
+        last_cap = self.max_payload - _RTP_FIXED - _EXT_HEADER - len(self._last_ext)
+        out = [self._packet(ts, head, grain[:first_cap], marker=False)]
+        pos = first_cap
+        while len(grain) - pos > last_cap:
+            n = min(middle_cap, len(grain) - pos - 1)
+            out.append(self._packet(ts, None, grain[pos : pos + n], marker=False))
+            pos += n
+        out.append(self._packet(ts, self._last_ext, grain[pos:], marker=True))
+        return out
+
+    def _packet(self, ts: int, ext: bytes | None, payload: bytes, *, marker: bool) -> bytes:
+        pkt = RtpPacket(
+            payload_type=self.payload_type,
+            sequence=self.sequence,
+            timestamp=ts,
+            ssrc=self.ssrc,
+            marker=marker,
+            extension_profile=None if ext is None else PROFILE_ONE_BYTE,
+            extension=ext or b"",
+            payload=payload,
+        )
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        return pkt.to_bytes()
+
+
+@dataclass
+class GrainEvent:
+    """A complete, validated grain.
+
+    Attributes
+    ----------
+    ssrc, rtp_timestamp : int
+    grain : Grain
+    extension : NmosExtension
+        The NMOS items of the grain's first packet (sync/origin/flow/source).
+    packets : int
+        Datagrams the grain spanned.
+    """
+
+    ssrc: int
+    rtp_timestamp: int
+    grain: Grain
+    extension: NmosExtension
+    packets: int = 1
+
+
+@dataclass
+class GrainDropped:
+    """A grain that was dropped; ``reason`` says why (gap, cap, invalid field...)."""
+
+    ssrc: int
+    rtp_timestamp: int
+    reason: str
+
+
+@dataclass
+class MetadataStats:
+    """Counters of a :class:`MetadataDepacketizer`."""
+
+    packets: int = 0
+    malformed: int = 0
+    wrong_payload_type: int = 0
+    duplicates: int = 0
+    late: int = 0
+    grains: int = 0
+    dropped: int = 0
+    invalid: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Partial:
+    ssrc: int
+    ts: int
+    created_ns: int
+    packets: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+    start_seq: int | None = None
+    end_seq: int | None = None
+    ext: NmosExtension | None = None
+
+
+class MetadataDepacketizer:
+    """Reassemble grains from metadata datagrams, per (SSRC, RTP timestamp).
+
+    A grain is emitted only when every packet from the start (grain-flags S, or the
+    packet carrying the origin timestamp) to the end (marker bit or grain-flags E) has
+    arrived; packets may come in any order within a grain. It is dropped, never
+    partially parsed, when a packet with a newer timestamp arrives on its SSRC first,
+    when it outlives ``max_age_ns``, when it exceeds ``max_grain_bytes`` or
+    ``max_packets_per_grain``, when more than ``max_partial_grains`` are open, or when
+    its content fails :func:`decode_grain`.
+
+    Parameters
+    ----------
+    extmap : ExtMap
+        The ``a=extmap`` identifiers of the flow's SDP.
+    max_grain_bytes : int
+        Largest grain accepted (memory cap), 1 MiB by default.
+    payload_type : int or None
+        Accept only this payload type when given.
+    max_packets_per_grain : int
+    max_partial_grains : int
+        Partial grains kept at once, over all SSRCs; the oldest goes first.
+    max_age_ns : int
+        A partial grain older than this (by ``now``) is dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        extmap: ExtMap,
+        max_grain_bytes: int = 1 << 20,
+        payload_type: int | None = None,
+        max_packets_per_grain: int = 1024,
+        max_partial_grains: int = 8,
+        max_age_ns: int = 1_000_000_000,
+    ) -> None:
+        if max_grain_bytes < PREAMBLE_SIZE + 16:
+            raise LocalProtocolError(f"max_grain_bytes: {max_grain_bytes} is too small")
+        if max_packets_per_grain < 1 or max_partial_grains < 1 or max_age_ns <= 0:
+            raise LocalProtocolError("max_packets_per_grain, max_partial_grains, max_age_ns: > 0")
+        self.extmap = extmap
+        self.max_grain_bytes = max_grain_bytes
+        self.payload_type = payload_type
+        self.max_packets_per_grain = max_packets_per_grain
+        self.max_partial_grains = max_partial_grains
+        self.max_age_ns = max_age_ns
+        self.stats = MetadataStats()
+        self._partials: OrderedDict[tuple[int, int], _Partial] = OrderedDict()
+        self._latest_ts: OrderedDict[int, int] = OrderedDict()  # ssrc -> newest timestamp
+        self._closed: OrderedDict[tuple[int, int], None] = OrderedDict()
+
+    def feed(
+        self, datagram: bytes | bytearray | memoryview, now: int
+    ) -> list[GrainEvent | GrainDropped]:
+        """Take one datagram; return the grains it completed or caused to be dropped."""
+        events: list[GrainEvent | GrainDropped] = []
+        self._expire(now, events)
+        self.stats.packets += 1
+        try:
+            pkt = parse_rtp(datagram)
+            ext = None
+            if pkt.extension_profile == PROFILE_ONE_BYTE:
+                ext = NmosExtension.decode(pkt.extension, self.extmap)
+        except RemoteProtocolError as exc:
+            self.stats.malformed += 1
+            logger.debug("metadata packet dropped: %s", exc)
+            return events
+        if self.payload_type is not None and pkt.payload_type != self.payload_type:
+            self.stats.wrong_payload_type += 1
+            return events
+        key = (pkt.ssrc, pkt.timestamp)
+        if key in self._closed:
+            self.stats.late += 1
+            return events
+        partial = self._partials.get(key)
+        if partial is None:
+            newest = self._latest_ts.get(pkt.ssrc)
+            if newest is not None and ts_diff(pkt.timestamp, newest) < 0:
+                self.stats.late += 1
+                return events
+            old = self._partials.get((pkt.ssrc, newest)) if newest is not None else None
+            if old is not None:
+                self._drop(old, self._incomplete_reason(old) + " (closed by a newer timestamp)",
+                           events)  # fmt: skip
+            self._latest_ts[pkt.ssrc] = pkt.timestamp
+            self._latest_ts.move_to_end(pkt.ssrc)
+            while len(self._latest_ts) > 4 * self.max_partial_grains:
+                self._latest_ts.popitem(last=False)
+            partial = _Partial(pkt.ssrc, pkt.timestamp, now)
+            self._partials[key] = partial
+            while len(self._partials) > self.max_partial_grains:
+                oldest = next(iter(self._partials.values()))
+                self._drop(oldest, "too many concurrent partial grains", events)
+        if pkt.sequence in partial.packets:
+            self.stats.duplicates += 1
+            return events
+        partial.packets[pkt.sequence] = pkt.payload
+        partial.size += len(pkt.payload)
+        if partial.size > self.max_grain_bytes:
+            self._drop(partial, f"grain exceeds max_grain_bytes={self.max_grain_bytes}", events)
+            return events
+        if len(partial.packets) > self.max_packets_per_grain:
+            self._drop(
+                partial, f"grain exceeds max_packets_per_grain={self.max_packets_per_grain}", events
+            )
+            return events
+        if ext is not None and (ext.grain_start or ext.origin_timestamp is not None):
+            if partial.start_seq is not None:
+                self._drop(partial, "two start packets in one grain", events)
+                return events
+            partial.start_seq = pkt.sequence
+            partial.ext = ext
+        if pkt.marker or (ext is not None and ext.grain_end):
+            if partial.end_seq is not None and partial.end_seq != pkt.sequence:
+                self._drop(partial, "two end packets in one grain", events)
+                return events
+            partial.end_seq = pkt.sequence
+        if partial.start_seq is not None and partial.end_seq is not None:
+            self._try_complete(partial, events)
+        return events
+
+    def flush(self) -> list[GrainEvent | GrainDropped]:
+        """Drop every partial grain (end of stream)."""
+        events: list[GrainEvent | GrainDropped] = []
+        for partial in list(self._partials.values()):
+            self._drop(partial, self._incomplete_reason(partial) + " (flushed)", events)
+        return events
+
+    def _expire(self, now: int, events: list[GrainEvent | GrainDropped]) -> None:
+        for partial in list(self._partials.values()):
+            if now - partial.created_ns > self.max_age_ns:
+                self._drop(partial, self._incomplete_reason(partial) + " (timed out)", events)
+
+    @staticmethod
+    def _incomplete_reason(p: _Partial) -> str:
+        if p.start_seq is None:
+            return "first packet (grain-flags S) lost"
+        if p.end_seq is None:
+            return "last packet (marker) lost"
+        span = seq_diff(p.end_seq, p.start_seq) + 1
+        return f"sequence gap: {span - len(p.packets)} of {span} packets missing"
+
+    def _close(self, p: _Partial) -> None:
+        self._partials.pop((p.ssrc, p.ts), None)
+        self._closed[(p.ssrc, p.ts)] = None
+        while len(self._closed) > 64:
+            self._closed.popitem(last=False)
+
+    def _drop(self, p: _Partial, reason: str, events: list[GrainEvent | GrainDropped]) -> None:
+        self._close(p)
+        self.stats.dropped += 1
+        logger.debug("grain ssrc=%08x ts=%d dropped: %s", p.ssrc, p.ts, reason)
+        events.append(GrainDropped(p.ssrc, p.ts, reason))
+
+    def _try_complete(self, p: _Partial, events: list[GrainEvent | GrainDropped]) -> None:
+        assert p.start_seq is not None and p.end_seq is not None
+        span = seq_diff(p.end_seq, p.start_seq) + 1
+        if span < 1 or span > self.max_packets_per_grain:
+            self._drop(p, f"end packet precedes or is too far from the start ({span})", events)
+            return
+        seqs = [(p.start_seq + i) & 0xFFFF for i in range(span)]
+        if len(p.packets) < span or any(s not in p.packets for s in seqs):
+            if len(p.packets) > span:
+                self._drop(p, "packets outside the grain's start..end range", events)
+            return  # wait: the missing packets may only be reordered
+        if len(p.packets) != span:
+            self._drop(p, "packets outside the grain's start..end range", events)
+            return
+        data = b"".join(p.packets[s] for s in seqs)
+        self._close(p)
+        assert p.ext is not None
+        try:
+            grain = decode_grain(data)
+            if p.ext.flow_id is not None and p.ext.flow_id != grain.meta.flow_id:
+                raise RemoteProtocolError(
+                    "(0002,0036) RTV Flow Identifier", "differs from the NMOS flow-id"
+                )
+            if p.ext.source_id is not None and p.ext.source_id != grain.meta.source_id:
+                raise RemoteProtocolError(
+                    "(0002,0035) RTV Source Identifier", "differs from the NMOS source-id"
+                )
+        except RemoteProtocolError as exc:
+            self.stats.invalid += 1
+            self.stats.dropped += 1
+            logger.debug("grain ssrc=%08x ts=%d invalid: %s", p.ssrc, p.ts, exc)
+            events.append(GrainDropped(p.ssrc, p.ts, f"invalid grain: {exc}"))
+            return
+        self.stats.grains += 1
+        events.append(GrainEvent(p.ssrc, p.ts, grain, p.ext, span))

@@ -1,0 +1,716 @@
+"""The sending pipeline: a source to PS3.22 video, audio and metadata flows.
+
+Theory of operation
+-------------------
+One media clock (:class:`~rtstream.sysclock.SystemClock`, injected) stamps every frame and
+audio chunk with its capture instant in TAI nanoseconds. From that instant come the RTP
+timestamp of the video frame (``rtp_timestamp(capture, 90000)``, ST 2110-10), the RTP
+timestamp of its metadata grain (the *same* value, PS3.17 PPPP.7) and the grain's Frame
+Origin Timestamp (the capture instant itself, PS3.3 C.7.6.27.1.1). Audio chunks are
+stamped the same way at the audio rate.
+
+Per video frame the event loop only: packetizes (one numpy copy into a reused buffer),
+builds the metadata grain (the static part only when due, at least every 500 ms, so
+>= 1 Hz as PS3.22 §6.2.2 asks), sends the grain's packets, then the frame's packets via UDP
+segmentation offload. Conversion to the wire pixel format runs in the source's worker
+thread. With ``pacing = "linear"`` the frame's packets go out in ``bursts`` equal bursts
+spread over 90% of the frame period (an ST 2110-21 *wide* sender, ``TP=2110TPW``); with
+``"none"`` they go out at once.
+
+A frame is *late* when its last packet left after its deadline (capture + one frame
+period + the pacing window slack), i.e. the sender did not keep up with real time.
+
+Ports: video PORT, video metadata PORT+2, audio PORT+4, audio metadata PORT+6 unless
+configured otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtstream.config import from_mapping, load_toml, merge
+from rtstream.dicom.context import StreamContext
+from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
+from rtstream.errors import ConfigError
+from rtstream.media.sources import (
+    AudioSource,
+    VideoFrame,
+    VideoSource,
+    context_fields,
+    open_audio_source,
+    open_video_source,
+)
+from rtstream.net.udp import UdpSender, is_multicast
+from rtstream.proto.clock import NS_PER_S, Clock, PtpTimestamp, RefClock, rtp_timestamp
+from rtstream.proto.formats import (
+    VIDEO_CLOCK_RATE,
+    AudioEncoding,
+    AudioFormat,
+    Sampling,
+    VideoFormat,
+)
+from rtstream.proto.nmos_ext import ExtMap
+from rtstream.proto.rfc4175 import VideoPacketizer
+from rtstream.proto.rtv_metadata import MetadataPacketizer, RtvMetaInfo
+from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, write_sdp
+from rtstream.proto.st2110_30 import AudioPacketizer
+from rtstream.sysclock import SystemClock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = (1280, 720)
+DEFAULT_RATE = Fraction(30)
+
+
+class Pacing(enum.Enum):
+    """How a frame's packets are spread in time."""
+
+    LINEAR = "linear"
+    NONE = "none"
+
+
+class SopChoice(enum.Enum):
+    """The RTV SOP class of the video metadata flow (PS3.22 Table 7.2-1)."""
+
+    ENDOSCOPIC = "endoscopic"
+    PHOTOGRAPHIC = "photographic"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoConfig:
+    """``[video]``: the video flow. Size and rate default to the source's."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: Fraction | None = None
+    sampling: Sampling = Sampling.YCBCR_422
+    depth: int = 10
+    payload_type: int = 96
+    max_payload: int = 1460
+
+    def __post_init__(self) -> None:
+        if self.depth not in (8, 10):
+            raise ConfigError("video.depth", self.depth, "8 or 10")
+        for key, v in (("video.width", self.width), ("video.height", self.height)):
+            if v is not None and not 16 <= v <= 7680:
+                raise ConfigError(key, v, "16..7680 pixels")
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise ConfigError("video.fps", self.fps, "a rate in (0, 240], e.g. 60 or 60000/1001")
+        if not 96 <= self.payload_type <= 127:
+            raise ConfigError("video.payload_type", self.payload_type, "96..127")
+        if not 256 <= self.max_payload <= 8972:
+            raise ConfigError("video.max_payload", self.max_payload, "256..8972 bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioConfig:
+    """``[audio]``: the optional ST 2110-30 flow."""
+
+    enabled: bool = False
+    source: str = "tone"
+    encoding: AudioEncoding = AudioEncoding.L24
+    sample_rate: int = 48_000
+    channels: int = 2
+    ptime_us: int = 1000
+    payload_type: int = 97
+
+    def __post_init__(self) -> None:
+        self.format()  # validates rate, channels, ptime
+        if not 96 <= self.payload_type <= 127:
+            raise ConfigError("audio.payload_type", self.payload_type, "96..127")
+
+    def format(self) -> AudioFormat:
+        """The :class:`AudioFormat` of the flow."""
+        order = "SMPTE2110.(ST)" if self.channels == 2 else "SMPTE2110.(M)" if self.channels == 1 else None
+        return AudioFormat(
+            encoding=self.encoding,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            ptime_us=self.ptime_us,
+            channel_order=order,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """``[network]``: destination, ports and IP options."""
+
+    dest: str = "127.0.0.1"
+    port: int = 5004
+    video_port: int | None = None
+    video_metadata_port: int | None = None
+    audio_port: int | None = None
+    audio_metadata_port: int | None = None
+    ttl: int = 1
+    interface: str | None = None
+    source_address: str | None = None
+    dscp: int | None = None
+    sndbuf: int = 8 << 20
+    gso: bool = True
+    metadata_payload_type: int = 104
+
+    def __post_init__(self) -> None:
+        for key, v in (
+            ("network.port", self.port),
+            ("network.video_port", self.video_port),
+            ("network.video_metadata_port", self.video_metadata_port),
+            ("network.audio_port", self.audio_port),
+            ("network.audio_metadata_port", self.audio_metadata_port),
+        ):
+            if v is not None and not 1 <= v <= 65535:
+                raise ConfigError(key, v, "a UDP port 1..65535")
+        if self.port + 6 > 65535:
+            raise ConfigError("network.port", self.port, "1..65529 (PORT+6 is used too)")
+        if not 0 <= self.ttl <= 255:
+            raise ConfigError("network.ttl", self.ttl, "0..255")
+        if self.dscp is not None and not 0 <= self.dscp <= 63:
+            raise ConfigError("network.dscp", self.dscp, "0..63 (e.g. 34 = AF41 for video)")
+        if not self.dest:
+            raise ConfigError("network.dest", self.dest, "a host name or IPv4 address")
+
+    def ports(self) -> tuple[int, int, int, int]:
+        """(video, video metadata, audio, audio metadata) ports."""
+        p = self.port
+        return (
+            self.video_port or p,
+            self.video_metadata_port or p + 2,
+            self.audio_port or p + 4,
+            self.audio_metadata_port or p + 6,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacingConfig:
+    """``[pacing]``: ST 2110-21-style spreading of a frame's packets."""
+
+    mode: Pacing = Pacing.LINEAR
+    bursts: int = 16
+    window: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bursts <= 1000:
+            raise ConfigError("pacing.bursts", self.bursts, "1..1000 bursts per frame")
+        if not 0.1 <= self.window <= 1.0:
+            raise ConfigError("pacing.window", self.window, "0.1..1.0 of the frame period")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SenderConfig:
+    """Everything ``rtstream send`` needs; load with :func:`load_sender_config`.
+
+    Parameters
+    ----------
+    source : str
+        Video source spec (see :mod:`rtstream.media.sources`).
+    loop : bool
+        Repeat file, raw and dicom sources.
+    frames, duration : int or float or None
+        Stop after this many frames / seconds (None: run until cancelled or the
+        source ends).
+    sop : SopChoice
+        RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1).
+    static_interval_ms : int
+        Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
+    context : dict
+        Patient/study/device values (:class:`~rtstream.dicom.context.StreamContext`
+        field names); a DICOM source's own values fill what is not given.
+    """
+
+    source: str = "testsrc"
+    loop: bool = False
+    frames: int | None = None
+    duration: float | None = None
+    sop: SopChoice = SopChoice.ENDOSCOPIC
+    video: VideoConfig = field(default_factory=VideoConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    context: dict[str, str] = field(default_factory=dict)
+    session_name: str = "rtstream DICOM-RTV"
+    ptp_grandmaster: str | None = None
+    ptp_domain: int = 127
+    static_interval_ms: int = 500
+    sdp_out: Path | None = None
+    http: str | None = None
+    dump_frames: Path | None = None
+    stats_json: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError("frames", self.frames, "a positive number of frames")
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigError("duration", self.duration, "a positive number of seconds")
+        if not 10 <= self.static_interval_ms <= 1000:
+            raise ConfigError("static_interval_ms", self.static_interval_ms, "10..1000 (PS3.22: >= 1 Hz)")
+        if self.http is not None:
+            parse_host_port(self.http, "http")
+        self.refclk()
+        names = {f.name for f in dataclasses.fields(StreamContext)}
+        for key in self.context:
+            if key not in names:
+                raise ConfigError(f"context.{key}", self.context[key], "one of " + ", ".join(sorted(names)))
+
+    def refclk(self) -> RefClock:
+        """The ``a=ts-refclk`` to advertise."""
+        return RefClock(ptp_grandmaster=self.ptp_grandmaster, ptp_domain=self.ptp_domain)
+
+
+def parse_host_port(text: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), with a :class:`ConfigError` naming ``key``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, text, "HOST:PORT with a port 1..65535")
+    return host, int(port)
+
+
+def load_sender_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SenderConfig:
+    """Build a :class:`SenderConfig` from a TOML file with ``overrides`` laid over it."""
+    data: dict[str, Any] = load_toml(path) if path is not None else {}
+    if overrides:
+        data = merge(data, overrides)
+    return from_mapping(SenderConfig, data)
+
+
+@dataclass
+class SenderStats:
+    """Totals of a run (``--stats-json``)."""
+
+    frames: int = 0
+    packets: int = 0
+    bytes: int = 0
+    late_frames: int = 0
+    metadata_grains: int = 0
+    static_parts: int = 0
+    audio_packets: int = 0
+    icmp_errors: int = 0
+    dropped: int = 0
+    started_ns: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    fps: float = 0.0
+    mbps: float = 0.0
+    first_rtp_timestamp: int | None = None
+    last_rtp_timestamp: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Flow:
+    sender: UdpSender
+    meta_sender: UdpSender
+    meta_packetizer: MetadataPacketizer
+    builder: GrainBuilder
+
+
+class Sender:
+    """Send one rendition: video, optional audio, and their PS3.22 metadata flows.
+
+    Use as ``async with Sender(cfg) as tx: await tx.run()``.
+
+    Parameters
+    ----------
+    cfg : SenderConfig
+    clock : Clock or None
+        The media clock (default :class:`~rtstream.sysclock.SystemClock`).
+    status : callable or None
+        Called about once a second with the running :class:`SenderStats` (the CLI
+        draws its status line with it).
+    """
+
+    def __init__(
+        self,
+        cfg: SenderConfig,
+        *,
+        clock: Clock | None = None,
+        status: Callable[[SenderStats], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self.stats = SenderStats()
+        self._status = status
+        self.source: VideoSource = open_video_source(cfg.source, loop=cfg.loop)
+        self.audio_source: AudioSource | None = (
+            open_audio_source(cfg.audio.source) if cfg.audio.enabled else None
+        )
+        self.fmt = self._video_format()
+        self.audio_fmt = cfg.audio.format() if cfg.audio.enabled else None
+        ctx_values = dict(context_fields(self.source.context, StreamContext))
+        ctx_values.update(cfg.context)
+        self.context: StreamContext = from_mapping(StreamContext, ctx_values, "context.")
+        rnd = random.SystemRandom()
+        self._ssrc = [rnd.getrandbits(32) for _ in range(4)]
+        self._ids = {name: uuid.uuid4() for name in ("video_source", "video_flow", "vmeta_source", "vmeta_flow",
+                                                   "audio_source", "audio_flow", "ameta_source", "ameta_flow")}
+        self.session_id = rnd.getrandbits(31)
+        self.sop_instance_uid: str | None = None
+        self._flows: list[UdpSender] = []
+        self._video: _Flow | None = None
+        self._audio: _Flow | None = None
+        self._audio_sender: UdpSender | None = None
+        self._http: Any = None
+        self.sdp = self.session()
+
+    # ----------------------------------------------------------------- setup
+
+    def _video_format(self) -> VideoFormat:
+        v = self.cfg.video
+        native = self.source.native_size
+        w = v.width or (native[0] if native else DEFAULT_SIZE[0])
+        h = v.height or (native[1] if native else DEFAULT_SIZE[1])
+        rate = v.fps or self.source.native_rate or DEFAULT_RATE
+        probe = VideoFormat(sampling=v.sampling, depth=v.depth, width=48, height=16,
+                            exactframerate=rate)
+        step = probe.pgroup_pixels_per_line
+        if v.width is None:
+            w -= w % step
+        if v.height is None and v.sampling is Sampling.YCBCR_420:
+            h -= h % 2
+        # A Python sender cannot meet narrow-sender timing: declare a wide sender
+        # (ST 2110-21, spec/ps322.md section 6.2) whether pacing is linear or none.
+        tp = "2110TPW"
+        return VideoFormat(
+            sampling=v.sampling,
+            depth=v.depth,
+            width=w,
+            height=h,
+            exactframerate=rate,
+            tp=tp,
+            maxudp=v.max_payload if v.max_payload > 1460 else None,
+        )
+
+    def session(self) -> SdpSession:
+        """The SDP of every flow this sender emits (PS3.22 §6.2.1, ``spec/ps322.md`` §4)."""
+        n = self.cfg.network
+        vport, vmport, aport, amport = n.ports()
+        addr = self._dest_address()
+        multicast = is_multicast(addr)
+        ttl = n.ttl if multicast else None
+        sfilter = n.source_address if multicast and n.source_address else None
+        refclk = self.cfg.refclk()
+        extmap = ExtMap.default()
+        common: dict[str, Any] = dict(address=addr, ttl=ttl, source_filter=sfilter, refclk=refclk,
+                                      mediaclk_offset=0)
+        media = [
+            SdpMedia(kind=MediaKind.VIDEO, port=vport, payload_type=self.cfg.video.payload_type,
+                     clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VID", **common),
+            SdpMedia(kind=MediaKind.METADATA, port=vmport, payload_type=n.metadata_payload_type,
+                     clock_rate=VIDEO_CLOCK_RATE, extmap=extmap, mid="VMETA", describes="VID", **common),
+        ]
+        if self.audio_fmt is not None:
+            media += [
+                SdpMedia(kind=MediaKind.AUDIO, port=aport, payload_type=self.cfg.audio.payload_type,
+                         clock_rate=self.audio_fmt.sample_rate, audio=self.audio_fmt, mid="AUD", **common),
+                SdpMedia(kind=MediaKind.METADATA, port=amport, payload_type=n.metadata_payload_type,
+                         clock_rate=self.audio_fmt.sample_rate, extmap=extmap, mid="AMETA",
+                         describes="AUD", **common),
+            ]
+        origin = n.source_address or ("127.0.0.1" if addr.startswith("127.") else _local_address_for(addr))
+        return SdpSession(origin_address=origin, session_name=self.cfg.session_name,
+                          session_id=self.session_id, media=tuple(media))
+
+    def sdp_text(self) -> str:
+        """The SDP as text."""
+        return write_sdp(self.sdp)
+
+    def _dest_address(self) -> str:
+        import socket
+
+        try:
+            return socket.gethostbyname(self.cfg.network.dest)
+        except OSError:
+            raise ConfigError("network.dest", self.cfg.network.dest, "an IPv4 address or resolvable host") from None
+
+    def _udp(self, port: int) -> UdpSender:
+        n = self.cfg.network
+        bind = (n.source_address, 0) if n.source_address else None
+        s = UdpSender((self._dest_address(), port), bind=bind, ttl=n.ttl, interface=n.interface,
+                      dscp=n.dscp, sndbuf=n.sndbuf, gso=n.gso)
+        self._flows.append(s)
+        return s
+
+    def _metadata_flow(self, *, sop: RtvSop, bulk_ts: str, rate: int, bulk_source: uuid.UUID,
+                       bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,
+                       ssrc: int, port: int, duration: Fraction | None,
+                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _Flow:
+        sop_uid = _generate_uid()
+        meta = RtvMetaInfo(
+            transfer_syntax_uid=bulk_ts,
+            sop_class_uid=sop.value,
+            sop_instance_uid=sop_uid,
+            source_id=meta_source,
+            flow_id=meta_flow,
+            sampling_rate=rate,
+        )
+        bulk = BulkFlowRef(source_id=bulk_source, flow_id=bulk_flow, transfer_syntax_uid=bulk_ts,
+                           sampling_rate=rate)
+        builder = GrainBuilder(sop, self.context, meta, bulk, video=video,
+                               static_interval_ns=self.cfg.static_interval_ms * 1_000_000)
+        pkt = MetadataPacketizer(ssrc=ssrc, extmap=ExtMap.default(), source_id=meta_source,
+                                 flow_id=meta_flow, payload_type=self.cfg.network.metadata_payload_type,
+                                 max_payload=1460, sequence=random.getrandbits(16),
+                                 grain_duration=duration)
+        return _Flow(bulk_sender, self._udp(port), pkt, builder)
+
+    async def __aenter__(self) -> Sender:
+        try:
+            vport, vmport, aport, amport = self.cfg.network.ports()
+            vsop = RtvSop.ENDOSCOPIC if self.cfg.sop is SopChoice.ENDOSCOPIC else RtvSop.PHOTOGRAPHIC
+            self._video = self._metadata_flow(
+                sop=vsop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
+                bulk_source=self._ids["video_source"], bulk_flow=self._ids["video_flow"],
+                meta_source=self._ids["vmeta_source"], meta_flow=self._ids["vmeta_flow"],
+                ssrc=self._ssrc[1], port=vmport, duration=1 / self.fmt.exactframerate,
+                bulk_sender=self._udp(vport), video=self.fmt)
+            self.sop_instance_uid = self._video.builder.meta.sop_instance_uid
+            if self.audio_fmt is not None:
+                chunk = Fraction(self.audio_fmt.samples_per_packet * 10, self.audio_fmt.sample_rate)
+                self._audio = self._metadata_flow(
+                    sop=RtvSop.AUDIO, bulk_ts=self.audio_fmt.transfer_syntax_uid,
+                    rate=self.audio_fmt.sample_rate, bulk_source=self._ids["audio_source"],
+                    bulk_flow=self._ids["audio_flow"], meta_source=self._ids["ameta_source"],
+                    meta_flow=self._ids["ameta_flow"], ssrc=self._ssrc[3], port=amport,
+                    duration=chunk, bulk_sender=self._udp(aport))
+            text = self.sdp_text()
+            if self.cfg.sdp_out is not None:
+                self.cfg.sdp_out.parent.mkdir(parents=True, exist_ok=True)
+                self.cfg.sdp_out.write_text(text)
+            if self.cfg.http is not None:
+                from rtstream.http_sdp import SdpHttpServer
+
+                host, port = parse_host_port(self.cfg.http, "http")
+                self._http = SdpHttpServer(self.sdp, host, port)
+                await self._http.start()
+            if self.cfg.dump_frames is not None:
+                self.cfg.dump_frames.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        self.source.close()
+        if self.audio_source is not None:
+            self.audio_source.close()
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        for s in self._flows:
+            self.stats.icmp_errors += s.stats.icmp_errors
+            self.stats.dropped += s.stats.dropped
+            s.close()
+        self._flows.clear()
+        if self.cfg.stats_json is not None and self.stats.started_ns:
+            self.cfg.stats_json.parent.mkdir(parents=True, exist_ok=True)
+            self.cfg.stats_json.write_text(json.dumps(self.stats.as_dict(), indent=2) + "\n")
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self) -> SenderStats:
+        """Send until the frame/duration limit, the end of the source, or cancellation."""
+        if self._video is None:
+            raise ConfigError("Sender", "run", "use 'async with Sender(cfg) as tx'")
+        cpu0 = time.process_time()
+        await self.source.prepare(self.fmt)
+        start_ns = self.clock.now_ns() + 100_000_000
+        self.stats.started_ns = start_ns
+        stop = asyncio.Event()
+        try:
+            await self._tasks(start_ns, stop)
+        except BaseExceptionGroup as group:
+            # One failing flow stops the others; surface its own error (ConfigError,
+            # RtstreamError ...) rather than the group.
+            first = group.exceptions[0]
+            if isinstance(first, Exception) and not isinstance(first, BaseExceptionGroup):
+                raise first from None
+            raise
+        finally:
+            self._finish_stats(cpu0)
+        return self.stats
+
+    async def _tasks(self, start_ns: int, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            video = tg.create_task(self._video_loop(start_ns, stop), name="video")
+            if self._audio is not None and self.audio_source is not None:
+                audio = tg.create_task(self._audio_loop(start_ns, stop), name="audio")
+                video.add_done_callback(lambda _t: audio.cancel())
+            if self._status is not None:
+                status = tg.create_task(self._status_loop(stop), name="status")
+                video.add_done_callback(lambda _t: status.cancel())
+
+    def _finish_stats(self, cpu0: float) -> None:
+        s = self.stats
+        s.cpu_s = time.process_time() - cpu0
+        s.elapsed_s = max(1e-9, (self.clock.now_ns() - s.started_ns) / NS_PER_S)
+        s.fps = s.frames / s.elapsed_s
+        s.mbps = s.bytes * 8 / s.elapsed_s / 1e6
+
+    def _convert(self) -> Callable[[np.ndarray, str], np.ndarray]:
+        fmt = self.fmt
+
+        def convert(image: np.ndarray, pix_fmt: str) -> np.ndarray:
+            if pix_fmt == "wire":
+                return image
+            from rtstream.proto.pixfmt import to_wire
+
+            return to_wire(image, pix_fmt, fmt)
+
+        return convert
+
+    async def _video_loop(self, start_ns: int, stop: asyncio.Event) -> None:
+        assert self._video is not None
+        flow = self._video
+        cfg = self.cfg
+        fmt = self.fmt
+        clock = self.clock
+        period = int(fmt.frame_duration_ns)
+        packetizer = VideoPacketizer(fmt, ssrc=self._ssrc[0], payload_type=cfg.video.payload_type,
+                                     max_payload=cfg.video.max_payload,
+                                     sequence=random.getrandbits(32))
+        n = packetizer.packets_per_frame
+        linear = cfg.pacing.mode is Pacing.LINEAR
+        bursts = max(1, min(cfg.pacing.bursts, n)) if linear else 1
+        bounds = [round(i * n / bursts) for i in range(bursts + 1)]
+        window = int(period * cfg.pacing.window)
+        max_frames = cfg.frames
+        end_ns = start_ns + int(cfg.duration * NS_PER_S) if cfg.duration is not None else None
+        stats = self.stats
+        loop_sleep = asyncio.sleep
+        async for frame in self.source.frames(fmt, clock, start_ns=start_ns, convert=self._convert()):
+            if end_ns is not None and frame.capture_ns >= end_ns:
+                break
+            ts = rtp_timestamp(frame.capture_ns, VIDEO_CLOCK_RATE)
+            wire = frame.image
+            origin = PtpTimestamp.from_ns(frame.capture_ns)
+            grain = flow.builder.grain(origin=origin, frame_number=frame.index + 1, now=clock.now_ns())
+            for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
+                flow.meta_sender.send(d)
+            stats.metadata_grains += 1
+            stats.static_parts = flow.builder.static_grains
+            batch = packetizer.packetize(wire, ts)
+            if cfg.dump_frames is not None:
+                self._dump(frame, wire, ts)
+            sender = flow.sender
+            if bursts == 1:
+                sender.send_batch(batch)
+            else:
+                # Spread over [capture, capture + window]; when behind, over what is left
+                # of it (or at once), so the schedule catches up.
+                t_first = clock.now_ns()
+                span = frame.capture_ns + window - t_first
+                if span <= 0:
+                    sender.send_batch(batch)
+                else:
+                    for b in range(bursts):
+                        due = t_first + span * b // bursts
+                        delay = due - clock.now_ns()
+                        if delay > 200_000:
+                            await loop_sleep(delay / NS_PER_S)
+                        sender.send_batch(batch, bounds[b], bounds[b + 1])
+            done = clock.now_ns()
+            # Late: still sending when the next frame was captured (+2 ms of timer slack).
+            if done > frame.capture_ns + period + 2_000_000:
+                stats.late_frames += 1
+            stats.frames += 1
+            stats.packets += n
+            stats.bytes += int(batch.sizes.sum())
+            if stats.first_rtp_timestamp is None:
+                stats.first_rtp_timestamp = ts
+            stats.last_rtp_timestamp = ts
+            if max_frames is not None and stats.frames >= max_frames:
+                break
+        stop.set()
+
+    def _dump(self, frame: VideoFrame, wire: np.ndarray, ts: int) -> None:
+        assert self.cfg.dump_frames is not None
+        path = self.cfg.dump_frames / f"{ts}.raw"
+        try:
+            with open(path, "xb") as f:
+                f.write(np.ascontiguousarray(wire).reshape(-1).data)
+        except FileExistsError:
+            log.warning("not overwriting %s (RTP timestamp repeated); frame %d not dumped", path, frame.index)
+
+    async def _audio_loop(self, start_ns: int, stop: asyncio.Event) -> None:
+        assert self._audio is not None and self.audio_source is not None and self.audio_fmt is not None
+        flow = self._audio
+        fmt = self.audio_fmt
+        packetizer = AudioPacketizer(fmt, ssrc=self._ssrc[2], payload_type=self.cfg.audio.payload_type,
+                                     sequence=random.getrandbits(16))
+        number = 0
+        async for chunk in self.audio_source.chunks(fmt, self.clock, start_ns=start_ns):
+            if stop.is_set():
+                break
+            ts = rtp_timestamp(chunk.capture_ns, fmt.sample_rate)
+            origin = PtpTimestamp.from_ns(chunk.capture_ns)
+            number += 1
+            grain = flow.builder.grain(origin=origin, frame_number=number, now=self.clock.now_ns())
+            for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
+                flow.meta_sender.send(d)
+            batch = packetizer.packetize(chunk.samples, ts)
+            flow.sender.send_batch(batch)
+            self.stats.audio_packets += len(batch.sizes)
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        assert self._status is not None
+        last_frames, last_bytes, last_t = 0, 0, time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            dt = max(now - last_t, 1e-6)
+            live = dataclasses.replace(self.stats)
+            live.fps = (self.stats.frames - last_frames) / dt
+            live.mbps = (self.stats.bytes - last_bytes) * 8 / dt / 1e6
+            last_frames, last_bytes, last_t = self.stats.frames, self.stats.bytes, now
+            self._status(live)
+
+
+def _generate_uid() -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid())
+
+
+def _local_address_for(dest: str) -> str:
+    """The local address the kernel would use towards ``dest`` (for the SDP ``o=`` line)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((dest, 9))
+            addr: str = s.getsockname()[0]
+            return addr
+        except OSError:
+            return "127.0.0.1"
+
+
+__all__ = [
+    "AudioConfig",
+    "NetworkConfig",
+    "Pacing",
+    "PacingConfig",
+    "Sender",
+    "SenderConfig",
+    "SenderStats",
+    "SopChoice",
+    "VideoConfig",
+    "load_sender_config",
+]

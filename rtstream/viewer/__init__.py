@@ -1,0 +1,29 @@
+"""The remote viewer: live streams in a browser over WebRTC (see :mod:`.server`)."""
+
+from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
+from rtstream.viewer.server import (
+    FrameFeed,
+    SnapshotFn,
+    SnapshotResult,
+    TestPattern,
+    ViewerConfig,
+    ViewerFrame,
+    ViewerServer,
+    feed_from_receiver,
+    snapshot_from_receiver,
+)
+
+__all__ = [
+    "Codec",
+    "EncoderConfig",
+    "FrameFeed",
+    "SharedEncoder",
+    "SnapshotFn",
+    "SnapshotResult",
+    "TestPattern",
+    "ViewerConfig",
+    "ViewerFrame",
+    "ViewerServer",
+    "feed_from_receiver",
+    "snapshot_from_receiver",
+]

@@ -1,0 +1,238 @@
+// rtstream remote viewer page: plain JS, no dependencies, works offline.
+//
+// Per-frame metadata arrives on the "overlay" data channel keyed by the source RTP
+// timestamp; the frame on screen is identified by requestVideoFrameCallback's
+// rtpTimestamp minus the sender's constant offset (sent by the server as "offset").
+"use strict";
+
+(function () {
+  const token = new URLSearchParams(location.search).get("token") || "";
+  if (token) history.replaceState(null, "", location.pathname);  // keep it out of the bar
+  const $ = (id) => document.getElementById(id);
+  const video = $("video");
+
+  const state = {
+    stream: null, pc: null, dc: null, peer: null, codec: null,
+    rtpOffset: null,            // browser RTP timestamp - source RTP timestamp (mod 2^32)
+    frames: new Map(),          // source rtp -> {origin_ns, overlay}
+    order: [],
+    shown: null,                // {rtp, info} of the frame on screen
+    clockOffsetMs: null,        // server clock - page clock
+    bestRtt: Infinity,
+    latencies: [],              // origin -> display, ms
+    framesPresented: 0, rvfcSupported: "requestVideoFrameCallback" in HTMLVideoElement.prototype,
+    lastStats: null, connState: "new", snapshots: [],
+    late: new Map(),            // source rtp -> display time, for frames shown before their metadata
+    matched: 0, lateMatched: 0,
+  };
+  window.rtsViewer = state;   // read by tests and handy in the console
+
+  async function api(path, opts) {
+    opts = opts || {};
+    opts.headers = Object.assign({ "Authorization": "Bearer " + token }, opts.headers || {});
+    const res = await fetch(path, opts);
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = { error: res.status + " " + res.statusText }; }
+    return { status: res.status, ok: res.ok, body };
+  }
+
+  // -- stream list ------------------------------------------------------------
+  async function loadStreams() {
+    const r = await api("api/streams");
+    const ul = $("streams");
+    if (!r.ok) { ul.innerHTML = '<li class="muted">cannot list streams (' + r.status + ")</li>"; return; }
+    const streams = r.body.streams;
+    ul.innerHTML = "";
+    if (!streams.length) { ul.innerHTML = '<li class="muted">no streams yet</li>'; }
+    for (const s of streams) {
+      const li = document.createElement("li");
+      li.className = "stream" + (s.id === state.stream ? " active" : "");
+      li.dataset.stream = s.id;
+      li.innerHTML = "<div></div><div class=meta></div>";
+      li.firstChild.textContent = s.id;
+      li.lastChild.textContent = s.width + "×" + s.height + " · " + s.fps.toFixed(1) +
+        " fps · " + s.viewers + " viewer" + (s.viewers === 1 ? "" : "s");
+      li.onclick = () => connect(s.id);
+      ul.appendChild(li);
+    }
+    if (!state.stream && streams.length === 1) connect(streams[0].id);
+  }
+
+  // -- connection ---------------------------------------------------------------
+  function setConn(s) {
+    state.connState = s;
+    const el = $("conn");
+    el.textContent = s;
+    el.className = "pill " + ({ connected: "connected", failed: "failed", closed: "closed",
+      disconnected: "disconnected", "new": "idle" }[s] || "connecting");
+  }
+
+  function waitGathering(pc, ms) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); }
+      });
+    });
+  }
+
+  async function connect(streamId) {
+    if (state.pc) { state.pc.close(); state.pc = null; }
+    Object.assign(state, { stream: streamId, rtpOffset: null, shown: null, latencies: [],
+      framesPresented: 0, matched: 0, lateMatched: 0 });
+    state.late.clear();
+    state.frames.clear(); state.order = [];
+    for (const li of document.querySelectorAll("#streams li.stream"))
+      li.classList.toggle("active", li.dataset.stream === streamId);
+    $("placeholder").style.display = "none";
+    setConn("connecting");
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    state.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const dc = pc.createDataChannel("overlay");
+    state.dc = dc;
+    dc.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+    dc.onopen = () => { ping(); };
+    pc.ontrack = (ev) => {
+      video.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
+      video.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => setConn(pc.connectionState);
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitGathering(pc, 3000);
+    const r = await api("api/offer", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ stream: streamId, type: "offer", sdp: pc.localDescription.sdp }),
+    });
+    if (!r.ok) { setConn("failed"); $("snap-result").textContent = r.body.error; return; }
+    state.peer = r.body.peer; state.codec = r.body.codec;
+    $("s-codec").textContent = r.body.codec.toUpperCase();
+    await pc.setRemoteDescription({ type: "answer", sdp: r.body.sdp });
+    $("snap").disabled = false;
+  }
+
+  // -- data channel ---------------------------------------------------------------
+  function ping() {
+    if (state.dc && state.dc.readyState === "open")
+      state.dc.send(JSON.stringify({ t: "ping", c: Date.now() }));
+  }
+
+  function onMessage(m) {
+    if (m.t === "frame") {
+      state.frames.set(m.rtp, m);
+      state.order.push(m.rtp);
+      if (state.order.length > 600) state.frames.delete(state.order.shift());
+      if (state.late.has(m.rtp)) {    // the frame was shown before its metadata arrived
+        state.lateMatched++;
+        showInfo(m.rtp, m, state.late.get(m.rtp));
+        state.late.delete(m.rtp);
+      } else if (!state.rvfcSupported || state.rtpOffset === null) showInfo(m.rtp, m);
+    } else if (m.t === "offset") {
+      state.rtpOffset = m.rtp_offset;
+    } else if (m.t === "pong") {
+      const now = Date.now(), rtt = now - m.c;
+      if (rtt <= state.bestRtt) {    // the fastest exchange gives the best estimate
+        state.bestRtt = rtt;
+        state.clockOffsetMs = Number(BigInt(m.s_ns) / 1000n) / 1000 + rtt / 2 - now;
+      }
+    }
+  }
+
+  function originMs(info) {
+    if (!info || info.origin_ns == null) return null;
+    const ns = BigInt(info.origin_ns);
+    return Number(ns / 1000000n) + Number(ns % 1000000n) / 1e6;
+  }
+
+  function showInfo(rtp, info, displayEpochMs) {
+    state.shown = { rtp, info };
+    const ov = info.overlay || {};
+    $("ov-name").textContent = ov.patient_name || "";
+    $("ov-id").textContent = ov.patient_id ? "ID " + ov.patient_id : "";
+    $("ov-study").textContent = ov.study_description || "";
+    $("ov-modality").textContent = ov.modality || "";
+    $("ov-sop").textContent = ov.sop_class || "";
+    $("ov-frame").textContent = ov.frame_number || "";
+    $("ov-time").textContent = ov.origin_time || "";
+    const o = originMs(info);
+    if (o !== null && state.clockOffsetMs !== null && displayEpochMs !== undefined) {
+      const lat = displayEpochMs + state.clockOffsetMs - o;
+      state.latencies.push(lat);
+      if (state.latencies.length > 600) state.latencies.shift();
+      $("s-lat").textContent = lat.toFixed(0) + " ms";
+      $("ov-lat").textContent = "latency " + lat.toFixed(0) + " ms";
+    }
+  }
+
+  // -- per displayed frame -----------------------------------------------------------
+  function onVideoFrame(now, md) {
+    state.framesPresented = md.presentedFrames;
+    if (md.rtpTimestamp !== undefined && state.rtpOffset !== null) {
+      const src = (md.rtpTimestamp - state.rtpOffset) >>> 0;
+      const info = state.frames.get(src);
+      const shownAt = performance.timeOrigin + (md.expectedDisplayTime || now);
+      if (info) { state.matched++; showInfo(src, info, shownAt); }
+      else { state.late.set(src, shownAt); if (state.late.size > 120) state.late.delete(state.late.keys().next().value); }
+    }
+    video.requestVideoFrameCallback(onVideoFrame);
+  }
+  if (state.rvfcSupported) video.requestVideoFrameCallback(onVideoFrame);
+
+  function pct(sorted, p) {
+    if (!sorted.length) return NaN;
+    return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  }
+
+  async function pollStats() {
+    const pc = state.pc;
+    if (!pc) return;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        const prev = state.lastStats;
+        state.lastStats = s;
+        $("s-res").textContent = (s.frameWidth || 0) + "×" + (s.frameHeight || 0);
+        $("s-fps").textContent = s.framesPerSecond !== undefined ? s.framesPerSecond.toFixed(1) : "–";
+        const lost = s.packetsLost || 0, recv = s.packetsReceived || 0;
+        $("s-loss").textContent = lost + " (" + (recv + lost ? (100 * lost / (recv + lost)).toFixed(2) : "0.00") + " %)";
+        if (s.jitterBufferEmittedCount) {
+          let jb = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+          if (prev && s.jitterBufferEmittedCount > prev.jitterBufferEmittedCount)
+            jb = 1000 * (s.jitterBufferDelay - prev.jitterBufferDelay) /
+              (s.jitterBufferEmittedCount - prev.jitterBufferEmittedCount);
+          $("s-jb").textContent = jb.toFixed(1) + " ms";
+          state.jitterBufferMs = jb;
+        }
+      }
+    });
+    const sorted = state.latencies.slice().sort((a, b) => a - b);
+    if (sorted.length)
+      $("s-latp").textContent = pct(sorted, 0.5).toFixed(0) + " / " + pct(sorted, 0.95).toFixed(0) + " ms";
+    if (state.clockOffsetMs !== null) $("s-clk").textContent = state.clockOffsetMs.toFixed(1) + " ms";
+  }
+
+  // -- snapshot -----------------------------------------------------------------------
+  async function snapshot() {
+    const out = $("snap-result");
+    if (!state.shown) { out.className = "err"; out.textContent = "no frame on screen yet"; return; }
+    const rtp = state.shown.rtp;
+    $("snap").disabled = true;
+    out.className = "muted"; out.textContent = "storing frame " + rtp + "…";
+    const r = await api("api/snapshot", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ stream: state.stream, rtp_timestamp: rtp }),
+    });
+    state.snapshots.push(Object.assign({ status: r.status }, r.body));
+    if (r.body.ok) { out.className = "ok"; out.textContent = "stored: " + r.body.sop_instance_uid; }
+    else { out.className = "err"; out.textContent = "snapshot failed: " + (r.body.error || r.status); }
+    $("snap").disabled = false;
+  }
+
+  $("snap").onclick = snapshot;
+  $("ov-toggle").onchange = (e) => $("overlay").classList.toggle("hidden", !e.target.checked);
+  loadStreams();
+  setInterval(loadStreams, 5000);
+  setInterval(pollStats, 1000);
+  setInterval(ping, 2000);
+})();

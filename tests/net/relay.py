@@ -1,0 +1,259 @@
+"""A UDP impairment relay for tests: loss, reordering, duplication and outages on 127.0.0.1.
+
+The relay sits between a sender and a receiver, one route per flow (listen port ->
+destination port). Every decision comes from a ``random.Random`` seeded from the seed and
+the route, drawn once per datagram in arrival order, so the same sender output gives the
+same impairments on every run; the relay also records exactly what it did (RTP sequence
+numbers of the datagrams it dropped, duplicated or reordered), so a test can compare the
+receiver's counters with what was injected.
+
+* loss: the datagram is not forwarded.
+* duplicate: the datagram is forwarded twice, back to back.
+* reorder: the datagram is held and forwarded after the next ``reorder_depth`` datagrams
+  of the same route (or when the route goes quiet for ``hold_s``), so it arrives late
+  but within the receiver's reorder window.
+* outage: from the datagram number ``outage_after`` of the route given by
+  ``outage_trigger`` on, every route drops everything for ``outage_s`` seconds (a cut
+  cable). Datagrams dropped that way are recorded separately.
+
+A thread forwards; nothing here is meant to be fast (small test streams only).
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Impairment:
+    """Probabilities per datagram of one route, and the reorder depth."""
+
+    loss: float = 0.0
+    reorder: float = 0.0
+    duplicate: float = 0.0
+    reorder_depth: int = 2
+    protect_first: int = 0  # the first N datagrams pass untouched (stream start-up)
+    active_until: int | None = None  # datagrams after the N-th pass untouched (clean tail)
+
+
+@dataclass
+class RouteReport:
+    """What the relay did on one route (RTP sequence numbers, 16-bit)."""
+
+    received: int = 0
+    forwarded: int = 0
+    dropped: list[int] = field(default_factory=list)
+    duplicated: list[int] = field(default_factory=list)
+    reordered: list[int] = field(default_factory=list)
+    reordered_ts: set[int] = field(default_factory=set)  # RTP timestamps of reordered ones
+    # forwarded after a datagram with a higher sequence number (what a receiver can see as
+    # reordering: a held datagram whose followers were all lost arrives in order after all)
+    out_of_order: int = 0
+    highest: int | None = None  # extended sequence number of the highest forwarded
+    outage_dropped: list[int] = field(default_factory=list)
+    timestamps_hit: set[int] = field(default_factory=set)  # RTP timestamps of lost datagrams
+    first_after_outage: int | None = None  # RTP timestamp of the first datagram after it
+
+
+@dataclass
+class _Route:
+    listen: socket.socket
+    dest: tuple[str, int]
+    impairment: Impairment
+    rng: random.Random
+    report: RouteReport
+    held: list[tuple[bytes, int]] = field(default_factory=list)  # (datagram, release after)
+    last_rx: float = 0.0
+
+
+def _seq_ts(datagram: bytes) -> tuple[int, int]:
+    if len(datagram) < 12:
+        return -1, -1
+    seq, ts = struct.unpack_from("!HI", datagram, 2)
+    return int(seq), int(ts)
+
+
+class UdpRelay:
+    """Forward UDP datagrams from listen ports to destination ports with impairments.
+
+    Parameters
+    ----------
+    routes : mapping of int to int
+        Listen port -> destination port, all on 127.0.0.1.
+    impairments : mapping of int to Impairment
+        Per listen port (routes not listed pass untouched).
+    seed : int
+        Seed of every route's random decisions.
+    outage_s : float
+        Length of the outage in seconds (0: none).
+    outage_trigger, outage_after : int
+        The outage starts when route ``outage_trigger`` (a listen port) has received
+        ``outage_after`` datagrams.
+    hold_s : float
+        A reordered datagram is released at the latest after this quiet time.
+    """
+
+    def __init__(
+        self,
+        routes: Mapping[int, int],
+        *,
+        impairments: Mapping[int, Impairment] | None = None,
+        seed: int = 0,
+        outage_s: float = 0.0,
+        outage_trigger: int | None = None,
+        outage_after: int = 0,
+        hold_s: float = 0.005,
+    ) -> None:
+        impairments = impairments or {}
+        self.routes: dict[int, _Route] = {}
+        for lport, dport in routes.items():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.bind(("127.0.0.1", lport))
+            s.setblocking(False)
+            self.routes[lport] = _Route(
+                listen=s,
+                dest=("127.0.0.1", dport),
+                impairment=impairments.get(lport, Impairment()),
+                rng=random.Random(f"{seed}:{lport}"),
+                report=RouteReport(),
+            )
+        self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        self.outage_s = outage_s
+        self.outage_trigger = outage_trigger
+        self.outage_after = outage_after
+        self.outage_started: float | None = None
+        self._outage_over = False
+        self._hold_s = hold_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+
+    def report(self, port: int) -> RouteReport:
+        """The record of route ``port`` (read it after :meth:`stop`)."""
+        return self.routes[port].report
+
+    def start(self) -> UdpRelay:
+        """Start forwarding in a thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release held datagrams, stop the thread and close the sockets."""
+        self._stop.set()
+        self._thread.join(10)
+        for r in self.routes.values():
+            r.listen.close()
+        self._out.close()
+
+    def __enter__(self) -> UdpRelay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- forwarding thread ---------------------------------------------------------------
+
+    def _in_outage(self, now: float) -> bool:
+        if self.outage_started is None or self._outage_over:
+            return False
+        if now - self.outage_started < self.outage_s:
+            return True
+        self._outage_over = True
+        return False
+
+    def _send(self, route: _Route, datagram: bytes) -> None:
+        self._out.sendto(datagram, route.dest)
+        rep = route.report
+        rep.forwarded += 1
+        seq, _ = _seq_ts(datagram)
+        if seq < 0:
+            return
+        if rep.highest is None:
+            rep.highest = seq
+            return
+        ext = rep.highest + ((seq - rep.highest + 0x8000) & 0xFFFF) - 0x8000
+        if ext < rep.highest:
+            rep.out_of_order += 1
+        else:
+            rep.highest = ext
+
+    def _run(self) -> None:
+        poller = select.poll()
+        by_fd = {}
+        for r in self.routes.values():
+            poller.register(r.listen.fileno(), select.POLLIN)
+            by_fd[r.listen.fileno()] = r
+        while not self._stop.is_set():
+            events = poller.poll(1)
+            now = time.monotonic()
+            for fd, _ in events:
+                route = by_fd[fd]
+                while True:
+                    try:
+                        datagram = route.listen.recv(65536)
+                    except BlockingIOError:
+                        break
+                    self._handle(route, datagram, time.monotonic())
+            for route in self.routes.values():
+                if route.held and now - route.last_rx > self._hold_s:
+                    for d, _ in route.held:
+                        self._send(route, d)
+                    route.held.clear()
+        for route in self.routes.values():
+            for d, _ in route.held:
+                self._send(route, d)
+            route.held.clear()
+
+    def _handle(self, route: _Route, datagram: bytes, now: float) -> None:
+        rep = route.report
+        rep.received += 1
+        route.last_rx = now
+        seq, ts = _seq_ts(datagram)
+        port = route.listen.getsockname()[1]
+        if (
+            self.outage_s > 0
+            and self.outage_started is None
+            and port == self.outage_trigger
+            and rep.received > self.outage_after
+        ):
+            self.outage_started = now
+        was_in = self.outage_started is not None and not self._outage_over
+        if self._in_outage(now):
+            rep.outage_dropped.append(seq)
+            rep.timestamps_hit.add(ts)
+            return
+        if was_in and rep.first_after_outage is None:
+            rep.first_after_outage = ts
+        elif self._outage_over and rep.first_after_outage is None:
+            rep.first_after_outage = ts
+        imp = route.impairment
+        # three draws per datagram, always, so decisions do not shift with outcomes
+        r_loss, r_dup, r_reo = route.rng.random(), route.rng.random(), route.rng.random()
+        protected = rep.received <= imp.protect_first or (
+            imp.active_until is not None and rep.received > imp.active_until
+        )
+        # release datagrams held for reordering whose turn has come
+        ready = [d for d, k in route.held if k <= rep.received]
+        route.held = [(d, k) for d, k in route.held if k > rep.received]
+        if not protected and r_loss < imp.loss:
+            rep.dropped.append(seq)
+            rep.timestamps_hit.add(ts)
+        elif not protected and r_reo < imp.reorder:
+            rep.reordered.append(seq)
+            rep.reordered_ts.add(ts)
+            route.held.append((datagram, rep.received + imp.reorder_depth))
+        else:
+            self._send(route, datagram)
+            if not protected and r_dup < imp.duplicate:
+                rep.duplicated.append(seq)
+                self._send(route, datagram)
+        for d in ready:
+            self._send(route, d)

@@ -1,0 +1,182 @@
+"""UdpSender / UdpReceiver on 127.0.0.1: GSO vs per-datagram, GRO splitting, multicast."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from rtstream.errors import ConfigError
+from rtstream.net import udp
+from rtstream.net.udp import UdpReceiver, UdpSender
+from rtstream.proto.rfc4175 import PacketBatch
+
+GROUP = "239.255.77.1"
+
+
+def make_batch(n: int, seg: int, last: int | None = None, stride: int | None = None,
+               seed: int = 1) -> PacketBatch:
+    rng = np.random.default_rng(seed)
+    stride = stride or seg
+    buf = rng.integers(0, 256, (n, stride), dtype=np.uint8)
+    sizes = np.full(n, seg, np.int64)
+    if last is not None:
+        sizes[-1] = last
+    return PacketBatch(buf, sizes)
+
+
+def expected(batch: PacketBatch) -> list[bytes]:
+    return [batch.datagram(i) for i in range(len(batch.sizes))]
+
+
+def collect(rx: UdpReceiver, want: int, timeout: float = 3.0) -> list[bytes]:
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        b, lengths = rx.drain()
+        out.extend(b[i, : int(lengths[i])].tobytes() for i in range(len(lengths)))
+        if len(out) < want:
+            time.sleep(0.005)
+    return out
+
+
+@pytest.mark.parametrize("gro", [False, True])
+@pytest.mark.parametrize("gso", [False, True])
+def test_gso_and_fallback_send_identical_datagrams(gso: bool, gro: bool) -> None:
+    batch = make_batch(500, 1220, last=333)
+    with UdpReceiver("127.0.0.1", 0, gro=gro, batch=2048) as rx, \
+            UdpSender(("127.0.0.1", rx.port), gso=gso) as tx:
+        assert tx.send_batch(batch) == 500
+        got = collect(rx, 500)
+        if gso:
+            assert tx.stats.gso_calls == -(-500 // udp.MAX_GSO_SEGMENTS)
+            assert tx.stats.syscalls == tx.stats.gso_calls
+        else:
+            assert tx.stats.syscalls == 500
+        if gro and gso:
+            assert rx.stats.gro_reads > 0
+    assert got == expected(batch)
+
+
+def test_partial_ranges_and_strided_rows() -> None:
+    # Rows wider than the datagrams (stride > segment) and sub-ranges of a batch.
+    batch = make_batch(100, 700, stride=900)
+    with UdpReceiver("127.0.0.1", 0, gro=False) as rx, UdpSender(("127.0.0.1", rx.port)) as tx:
+        assert tx.send_batch(batch, 0, 40) == 40
+        assert tx.send_batch(batch, 40, 100) == 60
+        assert tx.send_batch(batch, 100, 120) == 0
+        got = collect(rx, 100)
+    assert got == expected(batch)
+
+
+def test_kernel_refusing_gso_falls_back_and_remembers(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = make_batch(90, 1000, last=10)
+    with UdpReceiver("127.0.0.1", 0, gro=False) as rx, UdpSender(("127.0.0.1", rx.port)) as tx:
+        calls = {"n": 0}
+
+        class Refusing:
+            def __init__(self, real: socket.socket) -> None:
+                self.real = real
+
+            def sendmsg(self, *a: object) -> int:
+                calls["n"] += 1
+                raise OSError(5, "Input/output error")  # EIO: device cannot segment
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self.real, name)
+
+        monkeypatch.setattr(tx, "_sock", Refusing(tx._sock))
+        assert tx.send_batch(batch) == 90
+        assert tx.send_batch(batch) == 90
+        assert calls["n"] == 1 and tx.gso is False
+        got = collect(rx, 180)
+    assert got == expected(batch) * 2
+
+
+def test_icmp_port_unreachable_is_counted_not_raised() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    batch = make_batch(50, 200)
+    with UdpSender(("127.0.0.1", port)) as tx:
+        for _ in range(20):
+            tx.send_batch(batch)
+            tx.send(b"x" * 30)
+            time.sleep(0.001)
+        assert tx.stats.icmp_errors > 0
+        assert tx.stats.datagrams > 0
+
+
+def test_burst_drained_without_loss_with_a_big_buffer() -> None:
+    # ~24 MB in one burst: the receive buffer (SO_RCVBUFFORCE as root) holds it all.
+    n = 20000
+    batch = make_batch(n, 1200, seed=7)
+    with UdpReceiver("127.0.0.1", 0, gro=False, rcvbuf=64 << 20, batch=4096) as rx, \
+            UdpSender(("127.0.0.1", rx.port)) as tx:
+        assert tx.send_batch(batch) == n
+        got = collect(rx, n)
+    assert len(got) == n
+    assert got == expected(batch)
+
+
+def test_gro_leftover_carries_over_when_the_batch_is_full() -> None:
+    batch = make_batch(45, 100)
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=16) as rx, UdpSender(("127.0.0.1", rx.port)) as tx:
+        tx.send_batch(batch)
+        time.sleep(0.02)
+        b, lengths = rx.drain()
+        assert len(lengths) == 16
+        first = [b[i, : int(lengths[i])].tobytes() for i in range(16)]
+        rest = collect(rx, 29)
+    assert first + rest == expected(batch)
+
+
+def test_rcvbuf_cap_warns_naming_rmem_max(monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(udp.os, "geteuid", lambda: 1000)  # take the unprivileged path
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    with caplog.at_level(logging.WARNING, logger="rtstream.net.udp"):
+        UdpReceiver("127.0.0.1", 0, rcvbuf=rmem_max * 4).close()
+    assert "net.core.rmem_max" in caplog.text
+
+
+def test_socket_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    with UdpSender((GROUP, 5004), ttl=3, dscp=46, interface="127.0.0.1") as tx:
+        s = tx._sock
+        assert s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 46 << 2
+        assert s.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 3
+        assert s.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP) == 1
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 4 << 20
+    with UdpSender((GROUP, 5004), interface="lo") as tx:
+        assert tx.dest == (GROUP, 5004)
+
+
+@pytest.mark.parametrize("bad", [{"dscp": 64}, {"ttl": 256}, {"interface": "no-such-if0"}])
+def test_bad_sender_options_are_config_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        UdpSender((GROUP, 5004), **bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("gro", [False, True])
+@pytest.mark.parametrize("source", [None, "127.0.0.1"])
+def test_multicast_on_loopback(gro: bool, source: str | None) -> None:
+    batch = make_batch(60, 500, last=77)
+    with UdpReceiver(GROUP, 0, interface="127.0.0.1", source=source, gro=gro) as rx, \
+            UdpSender((GROUP, rx.port), interface="127.0.0.1", bind=("127.0.0.1", 0)) as tx:
+        tx.send_batch(batch)
+        got = collect(rx, 60)
+    assert got == expected(batch)
+
+
+def test_source_specific_join_filters_other_sources() -> None:
+    batch = make_batch(10, 100)
+    with UdpReceiver(GROUP, 0, interface="127.0.0.1", source="127.0.0.2") as rx, \
+            UdpSender((GROUP, rx.port), interface="127.0.0.1", bind=("127.0.0.1", 0)) as tx:
+        tx.send_batch(batch)
+        time.sleep(0.05)
+        _, lengths = rx.drain()
+    assert len(lengths) == 0

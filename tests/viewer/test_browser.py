@@ -1,0 +1,187 @@
+"""The viewer in a real browser: headless Chromium over CDP (Playwright), in a namespace
+holding only loopback, so every ICE candidate and packet stays on ``lo``.
+
+One test body (run by :func:`tests.viewer.netns.run_in_netns`) starts the server on a
+synthetic feed, checks 401s, opens two viewers at once, measures the frame rate the page
+sees over 10 s, reads the overlay, clicks snapshot and saves a screenshot; the test
+asserts on the measurements it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.peers import require_program
+from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS, OVERLAY, make_pattern
+from tests.viewer.netns import run_in_netns
+
+WIDTH, HEIGHT, FPS = 640, 360, 30
+MEASURE_S = 10.0
+
+
+def _real_store_available() -> bool:
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("rtstream.dicom.stored", "rtstream.dicom.store", "tests.orthanc")
+    )
+
+
+async def _status(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> int:
+    async with session.request(method, url, **kw) as resp:
+        return resp.status
+
+
+async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
+    """Runs inside the namespace; returns measurements for the test to assert on."""
+    from playwright.async_api import async_playwright
+    from pydicom.uid import generate_uid
+
+    from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
+    from rtstream.viewer.server import SnapshotResult, ViewerConfig, ViewerServer
+
+    feed = make_pattern(width=WIDTH, height=HEIGHT, fps=FPS)
+    snapped: list[dict[str, Any]] = []
+
+    async def snapshot(stream: str, rtp: int) -> SnapshotResult:
+        # The real archive path (rtstream.dicom.stored + store, Orthanc) is not in the
+        # tree yet; this callback checks the exact frame is known and issues a UID.
+        image = feed.frame_at(rtp)
+        if image is None:
+            return SnapshotResult(ok=False, error=f"no frame with RTP timestamp {rtp}")
+        uid = generate_uid()
+        snapped.append({"stream": stream, "rtp": rtp, "uid": uid, "shape": list(image.shape)})
+        return SnapshotResult(ok=True, sop_instance_uid=uid)
+
+    created_before = SharedEncoder.created
+    cfg = ViewerConfig(
+        port=0, encoder=EncoderConfig(codec=Codec(codec), bitrate=2_000_000, fps=FPS)
+    )
+    out: dict[str, Any] = {}
+    async with ViewerServer(cfg, feed, snapshot) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        async with aiohttp.ClientSession() as s:
+            out["unauth"] = {
+                "page_missing": await _status(s, "GET", base + "/"),
+                "page_wrong": await _status(s, "GET", base + "/?token=wrong-token-123"),
+                "static_missing": await _status(s, "GET", base + "/static/viewer.js"),
+                "streams_missing": await _status(s, "GET", base + "/api/streams"),
+                "streams_wrong": await _status(
+                    s, "GET", base + "/api/streams", headers={"Authorization": "Bearer nope"}
+                ),
+                "offer_missing": await _status(s, "POST", base + "/api/offer", json={"sdp": ""}),
+                "snapshot_missing": await _status(
+                    s, "POST", base + "/api/snapshot", json={"stream": "test", "rtp_timestamp": 1}
+                ),
+                "page_ok": await _status(s, "GET", srv.url),
+            }
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                # Chromium gathers loopback candidates only for a page allowed to
+                # enumerate networks, i.e. one holding camera/microphone permission.
+                # One context (window) per viewer, so neither page is a hidden tab.
+                pages = []
+                for _ in range(2):
+                    ctx = await browser.new_context(
+                        viewport={"width": 1280, "height": 760},
+                        permissions=["camera", "microphone"],
+                    )
+                    pages.append(await ctx.new_page())
+                for page in pages:
+                    page.on("console", lambda m: print("page:", m.type, m.text))
+                    await page.goto(srv.url)
+                for page in pages:
+                    await page.wait_for_function(
+                        "window.rtsViewer && window.rtsViewer.framesPresented > 10 && "
+                        "window.rtsViewer.shown && window.rtsViewer.latencies.length > 0",
+                        timeout=20_000,
+                    )
+                main = pages[0]
+                probe = (
+                    "() => ({frames: window.rtsViewer.framesPresented, t: performance.now(),"
+                    " w: document.getElementById('video').videoWidth,"
+                    " h: document.getElementById('video').videoHeight,"
+                    " total: document.getElementById('video').getVideoPlaybackQuality()"
+                    ".totalVideoFrames})"
+                )
+                first = [await pg.evaluate(probe) for pg in pages]
+                # Both viewers are connected now: the stream must still have one encoder.
+                out["encoders_made"] = SharedEncoder.created - created_before
+                out["registry"] = len(srv.registry.encoders)
+                out["subscribers"] = [e.subscribers for e in srv.registry.encoders.values()]
+                await asyncio.sleep(MEASURE_S)
+                last = [await pg.evaluate(probe) for pg in pages]
+                out["fps"] = [
+                    (b["frames"] - a["frames"]) / ((b["t"] - a["t"]) / 1000)
+                    for a, b in zip(first, last, strict=True)
+                ]
+                out["video_size"] = [last[0]["w"], last[0]["h"]]
+                out["total_frames"] = last[0]["total"]
+                out["overlay_name"] = await main.inner_text("#ov-name")
+                out["overlay_id"] = await main.inner_text("#ov-id")
+                out["overlay_frame"] = await main.inner_text("#ov-frame")
+                out["latencies"] = await main.evaluate("window.rtsViewer.latencies.slice(-300)")
+                out["matched"] = await main.evaluate(
+                    "[window.rtsViewer.matched, window.rtsViewer.lateMatched]"
+                )
+                out["jitter_buffer_ms"] = await main.evaluate("window.rtsViewer.jitterBufferMs")
+                out["codec"] = await main.evaluate("window.rtsViewer.codec")
+                await main.click("#snap")
+                await main.wait_for_selector("#snap-result.ok, #snap-result.err", timeout=15_000)
+                out["snapshot_text"] = await main.inner_text("#snap-result")
+                out["snapshot_page"] = await main.evaluate("window.rtsViewer.snapshots")
+                out["snapped"] = snapped
+                shot = Path(artifacts) / f"viewer-{codec}.png"
+                await main.screenshot(path=str(shot))
+                out["screenshot"] = str(shot)
+            finally:
+                await browser.close()
+    out["encoders_made_total"] = SharedEncoder.created - created_before
+    return out
+
+
+@pytest.mark.netns
+@pytest.mark.peer("chromium")
+@pytest.mark.timeout(120)
+def test_viewer_in_chromium(artifacts_dir: Path) -> None:
+    require_program("chromium")
+    res = run_in_netns("tests.viewer.test_browser:_body", {"artifacts": str(artifacts_dir)})
+
+    assert all(v == 401 for k, v in res["unauth"].items() if k != "page_ok"), res["unauth"]
+    assert res["unauth"]["page_ok"] == 200
+
+    # One shared encode for two viewers.
+    assert res["encoders_made"] == 1 and res["registry"] == 1
+    assert res["subscribers"] == [2]
+    assert res["encoders_made_total"] == 1
+
+    assert res["codec"] == "h264"
+    assert res["video_size"] == [WIDTH, HEIGHT]
+    assert all(f >= 25 for f in res["fps"]), res["fps"]
+
+    assert res["overlay_name"] == OVERLAY["patient_name"]
+    assert res["overlay_id"] == "ID " + OVERLAY["patient_id"]
+    assert int(res["overlay_frame"]) > 0
+    assert len(res["latencies"]) > 100, res["matched"]
+
+    # The snapshot names the exact frame that was on screen and shows the UID.
+    assert len(res["snapped"]) == 1
+    snap = res["snapped"][0]
+    assert snap["stream"] == "test" and snap["shape"] == [HEIGHT, WIDTH, 3]
+    assert res["snapshot_text"] == "stored: " + snap["uid"]
+    assert res["snapshot_page"][-1]["rtp_timestamp"] == snap["rtp"]
+    assert os.path.getsize(res["screenshot"]) > 10_000
+    lat = sorted(res["latencies"])
+    print(
+        f"fps {res['fps']}, latency p50 {lat[len(lat) // 2]:.1f} ms "
+        f"p95 {lat[int(len(lat) * 0.95)]:.1f} ms, jitter buffer {res['jitter_buffer_ms']}"
+    )
