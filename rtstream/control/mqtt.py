@@ -34,13 +34,16 @@ connection falls to ~45 messages/s against mosquitto (DESIGN.md §6).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
+import itertools
 import dataclasses
 import datetime
 import enum
 import json
 import logging
+import os
 import random
 import re
 import socket
@@ -62,6 +65,7 @@ from rtstream.control.schema import Command, InvalidCommand, parse_command
 from rtstream.errors import ConfigError, LocalProtocolError, RtstreamError
 
 __all__ = [
+    "PASSWORD_ENV",
     "CommandFailed",
     "CommandHandler",
     "ControlCounters",
@@ -69,8 +73,12 @@ __all__ = [
     "EventKind",
     "MessageClass",
     "MqttConfig",
+    "NullControlPlane",
     "Outbox",
     "StatsProvider",
+    "add_cli_arguments",
+    "config_from_args",
+    "default_node",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,8 @@ log = logging.getLogger(__name__)
 NODE_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PREFIX_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9._-]{1,64})*$")
 _URL_FORM: Final = "mqtt://[user[:password]@]host[:port] or mqtts://... (TLS)"
+#: Environment variable holding the MQTT password when the URL names only the user.
+PASSWORD_ENV: Final = "RTSTREAM_MQTT_PASSWORD"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
@@ -502,7 +512,7 @@ class ControlPlane:
             max_replies=config.max_replies,
         )
         self._tls_context = self._make_tls_context() if config.tls else None
-        self._event_seq = 0
+        self._event_seq = itertools.count(1)  # next() is atomic: threads may publish
         self._started = clock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -560,11 +570,10 @@ class ControlPlane:
         clash = {"kind", "node", "seq", "time"} & fields.keys()
         if clash:
             raise LocalProtocolError(f"event members {sorted(clash)} are reserved")
-        self._event_seq += 1
         doc = {
             "kind": kind.value,
             "node": self.config.node,
-            "seq": self._event_seq,
+            "seq": next(self._event_seq),
             "time": _iso(self._clock()),
             **fields,
         }
@@ -909,3 +918,84 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
     return str(exc) or type(exc).__name__
+
+
+class NullControlPlane:
+    """Stands in for :class:`ControlPlane` when no ``--mqtt`` was given.
+
+    Same publishing methods (validating the event kind like the real one), no network.
+    """
+
+    connected = False
+
+    def publish_event(self, kind: EventKind | str, /, **fields: Any) -> None:
+        """Check ``kind`` and forget the event."""
+        try:
+            EventKind(kind)
+        except ValueError:
+            raise LocalProtocolError(f"event kind {kind!r} is unknown") from None
+
+    def publish_stats(self, extra: Mapping[str, Any] | None = None) -> None:
+        """Do nothing."""
+
+    def update_status(self, **fields: Any) -> None:
+        """Do nothing."""
+
+    def set_handler(self, handler: CommandHandler | None) -> None:
+        """Do nothing: without a broker no command arrives."""
+
+    def set_stats_provider(self, stats: StatsProvider | None) -> None:
+        """Do nothing."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def default_node(role: str) -> str:
+    """``<hostname>-<role>`` reduced to a valid node name (the ``--node`` default)."""
+    host = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", f"{host}-{role}").strip("-._")[:64]
+    return name if NODE_PATTERN.match(name) else role
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mqtt URL``, ``--node NAME`` and ``--stats-interval S`` to a subcommand."""
+    group = parser.add_argument_group("control plane (MQTT, see docs/mqtt.md)")
+    group.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="broker: mqtt://[user[:password]@]host[:port] or mqtts://...?ca=FILE"
+        f"[&cert=FILE&key=FILE]; the password may come from ${PASSWORD_ENV}",
+    )
+    group.add_argument(
+        "--node", metavar="NAME", help="node name in the topics rtstream/NAME/... "
+        "(default: <hostname>-<command>)",
+    )
+    group.add_argument(
+        "--stats-interval", metavar="S", type=float, default=5.0,
+        help="seconds between stats messages (0: none; default 5)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, *, role: str) -> MqttConfig | None:
+    """The :class:`MqttConfig` the flags of :func:`add_cli_arguments` ask for, or ``None``.
+
+    Raises
+    ------
+    ConfigError
+        For a bad URL or node name (the CLI prints it and exits with status 2).
+    """
+    url = getattr(args, "mqtt", None)
+    if not url:
+        if getattr(args, "node", None):
+            raise ConfigError("--node", args.node, "only together with --mqtt URL")
+        return None
+    node = getattr(args, "node", None) or default_node(role)
+    options: dict[str, Any] = {"stats_interval": getattr(args, "stats_interval", 5.0)}
+    cfg = MqttConfig.from_url(url, node=node, **options)
+    if cfg.username is not None and cfg.password is None and os.environ.get(PASSWORD_ENV):
+        cfg = dataclasses.replace(cfg, password=os.environ[PASSWORD_ENV])
+    return cfg

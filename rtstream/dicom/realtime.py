@@ -129,9 +129,12 @@ def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
     """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s)."""
     utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
     secs, ns = divmod(utc_ns, NS_PER_S)
-    return _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(
-        seconds=secs, microseconds=ns // 1000
-    )
+    try:
+        return _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(
+            seconds=secs, microseconds=ns // 1000
+        )
+    except OverflowError:
+        raise LocalProtocolError(f"time: {tai_ns} ns TAI is outside years 1..9999") from None
 
 
 def dicom_dt(moment: _dt.datetime) -> str:

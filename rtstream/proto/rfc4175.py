@@ -32,8 +32,8 @@ a ``(n, stride)`` array and their lengths. All headers are decoded with vectoriz
 gathers; SRD headers are read one *depth* at a time (the loop runs once per SRD header
 position, not per packet). Malformed packets are counted (by field) and dropped. Sequence
 numbers are unwrapped from their 16-bit RTP value relative to the highest seen (RFC 3550
-A.1; the extended sequence high bits are informational, since GStreamer and FFmpeg send
-zero there); duplicates are found in a 65536-entry ring of extended numbers. Payload
+A.1); the extended-sequence high bits only seed the counter, so peers that leave them zero
+still unwrap correctly. Duplicates are found in a 65536-entry ring of extended numbers. Payload
 segments are scattered into the frame buffer by fancy indexing, one assignment per
 distinct segment length. A frame is emitted when its marker packet arrives or when a
 packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows

@@ -534,7 +534,10 @@ def tai_to_dicom_datetime(tai_ns: int) -> str:
     """
     utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
     secs, ns = divmod(utc_ns, NS_PER_S)
-    t = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=secs, microseconds=ns // 1000)
+    try:
+        t = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=secs, microseconds=ns // 1000)
+    except OverflowError:
+        raise LocalProtocolError(f"origin: {tai_ns} ns is outside years 1..9999") from None
     return t.strftime("%Y%m%d%H%M%S.%f") + "+0000"
 
 

@@ -344,6 +344,7 @@ class ViewerServer:
         app = web.Application(middlewares=[self._auth], client_max_size=1 << 20)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/favicon.ico", self._no_icon)
         app.router.add_get("/api/streams", self._api_streams)
         app.router.add_post("/api/offer", self._api_offer)
         app.router.add_post("/api/snapshot", self._api_snapshot)
@@ -383,6 +384,9 @@ class ViewerServer:
         resp.content_type = "text/html"
         resp.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         return resp
+
+    async def _no_icon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

@@ -532,3 +532,37 @@ async def test_tls(make_broker: Callable[..., Broker], tls_files: tuple[Path, Pa
         await until(lambda: cp.counters.connect_failures >= 1)
         assert not cp.connected
         assert cp.last_error is not None and "certificate" in cp.last_error.lower()
+
+
+# -- CLI helpers for send/receive/view/demo -------------------------------------------------
+
+
+def test_cli_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from rtstream.control.mqtt import (
+        PASSWORD_ENV,
+        NullControlPlane,
+        add_cli_arguments,
+        config_from_args,
+        default_node,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    assert config_from_args(parser.parse_args([]), role="send") is None
+    with pytest.raises(ConfigError):
+        config_from_args(parser.parse_args(["--node", "x"]), role="send")
+    cfg = config_from_args(parser.parse_args(["--mqtt", "mqtt://h:1", "--node", "or-1",
+                                              "--stats-interval", "0"]), role="send")
+    assert cfg is not None and (cfg.node, cfg.port, cfg.stats_interval) == ("or-1", 1, 0)
+    monkeypatch.setenv(PASSWORD_ENV, "from-env")
+    cfg = config_from_args(parser.parse_args(["--mqtt", "mqtt://bob@h"]), role="view")
+    assert cfg is not None and cfg.username == "bob" and cfg.password == "from-env"
+    assert cfg.node == default_node("view") and cfg.node.endswith("-view")
+    with pytest.raises(ConfigError):
+        config_from_args(parser.parse_args(["--mqtt", "ftp://h"]), role="send")
+    null = NullControlPlane()
+    null.publish_event(EventKind.STREAM_STARTED, flow="v")
+    with pytest.raises(LocalProtocolError):
+        null.publish_event("nope")

@@ -159,3 +159,11 @@ def test_round_trip(request_id: str, action: Action, flow: str | None, ts: int |
     doc = {"id": request_id, "action": action.value, "args": args}
     assert parse_command(json.dumps(doc).encode()) == Command(id=request_id, action=action,
                                                                args=args)
+
+
+def test_docs_show_the_current_schema() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
+    block = text.split("Its schema", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == json.loads(json.dumps(dict(COMMAND_SCHEMA)))

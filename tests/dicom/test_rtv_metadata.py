@@ -16,6 +16,7 @@ from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
 from rtstream.proto.rtp import RtpPacket, parse_rtp
 from rtstream.proto.rtv_metadata import (
     RTV_SOP_CLASSES,
+    TAI_UTC_OFFSET_S,
     GrainDropped,
     GrainEvent,
     MetadataDepacketizer,
@@ -112,7 +113,7 @@ uid_st = (
     flow=st.uuids(),
     rate=st.integers(1, 2**32 - 1),
     duration=st.none() | st.floats(0, 1e6, allow_nan=False),
-    seconds=st.integers(0, 2**40),
+    seconds=st.integers(TAI_UTC_OFFSET_S, 253_402_300_799),  # 1970..9999 UTC
     ns=st.integers(0, 10**9 - 1),
     frame=st.integers(0, 2**20),
 )
@@ -409,3 +410,14 @@ def test_meta_info_validation() -> None:
                     sop_instance_uid="01.2", source_id=SOURCE_ID, flow_id=FLOW_ID,
                     sampling_rate=1)  # fmt: skip
     assert generate_uid()  # pydicom UIDs are valid for us
+
+
+def test_origin_outside_dt_range_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError, match="origin"):
+        dynamic_part(origin=PtpTimestamp(2**47, 0), frame_number=1)
+    with pytest.raises(LocalProtocolError, match="origin"):
+        encode_dynamic_part(origin=PtpTimestamp(2**47, 0), frame_number=1)
+    # a PTP clock that started at 0 (no grandmaster) is 37 s before the UTC epoch
+    assert b"19691231235923" in encode_dynamic_part(origin=PtpTimestamp(0, 0), frame_number=1)
+    # the audio form carries no DT and accepts any PTP time
+    assert encode_dynamic_part(origin=PtpTimestamp(2**47, 0), frame_number=None)

@@ -1,0 +1,203 @@
+"""``rtstream view``: watch live streams in a browser (WebRTC, one encode per stream)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rtstream.errors import ConfigError
+
+HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
+DESCRIPTION = """\
+Receive the flows an SDP describes and show them in a browser: live video over WebRTC
+(one H.264 or VP8 encode per stream, shared by all viewers), a toggleable DICOM metadata
+overlay, latency readout and a snapshot button that stores the frame on screen.
+
+The page needs the access token printed with the URL (or given with --token). The server
+binds 127.0.0.1 unless --http names another address. No STUN server is used unless
+--ice-server is given.
+
+examples:
+  rtstream view --sdp stream.sdp --http 127.0.0.1:8080 --store ORTHANC@127.0.0.1:4242
+  rtstream view --test-pattern --http 127.0.0.1:8080 --bitrate 8M --fps 60
+"""
+
+
+def parse_bitrate(text: str) -> int:
+    """``8M``, ``2500k`` or ``8000000`` -> bits per second."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*(?:bit/s|bps)?\s*", text)
+    if not m:
+        raise ConfigError("--bitrate", text, "a number with optional k/M/G suffix, e.g. 8M")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port)."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:]+):(\d+)", text)
+    if not m:
+        raise ConfigError("--http", text, "HOST:PORT, e.g. 127.0.0.1:8080")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ConfigError("--http", text, "a port in 0..65535")
+    return host, port
+
+
+def parse_store(text: str) -> tuple[str, str, int]:
+    """``AET@HOST:PORT`` -> (called AE title, host, port)."""
+    m = re.fullmatch(r"([^@]{1,16})@(.+):(\d+)", text)
+    if not m:
+        raise ConfigError("--store", text, "AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
+    return m.group(1), m.group(2), int(m.group(3))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``view`` options."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sdp", metavar="FILE|URL", help="SDP of the flows to receive")
+    src.add_argument(
+        "--test-pattern", action="store_true", help="show a synthetic moving pattern instead"
+    )
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="where the page is served (default 127.0.0.1:8080)")
+    parser.add_argument("--token", help="access token (default: generated and printed)")
+    parser.add_argument("--bitrate", default="8M", help="video bitrate, e.g. 8M (default 8M)")
+    parser.add_argument("--fps", type=int, default=60, help="encoder frame rate (default 60)")
+    parser.add_argument("--codec", choices=["h264", "vp8"], default="h264",
+                        help="preferred codec; the other is used if the browser lacks it")
+    parser.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="STUN/TURN URL (repeatable; none by default)")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--store", metavar="AET@HOST:PORT", help="archive snapshots by C-STORE")
+    store.add_argument("--store-dir", metavar="DIR", type=Path,
+                       help="write snapshots as DICOM files into DIR")
+    parser.add_argument("--size", default="1280x720", metavar="WxH",
+                        help="test pattern size (default 1280x720)")
+
+
+def _snapshot_to_dir(pattern: Any, directory: Path) -> Any:
+    """Snapshot callback for the test pattern: a Secondary Capture file per click."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from rtstream.viewer.server import SnapshotResult
+
+    directory.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+
+    async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotResult:
+        import pydicom
+
+        image = pattern.frame_at(rtp_timestamp)
+        if image is None:
+            return SnapshotResult(ok=False, error=f"frame {rtp_timestamp} is no longer kept")
+        ds = pydicom.Dataset()
+        uid = generate_uid()
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = uid
+        ds.StudyInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series
+        ds.PatientName = pattern.base_overlay.get("patient_name", "")
+        ds.PatientID = pattern.base_overlay.get("patient_id", "")
+        ds.Modality = "OT"
+        ds.ConversionType = "WSD"
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+        ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = image.tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        path = directory / f"{uid}.dcm"
+        await asyncio.to_thread(ds.save_as, path, enforce_file_format=True)
+        return SnapshotResult(ok=True, sop_instance_uid=uid)
+
+    return snapshot
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from rtstream.viewer.encoder import Codec, EncoderConfig
+    from rtstream.viewer.server import (
+        TestPattern,
+        ViewerConfig,
+        ViewerServer,
+        feed_from_receiver,
+        snapshot_from_receiver,
+    )
+
+    host, port = parse_hostport(args.http)
+    cfg = ViewerConfig(
+        host=host,
+        port=port,
+        token=args.token,
+        ice_servers=tuple(args.ice_server),
+        encoder=EncoderConfig(
+            codec=Codec(args.codec),
+            bitrate=parse_bitrate(args.bitrate),
+            fps=args.fps,
+            keyframe_interval_s=args.keyframe_interval,
+        ),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    if args.test_pattern:
+        m = re.fullmatch(r"(\d+)x(\d+)", args.size)
+        if not m:
+            raise ConfigError("--size", args.size, "WxH, e.g. 1280x720")
+        pattern = TestPattern(
+            width=int(m.group(1)), height=int(m.group(2)), fps=args.fps,
+            overlay={"patient_name": "Test^Pattern", "patient_id": "RTS-TEST",
+                     "study_description": "rtstream test pattern", "modality": "OT",
+                     "sop_class": "(synthetic)"},
+        )
+        if args.store:
+            raise ConfigError("--store", args.store, "with --test-pattern only --store-dir")
+        snap = _snapshot_to_dir(pattern, args.store_dir) if args.store_dir else None
+        async with ViewerServer(cfg, pattern, snap) as viewer:
+            print(f"rtstream view: open {viewer.url}", flush=True)
+            await stop.wait()
+        return 0
+
+    try:
+        from rtstream.receiver import Receiver, ReceiverConfig  # type: ignore[import-not-found]
+    except ImportError as exc:
+        print(f"rtstream view: the receiver is not available ({exc}); try --test-pattern",
+              file=sys.stderr)
+        return 1
+    # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive;
+    # --store / --store-dir are handed to it when its configuration takes them.
+    rx_kwargs: dict[str, Any] = {"sdp": args.sdp}
+    if args.store:
+        rx_kwargs["store"] = parse_store(args.store)
+    if args.store_dir:
+        rx_kwargs["store_dir"] = args.store_dir
+    async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
+        snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
+        async with ViewerServer(cfg, feed_from_receiver(rx), snapshot) as viewer:
+            print(f"rtstream view: open {viewer.url}", flush=True)
+            done = asyncio.ensure_future(viewer.wait())
+            halt = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (done, halt):
+                t.cancel()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted (or until the receiver's streams end)."""
+    return asyncio.run(_serve(args))
