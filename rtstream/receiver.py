@@ -454,7 +454,13 @@ class Receiver:
                     d.mkdir(parents=True, exist_ok=True)
             if self.cfg.stores:
                 await self._open_store()
+            if self.metadata:
+                _warm_up_grain_decoder()
             self._open_sockets()
+            log.info(
+                "receiving from %s: %d video, %d audio, %d metadata flow(s)",
+                self.cfg.sdp, len(self.video), len(self.audio), len(self.metadata),
+            )
         except BaseException:
             await self.aclose()
             raise
@@ -1183,6 +1189,34 @@ class Receiver:
                 log.info("snapshot %s stored ok=%s", res.sop_instance_uid, res.ok)
             except LocalProtocolError as exc:
                 log.info("snapshot skipped: %s", exc)
+
+
+def _warm_up_grain_decoder() -> None:
+    """Decode one made-up grain so pydicom's lazy imports do not delay the first real one."""
+    import uuid
+
+    from rtstream.proto.formats import TS_ST2110_20_PROGRESSIVE
+    from rtstream.proto.rtv_metadata import (
+        RTV_VIDEO_PHOTOGRAPHIC,
+        RtvMetaInfo,
+        decode_grain,
+        dynamic_part,
+        encode_grain,
+    )
+
+    meta = RtvMetaInfo(
+        transfer_syntax_uid=TS_ST2110_20_PROGRESSIVE,
+        sop_class_uid=RTV_VIDEO_PHOTOGRAPHIC,
+        sop_instance_uid=generate_uid(),
+        source_id=uuid.UUID(int=1),
+        flow_id=uuid.UUID(int=2),
+        sampling_rate=90000,
+    )
+    ds = dynamic_part(origin=PtpTimestamp(1, 0), frame_number=1)
+    ds.PatientName = "Warm^Up"
+    ds.Modality = "XC"
+    with contextlib.suppress(Exception):
+        decode_grain(encode_grain(meta, ds)).dataset.get("PatientName")
 
 
 def _stat(stats: Any, name: str, default: int) -> int:

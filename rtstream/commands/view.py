@@ -174,7 +174,7 @@ async def _serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        from rtstream.receiver import Receiver, ReceiverConfig  # type: ignore[import-not-found]
+        from rtstream.receiver import Receiver, ReceiverConfig
     except ImportError as exc:
         print(f"rtstream view: the receiver is not available ({exc}); try --test-pattern",
               file=sys.stderr)

@@ -37,10 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import itertools
 import dataclasses
 import datetime
 import enum
+import itertools
 import json
 import logging
 import os

@@ -371,7 +371,7 @@ class PacketTrack(MediaStreamTrack):
         self.encoder = encoder
         self._queue: asyncio.Queue[EncodedFrame] = asyncio.Queue(self._QUEUE)
         self._synced = False
-        self.listeners: list[FrameListener] = []
+        self.frame_listeners: list[FrameListener] = []
         self.frames_sent = 0
         self.frames_skipped = 0
         self._last_request = 0.0
@@ -391,7 +391,7 @@ class PacketTrack(MediaStreamTrack):
             return
         self._queue.put_nowait(enc)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> Any:
         """The next encoded frame as a packet with 90 kHz ``pts`` = source RTP timestamp."""
         if self.readyState != "live":
             raise MediaStreamError
@@ -402,7 +402,7 @@ class PacketTrack(MediaStreamTrack):
                 self._last_request = now
                 self.encoder.request_keyframe()
         enc = await self._queue.get()
-        for listener in self.listeners:
+        for listener in self.frame_listeners:
             listener(enc)
         packet = av.Packet(enc.data)
         packet.pts = enc.rtp_timestamp

@@ -283,9 +283,9 @@ class ViewerServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         self._feed_task = asyncio.get_running_loop().create_task(self._pump(), name="viewer-feed")
         log.info("viewer listening on http://%s:%d/", self.cfg.host, self.port)
 
@@ -503,7 +503,7 @@ class ViewerServer:
             if body.get("type", "offer") != "offer":
                 raise ValueError("type")
         except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": "body must be {stream, sdp, type: offer}"}, 400)
+            return web.json_response({"error": "body must be {stream, sdp, type: offer}"}, status=400)
         stream = body.get("stream") or next(iter(self.streams), None)
         if stream is None or stream not in self.streams:
             return web.json_response({"error": f"no stream {stream!r}"}, status=404)
@@ -514,7 +514,7 @@ class ViewerServer:
         fallback = Codec.VP8 if want is Codec.H264 else Codec.H264
         codec = want if want in offered else fallback if fallback in offered else None
         if codec is None:
-            return web.json_response({"error": "the offer has neither H.264 nor VP8"}, 400)
+            return web.json_response({"error": "the offer has neither H.264 nor VP8"}, status=400)
         try:
             answer_sdp, peer = await self._answer(str(stream), codec, sdp)
         except Exception as exc:  # aiortc raises several types for unusable offers
@@ -596,7 +596,6 @@ class ViewerServer:
         def on_datachannel(channel: Any) -> None:
             peer.channel = channel
 
-            @channel.on("message")
             def on_message(message: str | bytes) -> None:
                 try:
                     msg = json.loads(message)
@@ -606,13 +605,15 @@ class ViewerServer:
                     self._send(peer, {"t": "pong", "c": msg.get("c"),
                                       "s_ns": str(self._clock.now_ns())})
 
+            channel.on("message", on_message)
+
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("viewer %s: connection %s", peer.id, pc.connectionState)
             if pc.connectionState in ("failed", "closed"):
                 await self._drop_peer(peer)
 
-        peer.track.listeners.append(lambda enc: self._on_frame_sent(peer, enc))
+        peer.track.frame_listeners.append(lambda enc: self._on_frame_sent(peer, enc))
 
     def _on_frame_sent(self, peer: _Peer, enc: Any) -> None:
         """Called as a frame goes to aiortc's sender: learn the offset, send the overlay.

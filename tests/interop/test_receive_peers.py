@@ -39,11 +39,11 @@ def start_receive(tmp_path: Path, sdp: Path, *args: str) -> subprocess.Popen[byt
     """Start ``rtstream receive`` and wait until it listens (its log says so)."""
     log = open(tmp_path / "rx.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [*RTSTREAM[:-2], "--log-level", "DEBUG", "receive", "--sdp", str(sdp), *args],
+        [*RTSTREAM[:-2], "--log-level", "INFO", "receive", "--sdp", str(sdp), *args],
         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )
     deadline = time.monotonic() + 30
-    while b"listening on" not in (tmp_path / "rx.log").read_bytes():
+    while b"receiving from" not in (tmp_path / "rx.log").read_bytes():
         assert proc.poll() is None, (tmp_path / "rx.log").read_text()
         assert time.monotonic() < deadline, "receiver did not start"
         time.sleep(0.05)
