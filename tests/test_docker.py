@@ -18,8 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
-yaml = pytest.importorskip("yaml")  # pyyaml is in the test extra
+import yaml  # pyyaml, in the test extra
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

@@ -653,10 +653,8 @@ class ControlPlane:
             self._stats_task.cancel()
         for task in list(self._command_tasks):
             task.cancel()
-        await asyncio.gather(
-            *self._command_tasks, *( [self._stats_task] if self._stats_task else []),
-            return_exceptions=True,
-        )
+        pending = [*self._command_tasks, *([self._stats_task] if self._stats_task else [])]
+        await asyncio.gather(*pending, return_exceptions=True)
         self._closing = True
         self._enqueue(self._status_message("offline", reason="shutdown"))
         task, self._session_task = self._session_task, None
@@ -757,6 +755,7 @@ class ControlPlane:
     async def _session_loop(self) -> None:
         cfg = self.config
         delay = cfg.reconnect_min
+        failures_in_row = 0
         while not self._closing:
             client = self._make_client()
             session_up = False
@@ -767,6 +766,7 @@ class ControlPlane:
                     self.counters.connects += 1
                     self.last_error = None
                     delay = cfg.reconnect_min
+                    failures_in_row = 0
                     log.info("MQTT connected to %s as node %s", cfg.display(), cfg.node)
                     await self._session(client)
                     return  # closing, flushed
@@ -781,8 +781,9 @@ class ControlPlane:
                     log.warning("MQTT session to %s lost: %s", cfg.display(), self.last_error)
                 else:
                     self.counters.connect_failures += 1
+                    failures_in_row += 1
                     log.log(
-                        logging.WARNING if self.counters.connect_failures == 1 else logging.DEBUG,
+                        logging.WARNING if failures_in_row == 1 else logging.DEBUG,
                         "MQTT connect to %s failed: %s (retrying with back-off)",
                         cfg.display(), self.last_error,
                     )

@@ -627,6 +627,11 @@ class _Scu:
         except (OSError, RuntimeError, ValueError) as exc:
             raise _Unreachable(f"association request failed: {exc}") from exc
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # The archive answered but accepted none of our presentation contexts
+                # (pynetdicom then aborts): this SOP class / syntax will never be stored.
+                sop_ts = ", ".join(sorted({f"{a} ({t})" for a, t in need}))
+                raise _Refused(f"no presentation context accepted for {sop_ts}")
             if assoc.is_rejected:
                 why = "association rejected by the archive"
             elif assoc.is_aborted:

@@ -374,7 +374,8 @@ class PacketTrack(MediaStreamTrack):
         self.frame_listeners: list[FrameListener] = []
         self.frames_sent = 0
         self.frames_skipped = 0
-        self._last_request = 0.0
+        self._last_request = -1.0
+        self._arrived = asyncio.Event()
 
     def _offer(self, enc: EncodedFrame) -> None:
         if not self._synced:
@@ -390,17 +391,23 @@ class PacketTrack(MediaStreamTrack):
             self._synced = False
             return
         self._queue.put_nowait(enc)
+        self._arrived.set()
 
     async def recv(self) -> Any:
         """The next encoded frame as a packet with 90 kHz ``pts`` = source RTP timestamp."""
         if self.readyState != "live":
             raise MediaStreamError
-        if not self._synced and self._queue.empty():
-            # The sender is waiting for us: ask for a key frame, at most twice a second.
+        while not self._synced and self._queue.empty():
+            # The sender is waiting for us: ask for a key frame, again every half second
+            # until one arrives.
             now = time.monotonic()
-            if now - self._last_request > 0.5:
+            if now - self._last_request >= 0.5:
                 self._last_request = now
                 self.encoder.request_keyframe()
+            try:
+                await asyncio.wait_for(self._wait_queued(), 0.5)
+            except TimeoutError:
+                continue
         enc = await self._queue.get()
         for listener in self.frame_listeners:
             listener(enc)
@@ -409,6 +416,11 @@ class PacketTrack(MediaStreamTrack):
         packet.time_base = _TIME_BASE
         self.frames_sent += 1
         return packet
+
+    async def _wait_queued(self) -> None:
+        while self._queue.empty():
+            self._arrived.clear()
+            await self._arrived.wait()
 
     def stop(self) -> None:
         """End the track and leave the encoder."""

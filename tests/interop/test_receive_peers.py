@@ -25,6 +25,9 @@ from tests.peers import free_port, require_program, running, stop
 
 RTSTREAM = [sys.executable, "-m", "rtstream", "--log-level", "WARNING"]
 SMALL = "320x240@60"
+# Peers share this 2-core machine with other test runs: a generous pairing wait keeps a
+# descheduled sender from making a grain "late" (the bound is tested in tests/proto).
+WAIT = "30"
 
 
 def sender_sdp(tmp_path: Path, port: int, *extra: str) -> Path:
@@ -39,7 +42,8 @@ def start_receive(tmp_path: Path, sdp: Path, *args: str) -> subprocess.Popen[byt
     """Start ``rtstream receive`` and wait until it listens (its log says so)."""
     log = open(tmp_path / "rx.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [*RTSTREAM[:-2], "--log-level", "INFO", "receive", "--sdp", str(sdp), *args],
+        [*RTSTREAM[:-2], "--log-level", "INFO", "receive", "--sdp", str(sdp),
+         "--pairing-wait", WAIT, *args],
         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -106,7 +110,7 @@ def test_rtstream_send_with_audio_to_receiver_api(tmp_path: Path) -> None:
 
     async def go() -> tuple[list[ReceivedItem], dict[str, object]]:
         items: list[ReceivedItem] = []
-        cfg = ReceiverConfig(sdp=str(sdp), frames=n, duration=30)
+        cfg = ReceiverConfig(sdp=str(sdp), frames=n, duration=30, pairing_wait_frames=30)
         async with Receiver(cfg) as rx:
             proc = await asyncio.create_subprocess_exec(
                 *RTSTREAM, "send", "--dest", f"127.0.0.1:{port}", "--frames", str(n + 5),
@@ -131,7 +135,8 @@ def test_rtstream_send_with_audio_to_receiver_api(tmp_path: Path) -> None:
     # audio and video share the media clock: their origins are within a frame or two
     assert video[-1].origin is not None and audio[-1].origin is not None
     assert abs(video[-1].origin.to_ns() - audio[-1].origin.to_ns()) < 200_000_000
-    assert stats["metadata_matched"] == n and stats["packets_lost"] == 0
+    assert stats["metadata_matched"] >= n and stats["metadata_unmatched"] == 0
+    assert stats["packets_lost"] == 0
 
 
 # -- third-party senders ----------------------------------------------------------------------

@@ -231,7 +231,7 @@ def test_ffmpeg_reads_the_sdp_we_wrote(tmp_path: Path) -> None:
     sdp.write_text(r.stdout)
     out = tmp_path / "ff.raw"
     args = [ffmpeg, "-nostdin", "-loglevel", "warning", "-protocol_whitelist", "file,udp,rtp",
-            "-buffer_size", "67108864", "-i", str(sdp), "-map", "0:v:0", "-fps_mode", "passthrough",
+            "-buffer_size", "67108864", "-analyzeduration", "500000", "-i", str(sdp), "-map", "0:v:0", "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "uyvy422", "-y", str(out)]
     with running(args, log=tmp_path / "ffmpeg.log") as proc:
         wait_udp_bound(port)
