@@ -157,14 +157,15 @@ async def _main(cfg: SenderConfig) -> SenderStats:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     status = _status_line if sys.stderr.isatty() else None
-    async with Sender(cfg, status=status) as tx:
-        if cfg.sdp_out is None and cfg.http is None:
-            print(tx.sdp_text(), end="", flush=True)
-        try:
+    tx = Sender(cfg, status=status)
+    try:
+        async with tx:
+            if cfg.sdp_out is None and cfg.http is None:
+                print(tx.sdp_text(), end="", flush=True)
             await tx.run()
-        except asyncio.CancelledError:
-            pass
-        return tx.stats
+    except asyncio.CancelledError:
+        pass  # Ctrl-C / SIGTERM: sockets are closed by the context manager
+    return tx.stats
 
 
 def run(args: argparse.Namespace) -> int:

@@ -179,11 +179,11 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"rtstream view: the receiver is not available ({exc}); try --test-pattern",
               file=sys.stderr)
         return 1
-    # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive;
-    # --store / --store-dir are handed to it when its configuration takes them.
+    # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.
     rx_kwargs: dict[str, Any] = {"sdp": args.sdp}
     if args.store:
-        rx_kwargs["store"] = parse_store(args.store)
+        parse_store(args.store)  # validate early; the receiver takes the text
+        rx_kwargs["store"] = args.store
     if args.store_dir:
         rx_kwargs["store_dir"] = args.store_dir
     async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:

@@ -14,7 +14,8 @@ PS3.4 Table K.6-1 that fill the stream's patient and study identity, and matches
 
 Each answer becomes a typed :class:`WorklistItem`; malformed answers raise
 :class:`~rtstream.errors.RemoteProtocolError` naming the attribute. :func:`context_fields`
-maps the chosen item onto the fields of :class:`rtstream.dicom.context.StreamContext`.
+maps the chosen item onto the fields of :class:`rtstream.dicom.context.StreamContext` and
+:func:`apply_to_context` returns the updated context.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import importlib
 import logging
 import re
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from rtstream.dicom.context import StreamContext
 from rtstream.dicom.store import check_aet, check_uid, parse_store_target
 from rtstream.errors import ConfigError, RemoteProtocolError
 
@@ -334,21 +335,22 @@ def context_fields(item: WorklistItem) -> dict[str, str]:
     return fields
 
 
-def apply_to_context(item: WorklistItem, ctx: Any = None) -> Any:
-    """``ctx`` (a StreamContext; a default one when None) with the item's identity.
+def apply_to_context(item: WorklistItem, ctx: StreamContext | None = None) -> StreamContext:
+    """``ctx`` (a default :class:`StreamContext` when None) with the item's identity.
 
-    Returns the plain :func:`context_fields` dict when :mod:`rtstream.dicom.context`
-    is not available.
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the attribute when the worklist value is not acceptable to
+        :class:`StreamContext` (e.g. a malformed Patient's Name).
     """
     fields = context_fields(item)
-    if ctx is None:
-        try:
-            module = importlib.import_module("rtstream.dicom.context")
-        except ImportError:
-            return fields
-        ctx = module.StreamContext()
-    known = {f.name for f in dataclasses.fields(ctx)}
-    return dataclasses.replace(ctx, **{k: v for k, v in fields.items() if k in known})
+    base = ctx if ctx is not None else StreamContext()
+    known = {f.name for f in dataclasses.fields(base)}
+    try:
+        return dataclasses.replace(base, **{k: v for k, v in fields.items() if k in known})
+    except ConfigError as exc:
+        raise RemoteProtocolError(f"worklist {exc.key}", str(exc)) from None
 
 
 __all__ = [

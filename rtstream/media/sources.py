@@ -143,6 +143,7 @@ class VideoSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._prepared_for: VideoFormat | None = None
+        self._queue: queue.Queue[Any] | None = None
 
     def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
         """Blocking generator of images (runs in the worker thread)."""
@@ -187,6 +188,7 @@ class VideoSource:
         await self.prepare(fmt)
         t0 = clock.now_ns() + 50_000_000 if start_ns is None else start_ns
         q: queue.Queue[tuple[np.ndarray, str] | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
+        self._queue = q
         self._stop.clear()
 
         def worker() -> None:
@@ -239,6 +241,14 @@ class VideoSource:
         if t is not None and t is not threading.current_thread():
             t.join(timeout=2)
         self._thread = None
+        q = self._queue
+        if q is not None:
+            # Wake a consumer blocked in q.get (e.g. cancelled mid-wait), so the
+            # executor thread it runs in can finish and the loop can shut down.
+            try:
+                q.put_nowait(None)
+            except queue.Full:
+                pass
 
 
 class TestSource(VideoSource):

@@ -32,7 +32,6 @@ import fractions
 import itertools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -264,8 +263,9 @@ class SharedEncoder:
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame a key frame (IDR for H.264)."""
-        self.stats.keyframe_requests += 1
-        self._want_keyframe = True
+        if not self._want_keyframe:
+            self.stats.keyframe_requests += 1
+            self._want_keyframe = True
 
     def subscribe(self) -> PacketTrack:
         """A new track for one peer connection; it starts at a key frame.
@@ -374,7 +374,6 @@ class PacketTrack(MediaStreamTrack):
         self.frame_listeners: list[FrameListener] = []
         self.frames_sent = 0
         self.frames_skipped = 0
-        self._last_request = -1.0
         self._arrived = asyncio.Event()
 
     def _offer(self, enc: EncodedFrame) -> None:
@@ -398,12 +397,9 @@ class PacketTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         while not self._synced and self._queue.empty():
-            # The sender is waiting for us: ask for a key frame, again every half second
-            # until one arrives.
-            now = time.monotonic()
-            if now - self._last_request >= 0.5:
-                self._last_request = now
-                self.encoder.request_keyframe()
+            # The sender is waiting for us: ask for a key frame now, and again every half
+            # second until one arrives (a request is a flag, so repeats cost nothing).
+            self.encoder.request_keyframe()
             try:
                 await asyncio.wait_for(self._wait_queued(), 0.5)
             except TimeoutError:

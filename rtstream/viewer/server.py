@@ -544,6 +544,7 @@ class ViewerServer:
                 sender=transceiver.sender,
             )
             self._wire_peer(peer)
+            self._forward_keyframe_requests(transceiver.sender, encoder.request_keyframe)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer = await pc.createAnswer()
             if self.cfg.offer_loopback:
@@ -588,6 +589,24 @@ class ViewerServer:
             local.extend(cands)
             added += len(cands)
         return added
+
+    @staticmethod
+    def _forward_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
+        """Pass the browser's PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) to the shared encoder.
+
+        aiortc turns them into ``RTCRtpSender._send_keyframe()``, which only flags its own
+        (unused) encoder; wrapping that method on this sender instance forwards them.
+        """
+        original = getattr(sender, "_send_keyframe", None)
+        if not callable(original):
+            log.warning("cannot forward key frame requests: aiortc internals changed")
+            return
+
+        def send_keyframe() -> None:
+            original()
+            request()
+
+        sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
     def _wire_peer(self, peer: _Peer) -> None:
         pc = peer.pc
@@ -737,7 +756,9 @@ def snapshot_from_receiver(rx: Any) -> SnapshotFn:
         result = await rx.snapshot(rtp_timestamp=rtp_timestamp)
         ok = bool(getattr(result, "ok", False))
         uid = getattr(result, "sop_instance_uid", None)
-        error = None if ok else f"store failed: status {getattr(result, 'status', '?')}"
+        store = getattr(result, "store", None)
+        status = getattr(store, "status", getattr(result, "status", "?"))
+        error = None if ok else f"store failed: status {status}"
         return SnapshotResult(ok=ok, sop_instance_uid=uid, error=error)
 
     return snapshot

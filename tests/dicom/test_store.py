@@ -324,12 +324,15 @@ class ScriptedScp:
         self.associations = 0
         self.ae = AE(ae_title="SCRIPTED")
         for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None
             self.ae.add_supported_context(cx.abstract_syntax)
-        self.server = self.ae.start_server(
+        server = self.ae.start_server(
             ("127.0.0.1", 0),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self.on_store), (evt.EVT_ACCEPTED, self.on_accept)],
         )
+        assert server is not None
+        self.server = server
         self.target = f"SCRIPTED@127.0.0.1:{self.server.server_address[1]}"
 
     def on_accept(self, event: Any) -> None:

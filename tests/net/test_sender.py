@@ -203,7 +203,7 @@ def test_gstreamer_receives_byte_exact(tmp_path: Path, depth: int) -> None:
     caps = ("application/x-rtp,media=video,clock-rate=90000,encoding-name=RAW,payload=96,"
             f"sampling=YCbCr-4:2:2,depth=(string){depth},width=(string)320,"
             "height=(string)240,colorimetry=BT601-5")
-    args = [gst, "-q", "-e", "udpsrc", f"address=127.0.0.1", f"port={port}",
+    args = [gst, "-q", "-e", "udpsrc", "address=127.0.0.1", f"port={port}",
             "buffer-size=33554432", f"caps={caps}", "!", "rtpvrawdepay", "!",
             "filesink", f"location={out}"]
     with running(args, log=tmp_path / "gst.log", stop_signal=signal.SIGINT) as proc:

@@ -211,7 +211,7 @@ async def test_dicom_native_and_h264(tmp_path: Path) -> None:
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, MPEG4HP41, generate_uid
+    from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, generate_uid
 
     rng = np.random.default_rng(5)
     gray = rng.integers(0, 256, (6, 48, 64), dtype=np.uint8)

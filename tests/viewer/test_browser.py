@@ -22,7 +22,7 @@ from tests.peers import require_program
 from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS, OVERLAY, make_pattern
 from tests.viewer.netns import run_in_netns
 
-WIDTH, HEIGHT, FPS = 640, 360, 30
+WIDTH, HEIGHT, FPS = 640, 360, 60
 MEASURE_S = 10.0
 
 
@@ -145,6 +145,8 @@ async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
                 out["screenshot"] = str(shot)
             finally:
                 await browser.close()
+        out["encoder_stats"] = [vars(e.stats) for e in srv.registry.encoders.values()]
+        out["feed_fps"] = srv.streams["test"].fps
     out["encoders_made_total"] = SharedEncoder.created - created_before
     return out
 
@@ -152,9 +154,12 @@ async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
 @pytest.mark.netns
 @pytest.mark.peer("chromium")
 @pytest.mark.timeout(120)
-def test_viewer_in_chromium(artifacts_dir: Path) -> None:
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+def test_viewer_in_chromium(artifacts_dir: Path, codec: str) -> None:
     require_program("chromium")
-    res = run_in_netns("tests.viewer.test_browser:_body", {"artifacts": str(artifacts_dir)})
+    res = run_in_netns(
+        "tests.viewer.test_browser:_body", {"artifacts": str(artifacts_dir), "codec": codec}
+    )
 
     assert all(v == 401 for k, v in res["unauth"].items() if k != "page_ok"), res["unauth"]
     assert res["unauth"]["page_ok"] == 200
@@ -164,7 +169,7 @@ def test_viewer_in_chromium(artifacts_dir: Path) -> None:
     assert res["subscribers"] == [2]
     assert res["encoders_made_total"] == 1
 
-    assert res["codec"] == "h264"
+    assert res["codec"] == codec
     assert res["video_size"] == [WIDTH, HEIGHT]
     assert all(f >= 25 for f in res["fps"]), res["fps"]
 
@@ -183,5 +188,6 @@ def test_viewer_in_chromium(artifacts_dir: Path) -> None:
     lat = sorted(res["latencies"])
     print(
         f"fps {res['fps']}, latency p50 {lat[len(lat) // 2]:.1f} ms "
-        f"p95 {lat[int(len(lat) * 0.95)]:.1f} ms, jitter buffer {res['jitter_buffer_ms']}"
+        f"p95 {lat[int(len(lat) * 0.95)]:.1f} ms, jitter buffer {res['jitter_buffer_ms']}, "
+        f"encoder {res['encoder_stats']}"
     )

@@ -34,7 +34,7 @@ from rtstream.viewer.server import (
     overlay_from_datasets,
 )
 from tests.peers import free_port, running, wait_for_tcp
-from tests.viewer.conftest import OVERLAY, make_pattern
+from tests.viewer.conftest import make_pattern
 
 TOKEN = "s3cret-token-for-tests"
 
