@@ -289,6 +289,7 @@ class _Flow:
     media: Any  # SdpMedia
     sock: Any = None  # UdpReceiver
     packets: int = 0
+    batch: int = 256  # rows of the socket's batch
 
 
 class _SeqAccount:
@@ -682,6 +683,7 @@ class Receiver:
                 log.info("cannot bind %s:%d, receiving on 0.0.0.0:%d", address, m.port, m.port)
                 sock = UdpReceiver("0.0.0.0", m.port, **kwargs)
             f.sock = sock
+            f.batch = batch
             self._loop.add_reader(sock.fileno(), self._on_readable, f)
             log.debug("%s: listening on %s:%d", f.name, address, m.port)
 
@@ -731,15 +733,17 @@ class Receiver:
         return batch, lengths, self.clock.now_ns()
 
     def _read_video(self, flow: _VideoFlow) -> None:
-        for _ in range(64):  # bounded: let the other flows in between
+        # Up to 4 full batches (about one 1080p frame) per readiness event, then the other
+        # flows, the timers and the consumer get their turn; epoll reports the socket
+        # readable again on the next loop iteration if data is left.
+        for _ in range(4):
             got = self._drain(flow)
             if got is None:
                 return
             batch, lengths, now = got
-            events = flow.depkt.feed(batch, lengths, now)
-            for ev in events:
+            for ev in flow.depkt.feed(batch, lengths, now):
                 self._on_frame(flow, ev, now)
-            if len(lengths) < batch.shape[0] and len(lengths) < 1024:
+            if len(lengths) < flow.batch:
                 return
 
     def _on_frame(self, flow: _VideoFlow, ev: Any, now: int) -> None:
@@ -822,7 +826,7 @@ class Receiver:
                     else:
                         flow.grains_dropped += 1
                         log.debug("grain dropped at ts %d: %s", ev.rtp_timestamp, ev.reason)
-            if len(lengths) < batch.shape[0]:
+            if len(lengths) < flow.batch:
                 return
 
     def _on_grain(self, flow: _MetaFlow, ev: Any, now: int) -> None:
@@ -870,7 +874,7 @@ class Receiver:
                     ssrc=ev.ssrc, rtp_timestamp=ev.rtp_timestamp, item=item, now=now
                 ):
                     self._deliver_audio(flow, out, now)
-            if len(lengths) < batch.shape[0]:
+            if len(lengths) < flow.batch:
                 return
 
     def _deliver_audio(self, flow: _AudioFlow, item: ReceivedItem, now: int) -> None:

@@ -72,8 +72,10 @@ def add_sender_options(parser: argparse.ArgumentParser, *, dest_required: bool) 
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML configuration (flags override it)")
     parser.add_argument("--source", metavar="SPEC", help=f"video source: {SPEC_HELP} (default testsrc)")
     parser.add_argument("--dest", metavar="HOST:PORT", required=False,
-                        help="destination address (unicast or multicast group) and base port")
-    parser.add_argument("--video", metavar="WxH@FPS", help="frame size and rate (default: the source's)")
+                        help="destination address (unicast or multicast group) and base port "
+                        "(default: the config's [network], else 127.0.0.1:5004)")
+    parser.add_argument("--video", metavar="WxH@FPS", help="frame size and rate, e.g. 1920x1080@60 or 1280x720@60000/1001 "
+                        "(default: the source's; testsrc 1280x720@30)")
     parser.add_argument("--sampling", choices=[s.value for s in Sampling], help="wire sampling (default YCbCr-4:2:2)")
     parser.add_argument("--depth", type=int, choices=[8, 10], help="bits per component (default 10)")
     parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")

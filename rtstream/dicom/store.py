@@ -899,7 +899,12 @@ class StoreClient:
                     await self._wake.wait()
                 continue
             uid = self._order[0]
-            result = await self._deliver(scu, uid)
+            try:
+                result = await self._deliver(scu, uid)
+            except Exception as exc:  # outbox I/O trouble: the file stays queued on disk
+                log.exception("instance %s: delivery stopped", uid)
+                result = StoreResult(sop_instance_uid=uid, ok=False, status=None, attempts=0,
+                                     error=f"not delivered, still in the outbox: {exc}")
             self._order.popleft()
             entry = self._entries.pop(uid)
             self.counters["depth"] = len(self._entries)
@@ -941,6 +946,10 @@ class StoreClient:
                 failures += 1
                 error = f"local I/O error: {exc}"
                 log.warning("instance %s: %s", uid, error)
+            except Exception as exc:  # anything pynetdicom raises unexpectedly
+                failures += 1
+                error = f"C-STORE error: {exc!r}"
+                log.warning("instance %s: %s", uid, error, exc_info=True)
             else:
                 if self.in_outage:
                     self.in_outage = False

@@ -500,7 +500,7 @@ class UdpReceiver:
                         seg = struct.unpack("=i", data[:4])[0] if len(data) >= 4 else struct.unpack("=H", data[:2])[0]
                 if seg and k > seg:
                     self.stats.gro_reads += 1
-                    arr = np.frombuffer(scratch, np.uint8, count=k).copy()
+                    arr = np.frombuffer(scratch, np.uint8, count=k)  # view; leftovers copied
                     n = self._take_segments(arr, seg, n)
                 else:
                     if flags & socket.MSG_TRUNC or k > width:
@@ -535,7 +535,7 @@ class UdpReceiver:
             self._buf[n + full, :tw] = tail[:tw]
             self._lengths[n + full] = tw
         used = min(take * seg, total)
-        self._pending = (data[used:], seg) if used < total else None
+        self._pending = (data[used:].copy(), seg) if used < total else None
         return n + take
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
@@ -426,3 +426,76 @@ async def test_replay_on_start(tmp_path: Path, archive: Archive) -> None:
         assert sc.counters["stored"] == 4
     assert {p.stem for p in archive.files()} == {ds.SOPInstanceUID for ds in queued}
     assert box.pending() == []
+
+
+async def test_tls_association(tmp_path: Path) -> None:
+    import ssl
+
+    from rtstream.dicom.store import TlsSettings
+    from tests.peers import require_program
+
+    openssl = require_program("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    received: list[bytes] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.encoded_dataset(include_meta=False))
+        return 0x0000
+
+    ae = AE(ae_title="TLSSCP")
+    ae.add_supported_context(secondary_capture().SOPClassUID)
+    server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=server_ctx,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    try:
+        tls = TlsSettings(ca_file=cert, server_hostname="localhost")
+        cfg = StoreConfig(host="127.0.0.1", port=server.server_address[1],
+                          called_aet="TLSSCP", outbox=tmp_path / "outbox", tls=tls)
+        ds = secondary_capture(rows=8, cols=8, seed=4)
+        async with StoreClient(cfg) as sc:
+            assert (await sc.submit(ds)).ok
+    finally:
+        server.shutdown()
+        ae.shutdown()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    assert received == [dataset_body(buf.getvalue())]
+    with pytest.raises(ConfigError):
+        TlsSettings(ca_file=tmp_path / "missing.pem")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "done"]), st.integers(0, 4)), max_size=12))
+def test_outbox_model(ops: list[tuple[str, int]]) -> None:
+    """pending() is the arrival order of queued UIDs; a queued file is never replaced."""
+    import tempfile
+
+    uids = [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(5)]
+    with tempfile.TemporaryDirectory() as d:
+        box = Outbox(Path(d))
+        model: list[str] = []
+        content: dict[str, bytes] = {}
+        for n, (op, i) in enumerate(ops):
+            uid = uids[i]
+            if op == "put":
+                _, new = box.add(secondary_capture(rows=2, cols=2, seed=n, sop_instance_uid=uid))
+                assert new == (uid not in model)
+                if new:
+                    model.append(uid)
+                    content[uid] = box.path(uid).read_bytes()
+            else:
+                box.done(uid)
+                if uid in model:
+                    model.remove(uid)
+            assert box.pending() == model
+            for u in model:
+                assert box.path(u).read_bytes() == content[u]
+        assert Outbox(Path(d)).pending() == model

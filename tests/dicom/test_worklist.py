@@ -264,7 +264,7 @@ def test_parse_item_garbage_is_remote_protocol_error(sex: str, birth: str, uid: 
     assert item.birth_date == "" or len(item.birth_date) == 8
 
 
-@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_parse_item_truncated_answers() -> None:
     from pynetdicom.dsutils import decode, encode
 
