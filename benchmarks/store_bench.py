@@ -62,16 +62,21 @@ def main() -> int:
             files = []
             for i in range(args.count):
                 path = work / f"dcmtk-{i}.dcm"
-                pydicom.dcmwrite(path, secondary_capture(rows=1080, cols=1920, seed=500 + i),
-                                 enforce_file_format=True)
+                pydicom.dcmwrite(
+                    path,
+                    secondary_capture(rows=1080, cols=1920, seed=500 + i),
+                    enforce_file_format=True,
+                )
                 files.append(str(path))
             storescu = shutil.which("storescu")
             dcmtk_per_instance = None
             if storescu:
                 t0 = time.perf_counter()
-                subprocess.run([storescu, "-aec", orthanc.aet, "127.0.0.1",
-                                str(orthanc.dicom_port), *files], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    [storescu, "-aec", orthanc.aet, "127.0.0.1", str(orthanc.dicom_port), *files],
+                    check=True,
+                    capture_output=True,
+                )
                 dcmtk_per_instance = (time.perf_counter() - t0) / args.count
             stored = len(orthanc.instances())
     finally:
@@ -88,8 +93,7 @@ def main() -> int:
             round(dcmtk_per_instance * 1000, 1) if dcmtk_per_instance else None
         ),
         "ratio_ours_mean_to_dcmtk": (
-            round(statistics.fmean(times) / dcmtk_per_instance, 2)
-            if dcmtk_per_instance else None
+            round(statistics.fmean(times) / dcmtk_per_instance, 2) if dcmtk_per_instance else None
         ),
         "orthanc_instances": stored,
     }

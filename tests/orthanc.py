@@ -12,7 +12,9 @@ Examples
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +30,16 @@ WORKLIST_PLUGIN_CANDIDATES = (
     Path("/usr/share/orthanc/plugins/libModalityWorklists.so"),
     Path("/usr/lib/orthanc/libModalityWorklists.so"),
 )
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the peer gets SIGTERM when the thread that started it dies.
+
+    Keeps a peer from outliving a test run that was killed before its fixtures could stop
+    it (Linux ``PR_SET_PDEATHSIG``). Start peers from a long-lived thread (the main one).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def worklist_plugin() -> Path:
@@ -116,7 +128,11 @@ class Orthanc:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [self.program, str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         try:

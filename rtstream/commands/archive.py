@@ -50,16 +50,21 @@ def run(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGTERM, _stop)
     try:
         with Archive(args.dir, args.port, args.aet, host=args.host) as archive:
-            print(f"archive {archive.aet} listening on {archive.host}:{archive.port}, "
-                  f"writing to {archive.directory}", flush=True)
+            print(
+                f"archive {archive.aet} listening on {archive.host}:{archive.port}, "
+                f"writing to {archive.directory}",
+                flush=True,
+            )
             try:
                 while not stop.wait(0.5):
                     pass
             except KeyboardInterrupt:
                 pass
             c = archive.counters
-            print(f"stored {c['received']}, duplicates {c['duplicates']}, "
-                  f"failed {c['failed']}", flush=True)
+            print(
+                f"stored {c['received']}, duplicates {c['duplicates']}, failed {c['failed']}",
+                flush=True,
+            )
     finally:
         signal.signal(signal.SIGTERM, old)
     return 0

@@ -903,8 +903,13 @@ class StoreClient:
                 result = await self._deliver(scu, uid)
             except Exception as exc:  # outbox I/O trouble: the file stays queued on disk
                 log.exception("instance %s: delivery stopped", uid)
-                result = StoreResult(sop_instance_uid=uid, ok=False, status=None, attempts=0,
-                                     error=f"not delivered, still in the outbox: {exc}")
+                result = StoreResult(
+                    sop_instance_uid=uid,
+                    ok=False,
+                    status=None,
+                    attempts=0,
+                    error=f"not delivered, still in the outbox: {exc}",
+                )
             self._order.popleft()
             entry = self._entries.pop(uid)
             self.counters["depth"] = len(self._entries)

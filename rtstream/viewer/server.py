@@ -66,6 +66,7 @@ from aiortc import (
 from rtstream.errors import ConfigError
 from rtstream.sysclock import SystemClock
 from rtstream.viewer.encoder import Codec, EncoderConfig, EncoderRegistry, PacketTrack
+from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_requests, prefer_codec
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ class ViewerServer:
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._feed_done = asyncio.Event()
+        self._stream_seen = asyncio.Event()
         self.port = cfg.port
 
     # -- lifecycle ------------------------------------------------------------------
@@ -298,6 +300,20 @@ class ViewerServer:
     async def wait(self) -> None:
         """Wait until the feed ends."""
         await self._feed_done.wait()
+
+    async def wait_stream(self, stream_id: str | None = None, *, timeout: float = 30.0) -> str:
+        """Wait until ``stream_id`` (or, when None, any stream) has shown a frame.
+
+        Returns the stream's id; raises :class:`TimeoutError` after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                if stream_id is None and self.streams:
+                    return next(iter(self.streams))
+                if stream_id is not None and stream_id in self.streams:
+                    return stream_id
+                self._stream_seen.clear()
+                await self._stream_seen.wait()
 
     async def close(self) -> None:
         """Close every peer connection, the encoders, the feed task and the server."""
@@ -328,6 +344,7 @@ class ViewerServer:
                 if info is None:
                     info = self.streams[frame.stream_id] = StreamInfo(frame.stream_id)
                     log.info("stream %s appeared", frame.stream_id)
+                    self._stream_seen.set()
                 info.update(frame)
                 for enc in self.registry.for_stream(frame.stream_id):
                     enc.submit(
@@ -532,23 +549,17 @@ class ViewerServer:
         track = encoder.subscribe()
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
-            caps = RTCRtpSender.getCapabilities("video")
-            prefs = [c for c in caps.codecs if c.mimeType == codec.mime_type]
-            if codec is Codec.H264:
-                # Our stream is constrained baseline (profile_idc 66, constraint_set1).
-                prefs.sort(key=lambda c: (c.parameters or {}).get("profile-level-id") != "42e01f")
-            prefs += [c for c in caps.codecs if c.mimeType == "video/rtx"]
-            transceiver.setCodecPreferences(prefs)
+            prefer_codec(transceiver, codec)
             peer = _Peer(
                 id=secrets.token_hex(4), stream_id=stream, codec=codec, pc=pc, track=track,
                 sender=transceiver.sender,
             )
             self._wire_peer(peer)
-            self._forward_keyframe_requests(transceiver.sender, encoder.request_keyframe)
+            forward_keyframe_requests(transceiver.sender, encoder.request_keyframe)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer = await pc.createAnswer()
             if self.cfg.offer_loopback:
-                await self._add_loopback_candidates(pc)
+                await add_loopback_candidates(pc)
             await pc.setLocalDescription(answer)
         except BaseException:
             track.stop()
@@ -556,57 +567,6 @@ class ViewerServer:
             raise
         self.peers[peer.id] = peer
         return pc.localDescription.sdp, peer
-
-    async def _add_loopback_candidates(self, pc: RTCPeerConnection) -> int:
-        """Bind an ICE socket on 127.0.0.1 for each of the peer's ICE transports.
-
-        aioice's host gathering skips 127.0.0.1, so on loopback (or in a namespace with
-        only ``lo``) an answer would otherwise carry no candidate at all, and aiortc
-        would not even start its checks. Called after ``createAnswer`` and before
-        ``setLocalDescription`` (which gathers): the candidate joins the aioice
-        connection's local candidates, so aiortc writes it into the answer and answers
-        the checks that arrive on it. Reaches into ``RTCIceTransport._connection`` (the
-        attribute aiortc itself uses) and aioice's candidate list; checked by the
-        browser test.
-        """
-        transports = {}
-        for t in pc.getTransceivers():
-            ice = t.receiver.transport.transport
-            transports[id(ice)] = ice
-        if pc.sctp is not None:
-            ice = pc.sctp.transport.transport
-            transports[id(ice)] = ice
-        added = 0
-        for ice in transports.values():
-            conn = getattr(ice, "_connection", None)
-            local = getattr(conn, "_local_candidates", None)
-            if conn is None or not isinstance(local, list):
-                log.warning("cannot add a loopback ICE candidate: aioice internals changed")
-                continue
-            if any(c.host == "127.0.0.1" for c in local):
-                continue
-            cands = await conn.get_component_candidates(component=1, addresses=["127.0.0.1"])
-            local.extend(cands)
-            added += len(cands)
-        return added
-
-    @staticmethod
-    def _forward_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
-        """Pass the browser's PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) to the shared encoder.
-
-        aiortc turns them into ``RTCRtpSender._send_keyframe()``, which only flags its own
-        (unused) encoder; wrapping that method on this sender instance forwards them.
-        """
-        original = getattr(sender, "_send_keyframe", None)
-        if not callable(original):
-            log.warning("cannot forward key frame requests: aiortc internals changed")
-            return
-
-        def send_keyframe() -> None:
-            original()
-            request()
-
-        sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
     def _wire_peer(self, peer: _Peer) -> None:
         pc = peer.pc
@@ -792,6 +752,7 @@ class TestPattern:
         self.base_overlay = dict(overlay or {})
         self.frames = frames
         self._keep: dict[int, np.ndarray] = {}
+        self._origins: dict[int, int] = {}
         self._order: list[int] = []
         self._keep_n = keep
         self._clock = SystemClock()
@@ -803,6 +764,10 @@ class TestPattern:
     def frame_at(self, rtp_timestamp: int) -> np.ndarray | None:
         """The kept image sent with ``rtp_timestamp``, or ``None`` if too old or unknown."""
         return self._keep.get(rtp_timestamp)
+
+    def origin_at(self, rtp_timestamp: int) -> int | None:
+        """The capture (origin) time in ns of the kept frame sent with ``rtp_timestamp``."""
+        return self._origins.get(rtp_timestamp)
 
     def _image(self, n: int) -> np.ndarray:
         img = np.roll(self._bars, 4 * n, axis=1)
@@ -830,9 +795,12 @@ class TestPattern:
             rtp = rtp_timestamp(origin, 90_000)
             img = self._image(n)
             self._keep[rtp] = img
+            self._origins[rtp] = origin
             self._order.append(rtp)
             if len(self._order) > self._keep_n:
-                self._keep.pop(self._order.pop(0), None)
+                old = self._order.pop(0)
+                self._keep.pop(old, None)
+                self._origins.pop(old, None)
             overlay = {k: "" for k in OVERLAY_FIELDS}
             overlay.update(self.base_overlay)
             overlay["frame_number"] = str(n + 1)

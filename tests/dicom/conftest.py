@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from rtstream.dicom.archive import Archive
-from tests.orthanc import Orthanc
+from tests.orthanc import Orthanc, die_with_parent
 from tests.peers import free_port, require_program, stop, wait_for_tcp
 
 
@@ -120,6 +120,7 @@ def storescp(tmp_path: Path) -> Iterator[StoreScp]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     try:
         wait_for_tcp(port, timeout=20)

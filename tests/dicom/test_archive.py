@@ -64,11 +64,12 @@ def write_file(ds: pydicom.Dataset, path: Path) -> bytes:
     return path.read_bytes()
 
 
-async def test_store_client_into_archive_layout_and_bytes(archive: Archive,
-                                                          tmp_path: Path) -> None:
+async def test_store_client_into_archive_layout_and_bytes(archive: Archive, tmp_path: Path) -> None:
     study, series = generate_uid(), generate_uid()
-    sent = [secondary_capture(rows=24, cols=32, seed=i, study_uid=study, series_uid=series)
-            for i in range(3)]
+    sent = [
+        secondary_capture(rows=24, cols=32, seed=i, study_uid=study, series_uid=series)
+        for i in range(3)
+    ]
     video = h264_video()
     cfg = StoreConfig.from_target(archive.target, outbox=tmp_path / "outbox")
     async with StoreClient(cfg) as sc:
@@ -81,8 +82,9 @@ async def test_store_client_into_archive_layout_and_bytes(archive: Archive,
         pydicom.dcmwrite(expected, ds, enforce_file_format=True)
         assert dataset_body(path.read_bytes()) == dataset_body(expected.getvalue())
     assert archive.counters == {"received": 4, "duplicates": 0, "failed": 0}
-    back = pydicom.dcmread(archive.path_of(video.StudyInstanceUID, video.SeriesInstanceUID,
-                                           video.SOPInstanceUID))
+    back = pydicom.dcmread(
+        archive.path_of(video.StudyInstanceUID, video.SeriesInstanceUID, video.SOPInstanceUID)
+    )
     assert back.file_meta.TransferSyntaxUID == H264_HP41
     assert back.PixelData == video.PixelData
 
@@ -90,9 +92,14 @@ async def test_store_client_into_archive_layout_and_bytes(archive: Archive,
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_duplicate_uid_keeps_first_and_answers_success(archive: Archive) -> None:
     first = secondary_capture(rows=8, cols=8, seed=1)
-    second = secondary_capture(rows=8, cols=8, seed=2, sop_instance_uid=first.SOPInstanceUID,
-                               study_uid=first.StudyInstanceUID,
-                               series_uid=first.SeriesInstanceUID)
+    second = secondary_capture(
+        rows=8,
+        cols=8,
+        seed=2,
+        sop_instance_uid=first.SOPInstanceUID,
+        study_uid=first.StudyInstanceUID,
+        series_uid=first.SeriesInstanceUID,
+    )
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(first.SOPClassUID, [first.file_meta.TransferSyntaxUID])
     assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.aet)
@@ -106,8 +113,7 @@ def test_duplicate_uid_keeps_first_and_answers_success(archive: Archive) -> None
     finally:
         assoc.release()
         ae.shutdown()
-    path = archive.path_of(first.StudyInstanceUID, first.SeriesInstanceUID,
-                           first.SOPInstanceUID)
+    path = archive.path_of(first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID)
     assert pydicom.dcmread(path).PixelData == first.PixelData
     assert archive.counters == {"received": 1, "duplicates": 1, "failed": 1}
     assert len(archive.files()) == 1
@@ -121,22 +127,27 @@ def test_dcmtk_storescu_into_archive(archive: Archive, tmp_path: Path) -> None:
     sc_bytes = write_file(sc, tmp_path / "sc.dcm")
     video_bytes = write_file(video, tmp_path / "video.dcm")
     base = [storescu, "-aet", "DCMTKSCU", "-aec", archive.aet, "127.0.0.1", str(archive.port)]
-    subprocess.run([*base, str(tmp_path / "sc.dcm")], check=True, timeout=30,
-                   capture_output=True)
-    subprocess.run([storescu, "-R", "-xn", *base[1:], str(tmp_path / "video.dcm")],
-                   check=True, timeout=30, capture_output=True)
+    subprocess.run([*base, str(tmp_path / "sc.dcm")], check=True, timeout=30, capture_output=True)
+    subprocess.run(
+        [storescu, "-R", "-xn", *base[1:], str(tmp_path / "video.dcm")],
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
     assert archive.wait_for(2, 10)
     for ds, raw in ((sc, sc_bytes), (video, video_bytes)):
-        got = archive.path_of(ds.StudyInstanceUID, ds.SeriesInstanceUID,
-                              ds.SOPInstanceUID).read_bytes()
+        got = archive.path_of(
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+        ).read_bytes()
         assert dataset_body(got) == dataset_body(raw)
         back = pydicom.dcmread(io.BytesIO(got))
         assert back.file_meta.TransferSyntaxUID == raw_ts(raw)
 
 
 def raw_ts(raw: bytes) -> str:
-    return str(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
-               .file_meta.TransferSyntaxUID)
+    return str(
+        pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True).file_meta.TransferSyntaxUID
+    )
 
 
 def test_archive_rejects_bad_config(tmp_path: Path) -> None:
@@ -153,26 +164,60 @@ def test_archive_command(tmp_path: Path) -> None:
     out = tmp_path / "out.log"
     with open(out, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rtstream", "archive", "--dir", str(tmp_path / "a"),
-             "--port", str(port), "--aet", "CLIARCH"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "rtstream",
+                "archive",
+                "--dir",
+                str(tmp_path / "a"),
+                "--port",
+                str(port),
+                "--aet",
+                "CLIARCH",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
         try:
             wait_for_tcp(port, timeout=30)
             ds = secondary_capture(rows=8, cols=8)
             write_file(ds, tmp_path / "x.dcm")
-            subprocess.run([storescu, "-aec", "CLIARCH", "127.0.0.1", str(port),
-                            str(tmp_path / "x.dcm")], check=True, timeout=30,
-                           capture_output=True)
+            subprocess.run(
+                [storescu, "-aec", "CLIARCH", "127.0.0.1", str(port), str(tmp_path / "x.dcm")],
+                check=True,
+                timeout=30,
+                capture_output=True,
+            )
             os.kill(proc.pid, signal.SIGTERM)
             assert proc.wait(15) == 0
         finally:
             stop(proc)
     text = out.read_text()
     assert "stored 1, duplicates 0, failed 0" in text, text
-    assert (tmp_path / "a" / ds.StudyInstanceUID / ds.SeriesInstanceUID
-            / f"{ds.SOPInstanceUID}.dcm").exists()
-    bad = subprocess.run([sys.executable, "-m", "rtstream", "archive", "--dir",
-                          str(tmp_path / "b"), "--port", "0", "--aet", "X" * 17],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert (
+        tmp_path / "a" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    ).exists()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rtstream",
+            "archive",
+            "--dir",
+            str(tmp_path / "b"),
+            "--port",
+            "0",
+            "--aet",
+            "X" * 17,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "--aet" in bad.stderr

@@ -232,7 +232,7 @@ async def test_outage_then_recovery_exactly_once(orthanc: Orthanc, tmp_path: Pat
             assert sc.counters["depth"] == 20
             assert len(Outbox(cfg.outbox).pending()) == 20  # all durable during the outage
             await asyncio.sleep(0.3)  # several refused attempts: none counts against retries
-            await asyncio.to_thread(orthanc.start)
+            orthanc.start()  # from the main thread: see tests.orthanc.die_with_parent
             results = await asyncio.wait_for(asyncio.gather(*futures), 60)
     finally:
         orthanc.start()
@@ -437,10 +437,27 @@ async def test_tls_association(tmp_path: Path) -> None:
     openssl = require_program("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(str(cert), str(key))
@@ -452,13 +469,22 @@ async def test_tls_association(tmp_path: Path) -> None:
 
     ae = AE(ae_title="TLSSCP")
     ae.add_supported_context(secondary_capture().SOPClassUID)
-    server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=server_ctx,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        ssl_context=server_ctx,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert server is not None
     try:
         tls = TlsSettings(ca_file=cert, server_hostname="localhost")
-        cfg = StoreConfig(host="127.0.0.1", port=server.server_address[1],
-                          called_aet="TLSSCP", outbox=tmp_path / "outbox", tls=tls)
+        cfg = StoreConfig(
+            host="127.0.0.1",
+            port=server.server_address[1],
+            called_aet="TLSSCP",
+            outbox=tmp_path / "outbox",
+            tls=tls,
+        )
         ds = secondary_capture(rows=8, cols=8, seed=4)
         async with StoreClient(cfg) as sc:
             assert (await sc.submit(ds)).ok

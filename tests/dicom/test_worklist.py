@@ -36,8 +36,16 @@ from tests.peers import free_port
 TODAY = datetime.date.today().strftime("%Y%m%d")
 
 
-def worklist_entry(*, name: str, pid: str, accession: str, station: str, modality: str,
-                   date: str = TODAY, study_uid: str | None = None) -> Dataset:
+def worklist_entry(
+    *,
+    name: str,
+    pid: str,
+    accession: str,
+    station: str,
+    modality: str,
+    date: str = TODAY,
+    study_uid: str | None = None,
+) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = name
@@ -71,19 +79,30 @@ def write_wl(ds: Dataset, path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def worklist_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, dict[str, Dataset]]]:
+def worklist_orthanc(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Orthanc, dict[str, Dataset]]]:
     work = tmp_path_factory.mktemp("orthanc-wl")
     wl_dir = work / "worklists"
     wl_dir.mkdir()
     entries = {
-        "mine": worklist_entry(name="Doe^Jane", pid="P001", accession="ACC001",
-                               station="ENDO1", modality="ES"),
-        "other_station": worklist_entry(name="Roe^Rick", pid="P002", accession="ACC002",
-                                        station="ENDO2", modality="ES"),
-        "tomorrow": worklist_entry(name="Poe^Pat", pid="P003", accession="ACC003",
-                                   station="ENDO1", modality="ES", date="29991231"),
-        "other_modality": worklist_entry(name="Moe^Max", pid="P004", accession="ACC004",
-                                         station="ENDO1", modality="XC"),
+        "mine": worklist_entry(
+            name="Doe^Jane", pid="P001", accession="ACC001", station="ENDO1", modality="ES"
+        ),
+        "other_station": worklist_entry(
+            name="Roe^Rick", pid="P002", accession="ACC002", station="ENDO2", modality="ES"
+        ),
+        "tomorrow": worklist_entry(
+            name="Poe^Pat",
+            pid="P003",
+            accession="ACC003",
+            station="ENDO1",
+            modality="ES",
+            date="29991231",
+        ),
+        "other_modality": worklist_entry(
+            name="Moe^Max", pid="P004", accession="ACC004", station="ENDO1", modality="XC"
+        ),
     }
     for key, ds in entries.items():
         write_wl(ds, wl_dir / f"{key}.wl")
@@ -113,7 +132,10 @@ def test_orthanc_worklist_by_station_today_and_modality(
     assert item.referring_physician == "Ref^Doctor"
     assert item.step is not None
     assert (item.step.station_aet, item.step.start_date, item.step.modality) == (
-        "ENDO1", TODAY, "ES")
+        "ENDO1",
+        TODAY,
+        "ES",
+    )
     assert item.step.step_id == "SPSACC001"
     both = find_worklist(cfg, WorklistQuery.for_station("ENDO1"))
     assert {i.accession_number for i in both} == {"ACC001", "ACC004"}
@@ -131,15 +153,26 @@ async def test_orthanc_worklist_by_accession(
 
 
 def test_context_mapping() -> None:
-    item = WorklistItem(patient_name="Doe^Jane", patient_id="P1", birth_date="19700102",
-                        sex="F", study_instance_uid="1.2.3", accession_number="A1",
-                        requested_procedure_description="Colonoscopy",
-                        referring_physician="Ref^Doc")
+    item = WorklistItem(
+        patient_name="Doe^Jane",
+        patient_id="P1",
+        birth_date="19700102",
+        sex="F",
+        study_instance_uid="1.2.3",
+        accession_number="A1",
+        requested_procedure_description="Colonoscopy",
+        referring_physician="Ref^Doc",
+    )
     fields = context_fields(item)
     assert fields == {
-        "patient_name": "Doe^Jane", "patient_id": "P1", "birth_date": "19700102",
-        "sex": "F", "study_instance_uid": "1.2.3", "study_description": "Colonoscopy",
-        "accession_number": "A1", "referring_physician": "Ref^Doc",
+        "patient_name": "Doe^Jane",
+        "patient_id": "P1",
+        "birth_date": "19700102",
+        "sex": "F",
+        "study_instance_uid": "1.2.3",
+        "study_description": "Colonoscopy",
+        "accession_number": "A1",
+        "referring_physician": "Ref^Doc",
     }
     assert "study_instance_uid" not in context_fields(WorklistItem(patient_id="P2"))
     ctx = apply_to_context(item)
@@ -162,12 +195,17 @@ class WorklistScp:
         self.queries: list[Dataset] = []
         self.ae = AE(ae_title="MINIWL")
         self.ae.add_supported_context(MODALITY_WORKLIST_FIND)
-        server = self.ae.start_server(("127.0.0.1", 0), block=False,
-                                      evt_handlers=[(evt.EVT_C_FIND, self.on_find)])
+        server = self.ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, self.on_find)]
+        )
         assert server is not None
         self.server = server
-        self.cfg = WorklistConfig(host="127.0.0.1", port=self.server.server_address[1],
-                                  called_aet="MINIWL", calling_aet="ENDO1")
+        self.cfg = WorklistConfig(
+            host="127.0.0.1",
+            port=self.server.server_address[1],
+            called_aet="MINIWL",
+            calling_aet="ENDO1",
+        )
 
     def on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         self.queries.append(event.identifier)
@@ -181,14 +219,13 @@ class WorklistScp:
 
 
 def test_pynetdicom_worklist_scp_query_and_answers() -> None:
-    a = worklist_entry(name="Doe^Jane", pid="P1", accession="A1", station="ENDO1",
-                       modality="ES")
-    b = worklist_entry(name="Roe^Rick", pid="P2", accession="A2", station="ENDO1",
-                       modality="ES")
+    a = worklist_entry(name="Doe^Jane", pid="P1", accession="A1", station="ENDO1", modality="ES")
+    b = worklist_entry(name="Roe^Rick", pid="P2", accession="A2", station="ENDO1", modality="ES")
     scp = WorklistScp([a, b])
     try:
-        items = find_worklist(scp.cfg, WorklistQuery.for_station("ENDO1", modality="ES",
-                                                                  date="20260101-20260131"))
+        items = find_worklist(
+            scp.cfg, WorklistQuery.for_station("ENDO1", modality="ES", date="20260101-20260131")
+        )
     finally:
         scp.close()
     assert [i.patient_id for i in items] == ["P1", "P2"]
@@ -219,8 +256,9 @@ def test_worklist_scp_failure_and_malformed_answers() -> None:
 
 
 def test_unreachable_worklist() -> None:
-    cfg = WorklistConfig(host="127.0.0.1", port=free_port(kind=socket.SOCK_STREAM),
-                         called_aet="NOBODY", timeout=2)
+    cfg = WorklistConfig(
+        host="127.0.0.1", port=free_port(kind=socket.SOCK_STREAM), called_aet="NOBODY", timeout=2
+    )
     with pytest.raises(ConnectionError):
         find_worklist(cfg, WorklistQuery.by_accession("A"))
 
@@ -245,8 +283,9 @@ def test_config_and_query_validation() -> None:
     uid=st.text(max_size=20),
     name=st.text(max_size=20),
 )
-def test_parse_item_garbage_is_remote_protocol_error(sex: str, birth: str, uid: str,
-                                                      name: str) -> None:
+def test_parse_item_garbage_is_remote_protocol_error(
+    sex: str, birth: str, uid: str, name: str
+) -> None:
     ds = Dataset()
     ds.PatientName = name
     ds.PatientSex = sex
@@ -268,8 +307,7 @@ def test_parse_item_garbage_is_remote_protocol_error(sex: str, birth: str, uid: 
 def test_parse_item_truncated_answers() -> None:
     from pynetdicom.dsutils import decode, encode
 
-    ds = worklist_entry(name="Doe^Jane", pid="P1", accession="A1", station="ENDO1",
-                        modality="ES")
+    ds = worklist_entry(name="Doe^Jane", pid="P1", accession="A1", station="ENDO1", modality="ES")
     raw = encode(ds, False, True)
     assert raw is not None
     assert parse_item(decode(io.BytesIO(raw), False, True)).patient_id == "P1"

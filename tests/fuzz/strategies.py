@@ -266,9 +266,9 @@ def _ptp(rng: random.Random) -> PtpTimestamp:
     return PtpTimestamp(rng.randint(0, (1 << 48) - 1), rng.randint(0, 999_999_999))
 
 
-def random_extmap(rng: random.Random) -> ExtMap:
-    """A valid ExtMap with a random subset of items on random distinct ids."""
-    items = [i for i in NmosItem if rng.random() < 0.8] or [NmosItem.GRAIN_FLAGS]
+def random_extmap(rng: random.Random, *, full: bool = False) -> ExtMap:
+    """A valid ExtMap with a random subset (``full``: all) of items on random distinct ids."""
+    items = [i for i in NmosItem if full or rng.random() < 0.8] or [NmosItem.GRAIN_FLAGS]
     ids = rng.sample(range(1, 15), len(items))
     return ExtMap(dict(zip(items, ids, strict=True)))
 
@@ -796,11 +796,12 @@ class GrainStream:
         )  # fmt: skip
         self.ts = rng.getrandbits(32)
 
-    def grain(self, rng: random.Random) -> list[bytes]:
-        """The datagrams of the next grain (timestamp advanced)."""
+    def grain(self, rng: random.Random, mutate_p: float = 0.1) -> list[bytes]:
+        """The datagrams of the next grain (timestamp advanced; the grain itself mutated
+        with probability ``mutate_p``)."""
         self.ts = (self.ts + rng.choice((1, 3000, 3003))) & 0xFFFFFFFF
-        g = rng.choice(grain_corpus())
-        if rng.random() < 0.1:
+        g = rng.choice(grain_corpus()[1:])  # the spec vector has other NMOS ids
+        if rng.random() < mutate_p:
             g = mutate_grain(g, rng)
         return self.pkt.packetize(
             g, self.ts, sync=PtpTimestamp(1_700_000_000, 0), origin=PtpTimestamp(1_700_000_000, 1)

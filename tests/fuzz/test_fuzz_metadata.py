@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,6 +43,9 @@ from tests.fuzz.strategies import (
 )
 
 BATCH = 10
+
+# pydicom warns about every odd value it reads; the parser's answer is what is tested
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _check_grain(data: bytes) -> None:
@@ -79,7 +83,7 @@ def _check_caps(dp: MetadataDepacketizer) -> None:
 def run_sequence(seed: int, grains: int = 3) -> int:
     """Feed one random datagram sequence; return the number of datagrams fed."""
     rng = random.Random(seed)
-    extmap = ExtMap.default() if rng.random() < 0.7 else random_extmap(rng)
+    extmap = ExtMap.default() if rng.random() < 0.7 else random_extmap(rng, full=True)
     small = rng.random() < 0.3
     dp = MetadataDepacketizer(
         extmap=extmap,
@@ -145,9 +149,9 @@ def test_clean_sequences_complete() -> None:
     s = GrainStream(rng, ExtMap.default())
     events = []
     for i in range(20):
-        for row in s.grain(rng):
+        for row in s.grain(rng, mutate_p=0):
             events += dp.feed(row, i)
-    assert [type(e) for e in events].count(GrainEvent) >= 18
+    assert [type(e) for e in events] == [GrainEvent] * 20
 
 
 def test_memory_is_bounded_under_a_flood() -> None:
