@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import sys
@@ -25,6 +27,7 @@ binds 127.0.0.1 unless --http names another address. No STUN server is used unle
 examples:
   rtstream view --sdp stream.sdp --http 127.0.0.1:8080 --store ORTHANC@127.0.0.1:4242
   rtstream view --test-pattern --http 127.0.0.1:8080 --bitrate 8M --fps 60
+  rtstream view --test-pattern --whip https://sfu.example/whip/room1 --whip-token T
 """
 
 
@@ -78,53 +81,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--store", metavar="AET@HOST:PORT", help="archive snapshots by C-STORE")
     store.add_argument("--store-dir", metavar="DIR", type=Path,
                        help="write snapshots as DICOM files into DIR")
+    parser.add_argument("--outbox", metavar="DIR", type=Path,
+                        help="persistent outbox of snapshots not yet stored "
+                             "(default $XDG_STATE_HOME/rtstream/outbox)")
     parser.add_argument("--size", default="1280x720", metavar="WxH",
                         help="test pattern size (default 1280x720)")
+    parser.add_argument("--whip", metavar="URL",
+                        help="also publish the stream's shared encode to this WHIP endpoint "
+                             "(RFC 9725), e.g. a media server for large audiences")
+    parser.add_argument("--whip-token", metavar="TOKEN",
+                        help="bearer token for the WHIP endpoint")
+    parser.add_argument("--whip-stream", metavar="ID",
+                        help="stream to publish by WHIP (default: the first one seen)")
 
 
-def _snapshot_to_dir(pattern: Any, directory: Path) -> Any:
-    """Snapshot callback for the test pattern: a Secondary Capture file per click."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+def _store_config(args: argparse.Namespace) -> Any:
+    """The :class:`~rtstream.dicom.store.StoreConfig` of ``--store``/``--store-dir``."""
+    from rtstream.dicom.store import StoreConfig
 
-    from rtstream.viewer.server import SnapshotResult
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    outbox = args.outbox or Path(state) / "rtstream" / "outbox"
+    if args.store:
+        return StoreConfig.from_target(args.store, outbox=outbox)
+    return StoreConfig(outbox=outbox, save_dir=args.store_dir)
 
-    directory.mkdir(parents=True, exist_ok=True)
-    series = generate_uid()
 
-    async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotResult:
-        import pydicom
+async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argparse.Namespace) -> None:
+    """Publish a stream of ``viewer`` by WHIP once it has appeared (stopped with ``stack``)."""
+    from rtstream.viewer.whip import WhipPublisher
 
-        image = pattern.frame_at(rtp_timestamp)
-        if image is None:
-            return SnapshotResult(ok=False, error=f"frame {rtp_timestamp} is no longer kept")
-        ds = pydicom.Dataset()
-        uid = generate_uid()
-        ds.SOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = uid
-        ds.StudyInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = series
-        ds.PatientName = pattern.base_overlay.get("patient_name", "")
-        ds.PatientID = pattern.base_overlay.get("patient_id", "")
-        ds.Modality = "OT"
-        ds.ConversionType = "WSD"
-        ds.SamplesPerPixel = 3
-        ds.PhotometricInterpretation = "RGB"
-        ds.PlanarConfiguration = 0
-        ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        ds.PixelData = image.tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
-        path = directory / f"{uid}.dcm"
-        await asyncio.to_thread(ds.save_as, path, enforce_file_format=True)
-        return SnapshotResult(ok=True, sop_instance_uid=uid)
-
-    return snapshot
+    stream = await viewer.wait_stream(args.whip_stream, timeout=60)
+    whip = WhipPublisher(
+        args.whip, stream_id=stream, encoders=viewer.registry, bearer_token=args.whip_token,
+        ice_servers=tuple(args.ice_server),
+    )
+    await stack.enter_async_context(whip)
+    print(f"rtstream view: publishing stream {stream} by WHIP, session {whip.resource_url}",
+          flush=True)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -165,11 +158,18 @@ async def _serve(args: argparse.Namespace) -> int:
                      "study_description": "rtstream test pattern", "modality": "OT",
                      "sop_class": "(synthetic)"},
         )
-        if args.store:
-            raise ConfigError("--store", args.store, "with --test-pattern only --store-dir")
-        snap = _snapshot_to_dir(pattern, args.store_dir) if args.store_dir else None
-        async with ViewerServer(cfg, pattern, snap) as viewer:
+        async with contextlib.AsyncExitStack() as stack:
+            snap = None
+            if args.store or args.store_dir:
+                from rtstream.dicom.store import StoreClient
+                from rtstream.viewer.snapshots import PatternSnapshots
+
+                client = await stack.enter_async_context(StoreClient(_store_config(args)))
+                snap = PatternSnapshots(pattern, client)
+            viewer = await stack.enter_async_context(ViewerServer(cfg, pattern, snap))
             print(f"rtstream view: open {viewer.url}", flush=True)
+            if args.whip:
+                await _start_whip(stack, viewer, args)
             await stop.wait()
         return 0
 
@@ -186,10 +186,17 @@ async def _serve(args: argparse.Namespace) -> int:
         rx_kwargs["store"] = args.store
     if args.store_dir:
         rx_kwargs["store_dir"] = args.store_dir
+    if args.outbox:
+        rx_kwargs["outbox"] = args.outbox
     async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
         snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
-        async with ViewerServer(cfg, feed_from_receiver(rx), snapshot) as viewer:
+        async with contextlib.AsyncExitStack() as stack:
+            viewer = await stack.enter_async_context(
+                ViewerServer(cfg, feed_from_receiver(rx), snapshot)
+            )
             print(f"rtstream view: open {viewer.url}", flush=True)
+            if args.whip:
+                await _start_whip(stack, viewer, args)
             done = asyncio.ensure_future(viewer.wait())
             halt = asyncio.ensure_future(stop.wait())
             await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)

@@ -162,6 +162,7 @@ def test_outbox_durable_ordered_never_overwrites(tmp_path: Path) -> None:
     assert uid not in box2.pending()
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_outbox_refuses_bad_uids(tmp_path: Path) -> None:
     box = Outbox(tmp_path)
     ds = secondary_capture(sop_instance_uid="1.2.3")

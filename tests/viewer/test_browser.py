@@ -3,20 +3,20 @@ holding only loopback, so every ICE candidate and packet stays on ``lo``.
 
 One test body (run by :func:`tests.viewer.netns.run_in_netns`) starts the server on a
 synthetic feed, checks 401s, opens two viewers at once, measures the frame rate the page
-sees over 10 s, reads the overlay, clicks snapshot and saves a screenshot; the test
-asserts on the measurements it returns.
+sees over 10 s, reads the overlay, clicks snapshot -- stored into a real Orthanc running in
+the same namespace -- and saves a screenshot; the test asserts on what it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pydicom.uid import VLEndoscopicImageStorage
 
 from tests.peers import require_program
 from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS, OVERLAY, make_pattern
@@ -26,38 +26,45 @@ WIDTH, HEIGHT, FPS = 640, 360, 60
 MEASURE_S = 10.0
 
 
-def _real_store_available() -> bool:
-    return all(
-        importlib.util.find_spec(m) is not None
-        for m in ("rtstream.dicom.stored", "rtstream.dicom.store", "tests.orthanc")
-    )
-
-
 async def _status(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> int:
     async with session.request(method, url, **kw) as resp:
         return resp.status
 
 
-async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
-    """Runs inside the namespace; returns measurements for the test to assert on."""
-    from playwright.async_api import async_playwright
-    from pydicom.uid import generate_uid
+async def _body(artifacts: str, workdir: str, codec: str = "h264") -> dict[str, Any]:
+    """Runs inside the namespace; returns measurements for the test to assert on.
 
+    Orthanc runs inside the namespace too; snapshots take the real path: the pattern's
+    kept frame -> wire RGB -> ``build_snapshot`` -> ``StoreClient`` outbox -> C-STORE.
+    """
+    import pydicom
+    from playwright.async_api import async_playwright
+
+    from rtstream.dicom.store import StoreClient, StoreConfig
     from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
     from rtstream.viewer.server import SnapshotResult, ViewerConfig, ViewerServer
+    from rtstream.viewer.snapshots import PatternSnapshots
+    from tests.orthanc import Orthanc
 
     feed = make_pattern(width=WIDTH, height=HEIGHT, fps=FPS)
     snapped: list[dict[str, Any]] = []
+    images: dict[str, bytes] = {}
+    orthanc = Orthanc(Path(workdir) / "orthanc")
+    await asyncio.to_thread(orthanc.start)
+    store_cfg = StoreConfig.from_target(orthanc.target, outbox=Path(workdir) / "outbox")
+    store = StoreClient(store_cfg)
+    await store.__aenter__()
+    archive = PatternSnapshots(feed, store)
 
     async def snapshot(stream: str, rtp: int) -> SnapshotResult:
-        # The real archive path (rtstream.dicom.stored + store, Orthanc) is not in the
-        # tree yet; this callback checks the exact frame is known and issues a UID.
         image = feed.frame_at(rtp)
-        if image is None:
-            return SnapshotResult(ok=False, error=f"no frame with RTP timestamp {rtp}")
-        uid = generate_uid()
-        snapped.append({"stream": stream, "rtp": rtp, "uid": uid, "shape": list(image.shape)})
-        return SnapshotResult(ok=True, sop_instance_uid=uid)
+        result = await archive(stream, rtp)
+        if image is not None and result.sop_instance_uid:
+            images[result.sop_instance_uid] = image.tobytes()
+        snapped.append({"stream": stream, "rtp": rtp, "uid": result.sop_instance_uid,
+                        "ok": result.ok, "error": result.error,
+                        "shape": None if image is None else list(image.shape)})
+        return result
 
     created_before = SharedEncoder.created
     cfg = ViewerConfig(
@@ -148,6 +155,27 @@ async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
         out["encoder_stats"] = [vars(e.stats) for e in srv.registry.encoders.values()]
         out["feed_fps"] = srv.streams["test"].fps
     out["encoders_made_total"] = SharedEncoder.created - created_before
+    try:
+        await store.aclose()
+        out["outbox_left"] = sorted(p.name for p in (Path(workdir) / "outbox").glob("*.dcm"))
+        # What Orthanc holds, through its REST API.
+        out["orthanc_uids"] = await asyncio.to_thread(orthanc.sop_instance_uids)
+        out["orthanc"] = []
+        for uid in out["orthanc_uids"]:
+            data = await asyncio.to_thread(orthanc.file, uid)
+            ds = pydicom.dcmread(__import__("io").BytesIO(data))
+            out["orthanc"].append({
+                "uid": uid,
+                "sop_class": str(ds.SOPClassUID),
+                "patient_name": str(ds.PatientName),
+                "size": [int(ds.Rows), int(ds.Columns)],
+                "photometric": str(ds.PhotometricInterpretation),
+                "pixels_equal_frame": ds.PixelData == images.get(uid),
+                "referenced_rtv": str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID),
+            })
+        out["rtv_uid"] = archive.rtv_sop_instance_uid
+    finally:
+        await asyncio.to_thread(orthanc.stop)
     return out
 
 
@@ -155,10 +183,12 @@ async def _body(artifacts: str, codec: str = "h264") -> dict[str, Any]:
 @pytest.mark.peer("chromium")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
-def test_viewer_in_chromium(artifacts_dir: Path, codec: str) -> None:
+def test_viewer_in_chromium(artifacts_dir: Path, tmp_path: Path, codec: str) -> None:
     require_program("chromium")
+    require_program("Orthanc")
     res = run_in_netns(
-        "tests.viewer.test_browser:_body", {"artifacts": str(artifacts_dir), "codec": codec}
+        "tests.viewer.test_browser:_body",
+        {"artifacts": str(artifacts_dir), "workdir": str(tmp_path), "codec": codec},
     )
 
     assert all(v == 401 for k, v in res["unauth"].items() if k != "page_ok"), res["unauth"]
@@ -181,9 +211,19 @@ def test_viewer_in_chromium(artifacts_dir: Path, codec: str) -> None:
     # The snapshot names the exact frame that was on screen and shows the UID.
     assert len(res["snapped"]) == 1
     snap = res["snapped"][0]
+    assert snap["ok"], snap
     assert snap["stream"] == "test" and snap["shape"] == [HEIGHT, WIDTH, 3]
     assert res["snapshot_text"] == "stored: " + snap["uid"]
     assert res["snapshot_page"][-1]["rtp_timestamp"] == snap["rtp"]
+    # ... and Orthanc (REST API) holds that instance, with that frame's pixels.
+    assert res["orthanc_uids"] == [snap["uid"]]
+    (stored,) = res["orthanc"]
+    assert stored["sop_class"] == VLEndoscopicImageStorage
+    assert stored["patient_name"] == OVERLAY["patient_name"]
+    assert stored["size"] == [HEIGHT, WIDTH] and stored["photometric"] == "RGB"
+    assert stored["pixels_equal_frame"] is True
+    assert stored["referenced_rtv"] == res["rtv_uid"]
+    assert res["outbox_left"] == []
     assert os.path.getsize(res["screenshot"]) > 10_000
     lat = sorted(res["latencies"])
     print(

@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from aiortc.codecs import h264 as aiortc_h264
+from pydicom.uid import VLEndoscopicImageStorage
 
 from rtstream.commands.view import parse_bitrate, parse_hostport, parse_store
 from rtstream.errors import ConfigError
@@ -313,7 +314,7 @@ def test_view_command_serves_the_test_pattern(tmp_path: Path) -> None:
     port = free_port(kind=__import__("socket").SOCK_STREAM)
     cmd = [sys.executable, "-m", "rtstream", "view", "--test-pattern", "--http",
            f"127.0.0.1:{port}", "--token", TOKEN, "--size", "320x240", "--fps", "10",
-           "--store-dir", str(tmp_path)]
+           "--store-dir", str(tmp_path / "snaps"), "--outbox", str(tmp_path / "outbox")]
     log = tmp_path / "view.log"
     with running(cmd, log=log):
         wait_for_tcp(port, timeout=20)
@@ -335,9 +336,13 @@ def test_view_command_serves_the_test_pattern(tmp_path: Path) -> None:
         streams, snap = asyncio.run(check())
     assert streams[0]["width"] == 320
     assert snap["ok"], snap
-    (path,) = tmp_path.glob("*.dcm")
+    (path,) = (tmp_path / "snaps").glob("*.dcm")
     ds = pydicom.dcmread(path)
     assert ds.SOPInstanceUID == snap["sop_instance_uid"] and ds.Rows == 240
+    # Built by rtstream.dicom.stored.build_snapshot from a PS3.22 static part.
+    assert ds.SOPClassUID == VLEndoscopicImageStorage
+    assert ds.PatientName == "Test^Pattern" and ds.PhotometricInterpretation == "RGB"
+    assert not list((tmp_path / "outbox").glob("*.dcm"))  # delivered, so left the outbox
     assert f"http://127.0.0.1:{port}/?token={TOKEN}" in log.read_text()
 
 
