@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Debian packages of the real peers the suite talks to (and the demo may use).
 DEB_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly ffmpeg orthanc dcmtk dicom3tools mosquitto \
-	chromium chromium-driver iproute2 procps
+	chromium chromium-driver iproute2 procps python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps venv lint typecheck bench clean
@@ -25,7 +25,7 @@ deps:
 	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "deps: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "deps: missing Debian packages:$$missing (run as root to install them)"; fi
 
 venv: $(VENV)/.installed

@@ -51,7 +51,7 @@ def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> i
     for _ in range(200):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + step * count > 65000:
             continue
         if base % 2:

@@ -8,12 +8,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HELP = "measure the CPU cost of the data path (wire packetize/depacketize)"
-DESCRIPTION = """Measure rtstream's data path in-process with CPU time (time.process_time).
+HELP = "measure the data path, alone (wire) or next to GStreamer and FFmpeg (all)"
+DESCRIPTION = """Measure rtstream's data path.
 
   rtstream bench wire [--frames N] [--json FILE]
+  rtstream bench all [--json FILE] [--plot DIR] [--doc FILE] [--seconds S]
+                     [--max-streams N] [--repeat R]
 
-wire: RFC 4175 packetize and depacketize of 1080p 4:2:2 8- and 10-bit frames.
+wire: RFC 4175 packetize and depacketize of 1080p 4:2:2 8- and 10-bit frames, in-process
+      CPU time (time.process_time).
+all:  rtstream's sender and receiver as processes next to GStreamer (rtpvrawpay /
+      rtpvrawdepay) and FFmpeg (-f rtp / SDP input) on the same prepared 1080p60 4:2:2
+      8- and 10-bit frames in the same run: CPU per frame (per process, /proc), fps,
+      packets/s, loss, late frames, frame-ready latency and the ratio rtstream / peer;
+      then 1, 2, 4, ... concurrent 10-bit streams until loss or lateness. See
+      docs/performance.md for the method.
 """
 
 
@@ -32,10 +41,38 @@ def _print_wire(result: dict[str, Any]) -> None:
         print(f"{metric:<28}" + "".join(f"{values.get(c, float('nan')):>16.3f}" for c in cases))
 
 
+def _all(args: argparse.Namespace) -> dict[str, Any]:
+    from rtstream.bench.harness import BenchConfig, run_all
+
+    w, _, h = args.size.partition("x")
+    cfg = BenchConfig(
+        seconds=args.seconds, warmup=args.warmup, width=int(w), height=int(h), fps=args.fps,
+        depths=tuple(int(d) for d in args.depths.split(",")), max_streams=args.max_streams,
+        repeat=args.repeat, tools=tuple(args.tools.split(",")),
+    )
+    result = run_all(cfg, work=args.workdir)
+    if args.plot is not None:
+        from rtstream.bench.report import plot
+
+        result["plots"] = [str(p) for p in plot(result, args.plot)]
+    if args.doc is not None:
+        from rtstream.bench.report import write_doc
+
+        write_doc(result, args.doc, args.plot)
+    return result
+
+
+def _print_all(result: dict[str, Any]) -> None:
+    from rtstream.bench.report import table
+
+    print(table(result))
+
+
 #: what -> (runner, table printer); other benchmarks register here.
 BENCHMARKS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
                             Callable[[dict[str, Any]], None]]] = {
     "wire": (_wire, _print_wire),
+    "all": (_all, _print_all),
 }
 
 
@@ -45,6 +82,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=30, help="frames per case (default 30)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the results as JSON to FILE")
+    parser.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                        help="all: write PNG plots into DIR")
+    parser.add_argument("--doc", type=Path, default=None, metavar="FILE",
+                        help="all: (re)write the performance document FILE (markdown)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="all: steady window per run in seconds (default 10)")
+    parser.add_argument("--max-streams", type=int, default=8,
+                        help="all: most concurrent 10-bit streams to try (default 8, 0 skips)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="all: repeat the matrix R times and report medians (default 1)")
+    # Hidden knobs for testing the harness itself in a tiny configuration.
+    parser.add_argument("--warmup", type=float, default=3.0, help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="1920x1080", help=argparse.SUPPRESS)
+    parser.add_argument("--fps", type=int, default=60, help=argparse.SUPPRESS)
+    parser.add_argument("--depths", default="8,10", help=argparse.SUPPRESS)
+    parser.add_argument("--tools", default="rtstream,gstreamer,ffmpeg", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,5 +111,6 @@ def run(args: argparse.Namespace) -> int:
     result = runner(args)
     printer(result)
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
 
@@ -30,6 +32,11 @@ information + data set) as DIR/<rtp-timestamp>.dcm; existing files are never rep
 --stats-json writes the counters at exit. Snapshots (--snapshot-every, or the 's' key on
 a terminal) and clips (--record) become stored DICOM instances, sent by C-STORE (--store)
 or saved into a folder (--store-dir) through a persistent outbox.
+
+With --mqtt URL the receiver is a node on an MQTT broker (docs/mqtt.md): retained status,
+periodic stats, events (stream started/stopped, snapshot/clip stored with its SOP Instance
+UID, loss alarm, archive outage/recovery) and the commands snapshot, record_start,
+record_stop, stream_stop and stream_start; the media path never waits for the broker.
 
 examples:
   rtstream receive --sdp /tmp/rtv.sdp --frames 300 --dump-frames /tmp/frames
@@ -69,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
+    add_cli_arguments(parser)
 
 
 def build_config(args: argparse.Namespace) -> ReceiverConfig:
@@ -136,7 +144,9 @@ class _Keys:
             termios.tcsetattr(self.stream.fileno(), termios.TCSADRAIN, self._saved)
 
 
-async def _main(cfg: ReceiverConfig, stats_json: Path | None) -> dict[str, Any]:
+async def _main(
+    cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -149,7 +159,7 @@ async def _main(cfg: ReceiverConfig, stats_json: Path | None) -> dict[str, Any]:
     keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
     snapshot_tasks: set[asyncio.Task[Any]] = set()
     try:
-        async with Receiver(cfg) as rx:
+        async with Receiver(cfg) as rx, control_for_receiver(mqtt, rx, role="receive"):
 
             async def snap() -> None:
                 try:
@@ -202,8 +212,9 @@ async def _main(cfg: ReceiverConfig, stats_json: Path | None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Receive until the limit, the end of the stream or Ctrl-C; exit 0 on a clean stop."""
     cfg = build_config(args)
+    mqtt = config_from_args(args, role="receive")
     try:
-        stats = asyncio.run(_main(cfg, args.stats_json))
+        stats = asyncio.run(_main(cfg, args.stats_json, mqtt))
     except KeyboardInterrupt:
         return 130
     summary = {k: stats.get(k) for k in (

@@ -12,6 +12,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.control.wiring import run_sender_node
 from rtstream.errors import ConfigError
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
 from rtstream.proto.formats import Sampling
@@ -36,6 +38,10 @@ mid = VID, VMETA, AUD, AMETA) with --http.
 
 sources (--source):   {SPEC_HELP}
 audio (--audio-source): {AUDIO_SPEC_HELP}
+
+With --mqtt URL the sender is a node on an MQTT broker (docs/mqtt.md): retained status,
+periodic stats, events (stream started/stopped) and the commands stream_stop/stream_start;
+the media path never waits for the broker.
 
 A TOML --config file may hold every option (tables [video], [audio], [network],
 [pacing], [context]); flags override it. See samples/sender.toml.
@@ -142,6 +148,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write each sent frame's wire bytes as DIR/<rtp-timestamp>.raw")
     parser.add_argument("--stats-json", type=Path, metavar="FILE", help="write run totals here at exit")
     parser.add_argument("--no-gso", action="store_true", help="disable UDP segmentation offload")
+    add_cli_arguments(parser)
 
 
 def _status_line(stats: SenderStats) -> None:
@@ -152,28 +159,38 @@ def _status_line(stats: SenderStats) -> None:
     sys.stderr.flush()
 
 
-async def _main(cfg: SenderConfig) -> SenderStats:
+async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStats:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     status = _status_line if sys.stderr.isatty() else None
-    tx = Sender(cfg, status=status)
+    senders: list[Sender] = []
+
+    def make_sender(c: SenderConfig) -> Sender:
+        tx = Sender(c, status=status)
+        senders.append(tx)
+        return tx
+
+    def on_started(tx: Sender) -> None:
+        if len(senders) == 1 and cfg.sdp_out is None and cfg.http is None:
+            print(tx.sdp_text(), end="", flush=True)
+
     try:
-        async with tx:
-            if cfg.sdp_out is None and cfg.http is None:
-                print(tx.sdp_text(), end="", flush=True)
-            await tx.run()
+        # A stream_stop/stream_start command (with --mqtt) replaces the Sender; without a
+        # broker this is exactly one Sender run to its end.
+        await run_sender_node(cfg, mqtt, make_sender=make_sender, on_started=on_started)
     except asyncio.CancelledError:
         pass  # Ctrl-C / SIGTERM: sockets are closed by the context manager
-    return tx.stats
+    return senders[-1].stats if senders else SenderStats()
 
 
 def run(args: argparse.Namespace) -> int:
     """Send until done or interrupted; exit 0 on a clean stop."""
     cfg = build_config(args)
-    stats = asyncio.run(_main(cfg))
+    mqtt = config_from_args(args, role="send")
+    stats = asyncio.run(_main(cfg, mqtt))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     summary = {k: stats.as_dict()[k] for k in ("frames", "packets", "bytes", "late_frames", "fps", "mbps")}

@@ -12,6 +12,7 @@ from rtstream.viewer.server import (
     feed_from_receiver,
     snapshot_from_receiver,
 )
+from rtstream.viewer.whip import WhipPublisher
 
 __all__ = [
     "Codec",
@@ -24,6 +25,7 @@ __all__ = [
     "ViewerConfig",
     "ViewerFrame",
     "ViewerServer",
+    "WhipPublisher",
     "feed_from_receiver",
     "snapshot_from_receiver",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ from tests.fuzz.strategies import (
 BATCH = 10
 
 # Handed to H7 (rtstream/control/schema.py), pinned by the strict xfails below.
-KNOWN_BUGS = (
+KNOWN_BUGS: tuple[Callable[[BaseException], bool], ...] = (
     lambda e: isinstance(e, ValueError) and "integer string conversion" in str(e),
 )
 NAN_ACCEPTED_IS_KNOWN = True

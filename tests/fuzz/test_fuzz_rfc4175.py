@@ -15,6 +15,7 @@ import random
 import tracemalloc
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,14 +45,16 @@ def _check_event(ev: VideoFrameEvent, dp: VideoDepacketizer) -> None:
 
 
 def run_sequence(seed: int) -> int:
-    """Feed one random sequence of batches; return the number of datagrams fed."""
+    """Feed random batches until PER_EXAMPLE datagrams went in; return how many did."""
     rng = random.Random(seed)
     fmt = rng.choice(VIDEO_FORMATS)
     dp = VideoDepacketizer(fmt, payload_type=rng.choice((None, 96)))
     streams = [VideoStream(fmt, rng) for _ in range(rng.choice((1, 1, 1, 2)))]
     fed = 0
     now = 0
-    for _ in range(FRAMES):
+    for _ in range(10 * FRAMES):
+        if fed >= PER_EXAMPLE:
+            break
         rows: list[bytes] = []
         for s in streams:
             rows += s.frame(rng)
@@ -74,10 +77,10 @@ def run_sequence(seed: int) -> int:
         now += rng.choice((0, 10_000_000, 2 * 10**9))
         for ev in events:
             _check_event(ev, dp)
-        s = dp.stats
-        assert s.packets == fed
-        assert s.malformed == sum(s.malformed_by_field.values()) <= fed
-        assert min(s.as_dict().values()) >= 0
+        stats = dp.stats
+        assert stats.packets == fed
+        assert stats.malformed == sum(stats.malformed_by_field.values()) <= fed
+        assert min(stats.as_dict().values()) >= 0
     for ev in dp.flush():
         _check_event(ev, dp)
     return fed
@@ -105,6 +108,11 @@ def test_feed_never_raises_on_random_datagrams(rows: list[bytes], fmt: object) -
         _check_event(ev, dp)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="H1 rfc4175.py: the pending frame appends per-run segment row/length arrays "
+    "(_Pending.rows/.lens) with no cap, ~40 bytes per datagram while the timestamp stays",
+)
 def test_memory_is_bounded_when_a_frame_never_ends() -> None:
     """A sender (or attacker) that never sets the marker nor changes the timestamp must not
     make the pending frame grow without bound: 200,000 datagrams of one timestamp, each a

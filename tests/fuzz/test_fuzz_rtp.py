@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtstream.proto.rtp import RtpPacket, parse_rtp
-from tests.fuzz.strategies import fuzz_settings, gen_rtp, mutate, mutated, only_protocol_errors, seeded
+from tests.fuzz.strategies import (
+    fuzz_settings,
+    gen_rtp,
+    mutate,
+    mutated,
+    only_protocol_errors,
+    seeded,
+)
 
 BATCH = 10
 

@@ -1,0 +1,732 @@
+"""``rtstream bench all``: rtstream next to GStreamer and FFmpeg, same frames, same run.
+
+Method
+------
+One raw file of 1080p 4:2:2 frames is written per depth (a moving ramp with noise): in
+the ST 2110-20 wire order for rtstream (``raw:`` source) and GStreamer
+(``rawvideoparse format=uyvy|uyvp``, byte-identical to the pgroups), and as the same
+picture in FFmpeg's own input format (``uyvy422`` / ``yuv422p10le``, packed by its
+``rawvideo`` / ``bitpacked`` encoder). Every tool runs as its own process, one pair at a
+time, all on 127.0.0.1:
+
+* senders (measured while the rtstream receiver takes the stream): the rtstream
+  :class:`~rtstream.sender.Sender` (``python -m rtstream.bench.worker send``), GStreamer
+  ``multifilesrc loop=true ! rawvideoparse ! rtpvrawpay ! udpsink sync=true``, FFmpeg
+  ``-re -stream_loop -1 -f rawvideo -i F -c:v rawvideo|bitpacked -f rtp``;
+* receivers (measured while the rtstream sender sends): the rtstream
+  :class:`~rtstream.receiver.Receiver`, GStreamer ``udpsrc ! rtpvrawdepay ! fakesink``,
+  FFmpeg ``-i x.sdp -fps_mode passthrough -c:v copy -f null -`` (no decoding: every
+  receiver hands over the frame in its wire layout).
+
+CPU is ``utime + stime`` of each process from ``/proc/<pid>/stat`` (all its threads;
+loopback delivery done in a system call is charged to the caller), sampled at the start
+and at the end of a steady window that begins ``warmup`` seconds after start, so start-up
+is excluded. Frames in the window come from each process's own counter (rtstream workers
+print JSON counters; GStreamer's ``fakesink`` last-message lines; FFmpeg ``-progress``);
+a peer sender's frames are the frames its receiver delivered. Loss is the rtstream
+receiver's sequence-number loss plus the kernel's drop counter of the receiving socket
+(``/proc/net/udp``), which is the loss measure for all receivers. Late frames are the
+rtstream sender's (last packet after the next frame's capture instant); frame-ready
+latency is the rtstream receiver's (last packet read -> item delivered with its metadata).
+
+Scaling runs ``n`` rtstream sender/receiver pairs of 1080p60 10-bit at once (1, 2, 4, ...)
+until a stream loses packets, falls behind or sends late frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtstream.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOOLS = ("rtstream", "gstreamer", "ffmpeg")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What ``rtstream bench all`` runs.
+
+    Parameters
+    ----------
+    seconds : float
+        Length of each steady measurement window.
+    warmup : float
+        Seconds from process start to the window (start-up excluded).
+    width, height, fps : int, int, int
+        Picture size and rate (1920x1080 at 60 unless testing the harness).
+    depths : tuple of int
+        Bit depths to run (8 and 10).
+    max_streams : int
+        Largest number of concurrent streams in the scaling run (0 skips it).
+    repeat : int
+        Repetitions of the whole matrix; figures are medians over them.
+    tools : tuple of str
+        Which peers to run next to rtstream.
+    """
+
+    seconds: float = 10.0
+    warmup: float = 3.0
+    width: int = 1920
+    height: int = 1080
+    fps: int = 60
+    depths: tuple[int, ...] = (8, 10)
+    max_streams: int = 8
+    repeat: int = 1
+    tools: tuple[str, ...] = TOOLS
+    frames_in_file: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise ConfigError("--seconds", self.seconds, "a positive number of seconds")
+        if not self.warmup >= 0:
+            raise ConfigError("--warmup", self.warmup, "zero or more seconds")
+        if self.width % 2 or self.width < 16 or self.height < 2:
+            raise ConfigError("--size", f"{self.width}x{self.height}", "an even width >= 16")
+        for d in self.depths:
+            if d not in (8, 10):
+                raise ConfigError("--depths", d, "8 and/or 10")
+        if self.max_streams < 0:
+            raise ConfigError("--max-streams", self.max_streams, "0 or more")
+        if self.repeat < 1:
+            raise ConfigError("--repeat", self.repeat, "at least 1")
+        for t in self.tools:
+            if t not in TOOLS:
+                raise ConfigError("--tools", t, "rtstream, gstreamer, ffmpeg")
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of process ``pid`` (all threads) from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        text = f.read()
+    fields = text[text.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes."""
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def udp_drops(port: int) -> int:
+    """Kernel drop counter summed over the sockets bound to UDP ``port`` (/proc/net/udp)."""
+    total = 0
+    want = f":{port:04X}"
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) > 12 and parts[1].endswith(want):
+                total += int(parts[-1])
+    return total
+
+
+def free_ports(count: int = 8) -> int:
+    """A base port such that ``base .. base+count-1`` are free UDP ports on 127.0.0.1."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count, 2)
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port range")
+
+
+_GST_FRAME = re.compile(rb"last-message = chain")
+_FF_FRAME = re.compile(rb"^frame=(\d+)")
+
+
+class Proc:
+    """A measured child process with a thread collecting its frame counter."""
+
+    def __init__(self, name: str, argv: list[str], parser: str, logdir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.parser = parser
+        self.samples: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        self.last: dict[str, Any] = {}
+        self.final: dict[str, Any] | None = None
+        self.stderr_path = logdir / f"{name}.err"
+        self._err = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err,
+                                      stdin=subprocess.DEVNULL, env=env)
+        self._thread = threading.Thread(target=self._read, name=f"bench {name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        frames = 0
+        for line in self.popen.stdout:
+            now = time.monotonic()
+            if self.parser == "json":
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if "final" in obj:
+                    self.final = obj["final"]
+                    continue
+                self.last = obj
+                self.samples.append((now, int(obj.get("frames", 0))))
+            elif self.parser == "gst":
+                if _GST_FRAME.search(line):
+                    frames += 1
+                    self.samples.append((now, frames))
+            elif self.parser == "ffmpeg":
+                m = _FF_FRAME.match(line.strip())
+                if m:
+                    self.samples.append((now, int(m.group(1))))
+
+    def frames_at(self, t: float) -> int:
+        """The process's frame counter as last reported at or before ``t``."""
+        best = 0
+        for ts, n in self.samples:
+            if ts > t:
+                break
+            best = n
+        return best
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGINT, then SIGKILL after ``timeout``; wait for the reader."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._thread.join(5)
+        self._err.close()
+
+    def stderr_tail(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+
+
+# ------------------------------------------------------------------------------ frames
+
+
+def _picture(width: int, height: int, index: int, rng: np.random.Generator) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    """(Y, Cb, Cr) 10-bit planes of a moving ramp with noise (4:2:2: chroma half width)."""
+    x = np.arange(width)
+    y = np.arange(height)[:, None]
+    luma = 64 + ((x[None, :] * 3 + y * 2 + index * 16) % 876)
+    luma = luma + rng.integers(0, 24, (height, width))
+    cb = 512 + ((x[None, : width // 2] - index * 8) % 400) - 200 + 0 * y
+    cr = 512 + ((y - index * 4) % 400) - 200 + 0 * x[None, : width // 2]
+    clip = np.clip
+    return (clip(luma, 64, 940).astype(np.uint16), clip(cb, 64, 960).astype(np.uint16),
+            clip(cr, 64, 960).astype(np.uint16))
+
+
+def write_frames(directory: Path, cfg: BenchConfig, depth: int) -> tuple[Path, Path]:
+    """Write the raw frame files: (wire order for rtstream + GStreamer, FFmpeg input)."""
+    from rtstream.proto.formats import Sampling, VideoFormat
+
+    fmt = VideoFormat(sampling=Sampling.YCBCR_422, depth=depth, width=cfg.width,
+                      height=cfg.height, exactframerate=Fraction(cfg.fps))
+    wire_path = directory / f"frames_{depth}.wire"
+    ff_path = directory / f"frames_{depth}.{'uyvy422' if depth == 8 else 'yuv422p10le'}"
+    rng = np.random.default_rng(depth)
+    with open(wire_path, "wb") as fw, open(ff_path, "wb") as ff:
+        for i in range(cfg.frames_in_file):
+            yy, cb, cr = _picture(cfg.width, cfg.height, i, rng)
+            planar = np.concatenate([yy.reshape(-1), cb.reshape(-1), cr.reshape(-1)])
+            if depth == 10:
+                wire = _wire10(yy, cb, cr)
+                ff.write(planar.astype("<u2").tobytes())
+            else:
+                y8, cb8, cr8 = (yy >> 2).astype(np.uint8), (cb >> 2).astype(np.uint8), \
+                    (cr >> 2).astype(np.uint8)
+                uyvy = np.empty((cfg.height, cfg.width // 2, 4), np.uint8)
+                uyvy[..., 0] = cb8
+                uyvy[..., 1] = y8[:, 0::2]
+                uyvy[..., 2] = cr8
+                uyvy[..., 3] = y8[:, 1::2]
+                wire = uyvy.reshape(-1)
+                ff.write(wire.tobytes())
+            assert wire.size == fmt.frame_bytes
+            fw.write(np.ascontiguousarray(wire).tobytes())
+    return wire_path, ff_path
+
+
+def _wire10(yy: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """ST 2110-20 10-bit 4:2:2 pgroups (Cb Y0 Cr Y1, 40 bits big-endian in 5 bytes)."""
+    h, w = yy.shape
+    s = np.empty((h, w // 2, 4), np.uint64)
+    s[..., 0] = cb
+    s[..., 1] = yy[:, 0::2]
+    s[..., 2] = cr
+    s[..., 3] = yy[:, 1::2]
+    v = (s[..., 0] << 30) | (s[..., 1] << 20) | (s[..., 2] << 10) | s[..., 3]
+    out = np.empty((h, w // 2, 5), np.uint8)
+    for k in range(5):
+        out[..., k] = (v >> np.uint64(8 * (4 - k))) & np.uint64(0xFF)
+    return out.reshape(-1)
+
+
+def video_sdp(path: Path, cfg: BenchConfig, depth: int, port: int) -> Path:
+    """A video-only SDP (RFC 4175, payload type 96) for ``port``."""
+    from rtstream.proto.formats import Sampling, VideoFormat
+    from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, write_sdp
+
+    fmt = VideoFormat(sampling=Sampling.YCBCR_422, depth=depth, width=cfg.width,
+                      height=cfg.height, exactframerate=Fraction(cfg.fps))
+    session = SdpSession(
+        origin_address="127.0.0.1", session_name="rtstream bench", session_id=1,
+        media=(SdpMedia(kind=MediaKind.VIDEO, port=port, payload_type=96,
+                        address="127.0.0.1", clock_rate=90000, video=fmt),),
+    )
+    path.write_text(write_sdp(session))
+    return path
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _py() -> list[str]:
+    return [sys.executable, "-m", "rtstream.bench.worker"]
+
+
+def sender_argv(tool: str, cfg: BenchConfig, depth: int, port: int, files: tuple[Path, Path],
+                total: float, sdp_out: Path | None = None) -> tuple[list[str], str]:
+    """(argv, output parser) of a sender."""
+    wire, ffin = files
+    size = f"{cfg.width}x{cfg.height}"
+    if tool == "rtstream":
+        argv = [*_py(), "send", "--raw", str(wire), "--size", size, "--fps", str(cfg.fps),
+                "--depth", str(depth), "--port", str(port), "--seconds", str(total)]
+        if sdp_out is not None:
+            argv += ["--sdp-out", str(sdp_out)]
+        return argv, "json"
+    if tool == "gstreamer":
+        fmt = "uyvy" if depth == 8 else "uyvp"
+        pipeline = (f"multifilesrc location={wire} loop=true ! rawvideoparse width={cfg.width} "
+                    f"height={cfg.height} format={fmt} framerate={cfg.fps}/1 ! rtpvrawpay ! "
+                    f"udpsink host=127.0.0.1 port={port} sync=true")
+        return [_need("gst-launch-1.0"), "-q", *pipeline.split()], "none"
+    if tool == "ffmpeg":
+        pix, codec = ("uyvy422", "rawvideo") if depth == 8 else ("yuv422p10le", "bitpacked")
+        return [_need("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+                "-stream_loop", "-1", "-f", "rawvideo", "-pix_fmt", pix, "-s", size,
+                "-r", str(cfg.fps), "-i", str(ffin), "-c:v", codec, "-f", "rtp",
+                f"rtp://127.0.0.1:{port}"], "none"
+    raise ConfigError("--tools", tool, ", ".join(TOOLS))
+
+
+def receiver_argv(tool: str, cfg: BenchConfig, depth: int, port: int, sdp: Path,
+                  total: float) -> tuple[list[str], str]:
+    """(argv, output parser) of a receiver; ``sdp`` is what rtstream/FFmpeg read."""
+    if tool == "rtstream":
+        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total)], "json"
+    if tool == "gstreamer":
+        caps = ("application/x-rtp,media=(string)video,clock-rate=(int)90000,"
+                "encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,"
+                f"depth=(string){depth},width=(string){cfg.width},"
+                f"height=(string){cfg.height},payload=(int)96")
+        return [_need("gst-launch-1.0"), "-v", "udpsrc", "address=127.0.0.1", f"port={port}",
+                "buffer-size=33554432", f"caps={caps}", "!", "rtpvrawdepay", "!",
+                "fakesink", "silent=false", "sync=false"], "gst"
+    if tool == "ffmpeg":
+        return [_need("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
+                "-protocol_whitelist", "file,udp,rtp", "-buffer_size", "33554432",
+                "-i", str(sdp), "-fps_mode", "passthrough", "-c:v", "copy", "-f", "null", "-",
+                "-progress", "pipe:1", "-stats_period", "0.1"], "ffmpeg"
+    raise ConfigError("--tools", tool, ", ".join(TOOLS))
+
+
+def _need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise ConfigError("--tools", program, f"installed peers ({program} not found on PATH)")
+    return path
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+@dataclass
+class Window:
+    """CPU and frame counters of a set of processes over the steady window."""
+
+    t0: float = 0.0
+    t1: float = 0.0
+    cpu0: dict[str, float] = field(default_factory=dict)
+    cpu1: dict[str, float] = field(default_factory=dict)
+
+
+def _measure(procs: list[Proc], cfg: BenchConfig) -> Window:
+    deadline = time.monotonic() + cfg.warmup
+    while time.monotonic() < deadline:
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited early: {p.stderr_tail()}")
+        time.sleep(0.05)
+    w = Window()
+    w.t0 = time.monotonic()
+    w.cpu0 = {p.name: p.cpu() for p in procs}
+    time.sleep(cfg.seconds)
+    w.t1 = time.monotonic()
+    w.cpu1 = {p.name: p.cpu() for p in procs}
+    for p in procs:
+        if not p.alive():
+            raise RuntimeError(f"{p.name} exited during the window: {p.stderr_tail()}")
+    return w
+
+
+def _wait_bound(port: int, timeout: float = 10.0) -> None:
+    """Wait until something has bound UDP ``port`` on this host."""
+    want = f":{port:04X}"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with open("/proc/net/udp") as f:
+            if any(line.split()[1].endswith(want) for line in list(f)[1:]):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing bound UDP port {port} within {timeout} s")
+
+
+def _per_frame(cpu: float, frames: int) -> float | None:
+    return 1e3 * cpu / frames if frames > 0 else None
+
+
+def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
+             files: tuple[Path, Path], work: Path) -> dict[str, Any]:
+    """One sender -> receiver run; both processes measured."""
+    port = free_ports(8)
+    total = cfg.warmup + cfg.seconds + 30
+    tag = f"{sender}-{receiver}-{depth}-{port}"
+    rt_sdp = work / f"{tag}.rtstream.sdp"
+    peer_sdp = video_sdp(work / f"{tag}.video.sdp", cfg, depth, port)
+    procs: list[Proc] = []
+    try:
+        if receiver == "rtstream" and sender == "rtstream":
+            # the receiver needs the sender's SDP (metadata flow included): write it first
+            from rtstream.bench._sdp import rtstream_sdp
+
+            rtstream_sdp(rt_sdp, files[0], cfg, depth, port)
+            rx_sdp = rt_sdp
+        else:
+            rx_sdp = peer_sdp
+        rargv, rparse = receiver_argv(receiver, cfg, depth, port, rx_sdp, total)
+        rx = Proc(f"{tag}.rx", rargv, rparse, work)
+        procs.append(rx)
+        _wait_bound(port)
+        time.sleep(0.3)
+        sargv, sparse = sender_argv(sender, cfg, depth, port, files, total)
+        tx = Proc(f"{tag}.tx", sargv, sparse, work)
+        procs.append(tx)
+        w = _measure(procs, cfg)
+        drops = udp_drops(port)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    secs = w.t1 - w.t0
+    rx_frames = rx.frames_at(w.t1) - rx.frames_at(w.t0)
+    tx_frames = tx.frames_at(w.t1) - tx.frames_at(w.t0) if sparse == "json" else rx_frames
+    tx_cpu = w.cpu1[tx.name] - w.cpu0[tx.name]
+    rx_cpu = w.cpu1[rx.name] - w.cpu0[rx.name]
+    out: dict[str, Any] = {
+        "sender": sender,
+        "receiver": receiver,
+        "depth": depth,
+        "window_s": secs,
+        "sender_cpu_s": tx_cpu,
+        "receiver_cpu_s": rx_cpu,
+        "sender_frames": tx_frames,
+        "receiver_frames": rx_frames,
+        "sender_fps": tx_frames / secs,
+        "receiver_fps": rx_frames / secs,
+        "sender_cpu_ms_per_frame": _per_frame(tx_cpu, tx_frames),
+        "receiver_cpu_ms_per_frame": _per_frame(rx_cpu, rx_frames),
+        "kernel_drops": drops,
+        "late_frames": None,
+        "packets_lost": None,
+        "packets_per_s": None,
+        "latency_p50_us": None,
+        "latency_p99_us": None,
+    }
+    if sparse == "json":
+        tf = tx.final or {}
+        out["late_frames"] = int(tf.get("late_frames", tx.last.get("late", 0)))
+        out["packets_per_s"] = _rate(tx, w, "packets")
+    if rparse == "json":
+        rf = rx.final or {}
+        out["packets_lost"] = int(rf.get("packets_lost", rx.last.get("lost", 0)))
+        out["latency_p50_us"] = rf.get("latency_p50_us")
+        out["latency_p99_us"] = rf.get("latency_p99_us")
+        if out["packets_per_s"] is None:
+            out["packets_per_s"] = _rate(rx, w, "packets")
+    out["loss"] = drops + (out["packets_lost"] or 0)
+    return out
+
+
+def _rate(p: Proc, w: Window, key: str) -> float | None:
+    """Per-second rate of a JSON counter over the window (from the worker's lines)."""
+    # the reader keeps only frames in samples; re-derive from the final counters instead
+    final = p.final or {}
+    if key in final and final.get("elapsed_s"):
+        return float(final[key]) / float(final["elapsed_s"])
+    if key in final and p.samples:
+        span = p.samples[-1][0] - p.samples[0][0]
+        return float(final[key]) / span if span > 0 else None
+    return None
+
+
+def run_scaling(cfg: BenchConfig, files: tuple[Path, Path], work: Path) -> list[dict[str, Any]]:
+    """n concurrent rtstream 10-bit streams for n = 1, 2, 4, ... until one fails."""
+    rows: list[dict[str, Any]] = []
+    n = 1
+    while 0 < n <= cfg.max_streams:
+        row = _scale_once(n, cfg, files, work)
+        rows.append(row)
+        log.info("scaling %d streams: ok=%s", n, row["ok"])
+        if not row["ok"]:
+            break
+        n *= 2
+    return rows
+
+
+def _scale_once(n: int, cfg: BenchConfig, files: tuple[Path, Path], work: Path
+                ) -> dict[str, Any]:
+    depth = 10
+    total = cfg.warmup + cfg.seconds + 30
+    procs: list[Proc] = []
+    ports: list[int] = []
+    try:
+        from rtstream.bench._sdp import rtstream_sdp
+
+        rxs: list[Proc] = []
+        for i in range(n):
+            port = free_ports(8)
+            ports.append(port)
+            sdp = rtstream_sdp(work / f"scale{n}-{i}-{port}.sdp", files[0], cfg, depth, port)
+            argv, parse = receiver_argv("rtstream", cfg, depth, port, sdp, total)
+            rxs.append(Proc(f"scale{n}-{i}-{port}.rx", argv, parse, work))
+        procs += rxs
+        for port in ports:
+            _wait_bound(port)
+        time.sleep(0.3)
+        txs: list[Proc] = []
+        for i, port in enumerate(ports):
+            argv, parse = sender_argv("rtstream", cfg, depth, port, files, total)
+            txs.append(Proc(f"scale{n}-{i}-{port}.tx", argv, parse, work))
+        procs += txs
+        w = _measure(procs, cfg)
+        drops = [udp_drops(p) for p in ports]
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    secs = w.t1 - w.t0
+    streams = []
+    for tx, rx, d in zip(txs, rxs, drops, strict=True):
+        tf = tx.frames_at(w.t1) - tx.frames_at(w.t0)
+        rf = rx.frames_at(w.t1) - rx.frames_at(w.t0)
+        lost = int((rx.final or {}).get("packets_lost", rx.last.get("lost", 0))) + d
+        late = int((tx.final or {}).get("late_frames", tx.last.get("late", 0)))
+        streams.append({
+            "sender_fps": tf / secs, "receiver_fps": rf / secs, "loss": lost, "late_frames": late,
+            "sender_cpu_ms_per_frame": _per_frame(w.cpu1[tx.name] - w.cpu0[tx.name], tf),
+            "receiver_cpu_ms_per_frame": _per_frame(w.cpu1[rx.name] - w.cpu0[rx.name], rf),
+            "latency_p99_us": (rx.final or {}).get("latency_p99_us"),
+        })
+    total_cpu = sum(w.cpu1[p.name] - w.cpu0[p.name] for p in procs)
+    min_fps = min(min(s["sender_fps"], s["receiver_fps"]) for s in streams)
+    ok = (all(s["loss"] == 0 and s["late_frames"] == 0 for s in streams)
+          and min_fps >= 0.97 * cfg.fps)
+    return {
+        "streams": n,
+        "ok": ok,
+        "loss": sum(s["loss"] for s in streams),
+        "late_frames": sum(s["late_frames"] for s in streams),
+        "min_fps": min_fps,
+        "cpu_s_per_s": total_cpu / secs,
+        "per_stream": streams,
+    }
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, kernel, Python, peer versions, load average."""
+    info: dict[str, Any] = {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+    }
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        keep = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket",
+                "Hypervisor vendor", "L1d cache", "L2 cache", "L3 cache")
+        info["lscpu"] = {k.strip(): v.strip() for k, _, v in
+                         (line.partition(":") for line in out.splitlines()) if k.strip() in keep}
+    for prog, args in (("gst-launch-1.0", ["--version"]), ("ffmpeg", ["-version"])):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([prog, *args], capture_output=True, text=True,
+                                 timeout=10).stdout
+            info[prog] = out.splitlines()[0] if out else None
+    return info
+
+
+def _median(values: list[Any]) -> Any:
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not nums:
+        return values[0] if values else None
+    return statistics.median(nums)
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every numeric field over repeated runs of one case (plus the samples)."""
+    out = {k: _median([r[k] for r in runs]) for k in runs[0]}
+    for k in ("loss", "late_frames", "kernel_drops", "packets_lost"):
+        vals = [r[k] for r in runs if r[k] is not None]
+        out[k] = max(vals) if vals else None  # the worst repeat, not the median
+    out["repeats"] = len(runs)
+    return out
+
+
+def run_all(cfg: BenchConfig, work: Path | None = None) -> dict[str, Any]:
+    """Run the whole matrix (and the scaling run); a JSON-ready result."""
+    own = work is None
+    wdir = Path(tempfile.mkdtemp(prefix="rtstream-bench-")) if work is None else work
+    wdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_all(cfg, wdir)
+    finally:
+        if own:
+            shutil.rmtree(wdir, ignore_errors=True)
+
+
+def _pairs(tools: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    yield "rtstream", "rtstream"
+    for t in tools:
+        if t != "rtstream":
+            yield t, "rtstream"
+            yield "rtstream", t
+
+
+def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
+    started = time.time()
+    info = machine_info()
+    files = {d: write_frames(work, cfg, d) for d in cfg.depths}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for r in range(cfg.repeat):
+        for depth in cfg.depths:
+            for s, rcv in _pairs(cfg.tools):
+                key = f"{s}->{rcv}@{depth}"
+                log.info("run %d/%d: %s", r + 1, cfg.repeat, key)
+                samples.setdefault(key, []).append(run_pair(s, rcv, cfg, depth, files[depth],
+                                                            work))
+    runs = {k: _merge(v) for k, v in samples.items()}
+    summary: dict[str, Any] = {}
+    for depth in cfg.depths:
+        row: dict[str, Any] = {}
+        base = runs[f"rtstream->rtstream@{depth}"]
+        row["send_cpu_ms_per_frame"] = {"rtstream": base["sender_cpu_ms_per_frame"]}
+        row["recv_cpu_ms_per_frame"] = {"rtstream": base["receiver_cpu_ms_per_frame"]}
+        row["send_fps"] = {"rtstream": base["sender_fps"]}
+        row["recv_fps"] = {"rtstream": base["receiver_fps"]}
+        row["recv_loss"] = {"rtstream": base["loss"]}
+        row["send_late_frames"] = {"rtstream": base["late_frames"]}
+        row["packets_per_s"] = {"rtstream": base["packets_per_s"]}
+        row["latency_p50_us"] = {"rtstream": base["latency_p50_us"]}
+        row["latency_p99_us"] = {"rtstream": base["latency_p99_us"]}
+        row["send_ratio"] = {}
+        row["recv_ratio"] = {}
+        for t in cfg.tools:
+            if t == "rtstream":
+                continue
+            tx = runs[f"{t}->rtstream@{depth}"]
+            rx = runs[f"rtstream->{t}@{depth}"]
+            row["send_cpu_ms_per_frame"][t] = tx["sender_cpu_ms_per_frame"]
+            row["send_fps"][t] = tx["sender_fps"]
+            row["recv_cpu_ms_per_frame"][t] = rx["receiver_cpu_ms_per_frame"]
+            row["recv_fps"][t] = rx["receiver_fps"]
+            row["recv_loss"][t] = rx["kernel_drops"]
+            row["send_late_frames"][t] = None
+            row["packets_per_s"][t] = tx["packets_per_s"]
+            row["send_ratio"][t] = _ratio(base["sender_cpu_ms_per_frame"],
+                                          tx["sender_cpu_ms_per_frame"])
+            row["recv_ratio"][t] = _ratio(base["receiver_cpu_ms_per_frame"],
+                                          rx["receiver_cpu_ms_per_frame"])
+        summary[f"{cfg.width}x{cfg.height}p{cfg.fps}_422_{depth}bit"] = row
+    scaling: list[dict[str, Any]] = []
+    if cfg.max_streams > 0 and 10 in cfg.depths:
+        scaling = run_scaling(cfg, files[10], work)
+    ok_streams = max((s["streams"] for s in scaling if s["ok"]), default=0)
+    info["loadavg_end"] = os.getloadavg()
+    return {
+        "config": {
+            "seconds": cfg.seconds, "warmup": cfg.warmup, "width": cfg.width,
+            "height": cfg.height, "fps": cfg.fps, "depths": list(cfg.depths),
+            "max_streams": cfg.max_streams, "repeat": cfg.repeat, "tools": list(cfg.tools),
+        },
+        "machine": info,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "summary": summary,
+        "runs": runs,
+        "samples": samples,
+        "scaling": scaling,
+        "max_streams_ok": ok_streams,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b

@@ -1,0 +1,215 @@
+"""Tables, plots and the performance document from a ``bench all`` result."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rtstream.bench.harness import TOOLS
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _rows(result: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for case, row in result["summary"].items():
+        tools = [t for t in TOOLS if t in row["send_cpu_ms_per_frame"]]
+        for t in tools:
+            rows.append([
+                case, t,
+                _f(row["send_cpu_ms_per_frame"].get(t)),
+                _f(row["recv_cpu_ms_per_frame"].get(t)),
+                _f(row["send_fps"].get(t), 1),
+                _f(row["recv_fps"].get(t), 1),
+                _f(row["packets_per_s"].get(t), 0),
+                _f(row["recv_loss"].get(t)),
+                _f(row["send_late_frames"].get(t)),
+                _f(row["latency_p50_us"].get(t), 0),
+                _f(row["latency_p99_us"].get(t), 0),
+                _f(row["send_ratio"].get(t)) if t != "rtstream" else "",
+                _f(row["recv_ratio"].get(t)) if t != "rtstream" else "",
+            ])
+    return rows
+
+
+HEADER = ["case", "tool", "send ms/frame", "recv ms/frame", "send fps", "recv fps",
+          "packets/s", "recv loss", "late", "lat p50 µs", "lat p99 µs",
+          "rtstream/peer send", "rtstream/peer recv"]
+
+
+def table(result: dict[str, Any]) -> str:
+    """A plain-text table of the summary and the scaling run."""
+    rows = [HEADER, *_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    if result.get("scaling"):
+        lines.append("")
+        lines.append("concurrent 10-bit streams (rtstream sender + receiver each, this machine)")
+        for s in result["scaling"]:
+            lines.append(
+                f"  {s['streams']:>2} streams: ok={s['ok']}  min fps {s['min_fps']:.1f}  "
+                f"loss {s['loss']}  late {s['late_frames']}  CPU {s['cpu_s_per_s']:.2f} s/s"
+            )
+        lines.append(f"  most streams without loss or lateness: {result['max_streams_ok']}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The summary as a markdown table."""
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in _rows(result)]
+    return "\n".join(out)
+
+
+def plot(result: dict[str, Any], directory: Path) -> list[Path]:
+    """PNG plots: CPU per frame per tool, rtstream latency, scaling. Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    summary = result["summary"]
+    cases = list(summary)
+    tools = [t for t in TOOLS if any(t in summary[c]["send_cpu_ms_per_frame"] for c in cases)]
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in ((axes[0], "send_cpu_ms_per_frame", "sender"),
+                           (axes[1], "recv_cpu_ms_per_frame", "receiver")):
+        width = 0.8 / max(1, len(tools))
+        for i, t in enumerate(tools):
+            vals = [summary[c][key].get(t) or 0.0 for c in cases]
+            xs = [j + i * width for j in range(len(cases))]
+            bars = ax.bar(xs, vals, width, label=t)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks([j + width * (len(tools) - 1) / 2 for j in range(len(cases))])
+        ax.set_xticklabels([c.split("_", 1)[1] for c in cases])
+        ax.set_title(f"{title}: CPU ms per frame (user+sys)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("CPU ms / frame")
+    axes[1].legend()
+    fig.tight_layout()
+    p = directory / "bench_cpu_per_frame.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    p50 = [summary[c]["latency_p50_us"].get("rtstream") or 0.0 for c in cases]
+    p99 = [summary[c]["latency_p99_us"].get("rtstream") or 0.0 for c in cases]
+    xs = list(range(len(cases)))
+    ax.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], p99, 0.4, label="p99")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([c.split("_", 1)[1] for c in cases])
+    ax.set_ylabel("µs")
+    ax.set_title("rtstream frame-ready latency\n(last packet read -> item delivered)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    p = directory / "bench_latency.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(p)
+
+    scaling = result.get("scaling") or []
+    if scaling:
+        fig, ax1 = plt.subplots(figsize=(6, 4))
+        ns = [s["streams"] for s in scaling]
+        ax1.plot(ns, [s["cpu_s_per_s"] for s in scaling], "o-", label="CPU s/s (all processes)")
+        ax1.axhline(os.cpu_count() or 2, color="grey", ls=":", label="cores")
+        ax1.set_xlabel("concurrent 1080p60 10-bit streams (sender + receiver each)")
+        ax1.set_ylabel("CPU seconds per second")
+        ax2 = ax1.twinx()
+        ax2.plot(ns, [s["min_fps"] for s in scaling], "s--", color="C1", label="slowest fps")
+        ax2.set_ylabel("fps of the slowest stream")
+        ax2.set_ylim(0, max(65.0, max(s["min_fps"] for s in scaling) + 5))
+        for s in scaling:
+            if not s["ok"]:
+                ax1.annotate("loss/late", (s["streams"], s["cpu_s_per_s"]), color="red")
+        ax1.set_xticks(ns)
+        h1, l1 = ax1.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax1.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+        ax1.set_title("scaling on this machine")
+        fig.tight_layout()
+        p = directory / "bench_scaling.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_doc(result: dict[str, Any], path: Path, plot_dir: Path | None) -> None:
+    """(Re)write the performance document: method, machine, table, plots, scaling."""
+    from rtstream.bench import harness
+
+    m = result["machine"]
+    cfg = result["config"]
+    lines = [
+        "# rtstream performance",
+        "",
+        "Generated by `rtstream bench all --json ... --plot docs/img --doc docs/performance.md`"
+        f" on {result['started']} ({result['duration_s']:.0f} s). Do not edit by hand:"
+        " rerun the harness.",
+        "",
+        "## Method",
+        "",
+        (harness.__doc__ or "").split("Method\n------\n", 1)[-1].strip(),
+        "",
+        f"Window {cfg['seconds']} s after {cfg['warmup']} s warm-up, "
+        f"{cfg['width']}x{cfg['height']} at {cfg['fps']} fps, repeated {cfg['repeat']} time(s): "
+        "figures are medians over the repeats; loss and late frames are the worst repeat.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('lscpu', {}).get('Model name', '?')}, {m.get('cpus')} CPUs "
+        f"({m.get('lscpu', {}).get('Hypervisor vendor', 'bare metal')} guest)",
+        f"- kernel {m['kernel']}, Python {m['python']}",
+        f"- {m.get('gst-launch-1.0')}; {m.get('ffmpeg')}",
+        f"- load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, at end "
+        f"{tuple(round(x, 2) for x in m.get('loadavg_end', (0, 0, 0)))} (shared machine: "
+        "other work runs too)",
+        "",
+        "## Results",
+        "",
+        "CPU per frame is user+system CPU of the process over the window divided by the "
+        "frames it sent or delivered; ratios below 1 mean rtstream is cheaper.",
+        "",
+        markdown_table(result),
+        "",
+    ]
+    if plot_dir is not None:
+        rel = os.path.relpath(plot_dir, path.parent)
+        lines += [f"![CPU per frame]({rel}/bench_cpu_per_frame.png)",
+                  f"![latency]({rel}/bench_latency.png)"]
+        if result.get("scaling"):
+            lines.append(f"![scaling]({rel}/bench_scaling.png)")
+        lines.append("")
+    if result.get("scaling"):
+        lines += ["## Concurrent streams", "",
+                  "n rtstream sender processes and n receiver processes of 1080p60 4:2:2 "
+                  "10-bit, all on this machine at once.", "",
+                  "| streams | ok | slowest fps | loss | late | CPU s/s (all) |",
+                  "|---|---|---|---|---|---|"]
+        for s in result["scaling"]:
+            lines.append(f"| {s['streams']} | {s['ok']} | {s['min_fps']:.1f} | {s['loss']} | "
+                         f"{s['late_frames']} | {s['cpu_s_per_s']:.2f} |")
+        lines += ["", f"Most streams without loss or lateness: **{result['max_streams_ok']}**.",
+                  ""]
+    extra = path.with_suffix(".notes.md")
+    if extra.exists():
+        lines += [extra.read_text().rstrip(), ""]
+    lines.append(f"<!-- generated {time.strftime('%Y-%m-%d %H:%M:%S')} -->")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,839 @@
+"""Glue between the MQTT control plane and a sender, a receiver or a viewer.
+
+Theory of operation
+-------------------
+:mod:`rtstream.control.mqtt` knows topics, QoS and reconnection; the pipelines know
+sockets and frames. This module joins them without either waiting for the other:
+
+* **Commands** (docs/mqtt.md) are mapped to the application. On a receiving node
+  (``receive``, ``view``, ``demo``): ``snapshot`` builds the stored instance of a recent
+  frame and makes it durable in the outbox, then answers with its SOP Instance UID
+  (``stored`` tells whether the archive already confirmed it); ``record_start`` /
+  ``record_stop`` drive the receiver's clip recorder; ``stream_stop`` / ``stream_start``
+  stop and resume reading the flows' sockets (whatever arrives meanwhile is discarded).
+  On a sending node ``stream_stop`` ends the running :class:`~rtstream.sender.Sender`
+  (sockets closed) and ``stream_start`` starts a fresh one from the same configuration:
+  new SSRCs and a new RTV SOP Instance UID, which receivers follow as a sender restart
+  (PS3.22 §6.2); the SDP keeps its ports and formats.
+* **Events**: ``stream_started`` / ``stream_stopped`` (commands, end of stream, and on a
+  receiver also packets starting or ceasing to arrive), ``snapshot_stored`` /
+  ``clip_stored`` / ``store_failed`` for every instance the receiver hands to its store
+  client, whoever asked for it (the viewer's button, ``--snapshot-every``, a command),
+  ``loss_alarm`` / ``loss_cleared`` from the per-flow ``packets_lost`` deltas of
+  ``rx.stats``, ``archive_outage`` / ``archive_recovered`` from the store client.
+* **Stats**: the provider called by the control plane's own timer returns ``rx.stats``
+  (or the sender's totals) plus the node's role and whether it is streaming.
+
+Everything published goes through :meth:`ControlPlane.publish_event`, an in-memory
+append: the media path never waits for the broker, and a broker that is down only fills
+(capped) queues. The monitor that computes loss and activity runs once per
+``WiringConfig.monitor_interval`` on the event loop and reads counters only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rtstream.control.mqtt import (
+    CommandFailed,
+    CommandHandler,
+    ControlPlane,
+    EventKind,
+    MqttConfig,
+    NullControlPlane,
+    config_from_args,
+)
+from rtstream.control.schema import Action, Command
+from rtstream.errors import ConfigError, LocalProtocolError, RtstreamError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ActivityMonitor",
+    "LossMonitor",
+    "Plane",
+    "ReceiverNode",
+    "SenderNode",
+    "WiringConfig",
+    "combine_handlers",
+    "control_for_receiver",
+    "control_for_viewer",
+    "open_plane",
+    "run_sender_node",
+]
+
+#: Storage SOP classes of multi-frame video (PS3.4 B.5): what a clip is stored as.
+_VIDEO_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image Storage
+        "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic Image Storage
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image Storage
+    }
+)
+
+
+class Plane(Protocol):
+    """What the wiring needs of a control plane (:class:`ControlPlane` or the null one)."""
+
+    def publish_event(self, kind: EventKind | str, /, **fields: Any) -> None: ...
+
+    def update_status(self, **fields: Any) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class WiringConfig:
+    """Thresholds of the events derived from counters.
+
+    Attributes
+    ----------
+    monitor_interval : float
+        Seconds between two looks at the counters (the loss window).
+    loss_ratio : float
+        ``loss_alarm`` when a flow lost at least this fraction of its packets in one
+        window (and at least one packet).
+    clear_after : int
+        ``loss_cleared`` after this many consecutive windows without loss.
+    silence : float
+        A receiving node says ``stream_stopped`` (reason ``no packets``) after this many
+        seconds without a packet, and ``stream_started`` when packets come back.
+    snapshot_wait : float
+        Seconds a ``snapshot`` command waits for the archive's confirmation before
+        answering with ``stored: false`` (the instance is safe in the outbox already).
+    """
+
+    monitor_interval: float = 1.0
+    loss_ratio: float = 0.0
+    clear_after: int = 3
+    silence: float = 2.0
+    snapshot_wait: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.monitor_interval > 0:
+            raise ConfigError("monitor_interval", self.monitor_interval, "seconds > 0")
+        if not 0 <= self.loss_ratio < 1:
+            raise ConfigError("loss_ratio", self.loss_ratio, "a fraction 0 <= r < 1")
+        if self.clear_after < 1:
+            raise ConfigError("clear_after", self.clear_after, "an integer >= 1")
+        if not self.silence > 0:
+            raise ConfigError("silence", self.silence, "seconds > 0")
+        if not self.snapshot_wait >= 0:
+            raise ConfigError("snapshot_wait", self.snapshot_wait, "seconds >= 0")
+
+
+# -- counters -> events (no I/O: fed by the monitor task, tested directly) ---------------
+
+
+class LossMonitor:
+    """Turns cumulative per-flow ``packets`` / ``packets_lost`` counters into alarms.
+
+    Parameters
+    ----------
+    ratio : float
+        Alarm threshold: lost / (received + lost) within one window.
+    clear_after : int
+        Windows without loss before the alarm is cleared.
+    """
+
+    def __init__(self, *, ratio: float = 0.0, clear_after: int = 3) -> None:
+        self.ratio = ratio
+        self.clear_after = clear_after
+        self._last: dict[str, tuple[int, int]] = {}
+        self._alarmed: dict[str, int] = {}  # flow -> clean windows seen since the alarm
+
+    def update(
+        self, flows: Mapping[str, Mapping[str, Any]], window_s: float
+    ) -> list[tuple[EventKind, dict[str, Any]]]:
+        """Compare with the previous call; return the events to publish."""
+        events: list[tuple[EventKind, dict[str, Any]]] = []
+        for name, counters in flows.items():
+            packets = int(counters.get("packets", 0) or 0)
+            lost = int(counters.get("packets_lost", 0) or 0)
+            prev = self._last.get(name)
+            self._last[name] = (packets, lost)
+            if prev is None:
+                d_packets, d_lost = packets, lost
+            else:
+                d_packets, d_lost = max(0, packets - prev[0]), max(0, lost - prev[1])
+            ratio = d_lost / (d_packets + d_lost) if d_lost else 0.0
+            if d_lost > 0 and ratio >= self.ratio:
+                if name not in self._alarmed:
+                    events.append((EventKind.LOSS_ALARM, {
+                        "flow": name, "lost": d_lost, "ratio": round(ratio, 6),
+                        "window_s": round(window_s, 3),
+                    }))
+                self._alarmed[name] = 0
+            elif name in self._alarmed and d_lost == 0:
+                self._alarmed[name] += 1
+                if self._alarmed[name] >= self.clear_after:
+                    del self._alarmed[name]
+                    events.append((EventKind.LOSS_CLEARED, {"flow": name}))
+        return events
+
+    @property
+    def alarmed(self) -> frozenset[str]:
+        """Flows in alarm now."""
+        return frozenset(self._alarmed)
+
+
+class ActivityMonitor:
+    """Says when packets start and stop arriving (``stream_started`` / ``stream_stopped``).
+
+    Parameters
+    ----------
+    silence : float
+        Seconds without a new packet before the stream counts as stopped.
+    """
+
+    def __init__(self, *, silence: float = 2.0) -> None:
+        self.silence = silence
+        self.active = False
+        self._packets: int | None = None
+        self._last_change = 0.0
+
+    def update(self, packets: int, now: float) -> str | None:
+        """``"started"``, ``"stopped"`` or None, given the total packet count at ``now``."""
+        moved = self._packets is not None and packets > self._packets
+        if self._packets is None and packets > 0:
+            moved = True
+        self._packets = packets
+        if moved:
+            self._last_change = now
+            if not self.active:
+                self.active = True
+                return "started"
+            return None
+        if self.active and now - self._last_change >= self.silence:
+            self.active = False
+            return "stopped"
+        return None
+
+    def reset(self, packets: int, now: float) -> None:
+        """Forget the history (after the node itself stopped or resumed the stream)."""
+        self._packets = packets
+        self._last_change = now
+        self.active = False
+
+
+def combine_handlers(routes: Mapping[Action, CommandHandler]) -> CommandHandler:
+    """One command handler dispatching each action to its own handler.
+
+    Actions without a route are answered ``ok: false`` saying so.
+    """
+
+    async def handler(cmd: Command) -> Mapping[str, Any] | None:
+        target = routes.get(cmd.action)
+        if target is None:
+            raise CommandFailed(f"{cmd.action.value} is not supported by this node")
+        return await target(cmd)
+
+    return handler
+
+
+def open_plane(
+    config: MqttConfig | None,
+    *,
+    handler: CommandHandler | None = None,
+    stats: Callable[[], Mapping[str, Any]] | None = None,
+    status: Mapping[str, Any] | None = None,
+) -> ControlPlane | NullControlPlane:
+    """A :class:`ControlPlane` for ``config``, or a :class:`NullControlPlane` when None."""
+    if config is None:
+        return NullControlPlane()
+    return ControlPlane(config, handler=handler, stats=stats, status=status)
+
+
+# -- receiving nodes ---------------------------------------------------------------------
+
+
+def _destination(rx: Any) -> str:
+    cfg = getattr(rx, "cfg", None)
+    store = getattr(cfg, "store", None)
+    if store:
+        return str(store)
+    store_dir = getattr(cfg, "store_dir", None)
+    return f"dir:{store_dir}" if store_dir is not None else "none"
+
+
+class ReceiverNode:
+    """Control of one :class:`~rtstream.receiver.Receiver` (and optionally its viewer).
+
+    Use as an async context manager around the receiver's lifetime; it hooks the store
+    client's events, starts the counter monitor and restores everything on exit.
+
+    Parameters
+    ----------
+    rx : Receiver
+        An entered receiver.
+    plane : ControlPlane or NullControlPlane
+        Where events go.
+    role : str
+        ``receive``, ``view`` or ``demo`` (published in status and stats).
+    viewer : ViewerServer or None
+        Adds the viewer's streams and peer count to stats and status.
+    config : WiringConfig
+        Thresholds.
+    """
+
+    def __init__(
+        self,
+        rx: Any,
+        plane: Plane,
+        *,
+        role: str = "receive",
+        viewer: Any = None,
+        config: WiringConfig | None = None,
+    ) -> None:
+        self.rx = rx
+        self.plane = plane
+        self.role = role
+        self.viewer = viewer
+        self.config = config or WiringConfig()
+        self.loss = LossMonitor(ratio=self.config.loss_ratio, clear_after=self.config.clear_after)
+        self.activity = ActivityMonitor(silence=self.config.silence)
+        self.stopped_flows: set[str] = set()
+        self._hints: dict[str, dict[str, Any]] = {}  # SOP Instance UID -> event members
+        self._store: Any = None
+        self._store_enqueue: Any = None
+        self._store_on_event: Any = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ReceiverNode:
+        self._hook_store()
+        self.plane.update_status(**self.status())
+        self._monitor = asyncio.get_running_loop().create_task(
+            self._monitor_loop(), name=f"rtstream-{self.role}-monitor"
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+            self._monitor = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.activity.active or self.stopped_flows:
+            self.plane.publish_event(
+                EventKind.STREAM_STOPPED, flows=self.flow_names(), reason="shutdown"
+            )
+        self._unhook_store()
+
+    # -- information --------------------------------------------------------------------
+
+    def flow_names(self) -> list[str]:
+        """The SDP mids of the receiver's flows."""
+        return [f.name for f in (*self.rx.video, *self.rx.audio, *self.rx.metadata)]
+
+    def status(self) -> dict[str, Any]:
+        """Members for the retained ``online`` status (no token, no patient data)."""
+        doc: dict[str, Any] = {
+            "role": self.role,
+            "sdp": str(getattr(self.rx.cfg, "sdp", "")),
+            "flows": self.flow_names(),
+            "streaming": not self.stopped_flows,
+            "archive": _destination(self.rx),
+        }
+        if self.viewer is not None:
+            host = getattr(self.viewer.cfg, "host", "127.0.0.1")
+            doc["viewer"] = f"http://{host}:{self.viewer.port}/"
+        return doc
+
+    def stats(self) -> dict[str, Any]:
+        """The stats provider: ``rx.stats`` plus role, streaming state and viewer peers."""
+        doc: dict[str, Any] = dict(self.rx.stats)
+        doc["role"] = self.role
+        doc["streaming"] = self.activity.active and not self.stopped_flows
+        doc["stopped_flows"] = sorted(self.stopped_flows)
+        doc["loss_alarm"] = sorted(self.loss.alarmed)
+        if self.viewer is not None:
+            doc["viewer"] = {
+                "streams": sorted(self.viewer.streams),
+                "peers": len(self.viewer.peers),
+            }
+        return doc
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def handle(self, cmd: Command) -> Mapping[str, Any] | None:
+        """The command handler of a receiving node (docs/mqtt.md)."""
+        try:
+            if cmd.action is Action.SNAPSHOT:
+                return await self._snapshot(cmd)
+            if cmd.action is Action.RECORD_START:
+                return self._record_start(cmd)
+            if cmd.action is Action.RECORD_STOP:
+                return await self._record_stop(cmd)
+            if cmd.action is Action.STREAM_STOP:
+                return self._stream(cmd, run=False)
+            if cmd.action is Action.STREAM_START:
+                return self._stream(cmd, run=True)
+        except LocalProtocolError as exc:
+            raise CommandFailed(str(exc)) from None
+        raise CommandFailed(f"{cmd.action.value} is not supported by this node")
+
+    def _video_flow(self, cmd: Command) -> Any:
+        name = cmd.args.get("flow")
+        if not self.rx.video:
+            raise CommandFailed("this node receives no video flow")
+        if name is None:
+            return self.rx.video[0]
+        for vf in self.rx.video:
+            if vf.name == name:
+                return vf
+        raise CommandFailed(f"no video flow {name!r} here (flows: {', '.join(self.flow_names())})")
+
+    async def _snapshot(self, cmd: Command) -> Mapping[str, Any]:
+        rx = self.rx
+        store = rx.store_client
+        if store is None:
+            raise CommandFailed("no archive configured (start with --store or --store-dir)")
+        vf = self._video_flow(cmd)
+        if vf.name in self.stopped_flows:
+            raise CommandFailed(f"flow {vf.name} is stopped")
+        rtp = cmd.args.get("rtp_timestamp")
+        if rtp is None:  # the latest complete frame of this flow
+            recent = [i.rtp_timestamp for i in vf.recent if i.complete]
+            if not recent:
+                raise CommandFailed(f"no complete frame received on {vf.name} yet")
+            rtp = recent[-1]
+        ds = await rx.snapshot_dataset(rtp)
+        uid = str(ds.SOPInstanceUID)
+        self._hints[uid] = {"flow": vf.name, "rtp_timestamp": rtp}
+        fut = await store.enqueue(ds)  # durable in the outbox when this returns
+        reply: dict[str, Any] = {"sop_instance_uid": uid, "sop_class_uid": str(ds.SOPClassUID),
+                                 "rtp_timestamp": rtp}
+        try:
+            result = await asyncio.wait_for(asyncio.shield(fut), self.config.snapshot_wait)
+        except TimeoutError:
+            reply.update(stored=False, queued=True)
+            return reply
+        if not result.ok:
+            raise CommandFailed(f"snapshot {uid} was not stored: {result.error}")
+        reply["stored"] = True
+        return reply
+
+    def _record_start(self, cmd: Command) -> Mapping[str, Any]:
+        vf = self._video_flow(cmd)
+        if vf is not self.rx.video[0]:
+            raise CommandFailed("only the first video flow can be recorded")
+        if self.rx.store_client is None:
+            raise CommandFailed("no archive configured (start with --store or --store-dir)")
+        seconds = cmd.args.get("max_seconds")
+        self.rx.record_start(seconds=float(seconds) if seconds is not None else None)
+        self.plane.publish_event(EventKind.RECORDING_STARTED, flow=vf.name, max_seconds=seconds)
+        return {"flow": vf.name}
+
+    async def _record_stop(self, cmd: Command) -> Mapping[str, Any]:
+        recording = getattr(self.rx, "_recording", None)
+        frames = len(recording.frames) if recording is not None else 0
+        flow = recording.flow.name if recording is not None else None
+        result = await self.rx.record_stop()
+        self.plane.publish_event(EventKind.RECORDING_STOPPED, flow=flow, frames=frames)
+        if not result.ok:
+            raise CommandFailed(f"clip {result.sop_instance_uid} was not stored")
+        return {"sop_instance_uid": result.sop_instance_uid, "frames": frames}
+
+    def _stream(self, cmd: Command, *, run: bool) -> Mapping[str, Any]:
+        name = cmd.args.get("flow")
+        flows = [f for f in (*self.rx.video, *self.rx.audio, *self.rx.metadata)
+                 if name is None or f.name == name]
+        if not flows:
+            raise CommandFailed(f"no flow {name!r} here (flows: {', '.join(self.flow_names())})")
+        # A media flow takes its metadata flow with it.
+        for f in list(flows):
+            meta = getattr(f, "meta", None)
+            if meta is not None and meta not in flows:
+                flows.append(meta)
+        changed = [f.name for f in flows if (f.name in self.stopped_flows) == run]
+        for f in flows:
+            if run:
+                _resume_flow(self.rx, f)
+                self.stopped_flows.discard(f.name)
+            else:
+                _pause_flow(self.rx, f)
+                self.stopped_flows.add(f.name)
+        packets = int(self.rx.stats.get("packets", 0))
+        self.activity.reset(packets, time.monotonic())
+        if changed:
+            kind = EventKind.STREAM_STARTED if run else EventKind.STREAM_STOPPED
+            extra = {"sdp": str(self.rx.cfg.sdp)} if run else {"reason": "command"}
+            self.plane.publish_event(kind, flows=changed, **extra)
+        self.plane.update_status(**self.status())
+        return {"flows": [f.name for f in flows], "changed": changed}
+
+    # -- store events ---------------------------------------------------------------------
+
+    def _hook_store(self) -> None:
+        store = getattr(self.rx, "store_client", None)
+        if store is None:
+            return
+        self._store = store
+        self._store_on_event = store.on_event
+        store.on_event = self._on_store_event
+        original = store.enqueue
+        self._store_enqueue = original
+
+        async def enqueue(ds: Any) -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = await original(ds)
+            members = self._members(ds)
+            fut.add_done_callback(lambda f: self._on_stored(members, f))
+            return fut
+
+        store.enqueue = enqueue  # every instance, whoever asked for it
+
+    def _unhook_store(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        store.on_event = self._store_on_event
+        with contextlib.suppress(AttributeError):
+            del store.enqueue  # the instance attribute; the class method shows again
+        self._store = None
+
+    def _members(self, ds: Any) -> dict[str, Any]:
+        uid = str(ds.get("SOPInstanceUID", ""))
+        sop_class = str(ds.get("SOPClassUID", ""))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        hint = self._hints.pop(uid, {})
+        default_flow = self.rx.video[0].name if self.rx.video else None
+        return {
+            "clip": sop_class in _VIDEO_SOP_CLASSES,
+            "sop_instance_uid": uid,
+            "sop_class_uid": sop_class,
+            "frames": frames,
+            "flow": hint.get("flow", default_flow),
+            "rtp_timestamp": hint.get("rtp_timestamp"),
+            "destination": _destination(self.rx),
+        }
+
+    def _on_stored(self, members: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return  # shutting down: the instance stays in the outbox for the next run
+        exc = fut.exception()
+        result = None if exc is not None else fut.result()
+        base = {k: members[k] for k in ("sop_instance_uid", "destination")}
+        if result is None or not result.ok:
+            error = str(exc) if exc is not None else str(getattr(result, "error", ""))
+            self.plane.publish_event(EventKind.STORE_FAILED, error=error, **base)
+        elif members["clip"]:
+            self.plane.publish_event(EventKind.CLIP_STORED, frames=members["frames"], **base)
+        else:
+            self.plane.publish_event(
+                EventKind.SNAPSHOT_STORED, sop_class_uid=members["sop_class_uid"],
+                flow=members["flow"], rtp_timestamp=members["rtp_timestamp"], **base,
+            )
+
+    def _on_store_event(self, event: Any, detail: str) -> None:
+        kind = getattr(event, "value", str(event))
+        store = self._store
+        pending = int(getattr(store, "depth", 0)) if store is not None else 0
+        if kind == "outage":
+            self.plane.publish_event(EventKind.ARCHIVE_OUTAGE, destination=_destination(self.rx),
+                                     pending=pending, error=detail)
+        elif kind == "recovered":
+            sent = int(store.counters.get("stored", 0)) if store is not None else 0
+            self.plane.publish_event(EventKind.ARCHIVE_RECOVERED,
+                                     destination=_destination(self.rx), sent=sent)
+        if self._store_on_event is not None:
+            self._store_on_event(event, detail)
+
+    # -- monitor --------------------------------------------------------------------------
+
+    def check(self, now: float, window_s: float) -> None:
+        """One look at the counters: loss and activity events (the monitor calls this)."""
+        stats = self.rx.stats
+        flows = {n: f for n, f in stats.get("flows", {}).items() if n not in self.stopped_flows}
+        for kind, members in self.loss.update(flows, window_s):
+            self.plane.publish_event(kind, **members)
+        change = self.activity.update(int(stats.get("packets", 0)), now)
+        if change == "started":
+            self.plane.publish_event(EventKind.STREAM_STARTED, flows=self.flow_names(),
+                                     sdp=str(self.rx.cfg.sdp))
+        elif change == "stopped":
+            self.plane.publish_event(EventKind.STREAM_STOPPED, flows=self.flow_names(),
+                                     reason="no packets")
+
+    async def _monitor_loop(self) -> None:
+        interval = self.config.monitor_interval
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            try:
+                self.check(now, now - last)
+            except Exception:  # the monitor must not die: it only reads counters
+                log.exception("control monitor failed")
+            last = now
+
+
+def _pause_flow(rx: Any, flow: Any) -> None:
+    """Stop reading ``flow``'s socket (the kernel drops what overflows its buffer)."""
+    pause = getattr(rx, "pause_flow", None)
+    if callable(pause):
+        pause(flow.name)
+        return
+    sock = getattr(flow, "sock", None)
+    loop = getattr(rx, "_loop", None)
+    if sock is not None and loop is not None:
+        loop.remove_reader(sock.fileno())
+
+
+def _resume_flow(rx: Any, flow: Any) -> None:
+    """Discard what queued up in ``flow``'s socket while stopped, then read it again."""
+    resume = getattr(rx, "resume_flow", None)
+    if callable(resume):
+        resume(flow.name)
+        return
+    sock = getattr(flow, "sock", None)
+    loop = getattr(rx, "_loop", None)
+    if sock is None or loop is None:
+        return
+    for _ in range(10_000):  # stale datagrams: drop them, they are old news
+        _, lengths = sock.drain()
+        if len(lengths) == 0:
+            break
+    loop.remove_reader(sock.fileno())
+    loop.add_reader(sock.fileno(), rx._on_readable, flow)
+
+
+@contextlib.asynccontextmanager
+async def control_for_receiver(
+    mqtt: MqttConfig | argparse.Namespace | None,
+    rx: Any,
+    *,
+    role: str = "receive",
+    viewer: Any = None,
+    config: WiringConfig | None = None,
+) -> AsyncIterator[ReceiverNode]:
+    """Put a receiver (and its viewer) on the control plane for the ``async with`` body.
+
+    Parameters
+    ----------
+    mqtt : MqttConfig, argparse.Namespace or None
+        The broker, or the parsed flags of :func:`~rtstream.control.mqtt.add_cli_arguments`;
+        None (or no ``--mqtt``) means no broker: the node runs exactly as before.
+    rx : Receiver
+        An entered receiver.
+    role : str
+        Node role for status and stats.
+    viewer : ViewerServer or None
+        The viewer fed from ``rx``, if any.
+    """
+    cfg = config_from_args(mqtt, role=role) if isinstance(mqtt, argparse.Namespace) else mqtt
+    node_ref: list[ReceiverNode] = []
+
+    async def handler(cmd: Command) -> Mapping[str, Any] | None:
+        return await node_ref[0].handle(cmd)
+
+    plane = open_plane(cfg, handler=handler, stats=lambda: node_ref[0].stats())
+    async with plane:
+        node = ReceiverNode(rx, plane, role=role, viewer=viewer, config=config)
+        node_ref.append(node)
+        async with node:
+            yield node
+
+
+def control_for_viewer(
+    args: argparse.Namespace, rx: Any, server: Any
+) -> contextlib.AbstractAsyncContextManager[ReceiverNode]:
+    """One line for ``rtstream view``: ``async with control_for_viewer(args, rx, viewer):``.
+
+    ``args`` are the view command's flags (``--mqtt``, ``--node``, ``--stats-interval``
+    added by :func:`~rtstream.control.mqtt.add_cli_arguments`); without ``--mqtt`` nothing
+    connects anywhere.
+    """
+    return control_for_receiver(args, rx, role="view", viewer=server)
+
+
+# -- sending nodes -----------------------------------------------------------------------
+
+
+class SenderNode:
+    """Run a :class:`~rtstream.sender.Sender` under control: stop and start it by command.
+
+    Parameters
+    ----------
+    cfg : SenderConfig
+        What to send; every (re)start builds a new ``Sender`` from it.
+    plane : ControlPlane or NullControlPlane
+        Where events go.
+    make_sender : callable
+        ``make_sender(cfg) -> Sender`` (the CLI passes one with its status line).
+    on_started : callable or None
+        Called with each entered sender (the CLI prints the SDP the first time).
+    role : str
+        Node role for status and stats.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        plane: Plane,
+        *,
+        make_sender: Callable[[Any], Any] | None = None,
+        on_started: Callable[[Any], None] | None = None,
+        role: str = "send",
+    ) -> None:
+        self.cfg = cfg
+        self.plane = plane
+        self.role = role
+        self._make = make_sender or _default_sender
+        self._on_started = on_started
+        self.sender: Any = None
+        self.starts = 0
+        self._want = asyncio.Event()
+        self._want.set()
+        self._run_task: asyncio.Task[Any] | None = None
+        self._stopping = False
+        self._totals: dict[str, Any] = {}
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a sender is running now."""
+        return self._run_task is not None and not self._run_task.done()
+
+    def flow_names(self) -> list[str]:
+        """The SDP mids of the flows sent."""
+        tx = self.sender
+        if tx is None:
+            return []
+        return [m.mid for m in tx.sdp.media if m.mid]
+
+    def status(self) -> dict[str, Any]:
+        """Members for the retained ``online`` status."""
+        n = self.cfg.network
+        doc: dict[str, Any] = {"role": self.role, "streaming": self.streaming,
+                               "dest": f"{n.dest}:{n.port}", "flows": self.flow_names()}
+        if self.cfg.http is not None:
+            doc["sdp"] = f"http://{self.cfg.http}/sdp"
+        if self.sender is not None and self.sender.sop_instance_uid is not None:
+            doc["rtv_sop_instance_uid"] = self.sender.sop_instance_uid
+        return doc
+
+    def stats(self) -> dict[str, Any]:
+        """The stats provider: the running sender's totals (the last ones when stopped)."""
+        doc: dict[str, Any] = dict(self._totals)
+        if self.sender is not None:
+            doc.update(self.sender.stats.as_dict())
+        doc.update(role=self.role, streaming=self.streaming, starts=self.starts)
+        return doc
+
+    async def handle(self, cmd: Command) -> Mapping[str, Any] | None:
+        """The command handler of a sending node."""
+        if cmd.action in (Action.STREAM_START, Action.STREAM_STOP):
+            if cmd.args.get("flow") is not None:
+                raise CommandFailed("a sender starts and stops all its flows together; "
+                                    "omit args.flow")
+            if cmd.action is Action.STREAM_STOP:
+                was = self.streaming
+                self._want.clear()
+                task = self._run_task
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                return {"changed": was}
+            was = self._want.is_set() and self.streaming
+            self._want.set()
+            for _ in range(200):  # until the new sender runs (its set-up takes a moment)
+                if self.streaming or self._stopping:
+                    break
+                await asyncio.sleep(0.01)
+            return {"changed": not was, "rtv_sop_instance_uid":
+                    self.sender.sop_instance_uid if self.sender is not None else None}
+        raise CommandFailed(f"{cmd.action.value} needs a receiving node "
+                            "(rtstream receive/view with --store)")
+
+    async def run(self) -> Any:
+        """Send until the stream ends by itself (frames, duration, end of source).
+
+        ``stream_stop`` / ``stream_start`` commands stop the sender and start a new one
+        meanwhile. Returns the last sender's :class:`~rtstream.sender.SenderStats`.
+        Cancelling stops everything (sockets closed, ``stream_stopped`` published).
+        """
+        stats: Any = None
+        try:
+            while True:
+                await self._want.wait()
+                tx = self._make(self.cfg)
+                async with tx:
+                    self.sender = tx
+                    self.starts += 1
+                    if self._on_started is not None:
+                        self._on_started(tx)
+                    self._run_task = asyncio.get_running_loop().create_task(
+                        tx.run(), name="rtstream-sender-run")
+                    self.plane.publish_event(
+                        EventKind.STREAM_STARTED, flows=self.flow_names(),
+                        rtv_sop_instance_uid=tx.sop_instance_uid,
+                        **({"sdp": f"http://{self.cfg.http}/sdp"} if self.cfg.http else {}),
+                    )
+                    self.plane.update_status(**self.status())
+                    try:
+                        stats = await self._run_task
+                    except asyncio.CancelledError:
+                        if self._want.is_set():  # not a stream_stop: we are being cancelled
+                            raise
+                        stats = tx.stats
+                        self.plane.publish_event(EventKind.STREAM_STOPPED,
+                                                 flows=self.flow_names(), reason="command")
+                        self._totals = tx.stats.as_dict()
+                        self.plane.update_status(**self.status())
+                        continue
+                self.plane.publish_event(EventKind.STREAM_STOPPED, flows=self.flow_names(),
+                                         reason="end")
+                self.plane.update_status(**self.status())
+                return stats
+        except asyncio.CancelledError:
+            self._stopping = True
+            task = self._run_task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if self.sender is not None and self._want.is_set():
+                self.plane.publish_event(EventKind.STREAM_STOPPED, flows=self.flow_names(),
+                                         reason="shutdown")
+            raise
+        except RtstreamError as exc:
+            self.plane.publish_event(EventKind.STREAM_STOPPED, flows=self.flow_names(),
+                                     reason=f"error: {type(exc).__name__}")
+            raise
+
+
+def _default_sender(cfg: Any) -> Any:
+    from rtstream.sender import Sender
+
+    return Sender(cfg)
+
+
+async def run_sender_node(
+    cfg: Any,
+    mqtt: MqttConfig | argparse.Namespace | None,
+    *,
+    make_sender: Callable[[Any], Any] | None = None,
+    on_started: Callable[[Any], None] | None = None,
+    role: str = "send",
+) -> Any:
+    """Run a sender with its control plane (``rtstream send --mqtt``); returns its stats."""
+    mcfg = config_from_args(mqtt, role=role) if isinstance(mqtt, argparse.Namespace) else mqtt
+    ref: list[SenderNode] = []
+
+    async def handler(cmd: Command) -> Mapping[str, Any] | None:
+        return await ref[0].handle(cmd)
+
+    plane = open_plane(mcfg, handler=handler, stats=lambda: ref[0].stats())
+    async with plane:
+        node = SenderNode(cfg, plane, make_sender=make_sender, on_started=on_started, role=role)
+        ref.append(node)
+        return await node.run()
+

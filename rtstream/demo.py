@@ -1,0 +1,423 @@
+"""Everything in one process: sender, receiver, browser viewer and archive (``make demo``).
+
+Theory of operation
+-------------------
+:func:`run_demo` builds, on 127.0.0.1 only:
+
+1. the embedded archive (:class:`~rtstream.dicom.archive.Archive`, a Storage SCP writing
+   ``./archive/<study>/<series>/<sop>.dcm``) on a free TCP port -- or, with ``pacs``, a
+   real archive's ``AET@HOST:PORT`` instead;
+2. the SDP of the sender (written to a temporary file), from which
+3. a :class:`~rtstream.receiver.Receiver` listens on the four UDP ports, storing
+   snapshots and clips through its persistent outbox to the archive;
+4. the WebRTC viewer (:class:`~rtstream.viewer.server.ViewerServer`) fed from the receiver
+   by :func:`demo_feed` (the receiver's items, as cheap yuv420p for 8-bit 4:2:2), its
+   snapshot button storing
+   through the receiver; it listens on 127.0.0.1:8080 (a free port when 8080 is taken)
+   and needs the token printed with its URL;
+5. the sender (:class:`~rtstream.control.wiring.SenderNode` around
+   :class:`~rtstream.sender.Sender`) streaming the test source (or ``source``) to the
+   receiver;
+6. with ``mqtt``, one control-plane node (``demo`` by default) answering every command:
+   snapshots and recordings go to the receiver, stream_stop/stream_start to the sender.
+
+It stops after ``duration`` seconds, when the source ends, or on SIGINT/SIGTERM; leaving
+cancels the sender, closes the viewer's peers, flushes the receiver's outbox into the
+archive (bounded wait) and stops the archive last, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from rtstream.control.mqtt import MqttConfig
+from rtstream.control.schema import Action
+from rtstream.control.wiring import (
+    ReceiverNode,
+    SenderNode,
+    WiringConfig,
+    combine_handlers,
+    open_plane,
+)
+from rtstream.errors import ConfigError
+from rtstream.proto.formats import Sampling
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_HTTP_PORT", "DemoConfig", "DemoResult", "run_demo"]
+
+#: The viewer's port when it is free (the demo falls back to any free port otherwise).
+DEFAULT_HTTP_PORT = 8080
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """What ``rtstream demo`` runs.
+
+    Attributes
+    ----------
+    source : str
+        Video source spec for the sender (``testsrc``, ``file:PATH``, ``dicom:PATH``...).
+    width, height : int or None
+        Frame size (None: the source's own, 1280x720 for the test source).
+    fps : Fraction or None
+        Frame rate (None: the source's own, 30 for the test source).
+    sampling : Sampling
+        Wire sampling (default YCbCr 4:2:2).
+    depth : int
+        Bits per component, 8 or 10 (default 8: modest enough for any machine).
+    port : int or None
+        Base UDP port of the flows (PORT .. PORT+6); None picks free ones.
+    http_host : str
+        Address of the viewer (127.0.0.1 unless told otherwise).
+    http_port : int or None
+        Viewer port; None means 8080, or any free port when 8080 is taken.
+    token : str or None
+        Viewer access token (None: generated and printed with the URL).
+    archive_dir : Path
+        Where the embedded archive writes (``./archive``).
+    archive_port : int
+        TCP port of the embedded archive (0: any free port).
+    pacs : str or None
+        ``AET@HOST:PORT`` of a real archive to use instead of the embedded one.
+    outbox : Path
+        Persistent outbox of instances not yet stored (``./outbox``).
+    duration : float or None
+        Stop after this many seconds (None: until Ctrl-C or the end of the source).
+    snapshot_every : float or None
+        Store a snapshot every S seconds.
+    audio : bool
+        Add the ST 2110-30 audio flow (a 1 kHz tone with the test source).
+    loop : bool
+        Repeat ``file:``/``dicom:``/``raw:`` sources.
+    context : dict
+        Patient/study values for the sender (StreamContext field names).
+    """
+
+    source: str = "testsrc"
+    width: int | None = None
+    height: int | None = None
+    fps: Fraction | None = None
+    sampling: Sampling = Sampling.YCBCR_422
+    depth: int = 8
+    port: int | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+    token: str | None = None
+    archive_dir: Path = Path("archive")
+    archive_port: int = 0
+    pacs: str | None = None
+    outbox: Path = Path("outbox")
+    duration: float | None = None
+    snapshot_every: float | None = None
+    audio: bool = False
+    loop: bool = True
+    context: dict[str, str] = field(default_factory=lambda: {
+        "patient_name": "Demo^Patient", "patient_id": "RTS-DEMO",
+        "study_description": "rtstream demo", "station_name": "DEMO",
+    })
+
+    def __post_init__(self) -> None:
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigError("--duration", self.duration, "a positive number of seconds")
+        if self.snapshot_every is not None and not self.snapshot_every > 0:
+            raise ConfigError("--snapshot-every", self.snapshot_every, "seconds > 0")
+        if self.port is not None and not 1024 <= self.port <= 65529:
+            raise ConfigError("--port", self.port, "1024..65529 (PORT..PORT+6 are used)")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigError("--http", self.http_port, "a TCP port 0..65535")
+        if not 0 <= self.archive_port <= 65535:
+            raise ConfigError("--archive-port", self.archive_port, "a TCP port 0..65535")
+        if self.depth not in (8, 10):
+            raise ConfigError("--depth", self.depth, "8 or 10")
+        if self.pacs is not None:
+            from rtstream.dicom.store import parse_store_target
+
+            parse_store_target(self.pacs, key="--pacs")
+
+
+@dataclass
+class DemoResult:
+    """What happened (printed at the end, checked by tests)."""
+
+    url: str = ""
+    sdp: str = ""
+    archive: str = ""
+    frames_sent: int = 0
+    frames_received: int = 0
+    packets_lost: int = 0
+    snapshots: int = 0
+    stored: int = 0
+    archive_received: int = 0
+
+
+def free_udp_base(count: int = 4, step: int = 2, host: str = "127.0.0.1") -> int:
+    """A base port such that ``base + i*step`` for ``i < count`` are free UDP ports."""
+    rnd = random.Random()
+    for _ in range(200):
+        base = rnd.randrange(20000, 60000, 2)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((host, base + i * step))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise ConfigError("--port", "auto", "a free range of UDP ports (give --port)")
+
+
+def sender_config(cfg: DemoConfig, port: int) -> Any:
+    """The :class:`~rtstream.sender.SenderConfig` of the demo's sender."""
+    from rtstream.sender import load_sender_config
+
+    video: dict[str, Any] = {"sampling": cfg.sampling, "depth": cfg.depth}
+    if cfg.width is not None and cfg.height is not None:
+        video.update(width=cfg.width, height=cfg.height)
+    if cfg.fps is not None:
+        video["fps"] = cfg.fps
+    return load_sender_config(None, {
+        "source": cfg.source,
+        "loop": cfg.loop,
+        "session_name": "rtstream demo",
+        "video": video,
+        "audio": {"enabled": cfg.audio},
+        "network": {"dest": "127.0.0.1", "port": port},
+        "context": dict(cfg.context),
+    })
+
+
+def uyvy_to_yuv420p(wire: np.ndarray, width: int, height: int) -> np.ndarray:
+    """8-bit 4:2:2 wire pgroups (Cb Y0 Cr Y1, RFC 4175 §4.3) as one yuv420p array.
+
+    Pure slicing (no arithmetic): luma as is, chroma of the even lines. About two
+    orders of magnitude cheaper than a conversion to RGB, which matters because the
+    demo converts on the same event loop that drains the receiver's sockets.
+    """
+    px = wire.reshape(height, width // 2, 4)
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    out[:height].reshape(height, width // 2, 2)[:] = px[:, :, 1::2]
+    quarter = (height // 2) * (width // 2)
+    chroma = out[height:].reshape(-1)
+    chroma[:quarter] = px[0::2, :, 0].reshape(-1)
+    chroma[quarter:2 * quarter] = px[0::2, :, 2].reshape(-1)
+    return out
+
+
+async def demo_feed(rx: Any) -> AsyncIterator[Any]:
+    """Viewer frames from the receiver, cheaply.
+
+    Like :func:`rtstream.viewer.server.feed_from_receiver`, but 8-bit 4:2:2 frames (the
+    demo's default) go to the encoder as ``yuv420p`` made by slicing instead of RGB.
+    """
+    from rtstream.viewer.server import ViewerFrame, overlay_from_datasets
+
+    async for item in rx:
+        if item.kind.value != "video" or item.frame is None or item.fmt is None:
+            continue
+        fmt = item.fmt
+        origin_ns = item.origin.to_ns() if item.origin is not None else None
+        overlay = overlay_from_datasets(item.static, item.metadata, origin_ns)
+        if (fmt.sampling is Sampling.YCBCR_422 and fmt.depth == 8
+                and fmt.width % 2 == 0 and fmt.height % 2 == 0):
+            image, pix_fmt = uyvy_to_yuv420p(item.frame, fmt.width, fmt.height), "yuv420p"
+        else:
+            image, pix_fmt = item.rgb(), "rgb24"
+        yield ViewerFrame(stream_id=f"video-{item.ssrc:08x}", image=image,
+                          rtp_timestamp=item.rtp_timestamp, origin_ns=origin_ns,
+                          overlay=overlay, pix_fmt=pix_fmt)
+
+
+async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
+    """Start the viewer on the configured port (8080, else any free one)."""
+    from rtstream.viewer.encoder import EncoderConfig
+    from rtstream.viewer.server import (
+        ViewerConfig,
+        ViewerServer,
+        snapshot_from_receiver,
+    )
+
+    fps = 30
+    if rx.video and rx.video[0].fmt is not None:
+        fps = max(1, round(float(rx.video[0].fmt.exactframerate)))
+    ports = [cfg.http_port] if cfg.http_port is not None else [DEFAULT_HTTP_PORT, 0]
+    last: OSError | None = None
+    for port in ports:
+        vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
+                            encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
+        server = ViewerServer(vcfg, demo_feed(rx), snapshot_from_receiver(rx))
+        try:
+            await server.start()
+            return server
+        except OSError as exc:
+            last = exc
+            await server.close()
+            log.info("viewer port %d is taken, trying another", port)
+    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last})")
+
+
+async def run_demo(
+    cfg: DemoConfig,
+    *,
+    mqtt: MqttConfig | None = None,
+    out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[DemoResult], None] | None = None,
+) -> DemoResult:
+    """Run the whole chain until ``duration``, the end of the source or ``stop``.
+
+    Parameters
+    ----------
+    cfg : DemoConfig
+    mqtt : MqttConfig or None
+        Control plane (one node for the whole demo).
+    out : text stream or None
+        Where the banner (viewer URL with token) is printed; None prints nothing.
+    stop : asyncio.Event or None
+        Set it to stop (the CLI sets it on SIGINT/SIGTERM).
+    on_ready : callable or None
+        Called once everything listens, with the :class:`DemoResult` so far.
+    """
+    from rtstream.receiver import Receiver, ReceiverConfig
+    from rtstream.sender import Sender
+
+    result = DemoResult()
+    stop = stop or asyncio.Event()
+
+    def say(text: str) -> None:
+        if out is not None:
+            print(f"rtstream demo: {text}", file=out, flush=True)
+
+    port = cfg.port or free_udp_base()
+    scfg = sender_config(cfg, port)
+    probe = Sender(scfg)  # the SDP the receiver needs, before anything is sent
+    try:
+        sdp_text = probe.sdp_text()
+        fmt = probe.fmt
+    finally:
+        probe.source.close()
+
+    with tempfile.TemporaryDirectory(prefix="rtstream-demo-") as tmp:
+        sdp_path = Path(tmp) / "demo.sdp"
+        sdp_path.write_text(sdp_text)
+        result.sdp = str(sdp_path)
+        async with contextlib.AsyncExitStack() as stack:
+            archive: Any = None
+            if cfg.pacs is not None:
+                target = cfg.pacs
+            else:
+                from rtstream.dicom.archive import Archive
+
+                archive = Archive(cfg.archive_dir, cfg.archive_port, "RTSTREAM-ARCH")
+                await stack.enter_async_context(archive)
+                target = archive.target
+            result.archive = target
+            rx = await stack.enter_async_context(Receiver(ReceiverConfig(
+                sdp=str(sdp_path), store=target, outbox=cfg.outbox,
+                snapshot_every=cfg.snapshot_every, pairing_wait_frames=10,
+            )))
+            viewer = await _start_viewer(cfg, rx)
+            stack.push_async_callback(viewer.close)
+            result.url = viewer.url
+
+            refs: dict[str, Any] = {}
+
+            def stats() -> Mapping[str, Any]:
+                if len(refs) < 2:
+                    return {"role": "demo"}
+                return {"role": "demo", "receiver": refs["rx"].stats(),
+                        "sender": refs["tx"].stats()}
+
+            plane = open_plane(mqtt, stats=stats)
+            await stack.enter_async_context(plane)
+            rnode = await stack.enter_async_context(ReceiverNode(
+                rx, plane, role="demo", viewer=viewer, config=WiringConfig()))
+            snode = SenderNode(scfg, plane, make_sender=Sender, role="demo")
+            refs.update(rx=rnode, tx=snode)
+            plane.set_handler(combine_handlers({
+                Action.SNAPSHOT: rnode.handle,
+                Action.RECORD_START: rnode.handle,
+                Action.RECORD_STOP: rnode.handle,
+                Action.STREAM_START: snode.handle,
+                Action.STREAM_STOP: snode.handle,
+            }))
+
+            where = "the embedded archive" if archive is not None else "the PACS"
+            say(f"sender {cfg.source} {fmt.width}x{fmt.height}@{float(fmt.exactframerate):g} "
+                f"{fmt.sampling.value} {fmt.depth}-bit -> 127.0.0.1:{port} (SDP {sdp_path})")
+            say(f"snapshots and clips go to {where} {target}"
+                + (f", files in {cfg.archive_dir.resolve()}" if archive is not None else ""))
+            if mqtt is not None:
+                say(f"MQTT node {mqtt.node} on {mqtt.display()} (topics rtstream/{mqtt.node}/...)")
+            say(f"open {viewer.url}")
+            say("press Ctrl-C to stop" if cfg.duration is None
+                else f"stopping after {cfg.duration:g} s")
+            if on_ready is not None:
+                on_ready(result)
+
+            send_task = asyncio.get_running_loop().create_task(snode.run(), name="demo-sender")
+            waiters = [asyncio.ensure_future(stop.wait()), send_task,
+                       asyncio.ensure_future(viewer.wait())]
+            if cfg.duration is not None:
+                waiters.append(asyncio.ensure_future(asyncio.sleep(cfg.duration)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+                await asyncio.gather(*waiters, return_exceptions=True)
+                say("stopping: sender, viewer, receiver (flushing the outbox), archive")
+            if send_task.done() and not send_task.cancelled():
+                failure = send_task.exception()
+                if failure is not None:
+                    raise failure
+            if snode.sender is not None:
+                result.frames_sent = snode.sender.stats.frames
+            st = rx.stats
+            result.frames_received = int(st.get("frames_delivered", 0))
+            result.packets_lost = int(st.get("packets_lost", 0))
+            result.snapshots = int(st.get("snapshots", 0))
+            # leaving the stack: plane, node, viewer, receiver (outbox flush), archive
+        if rx.stats.get("store"):
+            result.stored = int(rx.stats["store"].get("stored", 0))
+        if archive is not None:
+            result.archive_received = int(archive.counters["received"])
+    say(f"sent {result.frames_sent} frames, received {result.frames_received} "
+        f"(lost packets {result.packets_lost}), stored {result.stored} instance(s)"
+        + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
+           if cfg.pacs is None else ""))
+    return result
+
+
+def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop``; returns a function that removes the handlers."""
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+
+    def remove() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return remove
