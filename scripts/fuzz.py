@@ -65,7 +65,7 @@ def pack_rows(rows: list[bytes]) -> bytes:
 
 def unpack_rows(data: bytes, limit: int = 256) -> list[bytes]:
     """One fuzz input -> datagram sequence (a short last record takes what is left)."""
-    rows = []
+    rows: list[bytes] = []
     pos = 0
     while pos + 2 <= len(data) and len(rows) < limit:
         (n,) = struct.unpack_from("!H", data, pos)
@@ -523,7 +523,7 @@ def child_atheris(name: str, inputs: int, seed: int, max_seconds: float, stats: 
     def dump() -> None:
         secs = time.monotonic() - state["start"]
         stats.write_text(json.dumps(
-            _summary(name, "atheris", state["done"], secs, target.rejected, crashes)))  # fmt: skip
+            _summary(name, "atheris", int(state["done"]), secs, target.rejected, crashes)))  # fmt: skip
 
     def one(data: bytes) -> None:
         try:
@@ -546,7 +546,7 @@ def child_atheris(name: str, inputs: int, seed: int, max_seconds: float, stats: 
     def custom_mutator(data: bytes, max_size: int, seed_: int) -> bytes:
         r = random.Random(seed_)
         if r.random() < 0.4:
-            return atheris.Mutate(data, max_size)
+            return bytes(atheris.Mutate(data, max_size))
         return target.mutate(data, r)[:max_size]
 
     cap_memory()

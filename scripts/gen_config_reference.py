@@ -90,6 +90,14 @@ def _sections(doc: str | None) -> dict[str, str]:
     if not doc:
         return out
     lines = doc.expandtabs().splitlines()
+    # a list of names continued on the next line ("a, b,\n    c : str") becomes one line
+    joined: list[str] = []
+    for line in lines:
+        if joined and re.fullmatch(r"\s*[A-Za-z_][\w, ]*,\s*", joined[-1]) and " : " in line:
+            joined[-1] = joined[-1].rstrip() + " " + line.strip()
+        else:
+            joined.append(line)
+    lines = joined
     in_section = False
     names: list[str] = []
     text: list[str] = []
@@ -121,11 +129,17 @@ def _sections(doc: str | None) -> dict[str, str]:
     return out
 
 
+def _clean(text: str) -> str:
+    """reST to Markdown: ``x`` -> `x`, :role:`~a.b` -> `b`."""
+    text = re.sub(r":\w+:`~?([^`]*?)`", lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
+    return text.replace("``", "`")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner = " or ".join(_type_name(a) for a in args)
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = " or ".join(_type_name(a) for a in members)
         return f"{inner} (optional)" if type(None) in typing.get_args(tp) else inner
     if origin in (tuple, list):
         args = typing.get_args(tp)
@@ -175,11 +189,11 @@ def table(cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> str:
     hints = typing.get_type_hints(cls)
     docs = _sections(cls.__doc__)
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if not f.init or f.name in skip:
             continue
         desc = docs.get(f.name) or NOTES.get(f"{cls.__name__}.{f.name}", "")
-        desc = desc.replace("|", "\\|")
+        desc = _clean(desc).replace("|", "\\|")
         rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | {_default(f)} "
                     f"| {desc} |")
     return "\n".join(rows)

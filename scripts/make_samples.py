@@ -76,10 +76,15 @@ def write_cine(path: Path, *, width: int = 160, height: int = 120, count: int = 
                frame_time_ms: float = 40.0) -> None:
     """An Ultrasound Multi-frame Image with a Cine Module, native little endian."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import (
+        UID,
+        ExplicitVRLittleEndian,
+        UltrasoundMultiFrameImageStorage,
+        generate_uid,
+    )
 
-    def uid(name: str) -> str:
-        return str(generate_uid(entropy_srcs=["rtstream sample", name]))
+    def uid(name: str) -> UID:
+        return generate_uid(entropy_srcs=["rtstream sample", name])
 
     frames = sector_frames(width, height, count, seed=SEED + 1)
     meta = FileMetaDataset()

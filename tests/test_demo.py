@@ -10,6 +10,7 @@ mosquitto broker (``--mqtt``) -- takes a snapshot by MQTT command and stops with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -132,21 +133,28 @@ def test_demo_with_pacs_and_mqtt_snapshot_command_then_ctrl_c(
                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
             async with client:
                 await client.subscribe("rtstream/demo-t/#", qos=1)
+                messages = client.messages
                 reply: dict[str, object] = {}
-                async with asyncio.timeout(60):
-                    n = 0
-                    await client.publish("rtstream/demo-t/cmd", json.dumps(
-                        {"id": f"d{n}", "action": "snapshot"}), qos=1)
-                    async for msg in client.messages:
+                async with asyncio.timeout(90):
+                    # the node is there once its retained status says online
+                    async for msg in messages:
                         assert isinstance(msg.payload, bytes | bytearray)
-                        if str(msg.topic) == f"rtstream/demo-t/reply/d{n}":
-                            reply = json.loads(msg.payload)
-                            if reply["ok"]:
-                                return reply
-                            n += 1  # no complete frame yet: ask again
-                            await asyncio.sleep(0.2)
-                            await client.publish("rtstream/demo-t/cmd", json.dumps(
-                                {"id": f"d{n}", "action": "snapshot"}), qos=1)
+                        if (str(msg.topic) == "rtstream/demo-t/status"
+                                and json.loads(msg.payload)["state"] == "online"):
+                            break
+                    for n in range(100):  # until a complete frame has arrived
+                        await client.publish("rtstream/demo-t/cmd", json.dumps(
+                            {"id": f"d{n}", "action": "snapshot"}), qos=1)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(10):
+                                async for msg in messages:
+                                    assert isinstance(msg.payload, bytes | bytearray)
+                                    if str(msg.topic) == f"rtstream/demo-t/reply/d{n}":
+                                        reply = json.loads(msg.payload)
+                                        break
+                        if reply.get("ok"):
+                            return reply
+                        await asyncio.sleep(0.2)
                 return reply
 
         reply = asyncio.run(operate())

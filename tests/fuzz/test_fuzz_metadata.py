@@ -243,3 +243,17 @@ def test_bulk_flow_sequences_with_another_vr(tag: int, vr: bytes) -> None:
 def test_shared_functional_groups_with_a_number_vr() -> None:
     with pytest.raises(RemoteProtocolError):
         decode_grain(retype(grain_corpus()[_STATIC], 0x52009229, b"UV"))
+
+
+@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: frame_origin calls len() on the "
+                   "None value of an empty non-SQ (0006,0001): TypeError escapes")
+@pytest.mark.parametrize("vr", [b"OB", b"UL"])
+def test_empty_dynamic_part_with_another_vr(vr: bytes) -> None:
+    vector = grain_corpus()[_VECTOR]
+    meta = vector[: vector.index(bytes.fromhex("06000100"))]
+    if vr == b"OB":
+        bad = meta + bytes.fromhex("06000100") + vr + bytes(6)  # long form, length 0
+    else:
+        bad = meta + bytes.fromhex("06000100") + vr + bytes(2)  # short form, length 0
+    with pytest.raises(RemoteProtocolError):
+        decode_grain(bad)
