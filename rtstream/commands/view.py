@@ -8,10 +8,10 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
+from rtstream.control.mqtt import add_cli_arguments
 from rtstream.errors import ConfigError
 
 HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
@@ -52,14 +52,6 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, port
 
 
-def parse_store(text: str) -> tuple[str, str, int]:
-    """``AET@HOST:PORT`` -> (called AE title, host, port)."""
-    m = re.fullmatch(r"([^@]{1,16})@(.+):(\d+)", text)
-    if not m:
-        raise ConfigError("--store", text, "AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
-    return m.group(1), m.group(2), int(m.group(3))
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``view`` options."""
     src = parser.add_mutually_exclusive_group(required=True)
@@ -93,6 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bearer token for the WHIP endpoint")
     parser.add_argument("--whip-stream", metavar="ID",
                         help="stream to publish by WHIP (default: the first one seen)")
+    add_cli_arguments(parser)
 
 
 def _store_config(args: argparse.Namespace) -> Any:
@@ -173,16 +166,14 @@ async def _serve(args: argparse.Namespace) -> int:
             await stop.wait()
         return 0
 
-    try:
-        from rtstream.receiver import Receiver, ReceiverConfig
-    except ImportError as exc:
-        print(f"rtstream view: the receiver is not available ({exc}); try --test-pattern",
-              file=sys.stderr)
-        return 1
+    from rtstream.control.wiring import control_for_viewer
+    from rtstream.dicom.store import parse_store_target
+    from rtstream.receiver import Receiver, ReceiverConfig
+
     # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.
     rx_kwargs: dict[str, Any] = {"sdp": args.sdp}
     if args.store:
-        parse_store(args.store)  # validate early; the receiver takes the text
+        parse_store_target(args.store)  # validate early; the receiver takes the text
         rx_kwargs["store"] = args.store
     if args.store_dir:
         rx_kwargs["store_dir"] = args.store_dir
@@ -194,6 +185,7 @@ async def _serve(args: argparse.Namespace) -> int:
             viewer = await stack.enter_async_context(
                 ViewerServer(cfg, feed_from_receiver(rx), snapshot)
             )
+            await stack.enter_async_context(control_for_viewer(args, rx, viewer))
             print(f"rtstream view: open {viewer.url}", flush=True)
             if args.whip:
                 await _start_whip(stack, viewer, args)

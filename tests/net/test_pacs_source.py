@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import MPEG4HP41, UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from rtstream.dicom.retrieve import (
@@ -41,8 +41,8 @@ RGB = VideoFormat(sampling=Sampling.RGB, depth=8, width=64, height=48,
 def _base(sop_class: str, ts: str, frames: int) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ts
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.TransferSyntaxUID = UID(ts)
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID

@@ -17,7 +17,8 @@ import pytest
 from aiortc.codecs import h264 as aiortc_h264
 from pydicom.uid import VLEndoscopicImageStorage
 
-from rtstream.commands.view import parse_bitrate, parse_hostport, parse_store
+from rtstream.commands.view import parse_bitrate, parse_hostport
+from rtstream.dicom.store import parse_store_target
 from rtstream.errors import ConfigError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.viewer.encoder import (
@@ -304,8 +305,9 @@ def test_cli_value_parsers() -> None:
     assert parse_bitrate("1.5M") == 1_500_000
     assert parse_hostport("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_hostport("[::1]:9") == ("::1", 9)
-    assert parse_store("ORTHANC@127.0.0.1:4242") == ("ORTHANC", "127.0.0.1", 4242)
-    for bad, fn in (("fast", parse_bitrate), ("8080", parse_hostport), ("x:1", parse_store)):
+    target = parse_store_target("ORTHANC@127.0.0.1:4242")
+    assert (target.called_aet, target.host, target.port) == ("ORTHANC", "127.0.0.1", 4242)
+    for bad, fn in (("fast", parse_bitrate), ("8080", parse_hostport), ("x:1", parse_store_target)):
         with pytest.raises(ConfigError):
             fn(bad)
 
