@@ -492,6 +492,7 @@ def _summary(name: str, engine: str, done: int, secs: float, rejected: int,
         "seconds": round(secs, 1),
         "inputs_per_s": round(done / secs) if secs else None,
         "rejected_as_protocol_error": rejected,
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "crashes": crashes.found,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.wiring import run_sender_node
+from rtstream.dicom.context_sources import context_with_worklist
 from rtstream.errors import ConfigError
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
 from rtstream.proto.formats import Sampling
@@ -129,8 +131,19 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace) -> SenderConfig:
-    """Config file, then flags."""
-    return load_sender_config(args.config, overrides_from_args(args))
+    """Config file, then flags, then the identity of the worklist order (``--worklist``)."""
+    cfg = load_sender_config(args.config, overrides_from_args(args))
+    worklist = getattr(args, "worklist", None)
+    if worklist is None:
+        return cfg
+    context = context_with_worklist(
+        cfg.context,
+        worklist=worklist,
+        station_aet=args.station_aet,
+        accession=args.accession_number,
+        sop=cfg.sop.value,
+    )
+    return dataclasses.replace(cfg, context=context)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +161,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write each sent frame's wire bytes as DIR/<rtp-timestamp>.raw")
     parser.add_argument("--stats-json", type=Path, metavar="FILE", help="write run totals here at exit")
     parser.add_argument("--no-gso", action="store_true", help="disable UDP segmentation offload")
+    wl = parser.add_argument_group("patient context from a Modality Worklist (C-FIND)")
+    wl.add_argument("--worklist", metavar="AET@HOST:PORT",
+                    help="at start, take patient and study from today's order for this station "
+                         "(or the order named by --accession-number) on this worklist SCP")
+    wl.add_argument("--station-aet", metavar="AET",
+                    help="Scheduled Station AE Title to match, also our calling AE title "
+                         "(default RTSTREAM)")
     add_cli_arguments(parser)
 
 

@@ -170,18 +170,18 @@ def test_clean_sequences_complete() -> None:
 
 
 def test_memory_is_bounded_under_a_flood() -> None:
-    """20,000 datagrams that each open a new partial grain (new timestamps, new SSRCs,
-    no end packets) leave the depacketizer's memory flat."""
+    """8,000 datagrams that each open a new partial grain (new timestamps, new SSRCs,
+    no end packets) leave the depacketizer's memory flat after the first 1,000."""
     rng = random.Random(5)
     dp = MetadataDepacketizer(extmap=ExtMap.default())
     first = GrainStream(rng, ExtMap.default()).grain(rng)[0]
     tracemalloc.start()
     try:
         samples = []
-        for i in range(20_000):
+        for i in range(8_000):
             row = restamp(first, ts=rng.getrandbits(32), ssrc=rng.getrandbits(8), marker=False)
             dp.feed(row, i)
-            if i in (1999, 19_999):
+            if i in (999, 7_999):
                 samples.append(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()

@@ -17,6 +17,7 @@ from pynetdicom import AE
 
 from rtstream.dicom.retrieve import (
     ArchiveUnreachable,
+    InstanceLocation,
     InstanceNotFound,
     RetrieveConfig,
     RetrieveRefused,
@@ -222,6 +223,14 @@ def test_locate_and_retrieve_directly(
     assert again.PixelData == original.PixelData
     with pytest.raises(InstanceNotFound, match="1.2.3.4.5.6.7"):
         retrieve_instance(cfg, "1.2.3.4.5.6.7", tmp_path)
+    # Without a C-FIND (an archive that only allows retrieval): the UID alone and the
+    # fixed list of cine storage classes, here for the H.264 Video Endoscopic instance.
+    video = pydicom.dcmread(files["h264"])
+    blind = InstanceLocation(sop_instance_uid=video.SOPInstanceUID)
+    (tmp_path / "blind").mkdir()
+    got = retrieve_instance(cfg, video.SOPInstanceUID, tmp_path / "blind", location=blind)
+    assert got.read_bytes()[132:] and pydicom.dcmread(got).PixelData == video.PixelData
+    assert pydicom.dcmread(got).file_meta.TransferSyntaxUID == MPEG4HP41
 
 
 def test_unknown_uid_refused_and_unreachable(archive: tuple[Orthanc, dict[str, Path]]) -> None:

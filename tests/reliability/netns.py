@@ -236,7 +236,8 @@ class NetnsPair:
         self._wire.send_signal(signal.SIGUSR1)
 
     def stop_wire(self) -> dict[str, Any]:
-        """Stop the wire and return its counters (see :func:`impair_main`)."""
+        """Stop the wire; return ``{"phases": {"<i>:<name>": {"<udp port>": counts}},
+        "switches": [[phase index, TAI ns], ...]}`` (see :func:`impair_main`)."""
         assert self._wire is not None and self._wire_stats is not None
         self._wire.send_signal(signal.SIGTERM)
         self._wire.wait(20)
@@ -289,8 +290,12 @@ def impair_main(in_dev: str, out_dev: str, stats_path: str, phases_arg: str,
     order = itertools.count()
     done = [False]
 
+    clk = getattr(time, "CLOCK_TAI", time.CLOCK_REALTIME)
+    switches: list[tuple[int, int]] = []
+
     def on_usr1(_sig: int, _frm: FrameType | None) -> None:
         phase[0] = min(phase[0] + 1, len(phases) - 1)
+        switches.append((phase[0], time.clock_gettime_ns(clk)))  # the media clock (TAI)
 
     def on_term(_sig: int, _frm: FrameType | None) -> None:
         done[0] = True
@@ -374,7 +379,7 @@ def impair_main(in_dev: str, out_dev: str, stats_path: str, phases_arg: str,
         time.sleep(max(0.0, at - time.monotonic()))
         send(frame_b)
     out = {ph: {str(port): vars(c) for port, c in by.items()} for ph, by in counts.items()}
-    Path(stats_path).write_text(json.dumps(out))
+    Path(stats_path).write_text(json.dumps({"phases": out, "switches": switches}))
     return 0
 
 
