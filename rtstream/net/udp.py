@@ -413,6 +413,11 @@ class UdpReceiver:
         self._rows = [memoryview(self._buf[i]) for i in range(batch)]
         self._scratch = bytearray(65536)
         self._pending: tuple[np.ndarray, int] | None = None  # GRO leftover (data, seg)
+        # GRO reads land here, rows ``stride`` apart (no copy between kernel and caller);
+        # room for ``batch`` rows of ``max_datagram`` plus one whole 64 KiB read.
+        self._arena = np.zeros(batch * max_datagram + 65536, np.uint8)
+        self._arena_mv = memoryview(self._arena)  # type: ignore[arg-type]
+        self._carry: tuple[np.ndarray, int] | None = None  # read that did not fit a batch
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -464,8 +469,10 @@ class UdpReceiver:
         Returns
         -------
         batch, lengths : numpy.ndarray
-            A view ``(n, max_datagram)`` of the reused batch (valid until the next call)
-            and the number of bytes in each row.
+            A view ``(n, stride)`` of a reused buffer (valid until the next call), one
+            datagram per row, and the number of bytes in each row. ``stride`` is
+            ``max_datagram``, or with GRO the segment size of the coalesced reads, whose
+            datagrams then arrive without any copy.
         """
         n = 0
         cap = self._buf.shape[0]
@@ -486,33 +493,92 @@ class UdpReceiver:
                 n += 1
             self.stats.reads += n
         else:
-            scratch = self._scratch
-            space = self._cmsg_space
-            while n < cap:
-                try:
-                    k, anc, flags, _ = sock.recvmsg_into([scratch], space)
-                except BlockingIOError:
-                    break
-                self.stats.reads += 1
-                seg = 0
-                for level, typ, data in anc:
-                    if level == SOL_UDP and typ == UDP_GRO:
-                        seg = struct.unpack("=i", data[:4])[0] if len(data) >= 4 else struct.unpack("=H", data[:2])[0]
-                if seg and k > seg:
-                    self.stats.gro_reads += 1
-                    arr = np.frombuffer(scratch, np.uint8, count=k)  # view; leftovers copied
-                    n = self._take_segments(arr, seg, n)
-                else:
-                    if flags & socket.MSG_TRUNC or k > width:
-                        self.stats.truncated += 1
-                        k = min(k, width)
-                    self._buf[n, :k] = np.frombuffer(scratch, np.uint8, count=k)
-                    lengths[n] = k
-                    n += 1
+            n, stride = self._drain_gro(n)
+            if stride:
+                self.stats.datagrams += n
+                self.stats.bytes += int(lengths[:n].sum())
+                view: np.ndarray = self._arena[: n * stride].reshape(n, stride)
+                return view, lengths[:n]
         if n:
             self.stats.datagrams += n
             self.stats.bytes += int(lengths[:n].sum())
         return self._buf[:n], lengths[:n]
+
+    def _drain_gro(self, n: int) -> tuple[int, int]:
+        """GRO drain straight into the arena, rows ``stride`` bytes apart; (rows, stride).
+
+        A coalesced read of segment size ``s`` lands as ``ceil(k / s)`` consecutive rows
+        when the rows are ``s`` bytes apart, so the first coalesced read of a batch fixes
+        the stride at its segment size; single datagrams take one row each (stride =
+        ``max_datagram`` when the batch starts with one). A read that does not fit the
+        stride ends the batch and is carried over to the next call. Returns stride 0 when
+        rows were already placed in the row buffer (a carried-over leftover): then the
+        caller returns that buffer.
+        """
+        if n:  # leftover placed in self._buf by _take_segments: finish that batch there
+            return n, 0
+        arena = self._arena
+        amv = self._arena_mv
+        lengths = self._lengths
+        cap = self._lengths.shape[0]
+        width = self._buf.shape[1]
+        limit = arena.size - 65536  # a whole GRO read (<= 64 KiB) must always fit
+        sock = self._sock
+        space = self._cmsg_space
+        stride = 0
+        reads = gro_reads = 0
+        carry = self._carry
+        if carry is not None:
+            self._carry = None
+            data, seg = carry
+            k = data.size
+            arena[:k] = data
+            stride = seg if k > seg else width
+            nseg = -(-k // stride) if k > seg else 1
+            lengths[:nseg] = seg if k > seg else min(k, width)
+            if k > seg:
+                lengths[nseg - 1] = k - (nseg - 1) * seg
+            n = nseg
+        while n < cap:
+            off = n * stride
+            if off > limit:
+                break
+            try:
+                k, anc, flags, _ = sock.recvmsg_into([amv[off:]], space)
+            except BlockingIOError:
+                break
+            reads += 1
+            seg = 0
+            for level, typ, data in anc:
+                if level == SOL_UDP and typ == UDP_GRO and len(data) >= 2:
+                    seg = int.from_bytes(data[:2], "little")
+            if seg and k > seg:
+                if stride == 0:
+                    stride = seg
+                if seg != stride or n + -(-k // seg) > cap:
+                    self._carry = (arena[off : off + k].copy(), seg)
+                    break
+                gro_reads += 1
+                nseg = -(-k // seg)
+                lengths[n : n + nseg] = seg
+                lengths[n + nseg - 1] = k - (nseg - 1) * seg
+                n += nseg
+            else:
+                if stride == 0:
+                    stride = width
+                if flags & socket.MSG_TRUNC or k > stride:
+                    if k > stride and not flags & socket.MSG_TRUNC and k <= 65536 and n:
+                        self._carry = (arena[off : off + k].copy(), k)
+                        break
+                    self.stats.truncated += 1
+                    k = min(k, stride)
+                lengths[n] = k
+                n += 1
+        self.stats.reads += reads
+        self.stats.gro_reads += gro_reads
+        if n == 0:
+            stride = width
+        return n, stride
 
     def _take_segments(self, data: np.ndarray, seg: int, n: int) -> int:
         """Split a GRO read into rows from row ``n``; keep what does not fit."""
