@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -93,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         for pix_fmt in mod.PIX_FMTS:
             key = f"{name} -> {pix_fmt}"
             if args.only is None or args.only in key:
-                table[key] = cpu_ms(lambda: mod.from_wire(wire, fmt, pix_fmt), args.repeat)
+                table[key] = cpu_ms(partial(mod.from_wire, wire, fmt, pix_fmt), args.repeat)
             key = f"{pix_fmt} -> {name}"
             if args.only is None or args.only in key:
                 image = mod.from_wire(wire, fmt, pix_fmt)
-                table[key] = cpu_ms(lambda: mod.to_wire(image, pix_fmt, fmt), args.repeat)
+                table[key] = cpu_ms(partial(mod.to_wire, image, pix_fmt, fmt), args.repeat)
     print(json.dumps({"size": args.size, "impl": args.impl or "rtstream.proto.pixfmt",
                       "unit": "CPU ms per frame (median)", "ms": table}, indent=1))
     return 0

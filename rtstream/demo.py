@@ -11,8 +11,8 @@ Theory of operation
 3. a :class:`~rtstream.receiver.Receiver` listens on the four UDP ports, storing
    snapshots and clips through its persistent outbox to the archive;
 4. the WebRTC viewer (:class:`~rtstream.viewer.server.ViewerServer`) fed from the receiver
-   by :func:`demo_feed` (the receiver's items, as cheap yuv420p for 8-bit 4:2:2), its
-   snapshot button storing
+   by :func:`~rtstream.viewer.server.feed_from_receiver` (the receiver's items as
+   yuv420p, pixfmt's cheap display path), its snapshot button storing
    through the receiver; it listens on 127.0.0.1:8080 (a free port when 8080 is taken)
    and needs the token printed with its URL;
 5. the sender (:class:`~rtstream.control.wiring.SenderNode` around
@@ -35,13 +35,11 @@ import random
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
-
-import numpy as np
 
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.schema import Action
@@ -204,53 +202,13 @@ def sender_config(cfg: DemoConfig, port: int) -> Any:
     })
 
 
-def uyvy_to_yuv420p(wire: np.ndarray, width: int, height: int) -> np.ndarray:
-    """8-bit 4:2:2 wire pgroups (Cb Y0 Cr Y1, RFC 4175 §4.3) as one yuv420p array.
-
-    Pure slicing (no arithmetic): luma as is, chroma of the even lines. About two
-    orders of magnitude cheaper than a conversion to RGB, which matters because the
-    demo converts on the same event loop that drains the receiver's sockets.
-    """
-    px = wire.reshape(height, width // 2, 4)
-    out = np.empty((height * 3 // 2, width), np.uint8)
-    out[:height].reshape(height, width // 2, 2)[:] = px[:, :, 1::2]
-    quarter = (height // 2) * (width // 2)
-    chroma = out[height:].reshape(-1)
-    chroma[:quarter] = px[0::2, :, 0].reshape(-1)
-    chroma[quarter:2 * quarter] = px[0::2, :, 2].reshape(-1)
-    return out
-
-
-async def demo_feed(rx: Any) -> AsyncIterator[Any]:
-    """Viewer frames from the receiver, cheaply.
-
-    Like :func:`rtstream.viewer.server.feed_from_receiver`, but 8-bit 4:2:2 frames (the
-    demo's default) go to the encoder as ``yuv420p`` made by slicing instead of RGB.
-    """
-    from rtstream.viewer.server import ViewerFrame, overlay_from_datasets
-
-    async for item in rx:
-        if item.kind.value != "video" or item.frame is None or item.fmt is None:
-            continue
-        fmt = item.fmt
-        origin_ns = item.origin.to_ns() if item.origin is not None else None
-        overlay = overlay_from_datasets(item.static, item.metadata, origin_ns)
-        if (fmt.sampling is Sampling.YCBCR_422 and fmt.depth == 8
-                and fmt.width % 2 == 0 and fmt.height % 2 == 0):
-            image, pix_fmt = uyvy_to_yuv420p(item.frame, fmt.width, fmt.height), "yuv420p"
-        else:
-            image, pix_fmt = item.rgb(), "rgb24"
-        yield ViewerFrame(stream_id=f"video-{item.ssrc:08x}", image=image,
-                          rtp_timestamp=item.rtp_timestamp, origin_ns=origin_ns,
-                          overlay=overlay, pix_fmt=pix_fmt)
-
-
 async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     """Start the viewer on the configured port (8080, else any free one)."""
     from rtstream.viewer.encoder import EncoderConfig
     from rtstream.viewer.server import (
         ViewerConfig,
         ViewerServer,
+        feed_from_receiver,
         snapshot_from_receiver,
     )
 
@@ -262,7 +220,7 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     for port in ports:
         vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
                             encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
-        server = ViewerServer(vcfg, demo_feed(rx), snapshot_from_receiver(rx))
+        server = ViewerServer(vcfg, feed_from_receiver(rx), snapshot_from_receiver(rx))
         try:
             await server.start()
             return server

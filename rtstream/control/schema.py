@@ -11,7 +11,10 @@ clients in any language can validate before sending. Inside rtstream it is check
 :func:`validate`, which implements exactly the keywords the schema uses (``type``,
 ``properties``, ``required``, ``additionalProperties``, ``enum``, ``pattern``,
 ``minLength``, ``maxLength``, ``minimum``, ``maximum``, ``exclusiveMinimum``); that keeps
-the control plane free of a new dependency. :func:`parse_command` turns a payload into a
+the control plane free of a new dependency. Every number the validator visits must be finite:
+RFC 8259 §6 has no NaN or Infinity, which Python's ``json`` accepts (as it turns ``1e999``
+into ``inf``), and every comparison with NaN is false, so a range check alone would let it
+through. :func:`parse_command` turns a payload into a
 :class:`Command` or raises :class:`InvalidCommand` (a
 :class:`~rtstream.errors.RemoteProtocolError`) naming the field, with the request id when
 one could be read so that the reply can still reach the caller.
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -149,6 +154,9 @@ def validate(instance: object, schema: Mapping[str, Any], path: str = "$") -> li
 
 def _check(instance: object, schema: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
+    if isinstance(instance, float) and not math.isfinite(instance):
+        # RFC 8259 §6: NaN and Infinity are not JSON numbers (json.loads accepts them).
+        return [(path, f"{json.dumps(instance)} is not a finite JSON number")]
     expected = schema.get("type")
     if expected is not None and not _is_type(instance, expected):
         return [(path, f"expected {expected}, got {_json_type_name(instance)}")]
@@ -254,8 +262,9 @@ def parse_command(payload: bytes | bytearray | str) -> Command:
     Raises
     ------
     InvalidCommand
-        For anything that is not a valid command: not UTF-8, not JSON, not an object,
-        a schema violation. The message names the member (``cmd.<member>``); the
+        For anything that is not a valid command: not UTF-8, not JSON, an integer
+        literal over Python's digit limit, not an object, a non-finite number (NaN,
+        Infinity, an overflowing literal such as ``1e999``), a schema violation. The message names the member (``cmd.<member>``); the
         exception's ``request_id`` is set when the id itself was valid.
     """
     if len(payload) > MAX_COMMAND_BYTES:
@@ -266,9 +275,15 @@ def parse_command(payload: bytes | bytearray | str) -> Command:
         raise InvalidCommand("cmd", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise InvalidCommand("cmd", f"not JSON ({detail})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidCommand("cmd", f"not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InvalidCommand("cmd", "not JSON (nested too deeply)") from None
+    except ValueError:
+        # int() refuses literals over sys.get_int_max_str_digits() digits (4300 by
+        # default) with a plain ValueError, not a JSONDecodeError.
+        limit = sys.get_int_max_str_digits()
+        raise InvalidCommand("cmd", f"an integer literal exceeds {limit} digits") from None
     if not isinstance(doc, dict):
         raise InvalidCommand("cmd", f"expected a JSON object, got {_json_type_name(doc)}")
     raw_id = doc.get("id")

@@ -362,7 +362,7 @@ def write_new_file(ds: Dataset, directory: Path, name: str, *, mtime_ns: int | N
     if final.exists():
         return False
     tmp = directory / f"{_TMP_PREFIX}{name}.{os.getpid()}.{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # PHI: owner only
     try:
         with os.fdopen(fd, "wb") as fp:
             pydicom.dcmwrite(fp, _file_dataset(ds), enforce_file_format=True)

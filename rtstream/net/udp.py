@@ -476,7 +476,6 @@ class UdpReceiver:
         """
         n = 0
         cap = self._buf.shape[0]
-        width = self._buf.shape[1]
         if self._pending is not None:
             n = self._take_segments(*self._pending, 0)
         sock = self._sock
@@ -533,12 +532,13 @@ class UdpReceiver:
             data, seg = carry
             k = data.size
             arena[:k] = data
-            stride = seg if k > seg else width
-            nseg = -(-k // stride) if k > seg else 1
-            lengths[:nseg] = seg if k > seg else min(k, width)
             if k > seg:
-                lengths[nseg - 1] = k - (nseg - 1) * seg
-            n = nseg
+                stride = seg
+                n = self._rows_of(0, k, seg, cap)
+            else:
+                stride = width
+                lengths[0] = min(k, width)
+                n = 1
         while n < cap:
             off = n * stride
             if off > limit:
@@ -549,20 +549,17 @@ class UdpReceiver:
                 break
             reads += 1
             seg = 0
-            for level, typ, data in anc:
-                if level == SOL_UDP and typ == UDP_GRO and len(data) >= 2:
-                    seg = int.from_bytes(data[:2], "little")
+            for level, typ, cdata in anc:
+                if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
+                    seg = int.from_bytes(cdata[:2], "little")
             if seg and k > seg:
                 if stride == 0:
                     stride = seg
-                if seg != stride or n + -(-k // seg) > cap:
+                if seg != stride:
                     self._carry = (arena[off : off + k].copy(), seg)
                     break
                 gro_reads += 1
-                nseg = -(-k // seg)
-                lengths[n : n + nseg] = seg
-                lengths[n + nseg - 1] = k - (nseg - 1) * seg
-                n += nseg
+                n = self._rows_of(n, k, seg, cap)
             else:
                 if stride == 0:
                     stride = width
@@ -579,6 +576,20 @@ class UdpReceiver:
         if n == 0:
             stride = width
         return n, stride
+
+    def _rows_of(self, n: int, k: int, seg: int, cap: int) -> int:
+        """Account a coalesced read of ``k`` bytes at row ``n`` (rows ``seg`` apart);
+        what exceeds ``cap`` rows is carried over. Returns the new row count."""
+        lengths = self._lengths
+        nseg = -(-k // seg)
+        take = min(nseg, cap - n)
+        lengths[n : n + take] = seg
+        if take == nseg:
+            lengths[n + nseg - 1] = k - (nseg - 1) * seg
+        else:
+            start = (n + take) * seg
+            self._carry = (self._arena[start : n * seg + k].copy(), seg)
+        return n + take
 
     def _take_segments(self, data: np.ndarray, seg: int, n: int) -> int:
         """Split a GRO read into rows from row ``n``; keep what does not fit."""

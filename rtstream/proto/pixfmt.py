@@ -2,20 +2,43 @@
 
 Theory of operation
 -------------------
-A conversion goes through one of two intermediate forms: *planar YCbCr* (three integer
-planes at a bit depth, chroma possibly subsampled) or *RGB* (``(H, W, 3)`` integers at a
-bit depth). Sources that already match the wire sampling (``uyvy422`` to 4:2:2 8-bit,
-``yuv422p10le`` to 4:2:2 10-bit, ``yuv420p``/``nv12`` to 4:2:0 8-bit) are only reordered,
-so those paths are lossless both ways.
+Every conversion works on *planes*: three 2-D integer arrays, either YCbCr (Y at full
+resolution, Cb/Cr subsampled by ``(sx, sy)``) or RGB, at 8 or 10 bits. Both the wire and
+the in-memory layouts are described as *views* onto such planes, so most of the work is
+numpy slicing:
+
+* A wire frame is seen as a ``(rows, pgroups, pgroup_bytes)`` grid. Each sample position
+  of a pgroup (``Cb Y0 Cr Y1`` for 4:2:2, RFC 4175 §4.3) maps to a strided view of one
+  plane; 8-bit samples are copied between the two with one assignment each.
+* 10-bit samples are one big-endian bit stream per row, four samples in five octets
+  (RFC 4175 §4.3, PS3.5 A.8). Sample ``k`` of such a group is the big-endian 16-bit word
+  at octet ``k`` shifted right by ``6 - 2k`` and masked to 10 bits, so unpacking is one
+  unaligned ``>u2`` view, a shift and a mask per sample position; packing is the reverse
+  (two 16-bit words and one octet per group).
+* Pure reorders -- 4:2:2 8-bit <-> ``uyvy422``, 4:2:2 -> ``yuv420p``/``nv12`` (chroma of
+  the even lines), 4:2:0 8-bit <-> ``yuv420p``/``nv12``, RGB 8-bit <-> ``rgb24`` -- do no
+  arithmetic at all.
 
 Colour conversion uses the BT.601 matrix (the only colorimetry PS3.5 §8.2.13 permits for
 RTV) with narrow-range ("video range") YCbCr: Y in 16..235 and Cb/Cr in 16..240 at 8 bits,
-times 4 at 10 bits (ITU-R BT.601-7 §2.5.3); RGB is full range. Chroma is subsampled by
-averaging neighbours and upsampled by repetition.
+times 4 at 10 bits (ITU-R BT.601-7 §2.5.3); RGB is full range. It is integer fixed point:
+coefficients scaled by 2**16, int32 multiply-adds and a rounding right shift, computed in
+bands of rows so the int32 temporaries stay in the CPU cache. Results are the exactly
+rounded real-valued matrix product except where a value lies within about 0.01 of a
+rounding boundary.
 
-pgroup orders (RFC 4175 §4.3-4.4, PS3.5 A.8): 4:2:2 ``Cb Y0 Cr Y1``; 4:4:4 ``Cb Y Cr``;
-RGB ``R G B``; 4:2:0 8-bit ``Y00 Y01 Y10 Y11 Cb Cr`` over a 2x2 block. At 10 bits the
-samples of a row are one big-endian bit stream, four samples to five octets.
+Depth changes: narrow-range YCbCr 10 -> 8 bits drops the two least significant bits
+(8-bit code = top eight bits of the 10-bit code; nominal levels 64/940/960 map exactly to
+16/235/240) and 8 -> 10 appends two zero bits; full-range RGB maps
+``round(v * 1023 / 255)`` and ``round(v * 255 / 1023)`` (exact integer forms), so black
+and white map exactly and 8 -> 10 -> 8 is lossless.
+
+Chroma resampling: horizontally, pairs are averaged (rounded); vertically (4:2:2 to
+4:2:0) the even line is taken, which is what makes 4:2:2 -> ``yuv420p`` a pure reorder;
+upsampling repeats samples (broadcast inside the colour kernels, so without copies).
+
+Results never share memory with the input (the receiver and sender reuse their frame
+buffers); pass ``out=`` to fill a preallocated array instead of a new one.
 
 Array shapes follow PyAV 18's ``VideoFrame.to_ndarray``/``from_ndarray``:
 
@@ -46,29 +69,28 @@ _SUBSAMPLING = {
     Sampling.YCBCR_420: (2, 2),
 }
 
+_U8, _U16, _I32 = np.uint8, np.uint16, np.int32
+_FIX = 16  # fractional bits of the colour-matrix coefficients
+_BAND_PIXELS = 1 << 16  # pixels per band in the colour kernels (int32 temporaries in L2)
 
-class _Ycc:
-    """Planar YCbCr: integer planes at ``depth`` bits; chroma subsampled by (sx, sy)."""
 
-    __slots__ = ("y", "cb", "cr", "depth", "sx", "sy")
+class _Planes:
+    """Three planes: ``kind`` "ycc" (Y, Cb, Cr; chroma subsampled by sx, sy) or "rgb"."""
+
+    __slots__ = ("p", "kind", "depth", "sx", "sy")
 
     def __init__(
-        self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, depth: int, sx: int, sy: int
+        self,
+        p: tuple[np.ndarray, np.ndarray, np.ndarray],
+        kind: str,
+        depth: int,
+        sx: int = 1,
+        sy: int = 1,
     ) -> None:
-        self.y, self.cb, self.cr = y, cb, cr
-        self.depth, self.sx, self.sy = depth, sx, sy
+        self.p, self.kind, self.depth, self.sx, self.sy = p, kind, depth, sx, sy
 
 
-class _Rgb:
-    """RGB ``(H, W, 3)`` integers at ``depth`` bits, full range."""
-
-    __slots__ = ("rgb", "depth")
-
-    def __init__(self, rgb: np.ndarray, depth: int) -> None:
-        self.rgb, self.depth = rgb, depth
-
-
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- checks
 
 
 def _check_fmt(fmt: VideoFormat) -> None:
@@ -78,152 +100,354 @@ def _check_fmt(fmt: VideoFormat) -> None:
         raise ConfigError("video.width/height", (fmt.width, fmt.height), "even dimensions")
 
 
-def _ycc_depth(a: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Narrow-range sample depth change (shift, rounding down-conversion)."""
-    a = a.astype(np.int32)
-    if dst > src:
-        return a << (dst - src)
-    if dst < src:
-        s = src - dst
-        out: np.ndarray = np.minimum((a + (1 << (s - 1))) >> s, (1 << dst) - 1)
-        return out
-    return a
+def _check_pix_fmt(pix_fmt: str) -> None:
+    if pix_fmt not in PIX_FMTS:
+        raise ConfigError("pix_fmt", pix_fmt, "one of " + ", ".join(PIX_FMTS))
 
 
-def _rgb_depth(a: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Full-range depth change: scale so that black and white map exactly."""
-    a = a.astype(np.int32)
-    if dst == src:
-        return a
-    smax, dmax = (1 << src) - 1, (1 << dst) - 1
-    return (a * dmax + smax // 2) // smax
-
-
-def _down(c: np.ndarray, sx: int, sy: int) -> np.ndarray:
-    """Average ``sx`` x ``sy`` blocks (rounded)."""
-    if sx == 1 and sy == 1:
-        return c
-    h, w = c.shape
-    blk = c.reshape(h // sy, sy, w // sx, sx).astype(np.int32).sum(axis=(1, 3))
-    n = sx * sy
-    avg: np.ndarray = (blk + n // 2) // n
-    return avg
-
-
-def _up(c: np.ndarray, sx: int, sy: int) -> np.ndarray:
-    if sx > 1:
-        c = np.repeat(c, sx, axis=1)
-    if sy > 1:
-        c = np.repeat(c, sy, axis=0)
-    return c
-
-
-def _resample(ycc: _Ycc, sx: int, sy: int) -> _Ycc:
-    if (ycc.sx, ycc.sy) == (sx, sy):
-        return ycc
-    cb = _up(ycc.cb, ycc.sx, ycc.sy)
-    cr = _up(ycc.cr, ycc.sx, ycc.sy)
-    return _Ycc(ycc.y, _down(cb, sx, sy), _down(cr, sx, sy), ycc.depth, sx, sy)
-
-
-def _rgb_to_ycc(rgb: _Rgb, depth: int) -> _Ycc:
-    """BT.601 full-range RGB to narrow-range YCbCr 4:4:4 (BT.601-7 §2.5)."""
-    x = rgb.rgb.astype(np.float32) / np.float32((1 << rgb.depth) - 1)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    yn = _KR * r + _KG * g + _KB * b
-    cbn = (b - yn) / (2 * (1 - _KB))
-    crn = (r - yn) / (2 * (1 - _KR))
-    s = np.float32(1 << (depth - 8))
-    top = (1 << depth) - 1
-    y = np.clip(np.rint((16 + 219 * yn) * s), 0, top).astype(np.int32)
-    cb = np.clip(np.rint((128 + 224 * cbn) * s), 0, top).astype(np.int32)
-    cr = np.clip(np.rint((128 + 224 * crn) * s), 0, top).astype(np.int32)
-    return _Ycc(y, cb, cr, depth, 1, 1)
-
-
-def _ycc_to_rgb(ycc: _Ycc, depth: int) -> _Rgb:
-    """Narrow-range BT.601 YCbCr (any subsampling) to full-range RGB."""
-    full = _resample(ycc, 1, 1)
-    s = np.float32(1 << (ycc.depth - 8))
-    yn = (full.y.astype(np.float32) / s - 16) / 219
-    cbn = (full.cb.astype(np.float32) / s - 128) / 224
-    crn = (full.cr.astype(np.float32) / s - 128) / 224
-    r = yn + 2 * (1 - _KR) * crn
-    b = yn + 2 * (1 - _KB) * cbn
-    g = (yn - _KR * r - _KB * b) / _KG
-    top = (1 << depth) - 1
-    out = np.stack([r, g, b], axis=-1) * np.float32(top)
-    return _Rgb(np.clip(np.rint(out), 0, top).astype(np.int32), depth)
-
-
-def _pack10(samples: np.ndarray) -> np.ndarray:
-    """Pack 10-bit samples (count a multiple of 4) big-endian, 4 samples in 5 octets."""
-    s = samples.reshape(-1, 4).astype(np.uint64) & 0x3FF
-    v = (s[:, 0] << 30) | (s[:, 1] << 20) | (s[:, 2] << 10) | s[:, 3]
-    out = np.empty((len(v), 5), np.uint8)
-    for i, shift in enumerate((32, 24, 16, 8, 0)):
-        out[:, i] = (v >> np.uint64(shift)) & 0xFF
-    return out.reshape(-1)
-
-
-def _unpack10(data: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_pack10`: 5 octets to 4 samples (uint16)."""
-    b = data.reshape(-1, 5).astype(np.uint64)
-    v = (b[:, 0] << 32) | (b[:, 1] << 24) | (b[:, 2] << 16) | (b[:, 3] << 8) | b[:, 4]
-    out = np.empty((len(v), 4), np.uint16)
-    for i, shift in enumerate((30, 20, 10, 0)):
-        out[:, i] = (v >> np.uint64(shift)) & 0x3FF
-    return out.reshape(-1)
-
-
-def _serialize(samples: np.ndarray, depth: int) -> np.ndarray:
-    if depth == 8:
-        return samples.astype(np.uint8).reshape(-1)
-    return _pack10(samples)
-
-
-def _deserialize(wire: np.ndarray, depth: int, count: int) -> np.ndarray:
-    if depth == 8:
-        return wire.reshape(-1)[:count].astype(np.int32)
-    return _unpack10(wire.reshape(-1)).astype(np.int32)
-
-
-# --------------------------------------------------------------------------- sources
-
-
-def _source(image: np.ndarray, pix_fmt: str, w: int, h: int) -> _Ycc | _Rgb:
-    def need(shape: tuple[int, ...], dtype: type) -> None:
-        if image.shape != shape or image.dtype != dtype:
-            raise LocalProtocolError(
-                f"image: {pix_fmt} needs shape {shape} {np.dtype(dtype)}, "
-                f"got {image.shape} {image.dtype}"
-            )
-
+def _pix_shape(pix_fmt: str, w: int, h: int) -> tuple[tuple[int, ...], type]:
     if pix_fmt == "rgb24":
-        need((h, w, 3), np.uint8)
-        return _Rgb(image, 8)
+        return (h, w, 3), _U8
+    if pix_fmt in ("yuv420p", "nv12"):
+        return (h * 3 // 2, w), _U8
+    if pix_fmt == "yuv422p10le":
+        return (3, h, w), _U16
+    return (h, w * 2), _U8
+
+
+def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise LocalProtocolError(
+            f"out: need a C-contiguous {shape} {np.dtype(dtype)} array, "
+            f"got {out.shape} {out.dtype}"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- pix_fmt planes
+
+
+def _pix_planes(image: np.ndarray, pix_fmt: str, w: int, h: int) -> _Planes:
+    """Views of the planes of an in-memory frame (PyAV layouts, module docstring).
+
+    For ``yuv422p10le`` the chroma views are the even columns (PyAV repeats each chroma
+    sample); a writer must fill the odd columns afterwards (:func:`_fill_422p10`).
+    """
+    if pix_fmt == "rgb24":
+        return _Planes((image[..., 0], image[..., 1], image[..., 2]), "rgb", 8)
     if pix_fmt == "yuv420p":
-        need((h * 3 // 2, w), np.uint8)
         flat = image.reshape(-1)
         q = (h // 2) * (w // 2)
         y = flat[: h * w].reshape(h, w)
         u = flat[h * w : h * w + q].reshape(h // 2, w // 2)
         v = flat[h * w + q : h * w + 2 * q].reshape(h // 2, w // 2)
-        return _Ycc(y, u, v, 8, 2, 2)
+        return _Planes((y, u, v), "ycc", 8, 2, 2)
     if pix_fmt == "nv12":
-        need((h * 3 // 2, w), np.uint8)
         uv = image[h:]
-        return _Ycc(image[:h], uv[:, 0::2], uv[:, 1::2], 8, 2, 2)
+        return _Planes((image[:h], uv[:, 0::2], uv[:, 1::2]), "ycc", 8, 2, 2)
     if pix_fmt == "yuv422p10le":
-        need((3, h, w), np.uint16)
-        return _Ycc(image[0], image[1][:, ::2], image[2][:, ::2], 10, 2, 1)
-    if pix_fmt == "uyvy422":
-        need((h, w * 2), np.uint8)
-        return _Ycc(image[:, 1::2], image[:, 0::4], image[:, 2::4], 8, 2, 1)
-    raise ConfigError("pix_fmt", pix_fmt, "one of " + ", ".join(PIX_FMTS))
+        return _Planes((image[0], image[1][:, 0::2], image[2][:, 0::2]), "ycc", 10, 2, 1)
+    return _Planes((image[:, 1::2], image[:, 0::4], image[:, 2::4]), "ycc", 8, 2, 1)
 
 
-def to_wire(image: np.ndarray, pix_fmt: str, fmt: VideoFormat) -> np.ndarray:
+def _fill_422p10(image: np.ndarray) -> None:
+    """Repeat the chroma of a ``yuv422p10le`` array into its odd columns (PyAV layout)."""
+    image[1:, :, 1::2] = image[1:, :, 0::2]
+
+
+# --------------------------------------------------------------------------- wire samples
+
+
+def _grid(buf: np.ndarray, fmt: VideoFormat) -> np.ndarray:
+    """A wire frame as ``(rows, pgroups per row, pgroup octets)`` (RFC 4175 §4.3-4.4)."""
+    return buf.reshape(fmt.rows, fmt.row_bytes // fmt.pgroup_bytes, fmt.pgroup_bytes)
+
+
+def _be16(grid: np.ndarray, offset: int) -> np.ndarray:
+    """Big-endian 16-bit view at octet ``offset`` of every pgroup (unaligned, strided)."""
+    return np.ndarray(
+        grid.shape[:2], dtype=">u2", buffer=grid, offset=offset, strides=grid.strides[:2]
+    )
+
+
+def _sample_views(fmt: VideoFormat, pl: _Planes) -> list[np.ndarray]:
+    """Per sample position of a pgroup, the ``(rows, pgroups)`` view of its plane.
+
+    The planes must have the wire's subsampling: 4:2:2 ``Cb Y0 Cr Y1``; 4:4:4 ``Cb Y Cr``
+    and RGB ``R G B`` per pixel (four pixels per pgroup at 10 bits); 4:2:0
+    ``Y00 Y01 Y10 Y11 Cb Cr`` per 2x2 block (RFC 4175 §4.3-4.4, PS3.5 A.8).
+    """
+    a, b, c = pl.p
+    if fmt.sampling is Sampling.YCBCR_422:
+        return [b, a[:, 0::2], c, a[:, 1::2]]
+    if fmt.sampling is Sampling.YCBCR_420:
+        return [a[0::2, 0::2], a[0::2, 1::2], a[1::2, 0::2], a[1::2, 1::2], b, c]
+    comps = (b, a, c) if fmt.sampling is Sampling.YCBCR_444 else (a, b, c)
+    n = fmt.pgroup_pixels
+    return [comps[j % 3][:, j // 3 :: n] for j in range(3 * n)]
+
+
+def _read(
+    grid: np.ndarray, fmt: VideoFormat, j: int, dest: np.ndarray, bits: int,
+    rows: slice = slice(None),
+) -> None:
+    """Sample position ``j`` of the pgroups (SRD ``rows``) into ``dest`` at ``bits`` bits."""
+    if fmt.depth == 8:
+        src = grid[rows, :, j]
+        if bits == 8:
+            np.copyto(dest, src)
+        else:
+            np.left_shift(src, 2, out=dest, dtype=_U16, casting="unsafe")
+        return
+    k = j % 4
+    word = _be16(grid, 5 * (j // 4) + k)[rows]
+    if bits == 10:
+        np.right_shift(word, 6 - 2 * k, out=dest, dtype=_U16, casting="unsafe")
+        if k:
+            np.bitwise_and(dest, 0x3FF, out=dest)
+    else:  # the top 8 bits: the uint8 store drops the preceding sample's bits
+        np.right_shift(word, 8 - 2 * k, out=dest, dtype=_U16, casting="unsafe")
+
+
+def _read_planes(grid: np.ndarray, fmt: VideoFormat, dests: _Planes, bits: int) -> None:
+    for j, dest in enumerate(_sample_views(fmt, dests)):
+        _read(grid, fmt, j, dest, bits)
+
+
+def _write(grid: np.ndarray, fmt: VideoFormat, srcs: list[np.ndarray], depth: int) -> None:
+    """Serialize sample arrays (at ``depth`` bits; see :func:`_sample_views`) into pgroups."""
+    if fmt.depth == 8:
+        for j, s in enumerate(srcs):
+            if depth == 8:
+                np.copyto(grid[:, :, j], s)
+            else:
+                np.right_shift(s, 2, out=grid[:, :, j], casting="unsafe")
+        return
+    if depth == 8:
+        srcs = [np.left_shift(s, 2, dtype=_U16) for s in srcs]
+    shape = grid.shape[:2]
+    t = np.empty(shape, _U16)
+    u = np.empty(shape, _U16)
+    for g in range(len(srcs) // 4):
+        s0, s1, s2, s3 = srcs[4 * g : 4 * g + 4]
+        # octets 0-1: s0 (10 bits) then the top 6 bits of s1
+        np.left_shift(s0, 6, out=t, dtype=_U16, casting="unsafe")
+        np.right_shift(s1, 4, out=u, dtype=_U16, casting="unsafe")
+        u &= 0x3F
+        t |= u
+        np.copyto(_be16(grid, 5 * g), t)
+        # octets 2-3: the low 4 bits of s1, s2, the top 2 bits of s3
+        np.left_shift(s1, 12, out=t, dtype=_U16, casting="unsafe")
+        np.left_shift(s2, 2, out=u, dtype=_U16, casting="unsafe")
+        u &= 0xFFC
+        t |= u
+        np.right_shift(s3, 8, out=u, dtype=_U16, casting="unsafe")
+        u &= 0x3
+        t |= u
+        np.copyto(_be16(grid, 5 * g + 2), t)
+        # octet 4: the low 8 bits of s3
+        np.copyto(grid[:, :, 5 * g + 4], s3, casting="unsafe")
+
+
+def _wire_planes(grid: np.ndarray, fmt: VideoFormat) -> _Planes:
+    """The wire frame's planes at its own sampling and depth (views when 8-bit)."""
+    h, w, d = fmt.height, fmt.width, fmt.depth
+    kind = "rgb" if fmt.sampling is Sampling.RGB else "ycc"
+    sx, sy = _SUBSAMPLING.get(fmt.sampling, (1, 1))
+    if d == 8 and fmt.sampling is Sampling.YCBCR_422:
+        flat = grid.reshape(h, 2 * w)
+        return _Planes((flat[:, 1::2], flat[:, 0::4], flat[:, 2::4]), kind, 8, 2, 1)
+    if d == 8 and fmt.sampling is Sampling.YCBCR_444:
+        return _Planes((grid[..., 1], grid[..., 0], grid[..., 2]), kind, 8)
+    if d == 8 and fmt.sampling is Sampling.RGB:
+        return _Planes((grid[..., 0], grid[..., 1], grid[..., 2]), kind, 8)
+    if d == 8:  # 4:2:0: luma is not one strided view; chroma is
+        y = np.empty((h, w), _U8)
+        for j, dest in enumerate(_sample_views(fmt, _Planes((y, y, y), kind, 8))[:4]):
+            _read(grid, fmt, j, dest, 8)
+        return _Planes((y, grid[..., 4], grid[..., 5]), kind, 8, 2, 2)
+    pl = _Planes(
+        (np.empty((h, w), _U16), np.empty((h // sy, w // sx), _U16),
+         np.empty((h // sy, w // sx), _U16)),
+        kind, 10, sx, sy,
+    )
+    _read_planes(grid, fmt, pl, 10)
+    return pl
+
+
+# --------------------------------------------------------------------------- colour kernels
+
+
+def _band_rows(w: int, sy: int) -> int:
+    """Rows per band of about :data:`_BAND_PIXELS` pixels (even with vertical subsampling)."""
+    rows = max(2, _BAND_PIXELS // w)
+    return rows - rows % 2 if sy == 2 else rows
+
+
+def _fix(x: float) -> int:
+    return int(round(x * (1 << _FIX)))
+
+
+def _rgb_to_ycc(src: _Planes, dest: _Planes) -> None:
+    """BT.601 full-range RGB to narrow-range YCbCr (BT.601-7 §2.5.1-2.5.3), any chroma.
+
+    Chroma is computed from the sum of each horizontal pair of RGB pixels (the division
+    by two folded into the final shift) on the even lines when ``dest.sy`` is 2.
+    """
+    r, g, b = src.p
+    yd, cbd, crd = dest.p
+    mr = (1 << src.depth) - 1
+    s = 1 << (dest.depth - 8)
+    sx, sy = dest.sx, dest.sy
+    ky = 219 * s / mr
+    cy = (_fix(_KR * ky), _fix(_KG * ky), _fix(_KB * ky))
+    offy = (16 * s << _FIX) + (1 << (_FIX - 1))
+    sh = _FIX + (sx - 1)  # pair sums carry one extra bit
+    kc = 224 * s / mr
+    ccb = (_fix(-_KR / (2 - 2 * _KB) * kc), _fix(-_KG / (2 - 2 * _KB) * kc), _fix(0.5 * kc))
+    ccr = (_fix(0.5 * kc), _fix(-_KG / (2 - 2 * _KR) * kc), _fix(-_KB / (2 - 2 * _KR) * kc))
+    offc = (128 * s << sh) + (1 << (sh - 1))
+    h, w = yd.shape
+    step = _band_rows(w, sy)
+    acc = np.empty((step, w), _I32)
+    tmp = np.empty((step, w), _I32)
+    cw = w // sx
+    cstep = -(-step // sy)
+    csum = [np.empty((cstep, cw), _I32) for _ in range(3)]
+    cacc = np.empty((cstep, cw), _I32)
+    ctmp = np.empty((cstep, cw), _I32)
+    for a in range(0, h, step):
+        e = min(h, a + step)
+        n = e - a
+        planes = (r[a:e], g[a:e], b[a:e])
+        ac, tm = acc[:n], tmp[:n]
+        np.multiply(planes[0], cy[0], out=ac, dtype=_I32)
+        for p, c in zip(planes[1:], cy[1:], strict=True):
+            np.multiply(p, c, out=tm, dtype=_I32)
+            ac += tm
+        ac += offy
+        ac >>= _FIX
+        np.copyto(yd[a:e], ac, casting="unsafe")
+        ca, ce = a // sy, -(-e // sy)
+        cn = ce - ca
+        chroma: list[np.ndarray] = []
+        for p, cs in zip(planes, csum, strict=True):
+            rows = p[::sy]
+            if sx == 2:
+                np.add(rows[:, 0::2], rows[:, 1::2], out=cs[:cn], dtype=_I32)
+                chroma.append(cs[:cn])
+            else:
+                chroma.append(rows)
+        for coef, dst in ((ccb, cbd), (ccr, crd)):
+            cac, ctm = cacc[:cn], ctmp[:cn]
+            np.multiply(chroma[0], coef[0], out=cac, dtype=_I32)
+            for p, c in zip(chroma[1:], coef[1:], strict=True):
+                np.multiply(p, c, out=ctm, dtype=_I32)
+                cac += ctm
+            cac += offc
+            cac >>= sh
+            np.copyto(dst[ca:ce], cac, casting="unsafe")
+
+
+def _ycc_to_rgb(src: _Planes, dest: _Planes) -> None:
+    """Narrow-range BT.601 YCbCr (any subsampling, 8/10 bits) to full-range RGB.
+
+    Chroma terms are computed at chroma resolution and broadcast over the luma they
+    cover (upsampling by repetition without copies); results are clipped to range.
+    """
+    yp, cbp, crp = src.p
+    s = 1 << (src.depth - 8)
+    top = (1 << dest.depth) - 1
+    sx, sy = src.sx, src.sy
+    ky = top / (219 * s)
+    kc = top / (224 * s)
+    cy = _fix(ky)
+    offy = -16 * s * cy + (1 << (_FIX - 1))
+    c_rv = _fix(2 * (1 - _KR) * kc)
+    c_bu = _fix(2 * (1 - _KB) * kc)
+    c_gu = _fix(-2 * (1 - _KB) * _KB / _KG * kc)
+    c_gv = _fix(-2 * (1 - _KR) * _KR / _KG * kc)
+    h, w = yp.shape
+    cw = w // sx
+    step = _band_rows(w, sy)
+    cstep = step // sy
+    yacc = np.empty((step, w), _I32)
+    obuf = np.empty((step, w), _I32)
+    cb32 = np.empty((cstep, cw), _I32)
+    cr32 = np.empty((cstep, cw), _I32)
+    terms = [np.empty((cstep, cw), _I32) for _ in range(3)]
+    for a in range(0, h, step):
+        e = min(h, a + step)
+        n = e - a
+        ca, ce = a // sy, e // sy
+        cn = ce - ca
+        ya = yacc[:n]
+        np.multiply(yp[a:e], cy, out=ya, dtype=_I32)
+        ya += offy
+        cb, cr = cb32[:cn], cr32[:cn]
+        np.subtract(cbp[ca:ce], 128 * s, out=cb, dtype=_I32)
+        np.subtract(crp[ca:ce], 128 * s, out=cr, dtype=_I32)
+        rt, gt, bt = (t[:cn] for t in terms)
+        np.multiply(cr, c_rv, out=rt)
+        np.multiply(cb, c_bu, out=bt)
+        np.multiply(cb, c_gu, out=gt)
+        np.multiply(cr, c_gv, out=cb)  # cb is no longer needed
+        gt += cb
+        ob = obuf[:n]
+        y4 = ya.reshape(cn, sy, cw, sx)
+        o4 = ob.reshape(cn, sy, cw, sx)
+        for term, dst in zip((rt, gt, bt), dest.p, strict=True):
+            np.add(y4, term.reshape(cn, 1, cw, 1), out=o4)
+            ob >>= _FIX
+            np.clip(ob, 0, top, out=ob)
+            np.copyto(dst[a:e], ob, casting="unsafe")
+
+
+def _rgb_depth(src: np.ndarray, dest: np.ndarray, sdepth: int) -> None:
+    """Full-range RGB depth change 8 <-> 10 bits, exact ``round(v * dmax / smax)``.
+
+    Both arrays C-contiguous and the same shape; done in bands (int32 scratch in cache).
+    The integer forms were checked against the rational ones for every input value.
+    """
+    s, d = src.reshape(-1), dest.reshape(-1)
+    # 8 -> 10: (v * 1023 + 127) // 255; 10 -> 8: (v * 255 + 511) // 1023
+    mul, add, shift = (1027, 129, 8) if sdepth == 8 else (16336, 1 << 15, 16)
+    band = 3 * _BAND_PIXELS
+    t = np.empty(band, _I32)
+    for a in range(0, s.size, band):
+        e = min(s.size, a + band)
+        tb = t[: e - a]
+        np.multiply(s[a:e], mul, out=tb, dtype=_I32)
+        tb += add
+        np.right_shift(tb, shift, out=d[a:e], casting="unsafe")
+
+
+def _ycc_resample_to(src: _Planes, sx: int, sy: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chroma planes of ``src`` at subsampling (sx, sy): repeat up, even lines down.
+
+    Only used with ``src.sx == 2`` (every YCbCr pix_fmt is at least 4:2:2), so no
+    horizontal averaging is needed here.
+    """
+    out = []
+    for c in src.p[1:]:
+        if src.sy == 2 and sy == 1:
+            c = np.repeat(c, 2, axis=0)
+        elif src.sy == 1 and sy == 2:
+            c = c[0::2]
+        if src.sx == 2 and sx == 1:
+            c = np.repeat(c, 2, axis=1)
+        out.append(c)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def to_wire(
+    image: np.ndarray, pix_fmt: str, fmt: VideoFormat, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Convert a frame to ST 2110-20 pgroup order.
 
     Parameters
@@ -234,6 +458,8 @@ def to_wire(image: np.ndarray, pix_fmt: str, fmt: VideoFormat) -> np.ndarray:
         One of :data:`PIX_FMTS`.
     fmt : VideoFormat
         The wire format (a supported sampling/depth; even width and height).
+    out : numpy.ndarray, optional
+        A C-contiguous ``(fmt.frame_bytes,)`` uint8 array to fill and return.
 
     Returns
     -------
@@ -241,39 +467,73 @@ def to_wire(image: np.ndarray, pix_fmt: str, fmt: VideoFormat) -> np.ndarray:
         ``fmt.frame_bytes`` uint8, rows top to bottom (RFC 4175 §4.3).
     """
     _check_fmt(fmt)
+    _check_pix_fmt(pix_fmt)
     w, h, d = fmt.width, fmt.height, fmt.depth
-    src = _source(image, pix_fmt, w, h)
+    shape, dtype = _pix_shape(pix_fmt, w, h)
+    if image.shape != shape or image.dtype != dtype:
+        raise LocalProtocolError(
+            f"image: {pix_fmt} needs shape {shape} {np.dtype(dtype)}, "
+            f"got {image.shape} {image.dtype}"
+        )
+    wire = _out(out, (fmt.frame_bytes,), _U8)
+    grid = _grid(wire, fmt)
+    if (pix_fmt, fmt.sampling, d) in (("uyvy422", Sampling.YCBCR_422, 8),
+                                      ("rgb24", Sampling.RGB, 8)):
+        np.copyto(wire, image.reshape(-1))  # the same bytes (pure reorder)
+        return wire
+    src = _pix_planes(image, pix_fmt, w, h)
     if fmt.sampling is Sampling.RGB:
-        rgb = src if isinstance(src, _Rgb) else _ycc_to_rgb(src, d)
-        px = _rgb_depth(rgb.rgb, rgb.depth, d)
-        return _serialize(px, d)
+        if src.kind == "rgb":  # rgb24 -> RGB 10-bit
+            rgb10 = np.empty((h, w, 3), _U16)
+            _rgb_depth(np.ascontiguousarray(image), rgb10, 8)
+            wpl = _Planes((rgb10[..., 0], rgb10[..., 1], rgb10[..., 2]), "rgb", 10)
+        elif d == 8:
+            _ycc_to_rgb(src, _Planes((grid[..., 0], grid[..., 1], grid[..., 2]), "rgb", 8))
+            return wire
+        else:
+            rgb10 = np.empty((h, w, 3), _U16)
+            wpl = _Planes((rgb10[..., 0], rgb10[..., 1], rgb10[..., 2]), "rgb", 10)
+            _ycc_to_rgb(src, wpl)
+        _write(grid, fmt, _sample_views(fmt, wpl), 10)
+        return wire
     sx, sy = _SUBSAMPLING[fmt.sampling]
-    if isinstance(src, _Rgb):
-        ycc = _rgb_to_ycc(src, d)
-    else:
-        ycc = _Ycc(
-            _ycc_depth(src.y, src.depth, d),
-            _ycc_depth(src.cb, src.depth, d),
-            _ycc_depth(src.cr, src.depth, d),
-            d,
-            src.sx,
-            src.sy,
+    if src.kind == "rgb":
+        direct = _direct_ycc_dest(grid, fmt) if d == 8 else None
+        if direct is not None:
+            _rgb_to_ycc(src, direct)
+            return wire
+        wpl = _Planes(
+            (np.empty((h, w), _U16 if d == 10 else _U8),
+             np.empty((h // sy, w // sx), _U16 if d == 10 else _U8),
+             np.empty((h // sy, w // sx), _U16 if d == 10 else _U8)),
+            "ycc", d, sx, sy,
         )
-    ycc = _resample(ycc, sx, sy)
-    y, cb, cr = ycc.y, ycc.cb, ycc.cr
-    if fmt.sampling is Sampling.YCBCR_422:
-        px = np.stack([cb, y[:, 0::2], cr, y[:, 1::2]], axis=-1)
-    elif fmt.sampling is Sampling.YCBCR_444:
-        px = np.stack([cb, y, cr], axis=-1)
-    else:  # 4:2:0: Y00 Y01 Y10 Y11 Cb Cr per 2x2 block
-        px = np.stack(
-            [y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2], cb, cr], axis=-1
-        )
-    return _serialize(px, d)
+        _rgb_to_ycc(src, wpl)
+        _write(grid, fmt, _sample_views(fmt, wpl), d)
+        return wire
+    cb, cr = _ycc_resample_to(src, sx, sy)
+    wpl = _Planes((src.p[0], cb, cr), "ycc", src.depth, sx, sy)
+    _write(grid, fmt, _sample_views(fmt, wpl), src.depth)
+    return wire
 
 
-def from_wire(wire: np.ndarray, fmt: VideoFormat, pix_fmt: str = "rgb24") -> np.ndarray:
+def _direct_ycc_dest(grid: np.ndarray, fmt: VideoFormat) -> _Planes | None:
+    """8-bit wire planes as views when every plane is one strided view (not 4:2:0)."""
+    if fmt.sampling is Sampling.YCBCR_420:
+        return None
+    return _wire_planes(grid, fmt)
+
+
+def from_wire(
+    wire: np.ndarray, fmt: VideoFormat, pix_fmt: str = "rgb24", *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Convert ST 2110-20 pgroups to a frame in ``pix_fmt`` (inverse of :func:`to_wire`).
+
+    ``pix_fmt="yuv420p"`` is the cheap display path for every sampling and depth: 4:2:2
+    and 4:2:0 8-bit are pure reorders, 10-bit samples are reduced to their top 8 bits
+    while unpacking, 4:4:4 chroma is averaged in pairs on the even lines, RGB is
+    converted (BT.601).
 
     Parameters
     ----------
@@ -282,68 +542,100 @@ def from_wire(wire: np.ndarray, fmt: VideoFormat, pix_fmt: str = "rgb24") -> np.
     fmt : VideoFormat
     pix_fmt : str
         One of :data:`PIX_FMTS`.
+    out : numpy.ndarray, optional
+        A C-contiguous array of the ``pix_fmt`` shape and dtype to fill and return.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array (or ``out``) in the ``pix_fmt`` layout of the module docstring.
     """
     _check_fmt(fmt)
     if wire.dtype != np.uint8 or wire.size != fmt.frame_bytes:
         raise LocalProtocolError(
             f"wire: need {fmt.frame_bytes} uint8 bytes, got {wire.size} {wire.dtype}"
         )
-    if pix_fmt not in PIX_FMTS:
-        raise ConfigError("pix_fmt", pix_fmt, "one of " + ", ".join(PIX_FMTS))
+    _check_pix_fmt(pix_fmt)
     w, h, d = fmt.width, fmt.height, fmt.depth
-    src: _Ycc | _Rgb
-    if fmt.sampling is Sampling.RGB:
-        src = _Rgb(_deserialize(wire, d, h * w * 3).reshape(h, w, 3), d)
-    elif fmt.sampling is Sampling.YCBCR_422:
-        s = _deserialize(wire, d, h * w * 2).reshape(h, w // 2, 4)
-        y = np.empty((h, w), np.int32)
-        y[:, 0::2], y[:, 1::2] = s[..., 1], s[..., 3]
-        src = _Ycc(y, s[..., 0], s[..., 2], d, 2, 1)
-    elif fmt.sampling is Sampling.YCBCR_444:
-        s = _deserialize(wire, d, h * w * 3).reshape(h, w, 3)
-        src = _Ycc(s[..., 1], s[..., 0], s[..., 2], d, 1, 1)
-    else:
-        s = _deserialize(wire, d, h * w * 3 // 2).reshape(h // 2, w // 2, 6)
-        y = np.empty((h, w), np.int32)
-        y[0::2, 0::2], y[0::2, 1::2] = s[..., 0], s[..., 1]
-        y[1::2, 0::2], y[1::2, 1::2] = s[..., 2], s[..., 3]
-        src = _Ycc(y, s[..., 4], s[..., 5], d, 2, 2)
-    return _emit(src, pix_fmt, w, h)
-
-
-def _emit(src: _Ycc | _Rgb, pix_fmt: str, w: int, h: int) -> np.ndarray:
+    shape, dtype = _pix_shape(pix_fmt, w, h)
+    img = _out(out, shape, dtype)
+    grid = _grid(np.ascontiguousarray(wire).reshape(-1), fmt)
+    if (pix_fmt, fmt.sampling, d) in (("uyvy422", Sampling.YCBCR_422, 8),
+                                      ("rgb24", Sampling.RGB, 8)):
+        np.copyto(img.reshape(-1), grid.reshape(-1))  # the same bytes (pure reorder)
+        return img
+    dest = _pix_planes(img, pix_fmt, w, h)
     if pix_fmt == "rgb24":
-        rgb = src if isinstance(src, _Rgb) else _ycc_to_rgb(src, 8)
-        return _rgb_depth(rgb.rgb, rgb.depth, 8).astype(np.uint8)
-    depth = 10 if pix_fmt == "yuv422p10le" else 8
-    sx, sy = (2, 2) if pix_fmt in ("yuv420p", "nv12") else (2, 1)
-    if isinstance(src, _Rgb):
-        ycc = _rgb_to_ycc(src, depth)
+        if fmt.sampling is Sampling.RGB:  # 10-bit
+            rgb10 = np.empty((h, w, 3), _U16)
+            _read_planes(grid, fmt, _Planes((rgb10[..., 0], rgb10[..., 1], rgb10[..., 2]),
+                                            "rgb", 10), 10)
+            _rgb_depth(rgb10, img, 10)
+        else:
+            _ycc_to_rgb(_wire_planes(grid, fmt), dest)
+        return img
+    if fmt.sampling is Sampling.RGB:
+        _rgb_to_ycc(_wire_planes(grid, fmt), dest)
     else:
-        ycc = _Ycc(
-            _ycc_depth(src.y, src.depth, depth),
-            _ycc_depth(src.cb, src.depth, depth),
-            _ycc_depth(src.cr, src.depth, depth),
-            depth,
-            src.sx,
-            src.sy,
-        )
-    ycc = _resample(ycc, sx, sy)
-    if pix_fmt == "yuv420p":
-        return np.concatenate(
-            [ycc.y.reshape(-1), ycc.cb.reshape(-1), ycc.cr.reshape(-1)]
-        ).astype(np.uint8).reshape(h * 3 // 2, w)
-    if pix_fmt == "nv12":
-        uv = np.stack([ycc.cb, ycc.cr], axis=-1).reshape(h // 2, w)
-        return np.concatenate([ycc.y, uv]).astype(np.uint8)
-    if pix_fmt == "uyvy422":
-        out = np.empty((h, w * 2), np.uint8)
-        out[:, 0::4], out[:, 1::2], out[:, 2::4] = ycc.cb, ycc.y, ycc.cr
-        return out
-    # yuv422p10le, as PyAV's to_ndarray gives it: chroma repeated to full width
-    return np.stack(
-        [ycc.y, np.repeat(ycc.cb, 2, axis=1), np.repeat(ycc.cr, 2, axis=1)]
-    ).astype(np.uint16)
+        _ycc_from_wire(grid, fmt, dest)
+    if pix_fmt == "yuv422p10le":
+        _fill_422p10(img)
+    return img
+
+
+def _ycc_from_wire(grid: np.ndarray, fmt: VideoFormat, dest: _Planes) -> None:
+    """YCbCr wire samples straight into YCbCr destination planes (reorder + depth)."""
+    bits = dest.depth
+    wsx, wsy = _SUBSAMPLING[fmt.sampling]
+    # luma: the sample views of the destination Y plane are exactly right
+    views = _sample_views(fmt, _Planes(dest.p, "ycc", bits, wsx, wsy))
+    for j, view in enumerate(views):
+        if _is_luma(fmt, j):
+            _read(grid, fmt, j, view, bits)
+    if fmt.sampling is Sampling.YCBCR_444:
+        _chroma_444_down(grid, fmt, dest)
+        return
+    cj = (0, 2) if fmt.sampling is Sampling.YCBCR_422 else (4, 5)
+    for j, cd in zip(cj, dest.p[1:], strict=True):
+        if wsy == dest.sy:
+            _read(grid, fmt, j, cd, bits)
+        elif wsy == 1:  # 4:2:2 -> 4:2:0: the even lines' chroma
+            _read(grid, fmt, j, cd, bits, slice(0, None, 2))
+        else:  # 4:2:0 -> 4:2:2: each chroma line twice
+            _read(grid, fmt, j, cd[0::2], bits)
+            cd[1::2] = cd[0::2]
+
+
+def _is_luma(fmt: VideoFormat, j: int) -> bool:
+    if fmt.sampling is Sampling.YCBCR_422:
+        return j in (1, 3)
+    if fmt.sampling is Sampling.YCBCR_420:
+        return j < 4
+    return j % 3 == 1
+
+
+def _chroma_444_down(grid: np.ndarray, fmt: VideoFormat, dest: _Planes) -> None:
+    """4:4:4 wire chroma to 4:2:x: average horizontal pairs (rounded), even lines for 4:2:0."""
+    h, w = fmt.height, fmt.width
+    rows = slice(0, None, dest.sy)
+    ch = h // dest.sy
+    full = _Planes(
+        (np.empty((0, 0), _U16), np.empty((ch, w), _U16), np.empty((ch, w), _U16)),
+        "ycc", fmt.depth,
+    )
+    views = _sample_views(fmt, full)
+    for j, v in enumerate(views):
+        if j % 3 != 1:
+            _read(grid, fmt, j, v, fmt.depth, rows)
+    for c, dst in zip(full.p[1:], dest.p[1:], strict=True):
+        t = np.add(c[:, 0::2], c[:, 1::2], dtype=_U16)
+        t += 1
+        t >>= 1  # the rounded pair average, then the depth change
+        if fmt.depth > dest.depth:
+            t >>= fmt.depth - dest.depth
+        elif fmt.depth < dest.depth:
+            t <<= dest.depth - fmt.depth
+        np.copyto(dst, t, casting="unsafe")
 
 
 __all__ = ["PIX_FMTS", "from_wire", "to_wire"]

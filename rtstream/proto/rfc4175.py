@@ -461,6 +461,7 @@ _FIELDS = (
     "SRD Row Number",
     "SRD Offset",
     "F bit",
+    "SRD segments per frame",  # not a parse error: the pending frame's cap was reached
 )
 _R = {name: i for i, name in enumerate(_FIELDS)}
 
@@ -504,6 +505,65 @@ def _u16(batch: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> np.nda
     return both
 
 
+def _parse_uniform(batch: np.ndarray, lengths: np.ndarray, fmt: VideoFormat) -> _Parsed | None:
+    """The common case in O(1) numpy calls: plain RTP headers and one SRD per packet.
+
+    Applies when every datagram has version 2, no padding, extension or CSRC, a single
+    SRD header (C bit clear) whose segment fills the rest of the datagram, and every
+    field valid for ``fmt`` (progressive). Returns None when any packet is outside that
+    case; :func:`parse_batch` then decodes the batch in general (same result).
+    """
+    n = batch.shape[0]
+    stride = batch.shape[1]
+    if fmt.interlaced or stride < SINGLE_SRD_HEADER_BYTES or n == 0:
+        return None
+    lens = np.asarray(lengths)[:n]
+    if not (batch[:, 0] == 0x80).all():
+        return None
+    if (lens > stride).any() or (lens < SINGLE_SRD_HEADER_BYTES).any():
+        return None
+    hdr = batch[:, 12:20].astype(np.int64)
+    length = (hdr[:, 2] << 8) | hdr[:, 3]
+    rowf = (hdr[:, 4] << 8) | hdr[:, 5]
+    offc = (hdr[:, 6] << 8) | hdr[:, 7]
+    pg = fmt.pgroup_bytes
+    ppl = fmt.pgroup_pixels_per_line
+    rb = fmt.row_bytes
+    lpr = fmt.lines_per_row
+    byte_off = offc // ppl * pg  # C bit (0x8000) set makes this fail the checks below
+    bad = (
+        (length != lens - SINGLE_SRD_HEADER_BYTES)
+        | (length == 0)
+        | (length % pg != 0)
+        | (offc % ppl != 0)
+        | (byte_off + length > rb)
+        | (rowf >= fmt.height)
+        | (rowf % lpr != 0)
+    )
+    if bad.any():
+        return None
+    fixed = np.ascontiguousarray(batch[:, :12])
+    b1 = fixed[:, 1].astype(np.int64)
+    frame_row = rowf // lpr
+    idx = np.arange(n)
+    return _Parsed(
+        ok=np.ones(n, bool),
+        reason=np.zeros(n, np.int8),
+        marker=(b1 & 0x80) != 0,
+        payload_type=b1 & 0x7F,
+        seq=fixed[:, 2:4].view(">u2").reshape(-1).astype(np.int64),
+        ext_hi=(hdr[:, 0] << 8) | hdr[:, 1],
+        ts=fixed[:, 4:8].view(">u4").reshape(-1).astype(np.int64),
+        ssrc=fixed[:, 8:12].view(">u4").reshape(-1).astype(np.int64),
+        seg_pkt=idx,
+        seg_src=np.full(n, SINGLE_SRD_HEADER_BYTES, np.int64),
+        seg_dst=frame_row * rb + byte_off,
+        seg_len=length,
+        seg_row=frame_row,
+        seg_field=np.zeros(n, np.int64),
+    )
+
+
 def parse_batch(batch: np.ndarray, lengths: np.ndarray, fmt: VideoFormat) -> _Parsed:
     """Decode and validate the headers of every datagram of a batch at once.
 
@@ -511,6 +571,9 @@ def parse_batch(batch: np.ndarray, lengths: np.ndarray, fmt: VideoFormat) -> _Pa
     or extension lengths do not fit, an SRD segment is empty, not whole pgroups, outside
     its row or the frame, or the segments exceed the payload (RFC 4175 §4.2-4.3).
     """
+    quick = _parse_uniform(batch, lengths, fmt)
+    if quick is not None:
+        return quick
     n = batch.shape[0]
     stride = batch.shape[1]
     lens = np.minimum(np.asarray(lengths, dtype=np.int64)[:n], stride)
@@ -645,6 +708,19 @@ def _scatter(
     if len(pkt) == 0:
         return
     stride = batch.shape[1]
+    m = len(pkt)
+    l0 = int(length[0])
+    s0 = int(src[0])
+    if (length == l0).all() and (src == s0).all():
+        # one segment size at one column (the uniform layout): row slices, and when the
+        # packets and their destinations are both consecutive, a single strided copy.
+        p0 = int(pkt[0])
+        d0 = int(dst[0])
+        if int(pkt[-1]) - p0 == m - 1 and int(dst[-1]) - d0 == (m - 1) * l0 and (
+            m < 3 or ((np.diff(pkt) == 1).all() and (np.diff(dst) == l0).all())
+        ):
+            data[d0 : d0 + m * l0].reshape(m, l0)[:] = batch[p0 : p0 + m, s0 : s0 + l0]
+            return
     flat_src: np.ndarray | None = None
     for seg_len in np.unique(length).tolist():
         sel = length == seg_len
@@ -675,17 +751,56 @@ def _scatter(
 class _Pending:
     """The frame being assembled."""
 
-    __slots__ = ("ssrc", "ts", "data", "rows", "lens", "packets", "first_seq", "fields")
+    __slots__ = ("ssrc", "ts", "data", "segs", "nseg", "packets", "first_seq", "fields")
 
     def __init__(self, ssrc: int, ts: int, frame_bytes: int) -> None:
         self.ssrc = ssrc
         self.ts = ts
-        self.data = np.zeros(frame_bytes, np.uint8)
-        self.rows: list[np.ndarray] = []
-        self.lens: list[np.ndarray] = []
+        # Not zeroed here (5 MB per 1080p frame): a complete frame overwrites every byte,
+        # and _emit zeroes what an incomplete one never received.
+        self.data = np.empty(frame_bytes, np.uint8)
+        # Segments received, one column each: frame row, length, destination offset. One
+        # array grown by doubling (not a list entry per batch) up to the cap the
+        # depacketizer enforces on nseg, so a frame that never ends stays bounded.
+        self.segs = np.empty((3, 64), np.int64)
+        self.nseg = 0
         self.packets = 0
         self.first_seq: int | None = None
         self.fields = 0  # bit 0: first field seen, bit 1: second field seen
+
+    def add_segments(self, rows: np.ndarray, lens: np.ndarray, dsts: np.ndarray, cap: int) -> None:
+        """Record segments (the caller keeps ``nseg + len(rows) <= cap``)."""
+        end = self.nseg + len(rows)
+        if end > self.segs.shape[1]:
+            grown = np.empty((3, min(max(end, 2 * self.segs.shape[1]), cap)), np.int64)
+            grown[:, : self.nseg] = self.segs[:, : self.nseg]
+            self.segs = grown
+        self.segs[0, self.nseg : end] = rows
+        self.segs[1, self.nseg : end] = lens
+        self.segs[2, self.nseg : end] = dsts
+        self.nseg = end
+
+
+def _zero_uncovered(pend: _Pending, missing: np.ndarray, row_bytes: int) -> None:
+    """Zero the bytes of the ``missing`` rows that no received segment wrote."""
+    miss = np.flatnonzero(missing)
+    view = pend.data.reshape(-1, row_bytes)
+    if not pend.nseg:
+        view[miss] = 0
+        return
+    rows, lens, dsts = pend.segs[:, : pend.nseg]
+    slot = np.full(len(missing), -1, np.int64)
+    slot[miss] = np.arange(len(miss))
+    sel = slot[rows] >= 0
+    cov = np.zeros((len(miss), row_bytes + 1), np.int32)
+    r = slot[rows[sel]]
+    start = dsts[sel] - rows[sel] * row_bytes
+    np.add.at(cov, (r, start), 1)
+    np.add.at(cov, (r, start + lens[sel]), -1)
+    written = np.cumsum(cov, axis=1)[:, :row_bytes] > 0
+    part = view[miss]
+    part[~written] = 0
+    view[miss] = part
 
 
 class VideoDepacketizer:
@@ -719,6 +834,10 @@ class VideoDepacketizer:
         self._ring = np.full(65536, _NO_SEQ, np.int64)
         self._pending: _Pending | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_FRAMES)
+        # A frame has at most frame_bytes / pgroup_bytes distinct segments (each is whole,
+        # non-empty pgroups, RFC 4175 §4.3); twice that (and at least two packets' worth)
+        # bounds the pending frame when the marker and the next timestamp never come.
+        self._max_segments = 2 * max(fmt.frame_bytes // fmt.pgroup_bytes, _MAX_SRD_PER_PACKET)
 
     # -- public ------------------------------------------------------------------------
 
@@ -737,7 +856,10 @@ class VideoDepacketizer:
         Notes
         -----
         Bad input never raises: malformed datagrams are counted in ``stats.malformed``
-        (per field in ``stats.malformed_by_field``) and dropped. A batch is unwrapped
+        (per field in ``stats.malformed_by_field``) and dropped. Datagrams that would take
+        the frame being assembled past twice the segments a frame can hold (a sender that
+        never sets the marker nor changes the timestamp) are dropped and counted there as
+        ``"SRD segments per frame"``, so memory stays bounded. A batch is unwrapped
         relative to the highest sequence number seen before it, so it should hold fewer
         than 32768 datagrams.
         """
@@ -804,11 +926,15 @@ class VideoDepacketizer:
                     pend = None
             if pend is None:
                 pend = self._pending = _Pending(int(p.ssrc[kept[a]]), t, self.fmt.frame_bytes)
+            if pend.nseg + int(np.count_nonzero(sel)) > self._max_segments:
+                b = a + self._cap_segments(p, sel, kept[a:b], pend.nseg)
+                if b == a:
+                    continue
+                sel &= np.isin(p.seg_pkt, kept[a:b])
             pend.fields |= run_fields
             _scatter(pend.data, batch, p.seg_pkt[sel], p.seg_src[sel], p.seg_dst[sel],
                      p.seg_len[sel])
-            pend.rows.append(p.seg_row[sel])
-            pend.lens.append(p.seg_len[sel])
+            pend.add_segments(p.seg_row[sel], p.seg_len[sel], p.seg_dst[sel], self._max_segments)
             pend.packets += b - a
             lo = int(ext[a:b].min())
             pend.first_seq = lo if pend.first_seq is None else min(pend.first_seq, lo)
@@ -842,6 +968,14 @@ class VideoDepacketizer:
             )
         log.debug("dropped %d malformed RFC 4175 datagrams (%s)", len(reasons),
                   _FIELDS[int(reasons[0])])
+
+    def _cap_segments(self, p: _Parsed, sel: np.ndarray, pkts: np.ndarray, have: int) -> int:
+        """How many packets at the start of run ``pkts`` fit under the segment cap of a
+        pending frame holding ``have`` segments; the rest are counted malformed."""
+        per_pkt = np.bincount(p.seg_pkt[sel], minlength=int(pkts[-1]) + 1)[pkts]
+        fit = int(np.count_nonzero(np.cumsum(per_pkt) <= self._max_segments - have))
+        self._count_malformed(np.full(len(pkts) - fit, _R["SRD segments per frame"], np.int8))
+        return fit
 
     def _filter_ssrc(
         self, p: _Parsed, ok: np.ndarray, now: int, events: list[VideoFrameEvent]
@@ -909,11 +1043,13 @@ class VideoDepacketizer:
         self._recent.append(pend.ts)
         rows = self.fmt.rows
         covered: np.ndarray = np.zeros(rows)
-        if pend.rows:
-            r = np.concatenate(pend.rows)
-            covered = np.bincount(r, weights=np.concatenate(pend.lens), minlength=rows)[:rows]
+        if pend.nseg:
+            r, lens = pend.segs[:2, : pend.nseg]
+            covered = np.bincount(r, weights=lens, minlength=rows)[:rows]
         missing = covered < self.fmt.row_bytes
         complete = not bool(missing.any())
+        if not complete:
+            _zero_uncovered(pend, missing, self.fmt.row_bytes)
         if complete:
             self.stats.frames_complete += 1
         else:

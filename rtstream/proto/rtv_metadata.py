@@ -629,8 +629,32 @@ def encode_dynamic_part(
     return _sequence(CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, [b"".join(parts)])
 
 
+def _sequence_items(ds: Dataset, tag: int, name: str) -> list[Dataset]:
+    """The items of the sequence ``tag`` of ``ds`` (which must hold it).
+
+    The VR is checked before the value is used: a value of another VR (a number, text,
+    bytes or None) is never treated as a sequence (PS3.5 §7.5).
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming ``name`` when the element is not an SQ.
+    """
+    elem = ds[tag]
+    if elem.VR != "SQ":
+        raise RemoteProtocolError(name, f"VR {elem.VR}, expected SQ")
+    return list(elem.value)
+
+
+_ORIGIN_NAME = "(0034,0007) Frame Origin Timestamp"
+
+
 def frame_origin(dataset: Dataset) -> PtpTimestamp | None:
     """Frame Origin Timestamp of a grain's dynamic part, or None without a dynamic part.
+
+    (0006,0001) and (0034,000D) must be SQ with exactly one item and (0034,0007) an OB
+    of exactly 10 bytes (PS3.3 C.7.6.16.2.29); the VRs and the length are checked before
+    any value is used.
 
     Raises
     ------
@@ -639,20 +663,27 @@ def frame_origin(dataset: Dataset) -> PtpTimestamp | None:
     """
     if CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE not in dataset:
         return None
-    seq = dataset[CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].value
     name = "(0006,0001) Current Frame Functional Groups Sequence"
+    seq = _sequence_items(dataset, CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, name)
     if len(seq) != 1:
         raise RemoteProtocolError(name, f"{len(seq)} items, expected exactly one")
     item = seq[0]
+    tof_name = "(0034,000D) Time of Frame Group Sequence"
     if 0x0034000D not in item:
-        raise RemoteProtocolError("(0034,000D) Time of Frame Group Sequence", "missing")
-    tof = item[0x0034000D].value
+        raise RemoteProtocolError(tof_name, "missing")
+    tof = _sequence_items(item, 0x0034000D, tof_name)
     if len(tof) != 1:
-        raise RemoteProtocolError("(0034,000D) Time of Frame Group Sequence", "not one item")
+        raise RemoteProtocolError(tof_name, "not one item")
     if 0x00340007 not in tof[0]:
-        raise RemoteProtocolError("(0034,0007) Frame Origin Timestamp", "missing")
-    raw = tof[0][0x00340007].value
-    return PtpTimestamp.from_bytes(bytes(raw or b""), "(0034,0007) Frame Origin Timestamp")
+        raise RemoteProtocolError(_ORIGIN_NAME, "missing")
+    elem = tof[0][0x00340007]
+    if elem.VR != "OB":
+        raise RemoteProtocolError(_ORIGIN_NAME, f"VR {elem.VR}, expected OB")
+    raw = elem.value
+    if not isinstance(raw, bytes) or len(raw) != 10:
+        size = len(raw) if isinstance(raw, bytes) else 0
+        raise RemoteProtocolError(_ORIGIN_NAME, f"{size} bytes, expected 10")
+    return PtpTimestamp.from_bytes(raw, _ORIGIN_NAME)
 
 
 # --------------------------------------------------------------------------------------
@@ -675,7 +706,9 @@ def _require(ds: Dataset, tag: int, name: str) -> Any:
 
 
 def _require_items(ds: Dataset, tag: int, name: str, *, exactly_one: bool = False) -> list[Dataset]:
-    seq = _require(ds, tag, name)
+    if tag not in ds:
+        raise RemoteProtocolError(name, "missing from the static part")
+    seq = _sequence_items(ds, tag, name)
     if not seq:
         raise RemoteProtocolError(name, "empty")
     if exactly_one and len(seq) != 1:
@@ -803,11 +836,9 @@ def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
         frame_origin(ds)
         item = ds[CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].value[0]
         if meta.sop_class_uid != RTV_AUDIO_WAVEFORM:
-            fc = item.get(0x00209111)
-            if fc is None or len(fc.value) != 1:
-                raise RemoteProtocolError(
-                    "(0020,9111) Frame Content Sequence", "missing or not exactly one item"
-                )
+            fc_name = "(0020,9111) Frame Content Sequence"
+            if 0x00209111 not in item or len(_sequence_items(item, 0x00209111, fc_name)) != 1:
+                raise RemoteProtocolError(fc_name, "missing or not exactly one item")
     grain = Grain(meta, ds, raw)
     if grain.has_static or meta.sop_class_uid == RTV_RENDITION_SELECTION:
         validate_static(meta, ds)
@@ -1006,7 +1037,11 @@ class MetadataDepacketizer:
     partially parsed, when a packet with a newer timestamp arrives on its SSRC first,
     when it outlives ``max_age_ns``, when it exceeds ``max_grain_bytes`` or
     ``max_packets_per_grain``, when more than ``max_partial_grains`` are open, or when
-    its content fails :func:`decode_grain`.
+    its content fails :func:`decode_grain`. Every drop is a :class:`GrainDropped` with a
+    reason, counted in ``stats.dropped`` (and ``stats.invalid`` for content that fails
+    decoding, reason ``"invalid grain: <field>: ..."``); :meth:`feed` never raises for
+    network input, because :func:`decode_grain` raises only RemoteProtocolError, the one
+    exception caught here.
 
     Parameters
     ----------

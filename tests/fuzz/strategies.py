@@ -804,7 +804,8 @@ class GrainStream:
         self.ts = (self.ts + rng.choice((1, 3000, 3003))) & 0xFFFFFFFF
         g = rng.choice(grain_corpus()[1:])  # the spec vector has other NMOS ids
         if rng.random() < mutate_p:
-            g = mutate_grain(g, rng)
+            # a mutation may cut the grain to nothing, which packetize refuses (caller misuse)
+            g = mutate_grain(g, rng) or g[:1]
         return self.pkt.packetize(
             g, self.ts, sync=PtpTimestamp(1_700_000_000, 0), origin=PtpTimestamp(1_700_000_000, 1)
         )

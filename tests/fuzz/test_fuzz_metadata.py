@@ -17,20 +17,24 @@ from __future__ import annotations
 import random
 import struct
 import tracemalloc
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rtstream.errors import RemoteProtocolError
+from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.nmos_ext import ExtMap
 from rtstream.proto.rtv_metadata import (
     Grain,
     GrainDropped,
     GrainEvent,
     MetadataDepacketizer,
+    MetadataPacketizer,
+    RtvMetaInfo,
     decode_grain,
+    decode_meta,
+    encode_grain,
 )
 from tests.fuzz.strategies import (
     GrainStream,
@@ -42,7 +46,6 @@ from tests.fuzz.strategies import (
     mutate,
     mutate_rows,
     only_protocol_errors,
-    raised_in,
     random_extmap,
     restamp,
 )
@@ -53,16 +56,8 @@ BATCH = 10
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-# Handed to H3 (rtstream/proto/rtv_metadata.py), pinned by the strict xfails below: values
-# of the wrong VR reach code that assumes a sequence or bytes.
-KNOWN_BUGS: tuple[Callable[[BaseException], bool], ...] = (
-    lambda e: isinstance(e, TypeError | MemoryError)
-    and raised_in(e, {"frame_origin", "_require", "_require_items", "validate_static"}),
-)
-
-
 def _check_grain(data: bytes) -> None:
-    grain = only_protocol_errors(decode_grain, data, KNOWN_BUGS)
+    grain = only_protocol_errors(decode_grain, data)
     if grain is not None:
         assert isinstance(grain, Grain) and grain.raw == data
 
@@ -126,8 +121,6 @@ def run_sequence(seed: int, min_rows: int = BATCH) -> int:
         try:
             events = dp.feed(row, now)
         except Exception as exc:
-            if any(k(exc) for k in KNOWN_BUGS):
-                return len(rows)
             raise AssertionError(
                 f"{type(exc).__name__} escaped MetadataDepacketizer.feed: {exc}\n"
                 f"  datagram={row.hex()}\n  sequence={[r.hex() for r in rows]}"
@@ -213,40 +206,49 @@ _VECTOR = 0  # grain_corpus()[0]: the spec vector, dynamic part only
 _STATIC = 1  # grain_corpus()[1]: endoscopic grain with the static part
 
 
-@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: frame_origin calls bytes() on a "
-                   "non-bytes value: str -> TypeError escapes decode_grain")
 def test_origin_timestamp_with_a_text_vr() -> None:
     bad = retype(grain_corpus()[_VECTOR], 0x00340007, b"LO", b"ABCDEF")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError) as info:
         decode_grain(bad)
+    assert info.value.field == "(0034,0007) Frame Origin Timestamp"
 
 
-@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: frame_origin calls bytes(n) on a "
-                   "UL value n: a 300-byte grain allocates n bytes (up to 4 GiB)")
 def test_origin_timestamp_with_a_ul_vr_is_no_memory_bomb() -> None:
+    """A UL value n must never become bytes(n): the VR is checked before the value."""
     bad = retype(grain_corpus()[_VECTOR], 0x00340007, b"UL", (0xFFFFFFF0).to_bytes(4, "little"))
-    with address_space_cap(), pytest.raises(RemoteProtocolError):
+    with address_space_cap(), pytest.raises(RemoteProtocolError) as info:
         decode_grain(bad)
+    assert info.value.field == "(0034,0007) Frame Origin Timestamp"
+    assert "VR UL" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: validate_static iterates a "
-                   "non-sequence (0034,000A)/(0034,0001) value: TypeError escapes")
+@pytest.mark.parametrize("size", [0, 8, 12])
+def test_origin_timestamp_of_the_wrong_length(size: int) -> None:
+    grain = decode_grain(grain_corpus()[_VECTOR])
+    ds = grain.dataset
+    tof = ds[0x00060001].value[0][0x0034000D].value[0]
+    tof[0x00340007].value = bytes(size)
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_grain(encode_grain(grain.meta, ds))
+    assert info.value.field == "(0034,0007) Frame Origin Timestamp"
+    assert f"{size} bytes, expected 10" in str(info.value)
+
+
 @pytest.mark.parametrize("tag", [0x0034000A, 0x00340001])
-@pytest.mark.parametrize("vr", [b"OB", b"UT"])
+@pytest.mark.parametrize("vr", [b"OB", b"UT", b"OL", b"OV", b"UC"])
 def test_bulk_flow_sequences_with_another_vr(tag: int, vr: bytes) -> None:
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError) as info:
         decode_grain(retype(grain_corpus()[_STATIC], tag, vr))
+    assert info.value.field.startswith(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
 
 
-@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: _require_items calls len() on an "
-                   "int (5200,9229) value: TypeError escapes")
-def test_shared_functional_groups_with_a_number_vr() -> None:
-    with pytest.raises(RemoteProtocolError):
-        decode_grain(retype(grain_corpus()[_STATIC], 0x52009229, b"UV"))
+@pytest.mark.parametrize("vr", [b"UV", b"SV"])
+def test_shared_functional_groups_with_a_number_vr(vr: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_grain(retype(grain_corpus()[_STATIC], 0x52009229, vr))
+    assert info.value.field == "(5200,9229) Shared Functional Groups Sequence"
 
 
-@pytest.mark.xfail(strict=True, reason="H3 rtv_metadata.py: frame_origin calls len() on the "
-                   "None value of an empty non-SQ (0006,0001): TypeError escapes")
 @pytest.mark.parametrize("vr", [b"OB", b"UL"])
 def test_empty_dynamic_part_with_another_vr(vr: bytes) -> None:
     vector = grain_corpus()[_VECTOR]
@@ -255,5 +257,39 @@ def test_empty_dynamic_part_with_another_vr(vr: bytes) -> None:
         bad = meta + bytes.fromhex("06000100") + vr + bytes(6)  # long form, length 0
     else:
         bad = meta + bytes.fromhex("06000100") + vr + bytes(2)  # short form, length 0
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(RemoteProtocolError) as info:
         decode_grain(bad)
+    assert info.value.field == "(0006,0001) Current Frame Functional Groups Sequence"
+
+
+def test_time_of_frame_group_with_another_vr() -> None:
+    bad = retype(grain_corpus()[_VECTOR], 0x0034000D, b"OB")
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_grain(bad)
+    assert info.value.field == "(0034,000D) Time of Frame Group Sequence"
+
+
+def test_frame_content_with_another_vr() -> None:
+    bad = retype(grain_corpus()[_VECTOR], 0x00209111, b"UT")
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_grain(bad)
+    assert info.value.field == "(0020,9111) Frame Content Sequence"
+
+
+def test_an_invalid_grain_is_dropped_by_feed_with_a_reason() -> None:
+    """A grain whose content fails decode_grain is a GrainDropped, counted as invalid."""
+    bad = retype(grain_corpus()[_VECTOR], 0x00340007, b"UL", (0xFFFFFFF0).to_bytes(4, "little"))
+    meta, _ = decode_meta(bad)
+    assert isinstance(meta, RtvMetaInfo)
+    pk = MetadataPacketizer(
+        ssrc=7, extmap=ExtMap.default(), source_id=meta.source_id, flow_id=meta.flow_id
+    )
+    t = PtpTimestamp(1, 0)
+    dp = MetadataDepacketizer(extmap=ExtMap.default())
+    events = []
+    with address_space_cap():
+        for row in pk.packetize(bad, 1234, sync=t, origin=t):
+            events += dp.feed(row, 0)
+    assert len(events) == 1 and isinstance(events[0], GrainDropped)
+    assert "(0034,0007) Frame Origin Timestamp" in events[0].reason
+    assert dp.stats.invalid == 1 and dp.stats.dropped == 1 and dp.stats.grains == 0

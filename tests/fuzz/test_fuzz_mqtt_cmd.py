@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,23 +34,14 @@ from tests.fuzz.strategies import (
 
 BATCH = 10
 
-# Handed to H7 (rtstream/control/schema.py), pinned by the strict xfails below.
-KNOWN_BUGS: tuple[Callable[[BaseException], bool], ...] = (
-    lambda e: isinstance(e, ValueError) and "integer string conversion" in str(e),
-)
-NAN_ACCEPTED_IS_KNOWN = True
-
-
 def _check(payload: bytes | str) -> None:
-    cmd = only_protocol_errors(parse_command, payload, KNOWN_BUGS)
+    cmd = only_protocol_errors(parse_command, payload)
     if cmd is None:
         try:
             parse_command(payload)
         except InvalidCommand:
             return
-        except Exception as exc:
-            if any(k(exc) for k in KNOWN_BUGS):
-                return  # a RemoteProtocolError that is not an InvalidCommand
+        except Exception as exc:  # a RemoteProtocolError that is not an InvalidCommand
             raise AssertionError(f"{type(exc).__name__} for {payload!r}") from exc
         return
     assert isinstance(cmd, Command)
@@ -59,8 +49,6 @@ def _check(payload: bytes | str) -> None:
     assert validate(doc, COMMAND_SCHEMA) == []
     for key, value in cmd.args.items():
         if isinstance(value, float):
-            if NAN_ACCEPTED_IS_KNOWN and math.isnan(value):
-                continue
             assert math.isfinite(value), f"args.{key} = {value} accepted in {payload!r}"
 
 
@@ -92,21 +80,44 @@ def test_random_bytes_raise_only_invalid_command(payloads: list[bytes]) -> None:
         _check(p)
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        # json.loads raises ValueError (not JSONDecodeError) past Python's 4300-digit limit
-        b'{"id":"a","action":"snapshot","args":{"rtp_timestamp":' + b"1" * 5000 + b"}}",
-        # json.loads accepts NaN; every comparison with it is False, so the range passes
-        b'{"id":"a","action":"record_start","args":{"max_seconds":NaN}}',
-    ],
-    ids=["int-digit-limit", "nan-max-seconds"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="H7 schema.py: json.loads ValueError past 4300 digits escapes parse_command; "
-    "NaN passes the minimum/maximum checks of max_seconds",
-)
-def test_known_payloads(payload: bytes) -> None:
-    with pytest.raises(InvalidCommand):
-        parse_command(payload)
+_DIGITS = b'{"id":"a","action":"snapshot","args":{"rtp_timestamp":' + b"1" * 5000 + b"}}"
+
+
+def _record(max_seconds: str) -> bytes:
+    return b'{"id":"a","action":"record_start","args":{"max_seconds":%s}}' % max_seconds.encode()
+
+
+def test_an_integer_over_the_digit_limit_is_invalid() -> None:
+    """json.loads raises ValueError (not JSONDecodeError) past Python's 4300-digit limit."""
+    with pytest.raises(InvalidCommand) as info:
+        parse_command(_DIGITS)
+    assert info.value.field == "cmd"
+    assert "integer literal exceeds" in info.value.reason
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_non_finite_numbers_are_invalid(literal: str) -> None:
+    """json.loads accepts NaN/Infinity and overflows 1e999 to inf; every comparison with
+    NaN is False, so the range checks alone would pass it."""
+    with pytest.raises(InvalidCommand) as info:
+        parse_command(_record(literal))
+    assert info.value.field == "cmd.args.max_seconds"
+    assert "not a finite JSON number" in info.value.reason
+    assert info.value.request_id == "a"  # the reply still reaches the caller
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_validate_reports_non_finite_numbers(value: float) -> None:
+    for schema in ({}, {"type": "number"}, {"type": "integer"}, {"type": "string"}):
+        assert validate(value, schema) == [f"$: {json.dumps(value)} is not a finite JSON number"]
+    assert validate({"x": value}, {"properties": {"x": {}}}) == [
+        f"$.x: {json.dumps(value)} is not a finite JSON number"
+    ]
+    cmd = {"id": "a", "action": "record_start", "args": {"max_seconds": value}}
+    assert validate(cmd, COMMAND_SCHEMA) == [
+        f"$.args.max_seconds: {json.dumps(value)} is not a finite JSON number"
+    ]
+
+
+def test_finite_max_seconds_is_still_accepted() -> None:
+    assert parse_command(_record("12.5")).args["max_seconds"] == 12.5

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests.peers import require_program, require_root, stop
-from tests.reliability import RTSTREAM, ROOT, rtstream_env
+from tests.reliability import ROOT, RTSTREAM, rtstream_env
 from tests.reliability.netns import NetnsPair, namespaces
 
 pytestmark = [pytest.mark.netns]
@@ -73,6 +73,7 @@ async def _probe(argv: list[str], out: Path) -> None:
     cfg = receive.build_config(parser.parse_args(argv))
     records = []
     async with Receiver(cfg) as rx:
+        out.with_suffix(".ready").write_text("listening\n")  # sockets open, groups joined
         async for item in rx:
             if item.kind is not ItemKind.VIDEO or item.frame is None:
                 continue
@@ -81,6 +82,8 @@ async def _probe(argv: list[str], out: Path) -> None:
             if item.metadata is not None:
                 rec.update(fn=frame_number(item.metadata), origin=origin_ticks(item.metadata),
                            uid=item.rtv_sop_instance_uid)
+                if "PatientID" in item.metadata:  # a grain with the static part
+                    rec["pid"] = str(item.metadata.PatientID)
             records.append(rec)
         stats = rx.stats
     out.write_text(json.dumps({"items": records, "stats": stats}))
@@ -125,10 +128,10 @@ def run_impaired(tmp: Path, *, impair_s: float, outage_s: float, clean_s: float,
                        loss=0.01, duplicate=0.01, reorder=0.05, delay_ms=5, jitter_ms=5,
                        seed=2110)
         sdp = tmp / "rtv.sdp"
-        with open(sdp, "w") as f:
+        with open(sdp, "w") as sdp_file:
             subprocess.run([*net.exec_prefix(net.tx_ns), *RTSTREAM, "sdp", "--dest",
                             f"{GROUP}:5004", *VIDEO, "--interface", net.tx_dev],
-                           env=env, stdout=f, check=True, timeout=60)
+                           env=env, stdout=sdp_file, check=True, timeout=60)
         rx_args = ["--sdp", str(sdp), "--duration", f"{total + 3:.1f}", "--interface", net.rx_dev]
         cli = [*net.exec_prefix(net.rx_ns), *RTSTREAM, "receive", *rx_args,
                "--stats-json", str(tmp / "rx.json"), "--dump-frames", str(tmp / "rf"),
@@ -145,7 +148,12 @@ def run_impaired(tmp: Path, *, impair_s: float, outage_s: float, clean_s: float,
             for key, cmd in (("rx", cli), ("probe", probe)):
                 procs[key] = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=logs[key],
                                               stderr=subprocess.STDOUT, start_new_session=True)
-            time.sleep(2.0)  # both joined and listening (SDP parsed, sockets open)
+            deadline = time.monotonic() + 60  # both joined and listening before the first packet
+            while not ((tmp / "probe.ready").exists()
+                       and b"receiving from" in (tmp / "rx.log").read_bytes()):
+                assert time.monotonic() < deadline, "receivers did not start"
+                assert all(p.poll() is None for p in procs.values()), "a receiver exited"
+                time.sleep(0.05)
             procs["tx"] = subprocess.Popen(send, env=env, cwd=ROOT, stdout=logs["tx"],
                                            stderr=subprocess.STDOUT, start_new_session=True)
             time.sleep(lead_s)
@@ -220,13 +228,13 @@ def test_impaired_link_counters_pairing_and_recovery(tmp_path: Path) -> None:
 
     dumped = sorted((tmp_path / "rf").glob("*.raw"))
     assert len(dumped) == rx["frames_complete"]
-    for p in dumped:
-        assert _digest(p.read_bytes()) == sent[int(p.stem)]
+    for path in dumped:
+        assert _digest(path.read_bytes()) == sent[int(path.stem)]
     grains = sorted((tmp_path / "rm").glob("*.dcm"))
     assert len(grains) == rx["grains_complete"]
-    for p in grains:
-        ds = decode_grain(p.read_bytes()).dataset
-        ts = int(p.stem.split("-")[0])
+    for path in grains:
+        ds = decode_grain(path.read_bytes()).dataset
+        ts = int(path.stem.split("-")[0])
         assert origin_ticks(ds) == ts and frame_number(ds) == unwrap(ts, first) + 1
     # -- recovery: the first frame sent after the outage ended is complete and paired -------
     from rtstream.proto.clock import rtp_timestamp

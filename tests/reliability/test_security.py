@@ -9,7 +9,6 @@ MQTT user/password and TLS (tests/control/test_mqtt.py::test_credentials, ::test
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import inspect
 import os
@@ -24,7 +23,7 @@ import aiohttp
 import pydicom
 import pytest
 
-from tests.peers import free_port, require_program, require_root, running, stop, wait_for_tcp
+from tests.peers import free_port, require_program, require_root, running, wait_for_tcp
 from tests.reliability import ROOT, RTSTREAM, rtstream_env
 
 PATIENT = "Zyxwv^Patient"
@@ -98,7 +97,8 @@ async def test_viewer_token_constant_time_and_every_wrong_length_refused(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(viewer_server.hmac, "compare_digest", spy)
+    assert viewer_server.__dict__["hmac"] is hmac  # the module the server compares with
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     token = "Tk-" + "9" * 29  # 32 characters
     feed = TestPattern(width=64, height=48, fps=5, overlay={})
     async with ViewerServer(ViewerConfig(port=0, token=token), feed) as srv:
@@ -113,7 +113,7 @@ async def test_viewer_token_constant_time_and_every_wrong_length_refused(
                 if bad.strip() != token:  # surrounding blanks are no part of a Bearer token
                     tries.append({"headers": {"Authorization": "Bearer " + bad}})
                 for kwargs in tries:
-                    async with s.get(base, **kwargs) as r:  # type: ignore[arg-type]
+                    async with s.get(base, **kwargs) as r:
                         assert r.status == 401, (len(bad), kwargs)
             async with s.get(base, params={"token": token}) as r:
                 assert r.status == 200
@@ -124,7 +124,7 @@ async def test_viewer_token_constant_time_and_every_wrong_length_refused(
 # -- bind addresses ----------------------------------------------------------------------
 
 
-def _in_private_netns(args: list[str], log: Path) -> list[str]:
+def _in_private_netns(args: list[str]) -> list[str]:
     """Run in a fresh network namespace (loopback only): default ports cannot collide."""
     unshare = require_program("unshare")
     inner = "ip link set lo up && exec " + " ".join(f"'{a}'" for a in args)
@@ -136,9 +136,9 @@ def test_http_servers_and_archive_bind_loopback_by_default(tmp_path: Path) -> No
     env = rtstream_env()
     # viewer with every default (port 8080 inside its own namespace)
     view = _in_private_netns([*RTSTREAM, "view", "--test-pattern", "--size", "64x48",
-                              "--fps", "5"], tmp_path / "view.log")
+                              "--fps", "5"])
     with running(view, log=tmp_path / "view.log", env=env, cwd=ROOT) as proc:
-        found = _wait_child_listening(proc)
+        found = wait_listening(proc, timeout=60)  # sh execs rtstream: the pid stays
         assert found == [("127.0.0.1", 8080)], found
     # archive SCP: only --dir and --port are required
     with running([*RTSTREAM, "archive", "--dir", str(tmp_path / "arch"), "--port", "0"],
@@ -157,11 +157,6 @@ def test_http_servers_and_archive_bind_loopback_by_default(tmp_path: Path) -> No
     with running(cmd, log=tmp_path / "send.log", env=env, cwd=ROOT) as proc:
         wait_for_tcp(port)
         assert {a for a, _ in listening_addresses(proc.pid)} == {"127.0.0.1"}
-
-
-def _wait_child_listening(proc: subprocess.Popen[bytes]) -> list[tuple[str, int]]:
-    """``unshare ... sh -c 'exec ...'`` keeps the pid: poll it directly."""
-    return wait_listening(proc, timeout=60)
 
 
 # -- multicast TTL ------------------------------------------------------------------------
@@ -222,7 +217,7 @@ def test_no_patient_data_in_logs_at_info(tmp_path: Path) -> None:
         time.sleep(0.5)
     assert rx.returncode == 0, logs["receive"].read_text()[-3000:]
     stored = [pydicom.dcmread(p) for p in (tmp_path / "arch").rglob("*.dcm")]
-    assert len(stored) >= 3, "the run stored no snapshots/clip"
+    assert len(stored) >= 2, "the run stored no snapshot and clip"
     # the name really flowed end to end: it is in the stored instances
     assert all(str(ds.PatientName) == PATIENT and ds.PatientID == PATIENT_ID for ds in stored)
     assert any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in stored)  # the clip
@@ -248,5 +243,3 @@ def test_referenced_security_tests_exist() -> None:
         for name in names:
             assert re.search(rf"^(async )?def {name}\(", text, re.M), f"{path}::{name} is gone"
 
-
-__all__ = ["listening_addresses", "stop", "asyncio"]
