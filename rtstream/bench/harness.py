@@ -180,6 +180,8 @@ class Proc:
         self.argv = argv
         self.parser = parser
         self.samples: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        # frames a receiver saw, complete or not (counts what a peer sender sent)
+        self.seen: list[tuple[float, int]] = [(time.monotonic(), 0)]
         self.last: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
         self.stderr_path = logdir / f"{name}.err"
@@ -210,6 +212,7 @@ class Proc:
                     continue
                 self.last = obj
                 self.samples.append((now, int(obj.get("frames", 0))))
+                self.seen.append((now, int(obj.get("seen", obj.get("frames", 0)))))
             elif self.parser == "gst":
                 if _GST_FRAME.search(line):
                     frames += 1
@@ -219,10 +222,10 @@ class Proc:
                 if m:
                     self.samples.append((now, int(m.group(1))))
 
-    def frames_at(self, t: float) -> int:
+    def frames_at(self, t: float, seen: bool = False) -> int:
         """The process's frame counter as last reported at or before ``t``."""
         best = 0
-        for ts, n in self.samples:
+        for ts, n in self.seen if seen else self.samples:
             if ts > t:
                 break
             best = n
@@ -481,7 +484,10 @@ def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
             p.stop()
     secs = w.t1 - w.t0
     rx_frames = rx.frames_at(w.t1) - rx.frames_at(w.t0)
-    tx_frames = tx.frames_at(w.t1) - tx.frames_at(w.t0) if sparse == "json" else rx_frames
+    if sparse == "json":
+        tx_frames = tx.frames_at(w.t1) - tx.frames_at(w.t0)
+    else:  # a peer sender: the frames its rtstream receiver saw, complete or not
+        tx_frames = rx.frames_at(w.t1, seen=True) - rx.frames_at(w.t0, seen=True)
     tx_cpu = w.cpu1[tx.name] - w.cpu0[tx.name]
     rx_cpu = w.cpu1[rx.name] - w.cpu0[rx.name]
     out: dict[str, Any] = {

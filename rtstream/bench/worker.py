@@ -87,7 +87,10 @@ async def _recv(args: argparse.Namespace) -> None:
             frames = rx._delivered_video  # noqa: SLF001 - cheap live counter
             lost = sum(f.depkt.stats.lost for f in rx.video)
             packets = sum(f.packets for f in rx.video)
-            return {"t": time.monotonic(), "frames": frames, "lost": lost, "packets": packets}
+            seen = sum(f.depkt.stats.frames_complete + f.depkt.stats.frames_incomplete
+                       for f in rx.video)
+            return {"t": time.monotonic(), "frames": frames, "lost": lost, "packets": packets,
+                    "seen": seen}
 
         async def status() -> None:
             while not stop.is_set():
