@@ -3,6 +3,11 @@
 Each subcommand is a module of :mod:`rtstream.commands` exposing ``HELP`` (one line),
 ``configure(parser)`` and ``run(args) -> int``; this file only wires them together, so
 adding a command never touches it.
+
+Logging goes to stderr, as text lines or, with ``--log-format json`` (or the environment
+variable ``RTSTREAM_LOG_FORMAT=json``), as one JSON object per line (``ts``, ``level``,
+``logger``, ``msg`` and any extra fields; :class:`rtstream.control.observe.JsonLogFormatter`),
+for log shippers. In JSON mode the errors that end a command are logged the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -35,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging threshold (patient data is never logged at INFO or above)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("RTSTREAM_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="log lines on stderr as text or as one JSON object per line "
+        "(default text, or $RTSTREAM_LOG_FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(rtstream.commands.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"rtstream.commands.{info.name}")
@@ -52,23 +65,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    from rtstream.control.observe import LOG_FORMATS, configure_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.log_format not in LOG_FORMATS:  # a bad $RTSTREAM_LOG_FORMAT
+        parser.error(f"--log-format: {args.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    configure_logging(args.log_level, args.log_format)
+    as_json = args.log_format == "json"
     try:
         rc: int = args._run(args)
     except ConfigError as exc:
-        print(f"rtstream {args.command}: {exc}", file=sys.stderr)
+        _fail(as_json, args.command, f"rtstream {args.command}: {exc}", 2)
         return 2
     except RtstreamError as exc:
-        print(f"rtstream {args.command}: error: {exc}", file=sys.stderr)
+        _fail(as_json, args.command, f"rtstream {args.command}: error: {exc}", 1)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        if not as_json:
+            raise
+        log.exception("rtstream %s: unexpected error", args.command,
+                      extra={"command": args.command, "exit_status": 1})
+        return 1
     return rc
+
+
+def _fail(as_json: bool, command: str, text: str, status: int) -> None:
+    """Say why the command stopped: a plain line, or a JSON log record in JSON mode."""
+    if as_json:
+        log.error("%s", text, extra={"command": command, "exit_status": status})
+    else:
+        print(text, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Theory of operation
    by :func:`~rtstream.viewer.server.feed_from_receiver` (the receiver's items as
    yuv420p, pixfmt's cheap display path), its snapshot button storing
    through the receiver; it listens on 127.0.0.1:8080 (a free port when 8080 is taken)
-   and needs the token printed with its URL;
+   and needs the token printed with its URL; its ``GET /metrics`` (same token) exports
+   the receiver's, the sender's and the MQTT client's counters;
 5. the sender (:class:`~rtstream.control.wiring.SenderNode` around
    :class:`~rtstream.sender.Sender`) streaming the test source (or ``source``) to the
    receiver;
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtstream.control.mqtt import MqttConfig
+from rtstream.control.observe import observe_plane, observe_sender
 from rtstream.control.schema import Action
 from rtstream.control.wiring import (
     ReceiverNode,
@@ -309,6 +311,10 @@ async def run_demo(
                 rx, plane, role="demo", viewer=viewer, config=WiringConfig()))
             snode = SenderNode(scfg, plane, make_sender=Sender, role="demo")
             refs.update(rx=rnode, tx=snode)
+            # GET /metrics on the viewer (token required): the receiver's counters are
+            # there already; add the sender's and the MQTT client's.
+            observe_sender(viewer.metrics, lambda: snode.sender)
+            observe_plane(viewer.metrics, plane)
             plane.set_handler(combine_handlers({
                 Action.SNAPSHOT: rnode.handle,
                 Action.RECORD_START: rnode.handle,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
@@ -38,10 +39,14 @@ periodic stats, events (stream started/stopped, snapshot/clip stored with its SO
 UID, loss alarm, archive outage/recovery) and the commands snapshot, record_start,
 record_stop, stream_stop and stream_start; the media path never waits for the broker.
 
+With --http HOST:PORT (off by default) it serves Prometheus metrics at /metrics and
+{"state": "starting"|"receiving"|"stalled", ...} at /healthz (docs/observability.md).
+
 examples:
   rtstream receive --sdp /tmp/rtv.sdp --frames 300 --dump-frames /tmp/frames
   rtstream receive --sdp http://192.0.2.10:8080/sdp --snapshot-every 10 --store ORTHANC@127.0.0.1:4242
   rtstream receive --sdp cam.sdp --record 5 --store-dir /tmp/archive --stats-json stats.json
+  rtstream receive --sdp http://192.0.2.10:8080/sdp --http 127.0.0.1:9100
 """
 
 
@@ -76,7 +81,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
+    parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
+                        help="serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9100")
     add_cli_arguments(parser)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text, "--http")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_config(args: argparse.Namespace) -> ReceiverConfig:
@@ -145,7 +159,8 @@ class _Keys:
 
 
 async def _main(
-    cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None
+    cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None,
+    http: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -159,7 +174,11 @@ async def _main(
     keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
     snapshot_tasks: set[asyncio.Task[Any]] = set()
     try:
-        async with Receiver(cfg) as rx, control_for_receiver(mqtt, rx, role="receive"):
+        async with (
+            Receiver(cfg) as rx,
+            control_for_receiver(mqtt, rx, role="receive") as node,
+            serve_receiver(http, rx, plane=node.plane),
+        ):
 
             async def snap() -> None:
                 try:
@@ -214,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     mqtt = config_from_args(args, role="receive")
     try:
-        stats = asyncio.run(_main(cfg, args.stats_json, mqtt))
+        stats = asyncio.run(_main(cfg, args.stats_json, mqtt, getattr(args, "http", None)))
     except KeyboardInterrupt:
         return 130
     summary = {k: stats.get(k) for k in (

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
 from rtstream.dicom.context_sources import context_with_worklist
 from rtstream.errors import ConfigError
+from rtstream.http_sdp import SdpHttpServer
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
 from rtstream.proto.formats import Sampling
 from rtstream.sender import (
@@ -36,7 +38,8 @@ at least once a second.
 
 Ports: video PORT, video metadata PORT+2, audio PORT+4, audio metadata PORT+6.
 The SDP is written to --sdp-out and served at http://HOST:PORT/sdp (and /sdp/<mid>,
-mid = VID, VMETA, AUD, AMETA) with --http.
+mid = VID, VMETA, AUD, AMETA) with --http, beside Prometheus metrics at /metrics
+(frames, packets, bytes, late frames per flow; docs/observability.md).
 
 sources (--source):   {SPEC_HELP}
 audio (--audio-source): {AUDIO_SPEC_HELP}
@@ -156,7 +159,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pacing", choices=["linear", "none"],
                         help="spread a frame's packets over the frame period (linear, default) or not")
     parser.add_argument("--sdp-out", type=Path, metavar="FILE", help="write the SDP here")
-    parser.add_argument("--http", metavar="HOST:PORT", help="serve the SDP at http://HOST:PORT/sdp")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="serve the SDP at http://HOST:PORT/sdp and metrics at /metrics")
     parser.add_argument("--dump-frames", type=Path, metavar="DIR",
                         help="write each sent frame's wire bytes as DIR/<rtp-timestamp>.raw")
     parser.add_argument("--stats-json", type=Path, metavar="FILE", help="write run totals here at exit")
@@ -187,10 +191,20 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
         loop.add_signal_handler(sig, task.cancel)
     status = _status_line if sys.stderr.isatty() else None
     senders: list[Sender] = []
+    http: SdpHttpServer | None = None
+    if cfg.http is not None:
+        # One server for the whole run (SDP + metrics), outliving the Sender that a
+        # stream_stop/stream_start command replaces; the Senders themselves serve none.
+        host, port = parse_host_port(cfg.http, "http")
+        registry = sender_registry(lambda: senders[-1] if senders else None)
+        http = SdpHttpServer(None, host, port, registry=registry)
+        await http.start()
 
     def make_sender(c: SenderConfig) -> Sender:
-        tx = Sender(c, status=status)
+        tx = Sender(c if http is None else dataclasses.replace(c, http=None), status=status)
         senders.append(tx)
+        if http is not None:
+            http.set_session(tx.sdp)
         return tx
 
     def on_started(tx: Sender) -> None:
@@ -203,6 +217,9 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
         await run_sender_node(cfg, mqtt, make_sender=make_sender, on_started=on_started)
     except asyncio.CancelledError:
         pass  # Ctrl-C / SIGTERM: sockets are closed by the context manager
+    finally:
+        if http is not None:
+            await http.stop()
     return senders[-1].stats if senders else SenderStats()
 
 

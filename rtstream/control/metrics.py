@@ -176,6 +176,35 @@ class HistogramChild:
         for v in values:
             self.observe(float(v))
 
+    def observe_counts(self, counts: Sequence[int], total: float) -> None:
+        """Add pre-binned observations in one step (binned with numpy elsewhere).
+
+        Parameters
+        ----------
+        counts : sequence of int
+            One count per bucket, *not* cumulative: ``counts[i]`` observations fell in
+            ``(bounds[i-1], bounds[i]]``; the last entry counts those above every bound
+            (``len(bounds) + 1`` entries in all).
+        total : float
+            The sum of those observations (for ``_sum``).
+        """
+        if len(counts) != len(self._bounds) + 1:
+            raise LocalProtocolError(
+                f"observe_counts needs {len(self._bounds) + 1} bucket counts, got {len(counts)}"
+            )
+        if any(c < 0 for c in counts):
+            raise LocalProtocolError(f"bucket counts must be >= 0, got {list(counts)}")
+        with self._lock:
+            for i, c in enumerate(counts):
+                self._counts[i] += int(c)
+            self._count += int(sum(counts))
+            self._sum += float(total)
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The finite upper bounds (``le``) of the buckets."""
+        return self._bounds
+
     @property
     def count(self) -> int:
         return self._count

@@ -13,6 +13,9 @@ serves an aiohttp application:
 ``POST /api/snapshot``     ``{"stream", "rtp_timestamp"}`` -> ``{"ok", "sop_instance_uid"|"error"}``
 ``GET /api/overlay``       ``?stream=`` the latest frame's overlay (for pages without a data channel)
 ``GET /api/stats``         encoder and per-viewer sender statistics
+``GET /metrics``           Prometheus text 0.0.4 (:attr:`ViewerServer.metrics`; the receiver's
+                           counters when fed by :func:`feed_from_receiver`; Prometheus sends
+                           the token as ``Authorization: Bearer``)
 
 Every route wants the access token (query ``token``, ``Authorization: Bearer``, or the
 cookie the page request sets); a missing or wrong one gets 401. Tokens are compared with
@@ -48,10 +51,17 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from aiohttp import web
@@ -67,6 +77,9 @@ from rtstream.errors import ConfigError
 from rtstream.sysclock import SystemClock
 from rtstream.viewer.encoder import Codec, EncoderConfig, EncoderRegistry, PacketTrack
 from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_requests, prefer_codec
+
+if TYPE_CHECKING:
+    from rtstream.control.metrics import Registry
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +263,10 @@ class ViewerServer:
     snapshot : SnapshotFn or None
         Stores the frame with a given RTP timestamp; ``None`` means snapshots are off
         (the API answers 501).
+    metrics : Registry or None
+        Served at ``GET /metrics``; None makes one with the viewer's gauges plus, for a
+        :func:`feed_from_receiver` feed, the receiver's counters
+        (:mod:`rtstream.control.observe`). Add families to :attr:`metrics` at will.
 
     Examples
     --------
@@ -260,7 +277,7 @@ class ViewerServer:
 
     def __init__(
         self, cfg: ViewerConfig, feed: FrameFeed | AsyncIterable[ViewerFrame],
-        snapshot: SnapshotFn | None = None,
+        snapshot: SnapshotFn | None = None, *, metrics: Registry | None = None,
     ) -> None:
         self.cfg = cfg
         self.token = cfg.token or secrets.token_urlsafe(24)
@@ -270,6 +287,7 @@ class ViewerServer:
         self.streams: dict[str, StreamInfo] = {}
         self.registry = EncoderRegistry(cfg.encoder)
         self.peers: dict[str, _Peer] = {}
+        self.metrics = metrics if metrics is not None else _default_metrics(self, feed)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
@@ -367,7 +385,13 @@ class ViewerServer:
         app.router.add_post("/api/snapshot", self._api_snapshot)
         app.router.add_get("/api/overlay", self._api_overlay)
         app.router.add_get("/api/stats", self._api_stats)
+        app.router.add_get("/metrics", self._metrics)
         return app
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        from rtstream.control.metrics import metrics_handler
+
+        return await metrics_handler(self.metrics)(request)
 
     def _authorized(self, request: web.Request) -> bool:
         offered = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE)]
@@ -683,7 +707,38 @@ def overlay_from_datasets(
     return out
 
 
-async def feed_from_receiver(rx: Any) -> AsyncIterator[ViewerFrame]:
+def _default_metrics(server: ViewerServer, feed: object) -> Registry:
+    from rtstream.control.metrics import Registry
+    from rtstream.control.observe import observe_receiver, observe_viewer
+
+    registry = Registry()
+    observe_viewer(registry, server)
+    rx = getattr(feed, "receiver", None)
+    if rx is not None:
+        observe_receiver(registry, rx)
+    return registry
+
+
+class ReceiverFeed:
+    """What :func:`feed_from_receiver` returns: the frames, and the :attr:`receiver` they
+    come from (so that the viewer can serve its metrics)."""
+
+    def __init__(self, rx: Any) -> None:
+        self.receiver = rx
+        self._frames = _receiver_frames(rx)
+
+    def __aiter__(self) -> AsyncIterator[ViewerFrame]:
+        return self._frames
+
+    async def __anext__(self) -> ViewerFrame:
+        return await self._frames.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the underlying generator."""
+        await self._frames.aclose()
+
+
+def feed_from_receiver(rx: Any) -> ReceiverFeed:
     """Map the receiver's items (``async for item in rx``) to :class:`ViewerFrame`.
 
     Video items with a frame become one frame each of stream ``"video-<ssrc hex>"``;
@@ -699,6 +754,10 @@ async def feed_from_receiver(rx: Any) -> AsyncIterator[ViewerFrame]:
     frame whose format pixfmt cannot convert (e.g. 12-bit from a third-party sender) is
     skipped with one warning per stream.
     """
+    return ReceiverFeed(rx)
+
+
+async def _receiver_frames(rx: Any) -> AsyncGenerator[ViewerFrame, None]:
     from rtstream.errors import LocalProtocolError
     from rtstream.proto.pixfmt import from_wire
 

@@ -77,6 +77,13 @@ def probe(out: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "tests.reliability.test_netem", str(out), *args]
 
 
+def stop_probe(p: subprocess.Popen[bytes]) -> int:
+    """Stop the probe once the senders are done (SIGTERM: it writes its record, exits 0)."""
+    time.sleep(1.0)  # the last packets and the pairing wait
+    p.send_signal(signal.SIGTERM)
+    return p.wait(60)
+
+
 def wait_for(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -115,7 +122,7 @@ def test_sender_restart_new_ssrc_and_rtv_instance(tmp_path: Path) -> None:
     write_sdp(sdp, base)
     out = tmp_path / "probe.json"
     with procs() as ps:
-        rx = start(ps, "rx", probe(out, "--sdp", str(sdp), "--duration", "10"),
+        rx = start(ps, "rx", probe(out, "--sdp", str(sdp), "--duration", "60"),
                    tmp_path / "rx.log")
         time.sleep(1.5)
         for name in ("A", "B"):
@@ -123,7 +130,7 @@ def test_sender_restart_new_ssrc_and_rtv_instance(tmp_path: Path) -> None:
                                   "--duration", "3", "--patient-id", f"SENDER-{name}",
                                   "--dump-frames", str(tmp_path / name)], tmp_path / f"{name}.log")
             assert tx.wait(60) == 0
-        assert rx.wait(60) == 0, (tmp_path / "rx.log").read_text()[-3000:]
+        assert stop_probe(rx) == 0, (tmp_path / "rx.log").read_text()[-3000:]
     res = json.loads(out.read_text())
     items, stats = res["items"], res["stats"]
     sent = {f"SENDER-{n}": sender_frames(tmp_path / n) for n in ("A", "B")}
@@ -137,7 +144,11 @@ def test_sender_restart_new_ssrc_and_rtv_instance(tmp_path: Path) -> None:
     assert stats["restarts"] >= 1
     # the new stream is followed within the SSRC timeout (1 s) of the old one going silent
     assert len(second) >= len(sent["SENDER-B"]) - 31
-    assert sum("fn" in it for it in second) >= len(second) - 2
+    # metadata follows at once, but for the first few frames: the pairer refuses grains
+    # that could be the old stream's tail for one pairing wait (2 frames) after a restart
+    unpaired = [k for k, it in enumerate(second) if "fn" not in it]
+    assert all(k < 4 for k in unpaired), unpaired
+    assert all("fn" in it for it in first[1:])
     assert stats["packets_malformed"] == 0
 
 
@@ -154,7 +165,7 @@ def test_ssrc_collision_two_senders_one_ssrc(tmp_path: Path) -> None:
     write_sdp(sdp, base)
     out = tmp_path / "probe.json"
     with procs() as ps:
-        rx = start(ps, "rx", probe(out, "--sdp", str(sdp), "--duration", "8",
+        rx = start(ps, "rx", probe(out, "--sdp", str(sdp), "--duration", "60",
                                    "--incomplete", "deliver"), tmp_path / "rx.log")
         time.sleep(1.5)
         txs = [start(ps, name, [*FIXED_SSRC, "send", "--dest", f"127.0.0.1:{base}", *SMALL,
@@ -163,7 +174,7 @@ def test_ssrc_collision_two_senders_one_ssrc(tmp_path: Path) -> None:
                for name in ("A", "B")]
         for tx in txs:
             assert tx.wait(60) == 0
-        assert rx.wait(60) == 0, (tmp_path / "rx.log").read_text()[-3000:]
+        assert stop_probe(rx) == 0, (tmp_path / "rx.log").read_text()[-3000:]
     res = json.loads(out.read_text())
     items, stats = res["items"], res["stats"]
     assert len({it["ssrc"] for it in items}) == 1 == len({0x5EED5EED} & {it["ssrc"] for it in items})
