@@ -296,8 +296,9 @@ def observe_sender(registry: Registry, sender: Any | Callable[[], Any]) -> None:
     ``rtstream_sender_packets_total{flow}``, ``rtstream_sender_bytes_total{flow}``,
     ``rtstream_sender_grains_total{flow}``, ``rtstream_sender_static_parts_total{flow}``,
     ``rtstream_sender_dropped_total{flow}``, ``rtstream_sender_icmp_errors_total{flow}`` and
-    the gauge ``rtstream_sender_streaming``. Video counts come from ``Sender.stats``; the
-    other flows' packets and bytes from each flow's socket counters.
+    the gauge ``rtstream_sender_streaming``. Frames, late frames and grains come from
+    ``Sender.stats``; packets, bytes, drops and ICMP errors from each flow's socket
+    counters (datagrams handed to the kernel, counted as they go).
 
     Parameters
     ----------
@@ -335,21 +336,21 @@ def observe_sender(registry: Registry, sender: Any | Callable[[], Any]) -> None:
         streaming.set(1 if st.started_ns and not st.elapsed_s else 0)
         frames.labels("VID").set_total(st.frames)
         late.labels("VID").set_total(st.late_frames)
-        packets.labels("VID").set_total(st.packets)
-        nbytes.labels("VID").set_total(st.bytes)
         grains.labels("VMETA").set_total(st.metadata_grains)
         statics.labels("VMETA").set_total(st.static_parts)
         udps = _udp_senders(tx)
         for mid, udp in udps.items():
             us = udp.stats
-            if mid != "VID":
-                packets.labels(mid).set_total(us.datagrams)
-                nbytes.labels(mid).set_total(us.bytes)
+            packets.labels(mid).set_total(us.datagrams)
+            nbytes.labels(mid).set_total(us.bytes)
             dropped.labels(mid).set_total(us.dropped)
             icmp.labels(mid).set_total(us.icmp_errors)
-        audio = _int(getattr(st, "audio_packets", None))
-        if "AUD" not in udps and audio:
-            packets.labels("AUD").set_total(audio)
+        if "VID" not in udps:  # a Sender without per-flow sockets to read: its totals
+            packets.labels("VID").set_total(st.packets)
+            nbytes.labels("VID").set_total(st.bytes)
+            audio = _int(getattr(st, "audio_packets", None))
+            if audio:
+                packets.labels("AUD").set_total(audio)
 
     registry.on_collect(collect)
 

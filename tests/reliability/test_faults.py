@@ -331,7 +331,9 @@ def test_outbox_disk_full_stream_continues_nothing_half_written(tmp_path: Path) 
     assert re.search(r"ERROR rtstream.receiver: snapshot not queued: the outbox cannot be "
                      r"written \(.*No space left on device\)", log)
     # the stream went on during and after the disk-full period
-    assert stats["frames_delivered"] >= 300 and stats["frames_incomplete"] == 0
+    # (the receiver starts after the sender: its very first frame may be a partial one)
+    assert stats["frames_delivered"] >= 300 and stats["frames_incomplete"] <= 1
+    assert stats["packets_lost"] == 0
     # snapshots resumed once the archive drained the outbox
     assert len(got) > full_at, (len(got), full_at, log[-3000:])
     print(json.dumps({"queued_when_full": full_at, "archived": len(got),
