@@ -45,6 +45,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from rtstream.dicom.store import TlsSettings
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import AudioFormat, VideoFormat
@@ -140,6 +141,8 @@ class ReceiverConfig:
         The persistent outbox (default ``$XDG_STATE_HOME/rtstream/outbox``).
     calling_aet : str
         Our AE title for C-STORE.
+    store_tls : TlsSettings or None
+        DICOM TLS for the C-STORE association (PS3.15 Annex B.1); None for plain TCP.
     queue_size : int
         Items buffered for a slow consumer; beyond it the oldest are dropped (counted).
     """
@@ -162,6 +165,7 @@ class ReceiverConfig:
     store_dir: Path | None = None
     outbox: Path | None = None
     calling_aet: str = "RTSTREAM"
+    store_tls: TlsSettings | None = None
     queue_size: int = 256
 
     def __post_init__(self) -> None:
@@ -700,7 +704,8 @@ class Receiver:
         else:
             assert self.cfg.store is not None
             scfg = StoreConfig.from_target(
-                self.cfg.store, outbox=outbox, calling_aet=self.cfg.calling_aet
+                self.cfg.store, outbox=outbox, calling_aet=self.cfg.calling_aet,
+                tls=self.cfg.store_tls,
             )
         client = StoreClient(scfg)
         self.store_client = await client.__aenter__()

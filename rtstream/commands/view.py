@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.control.mqtt import add_cli_arguments
+from rtstream.dicom.store import add_tls_arguments, tls_from_args
 from rtstream.errors import ConfigError
 
 HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
@@ -85,6 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bearer token for the WHIP endpoint")
     parser.add_argument("--whip-stream", metavar="ID",
                         help="stream to publish by WHIP (default: the first one seen)")
+    add_tls_arguments(parser)
     add_cli_arguments(parser)
 
 
@@ -95,7 +97,7 @@ def _store_config(args: argparse.Namespace) -> Any:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     outbox = args.outbox or Path(state) / "rtstream" / "outbox"
     if args.store:
-        return StoreConfig.from_target(args.store, outbox=outbox)
+        return StoreConfig.from_target(args.store, outbox=outbox, tls=tls_from_args(args))
     return StoreConfig(outbox=outbox, save_dir=args.store_dir)
 
 
@@ -175,6 +177,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.store:
         parse_store_target(args.store)  # validate early; the receiver takes the text
         rx_kwargs["store"] = args.store
+        rx_kwargs["store_tls"] = tls_from_args(args)
     if args.store_dir:
         rx_kwargs["store_dir"] = args.store_dir
     if args.outbox:

@@ -457,7 +457,7 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
         [*RTSTREAM, "--log-level", "WARNING", "send", "--dest", f"127.0.0.1:{port}",
          "--video", "160x120@30", "--depth", "8", "--audio", "--http", f"127.0.0.1:{tx_http}",
          "--duration", "60"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     recv: subprocess.Popen[bytes] | None = None
     try:
         wait_for_tcp(tx_http)
@@ -465,7 +465,7 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
             [*RTSTREAM, "--log-level", "WARNING", "receive", "--sdp",
              f"http://127.0.0.1:{tx_http}/sdp", "--http", f"127.0.0.1:{rx_http}",
              "--stats-json", str(tmp_path / "rx.json")],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         wait_for_tcp(rx_http)
         base = f"http://127.0.0.1:{rx_http}"
         scrapes: list[Exposition] = []
@@ -514,13 +514,19 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
 
 def test_cli_log_format_json_every_stderr_line_is_an_object(tmp_path: Path) -> None:
     port = free_port(count=4, step=2)
+    json_logs = [*RTSTREAM, "--log-format", "json", "--log-level", "DEBUG"]
     res = subprocess.run(
-        [*RTSTREAM, "--log-format", "json", "--log-level", "DEBUG", "send", "--dest",
-         f"127.0.0.1:{port}", "--video", "64x48@30", "--depth", "8", "--frames", "5",
-         "--patient-name", "Secret^Patient", "--sdp-out", str(tmp_path / "x.sdp")],
+        [*json_logs, "send", "--dest", f"127.0.0.1:{port}", "--video", "64x48@30", "--depth",
+         "8", "--frames", "5", "--patient-name", "Secret^Patient",
+         "--sdp-out", str(tmp_path / "x.sdp"), "--http", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    lines = res.stderr.splitlines()
+    rcv = subprocess.run(
+        [*json_logs, "receive", "--sdp", str(tmp_path / "x.sdp"), "--duration", "0.5",
+         "--http", "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert rcv.returncode == 0, rcv.stderr
+    lines = res.stderr.splitlines() + rcv.stderr.splitlines()
     assert lines
     docs = [json.loads(line) for line in lines]
     assert all(isinstance(d, dict) for d in docs)
@@ -530,7 +536,8 @@ def test_cli_log_format_json_every_stderr_line_is_an_object(tmp_path: Path) -> N
         assert {"ts", "level", "logger", "msg"} <= set(d)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", d["ts"])
         assert d["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-    assert any(d["logger"].startswith("rtstream") for d in records)
+    loggers = {d["logger"] for d in records if d["level"] == "INFO"}
+    assert {"rtstream.http_sdp", "rtstream.receiver", "rtstream.control.observe"} <= loggers
     for d in records:  # no patient data at INFO and above
         if d["level"] != "DEBUG":
             assert "Secret" not in json.dumps(d), d
