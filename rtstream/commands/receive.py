@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
+from rtstream.dicom.store import add_tls_arguments, tls_from_args
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
 
@@ -83,6 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
                         help="serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9100")
+    add_tls_arguments(parser)
     add_cli_arguments(parser)
 
 
@@ -121,6 +123,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         store_dir=args.store_dir,
         outbox=args.outbox,
         calling_aet=args.calling_aet,
+        store_tls=tls_from_args(args),
     )
 
 

@@ -310,3 +310,47 @@ def test_cli_ctrl_c_stops_cleanly_and_writes_stats(tmp_path: Path) -> None:
     assert rc == 0, (tmp_path / "rx.log").read_text()[-3000:]
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["frames_delivered"] > 0 and stats["packets_lost"] == 0
+
+
+def test_cli_snapshots_over_dicom_tls(tmp_path: Path) -> None:
+    """`receive --store ... --store-tls-ca` stores snapshots into a TLS-only archive."""
+    import ssl
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import VLEndoscopicImageStorage
+
+    openssl = require_program("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset.SOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="TLSSCP")
+    ae.add_supported_context(VLEndoscopicImageStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=server_ctx,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        port = free_port(count=4, step=2)
+        sdp = sender_sdp(tmp_path, port, "--video", SMALL)
+        rx = start_receive(
+            tmp_path, sdp, "--duration", "3", "--snapshot-every", "1",
+            "--store", f"TLSSCP@127.0.0.1:{server.server_address[1]}",
+            "--store-tls-ca", str(cert), "--outbox", str(tmp_path / "outbox"),
+        )
+        with running([*RTSTREAM, "send", "--dest", f"127.0.0.1:{port}", "--duration", "5",
+                      "--video", SMALL]):
+            assert rx.wait(60) == 0, (tmp_path / "rx.log").read_text()[-3000:]
+    finally:
+        server.shutdown()
+        ae.shutdown()
+    assert received, (tmp_path / "rx.log").read_text()[-3000:]
+    assert not list((tmp_path / "outbox").glob("*.dcm"))  # all delivered, nothing pending
+    assert len(set(received)) == len(received)
