@@ -40,7 +40,7 @@ from typing import Any
 from pydicom import uid as tsuid
 from pydicom.dataset import Dataset
 
-from rtstream.dicom.store import check_aet, check_uid, parse_store_target
+from rtstream.dicom.store import check_peer, check_uid, parse_store_target
 from rtstream.errors import ConfigError, RemoteProtocolError, RtstreamError
 
 log = logging.getLogger(__name__)
@@ -154,14 +154,8 @@ class RetrieveConfig:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if not self.host:
-            raise ConfigError("archive host", self.host, "a host name or address")
-        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ConfigError("archive port", self.port, "a TCP port number 1..65535")
-        check_aet(self.called_aet, "archive called_aet")
-        check_aet(self.calling_aet, "archive calling_aet")
-        if not isinstance(self.timeout, int | float) or self.timeout <= 0:
-            raise ConfigError("archive timeout", self.timeout, "a positive number of seconds")
+        check_peer("archive", host=self.host, port=self.port, called_aet=self.called_aet,
+                   calling_aet=self.calling_aet, timeout=self.timeout)
 
     @classmethod
     def from_target(cls, target: str, *, key: str = "archive", **kwargs: Any) -> RetrieveConfig:

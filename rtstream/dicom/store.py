@@ -123,6 +123,25 @@ def check_aet(value: str, key: str) -> str:
     return value
 
 
+def check_peer(
+    what: str, *, host: str, port: int, called_aet: str, calling_aet: str, timeout: float
+) -> None:
+    """Validate the address, AE titles and timeout of a DICOM peer (archive, worklist...).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``"<what> <field>"``, e.g. ``worklist port``.
+    """
+    if not host:
+        raise ConfigError(f"{what} host", host, "a host name or address")
+    _check_port(port, f"{what} port")
+    check_aet(called_aet, f"{what} called_aet")
+    check_aet(calling_aet, f"{what} calling_aet")
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{what} timeout", timeout, "a positive number of seconds")
+
+
 def _check_port(value: object, key: str, *, allow_zero: bool = False) -> int:
     low = 0 if allow_zero else 1
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:

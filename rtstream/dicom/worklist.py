@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.store import check_aet, check_uid, parse_store_target
+from rtstream.dicom.store import check_aet, check_peer, check_uid, parse_store_target
 from rtstream.errors import ConfigError, RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,8 @@ class WorklistConfig:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.host:
-            raise ConfigError("worklist host", self.host, "a host name or address")
-        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ConfigError("worklist port", self.port, "a TCP port number 1..65535")
-        check_aet(self.called_aet, "worklist called_aet")
-        check_aet(self.calling_aet, "worklist calling_aet")
-        if not isinstance(self.timeout, int | float) or self.timeout <= 0:
-            raise ConfigError("worklist timeout", self.timeout, "a positive number of seconds")
+        check_peer("worklist", host=self.host, port=self.port, called_aet=self.called_aet,
+                   calling_aet=self.calling_aet, timeout=self.timeout)
 
     @classmethod
     def from_target(cls, target: str, **kwargs: Any) -> WorklistConfig:
