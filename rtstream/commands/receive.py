@@ -237,7 +237,11 @@ def run(args: argparse.Namespace) -> int:
     mqtt = config_from_args(args, role="receive")
     try:
         stats = asyncio.run(_main(cfg, args.stats_json, mqtt, getattr(args, "http", None)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # A second Ctrl-C/SIGTERM while the store client was still flushing: nothing is
+        # lost, whatever was not stored yet waits in the outbox for the next run.
+        print("rtstream receive: stopped before the outbox was flushed; queued instances "
+              "stay in the outbox for the next run", file=sys.stderr)
         return 130
     summary = {k: stats.get(k) for k in (
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",

@@ -312,6 +312,33 @@ def test_cli_ctrl_c_stops_cleanly_and_writes_stats(tmp_path: Path) -> None:
     assert stats["frames_delivered"] > 0 and stats["packets_lost"] == 0
 
 
+def test_cli_second_signal_during_flush_keeps_the_outbox(tmp_path: Path) -> None:
+    """Archive down: a second SIGTERM while the outbox flushes exits 130, no traceback."""
+    port = free_port(count=4, step=2)
+    dead = free_port(kind=__import__("socket").SOCK_STREAM)  # nothing listens there
+    sdp = sender_sdp(tmp_path, port, "--video", SMALL)
+    outbox = tmp_path / "outbox"
+    rx = start_receive(tmp_path, sdp, "--snapshot-every", "0.3", "--store",
+                       f"ARCH@127.0.0.1:{dead}", "--outbox", str(outbox),
+                       "--stats-json", str(tmp_path / "stats.json"))
+    with running([*RTSTREAM, "send", "--dest", f"127.0.0.1:{port}", "--duration", "10",
+                  "--video", SMALL]):
+        deadline = time.monotonic() + 20
+        while len(list(outbox.glob("*.dcm"))) < 2:
+            assert time.monotonic() < deadline, (tmp_path / "rx.log").read_text()[-3000:]
+            time.sleep(0.1)
+        rx.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # now waiting on the archive that is down
+        rx.send_signal(signal.SIGTERM)
+        rc = rx.wait(20)
+    log = (tmp_path / "rx.log").read_text()
+    assert rc == 130, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "stay in the outbox" in log
+    assert len(list(outbox.glob("*.dcm"))) >= 2  # kept for the next run
+    assert json.loads((tmp_path / "stats.json").read_text())["frames_delivered"] > 0
+
+
 def test_cli_snapshots_over_dicom_tls(tmp_path: Path) -> None:
     """`receive --store ... --store-tls-ca` stores snapshots into a TLS-only archive."""
     import ssl
