@@ -60,6 +60,14 @@ class RouteReport:
     outage_dropped: list[int] = field(default_factory=list)
     timestamps_hit: set[int] = field(default_factory=set)  # RTP timestamps of lost datagrams
     first_after_outage: int | None = None  # RTP timestamp of the first datagram after it
+    outage_ts: set[int] = field(default_factory=set)  # RTP timestamps hit by the outage
+    # RTP timestamps whose marker datagram (the last of a video frame) was lost: a receiver
+    # can close such a frame only when a datagram of a newer timestamp arrives
+    markers_dropped_ts: set[int] = field(default_factory=set)
+    markers_sent_ts: set[int] = field(default_factory=set)  # marker datagram forwarded
+    # RTP timestamps with a datagram forwarded after that timestamp's marker datagram (a
+    # reordered packet behind the marker: a receiver closes the frame at the marker)
+    after_marker_ts: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -173,9 +181,13 @@ class UdpRelay:
         self._out.sendto(datagram, route.dest)
         rep = route.report
         rep.forwarded += 1
-        seq, _ = _seq_ts(datagram)
+        seq, ts = _seq_ts(datagram)
         if seq < 0:
             return
+        if datagram[1] & 0x80:
+            rep.markers_sent_ts.add(ts)  # (a duplicated marker does not reopen the frame)
+        elif ts in rep.markers_sent_ts:
+            rep.after_marker_ts.add(ts)
         if rep.highest is None:
             rep.highest = seq
             return
@@ -229,6 +241,7 @@ class UdpRelay:
         if self._in_outage(now):
             rep.outage_dropped.append(seq)
             rep.timestamps_hit.add(ts)
+            rep.outage_ts.add(ts)
             return
         if was_in and rep.first_after_outage is None:
             rep.first_after_outage = ts
@@ -246,6 +259,8 @@ class UdpRelay:
         if not protected and r_loss < imp.loss:
             rep.dropped.append(seq)
             rep.timestamps_hit.add(ts)
+            if seq >= 0 and datagram[1] & 0x80:
+                rep.markers_dropped_ts.add(ts)
         elif not protected and r_reo < imp.reorder:
             rep.reordered.append(seq)
             rep.reordered_ts.add(ts)

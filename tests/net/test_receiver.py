@@ -378,17 +378,24 @@ async def test_impairments_counted_never_mispaired_recovers_after_outage(tmp_pat
                      impairments={tx_base: imp, tx_base + 2: mimp}, seed=1234,
                      outage_s=2.0, outage_trigger=tx_base, outage_after=pk_per_frame * 60)
     items: list[ReceivedItem] = []
+    last_delivered = asyncio.Event()
     with relay:
         async with Receiver(cfg) as rx:
             tx = RtvTestSender(fmt, tx_base, frames=n).start()
+            last_ts = (tx.ts_base + (n - 1) * TICKS_60) & 0xFFFFFFFF
 
             async def consume() -> None:
                 async for it in rx:
                     items.append(it)
+                    if it.kind is ItemKind.VIDEO and it.rtp_timestamp == last_ts:
+                        last_delivered.set()
 
             task = asyncio.create_task(consume())
             await asyncio.to_thread(tx.join)
-            await asyncio.sleep(0.3)
+            # The last frame is clean, so it comes, but only after every frame before it:
+            # one whose grain was lost near the end holds the pairer's head for the whole
+            # pairing wait (0.5 s here), longer than the sender's clean tail lasts.
+            await asyncio.wait_for(last_delivered.wait(), 10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -413,6 +420,7 @@ async def test_impairments_counted_never_mispaired_recovers_after_outage(tmp_pat
     assert stats["metadata_unmatched"] == len(video) - matched
     # every frame whose packets all came through is delivered complete, byte-exact
     hit = vrep.timestamps_hit
+    order = sorted(tx.log.frames, key=lambda t: tx.log.index[t])
     by_ts = {i.rtp_timestamp: i for i in video}
     clean = [ts for ts in tx.log.frames if ts not in hit]
     for ts in clean:
@@ -422,15 +430,24 @@ async def test_impairments_counted_never_mispaired_recovers_after_outage(tmp_pat
         if it.complete:
             assert it.frame.tobytes() == tx.log.frames[ts]
             assert (tmp_path / "d" / f"{ts}.raw").read_bytes() == tx.log.frames[ts]
-    # a frame whose grain came through whole and in order is matched
+    # a frame whose grain came through whole and in order is matched, unless the frame
+    # itself reached the pairer later than the grain's wait: its marker was lost and the
+    # next frame fell in the outage, so the receiver could close it only after the outage
+    # (2 s later, while a grain waits at most the pairing wait, 0.5 s, for its frame)
+    nxt = dict(zip(order, order[1:], strict=False))
+    closed_late = {ts for ts in vrep.markers_dropped_ts if nxt.get(ts) in vrep.outage_ts}
+    assert len(closed_late) <= 1  # only the last frame before the outage can be one
     for ts, it in by_ts.items():
-        if ts not in mrep.timestamps_hit and ts not in _reordered_ts(mrep, tx):
+        if (
+            ts not in mrep.timestamps_hit
+            and ts not in _reordered_ts(mrep, tx)
+            and ts not in closed_late
+        ):
             assert it.metadata is not None, f"frame {ts} lost its untouched grain"
     # recovery: the first frame sent entirely after the outage is complete and delivered
     assert vrep.first_after_outage is not None
-    order = sorted(tx.log.frames, key=lambda t: tx.log.index[t])
     after = order[order.index(vrep.first_after_outage) + 1]
-    if after not in hit:
+    if after not in hit and after not in vrep.after_marker_ts:
         assert by_ts[after].complete
 
 
