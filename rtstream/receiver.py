@@ -417,6 +417,9 @@ class Receiver:
         self.audio: list[_AudioFlow] = []
         self.metadata: list[_MetaFlow] = []
         self.store_client: Any = None
+        # One series per receiving session: every snapshot and clip it stores goes there.
+        self.series_instance_uid: str = generate_uid()
+        self._instance_number = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._items: deque[ReceivedItem] = deque()
         self._wake = asyncio.Event()
@@ -1079,20 +1082,12 @@ class Receiver:
         assert vf.fmt is not None and item.frame is not None
         frame = item.frame.copy()
         static = self._static_for(vf, item)
-        rtv_uid = item.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
-        origin = item.origin or PtpTimestamp.from_ns(self.clock.now_ns())
         fmt = vf.fmt
+        kwargs = self._stored_kwargs(vf, item)
         from rtstream.dicom.stored import build_snapshot
 
         def build() -> Dataset:
-            ds: Dataset = build_snapshot(
-                frame,
-                fmt,
-                static,
-                rtv_sop_instance_uid=rtv_uid or generate_uid(),
-                origin=origin,
-                series_instance_uid=generate_uid(),
-            )
+            ds: Dataset = build_snapshot(frame, fmt, static, **kwargs)
             return ds
 
         loop = asyncio.get_running_loop()
@@ -1160,21 +1155,24 @@ class Receiver:
         static = rec.static if rec.static is not None else self._static_for(vf, first)
         frames = rec.frames
         fmt = vf.fmt
-        rtv_uid = first.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
-        origin = first.origin or PtpTimestamp.from_ns(self.clock.now_ns())
+        kwargs = self._stored_kwargs(vf, first)
 
         def build() -> Dataset:
-            ds: Dataset = build_clip(
-                frames,
-                fmt,
-                static,
-                rtv_sop_instance_uid=rtv_uid or generate_uid(),
-                origin=origin,
-                series_instance_uid=generate_uid(),
-            )
+            ds: Dataset = build_clip(frames, fmt, static, **kwargs)
             return ds
 
         return await asyncio.get_running_loop().run_in_executor(self._work, build)
+
+    def _stored_kwargs(self, vf: _VideoFlow, item: ReceivedItem) -> dict[str, Any]:
+        """Provenance of a stored instance: RTV instance, capture time, session's series."""
+        rtv_uid = item.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
+        self._instance_number += 1
+        return {
+            "rtv_sop_instance_uid": rtv_uid or generate_uid(),
+            "origin": item.origin or PtpTimestamp.from_ns(self.clock.now_ns()),
+            "series_instance_uid": self.series_instance_uid,
+            "instance_number": self._instance_number,
+        }
 
     def _static_for(self, vf: _VideoFlow, item: ReceivedItem) -> Dataset:
         """The latest static part; for a flow without metadata, a made-up one."""
