@@ -7,19 +7,21 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly ffmpeg orthanc dcmtk dicom3tools mosquitto \
 	chromium chromium-driver iproute2 procps python3-venv
+DEMO_DEB_PACKAGES := python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps venv lint typecheck bench clean
+.PHONY: demo test deps demo-deps venv lint typecheck bench clean
 
-demo: venv
+demo: demo-deps venv
 	$(VENV)/bin/rtstream demo
 
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Install the Debian packages that are missing, when we are root and have apt-get.
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Install the Debian packages that are missing (from the list in $(1)), when we are root
+# and have apt-get; otherwise say which are missing.
+define install_debs
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
@@ -27,6 +29,15 @@ deps:
 	  echo "deps: installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "deps: missing Debian packages:$$missing (run as root to install them)"; fi
+endef
+
+# Everything the suite's real peers need.
+deps:
+	$(call install_debs,$(DEB_PACKAGES))
+
+# The demo runs on Python packages alone; Debian's Python needs its venv module.
+demo-deps:
+	$(call install_debs,$(DEMO_DEB_PACKAGES))
 
 venv: $(VENV)/.installed
 
