@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -28,19 +29,22 @@ def require_program(name: str) -> str:
             cand = Path(d) / name
             if cand.exists():
                 return str(cand)
-        msg = f"peer program {name!r} is not installed (make deps installs it)"
-        if CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        peer_missing(f"peer program {name!r} is not installed (make deps installs it)")
     return path
+
+
+def peer_missing(msg: str) -> NoReturn:
+    """A peer is missing: a failure under ``CI=true``, a skip on a developer's machine."""
+    if CI:
+        pytest.fail(msg)
+    else:
+        pytest.skip(msg)
 
 
 def require_root(what: str) -> None:
     """Network-namespace tests need root; under CI that is a failure, not a skip."""
     if os.geteuid() != 0:
-        if CI:
-            pytest.fail(f"{what} needs root")
-        pytest.skip(f"{what} needs root")
+        peer_missing(f"{what} needs root")
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> int:
