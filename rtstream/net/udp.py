@@ -526,6 +526,9 @@ class UdpReceiver:
         space = self._cmsg_space
         stride = 0
         reads = gro_reads = 0
+        # Every row is ``stride`` bytes long but these (row, length) pairs: the short last
+        # segment of a coalesced read, and single datagrams. Filled in once at the end.
+        short: list[tuple[int, int]] = []
         carry = self._carry
         if carry is not None:
             self._carry = None
@@ -534,10 +537,10 @@ class UdpReceiver:
             arena[:k] = data
             if k > seg:
                 stride = seg
-                n = self._rows_of(0, k, seg, cap)
+                n = self._rows_of(0, k, seg, cap, short)
             else:
                 stride = width
-                lengths[0] = min(k, width)
+                short.append((0, min(k, width)))
                 n = 1
         while n < cap:
             off = n * stride
@@ -551,7 +554,7 @@ class UdpReceiver:
             seg = 0
             for level, typ, cdata in anc:
                 if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
-                    seg = int.from_bytes(cdata[:2], "little")
+                    seg = cdata[0] | cdata[1] << 8
             if seg and k > seg:
                 if stride == 0:
                     stride = seg
@@ -559,7 +562,14 @@ class UdpReceiver:
                     self._carry = (arena[off : off + k].copy(), seg)
                     break
                 gro_reads += 1
-                n = self._rows_of(n, k, seg, cap)
+                nseg = -(-k // seg)
+                if n + nseg <= cap:
+                    tail = k - (nseg - 1) * seg
+                    if tail != seg:
+                        short.append((n + nseg - 1, tail))
+                    n += nseg
+                else:
+                    n = self._rows_of(n, k, seg, cap, short)
             else:
                 if stride == 0:
                     stride = width
@@ -569,23 +579,28 @@ class UdpReceiver:
                         break
                     self.stats.truncated += 1
                     k = min(k, stride)
-                lengths[n] = k
+                short.append((n, k))
                 n += 1
         self.stats.reads += reads
         self.stats.gro_reads += gro_reads
         if n == 0:
-            stride = width
+            return 0, width
+        lengths[:n] = stride
+        if short:
+            rows, values = zip(*short, strict=True)
+            lengths[list(rows)] = values
         return n, stride
 
-    def _rows_of(self, n: int, k: int, seg: int, cap: int) -> int:
-        """Account a coalesced read of ``k`` bytes at row ``n`` (rows ``seg`` apart);
-        what exceeds ``cap`` rows is carried over. Returns the new row count."""
-        lengths = self._lengths
+    def _rows_of(self, n: int, k: int, seg: int, cap: int, short: list[tuple[int, int]]) -> int:
+        """Rows of a coalesced read of ``k`` bytes placed at row ``n`` (rows ``seg``
+        apart); what exceeds ``cap`` rows is carried over, a short last segment is
+        noted in ``short``. Returns the new row count."""
         nseg = -(-k // seg)
         take = min(nseg, cap - n)
-        lengths[n : n + take] = seg
         if take == nseg:
-            lengths[n + nseg - 1] = k - (nseg - 1) * seg
+            tail = k - (nseg - 1) * seg
+            if tail != seg:
+                short.append((n + nseg - 1, tail))
         else:
             start = (n + take) * seg
             self._carry = (self._arena[start : n * seg + k].copy(), seg)
