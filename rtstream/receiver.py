@@ -54,6 +54,12 @@ from rtstream.sysclock import SystemClock
 
 log = logging.getLogger(__name__)
 
+#: A video batch without a marker bit is kept for the next readiness event up to this
+#: many rows (about a quarter of a 1080p frame) ...
+_HOLD_ROWS = 1024
+#: ... or this long (a sender that never sets the marker still gets its frames).
+_HOLD_S = 0.001
+
 __all__ = [
     "IncompletePolicy",
     "ItemKind",
@@ -370,6 +376,7 @@ class _VideoFlow(_Flow):
     last: ReceivedItem | None = None
     recent: deque[ReceivedItem] = field(default_factory=lambda: deque(maxlen=8))
     dropped_incomplete: int = 0
+    hold_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -493,6 +500,8 @@ class Receiver:
         self._wake.set()
         loop = self._loop
         for f in (*self.video, *self.audio, *self.metadata):
+            if isinstance(f, _VideoFlow) and f.hold_timer is not None:
+                f.hold_timer.cancel()
             if f.sock is not None:
                 if loop is not None:
                     with contextlib.suppress(Exception):
@@ -715,10 +724,10 @@ class Receiver:
 
     # -- data path ----------------------------------------------------------------------
 
-    def _on_readable(self, flow: _Flow) -> None:
+    def _on_readable(self, flow: _Flow, flush: bool = False) -> None:
         try:
             if isinstance(flow, _VideoFlow):
-                self._read_video(flow)
+                self._read_video(flow, flush)
             elif isinstance(flow, _MetaFlow):
                 self._read_metadata(flow)
             elif isinstance(flow, _AudioFlow):
@@ -736,25 +745,50 @@ class Receiver:
         if sock is None:
             return None
         batch, lengths = sock.drain()
-        n = len(lengths)
-        if n == 0:
+        if len(lengths) == 0:
             return None
-        flow.packets += n
+        flow.packets += sock.new_rows
         return batch, lengths, self.clock.now_ns()
 
-    def _read_video(self, flow: _VideoFlow) -> None:
+    def _read_video(self, flow: _VideoFlow, flush: bool = False) -> None:
         # Up to 4 full batches (about one 1080p frame) per readiness event, then the other
         # flows, the timers and the consumer get their turn; epoll reports the socket
         # readable again on the next loop iteration if data is left.
+        #
+        # A sender paces a frame out in bursts, so each event brings a few hundred
+        # datagrams. Decoding costs per batch as much as per datagram, so the rows of an
+        # event without a marker bit are kept in the socket's buffer and decoded with the
+        # next ones, up to _HOLD_ROWS rows or _HOLD_S seconds: a frame ends with its
+        # marker packet, which is decoded at once, so no frame waits.
         for _ in range(4):
             got = self._drain(flow)
             if got is None:
                 return
             batch, lengths, now = got
+            n = len(lengths)
+            new = flow.sock.new_rows
+            if (
+                not flush
+                and n < _HOLD_ROWS
+                and batch.shape[1] > 1
+                and not (batch[n - new :, 1] & 0x80).any()
+                and flow.sock.hold()
+            ):
+                if flow.hold_timer is None and self._loop is not None:
+                    flow.hold_timer = self._loop.call_later(_HOLD_S, self._flush_held, flow)
+                return
+            if flow.hold_timer is not None:
+                flow.hold_timer.cancel()
+                flow.hold_timer = None
             for ev in flow.depkt.feed(batch, lengths, now):
                 self._on_frame(flow, ev, now)
-            if len(lengths) < flow.batch:
+            if n < flow.batch:
                 return
+
+    def _flush_held(self, flow: _VideoFlow) -> None:
+        flow.hold_timer = None
+        if flow.sock is not None and not self._closed:
+            self._on_readable(flow, flush=True)
 
     def _on_frame(self, flow: _VideoFlow, ev: Any, now: int) -> None:
         item = ReceivedItem(

@@ -418,6 +418,9 @@ class UdpReceiver:
         self._arena = np.zeros(batch * max_datagram + 65536, np.uint8)
         self._arena_mv = memoryview(self._arena)  # type: ignore[arg-type]
         self._carry: tuple[np.ndarray, int] | None = None  # read that did not fit a batch
+        self._last: tuple[int, int] | None = None  # (rows, stride) the last drain returned
+        self._held: tuple[int, int] | None = None  # ... kept by hold() for the next drain
+        self.new_rows = 0
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -472,17 +475,28 @@ class UdpReceiver:
             A view ``(n, stride)`` of a reused buffer (valid until the next call), one
             datagram per row, and the number of bytes in each row. ``stride`` is
             ``max_datagram``, or with GRO the segment size of the coalesced reads, whose
-            datagrams then arrive without any copy.
+            datagrams then arrive without any copy. After :meth:`hold` the rows kept come
+            first; :attr:`new_rows` tells how many rows this call added.
         """
-        n = 0
-        cap = self._buf.shape[0]
-        if self._pending is not None:
-            n = self._take_segments(*self._pending, 0)
-        sock = self._sock
+        held, self._held = self._held, None
+        self._last = None
         lengths = self._lengths
+        if self.gro and self._pending is None:
+            n0, stride = held if held is not None else (0, 0)
+            n, stride = self._drain_gro(n0, stride)
+            self._account(n0, n)
+            if self._carry is None:
+                self._last = (n, stride)
+            view: np.ndarray = self._arena[: n * stride].reshape(n, stride)
+            return view, lengths[:n]
+        n0 = n = held[0] if held is not None else 0
+        if self._pending is not None:
+            n = self._take_segments(*self._pending, n)
         if not self.gro:
+            cap = self._buf.shape[0]
             rows = self._rows
-            recv_into = sock.recv_into
+            recv_into = self._sock.recv_into
+            reads = n
             while n < cap:
                 try:
                     k = recv_into(rows[n])
@@ -490,32 +504,42 @@ class UdpReceiver:
                     break
                 lengths[n] = k
                 n += 1
-            self.stats.reads += n
-        else:
-            n, stride = self._drain_gro(n)
-            if stride:
-                self.stats.datagrams += n
-                self.stats.bytes += int(lengths[:n].sum())
-                view: np.ndarray = self._arena[: n * stride].reshape(n, stride)
-                return view, lengths[:n]
-        if n:
-            self.stats.datagrams += n
-            self.stats.bytes += int(lengths[:n].sum())
+            self.stats.reads += n - reads
+            self._last = (n, 0)
+        self._account(n0, n)
         return self._buf[:n], lengths[:n]
 
-    def _drain_gro(self, n: int) -> tuple[int, int]:
+    def hold(self) -> bool:
+        """Keep the rows the last :meth:`drain` returned for the next one.
+
+        The next drain appends its datagrams after them and returns old and new rows as
+        one batch, so a caller can gather a bigger batch before decoding it. Returns
+        False (nothing kept) when the last batch cannot grow: it was empty, or a read was
+        carried over or split into it.
+        """
+        last = self._last
+        if last is None or last[0] == 0:
+            return False
+        self._held = last
+        self._last = None
+        return True
+
+    def _account(self, n0: int, n: int) -> None:
+        self.new_rows = n - n0
+        if n > n0:
+            self.stats.datagrams += n - n0
+            self.stats.bytes += int(self._lengths[n0:n].sum())
+
+    def _drain_gro(self, n: int, stride: int) -> tuple[int, int]:
         """GRO drain straight into the arena, rows ``stride`` bytes apart; (rows, stride).
 
         A coalesced read of segment size ``s`` lands as ``ceil(k / s)`` consecutive rows
         when the rows are ``s`` bytes apart, so the first coalesced read of a batch fixes
         the stride at its segment size; single datagrams take one row each (stride =
         ``max_datagram`` when the batch starts with one). A read that does not fit the
-        stride ends the batch and is carried over to the next call. Returns stride 0 when
-        rows were already placed in the row buffer (a carried-over leftover): then the
-        caller returns that buffer.
+        stride ends the batch and is carried over to the next call. ``n`` rows ``stride``
+        apart are already in the arena (held by :meth:`hold`; 0 and 0 otherwise).
         """
-        if n:  # leftover placed in self._buf by _take_segments: finish that batch there
-            return n, 0
         arena = self._arena
         amv = self._arena_mv
         lengths = self._lengths
@@ -524,7 +548,7 @@ class UdpReceiver:
         limit = arena.size - 65536  # a whole GRO read (<= 64 KiB) must always fit
         sock = self._sock
         space = self._cmsg_space
-        stride = 0
+        n0 = n
         reads = gro_reads = 0
         # Every row is ``stride`` bytes long but these (row, length) pairs: the short last
         # segment of a coalesced read, and single datagrams. Filled in once at the end.
@@ -585,7 +609,7 @@ class UdpReceiver:
         self.stats.gro_reads += gro_reads
         if n == 0:
             return 0, width
-        lengths[:n] = stride
+        lengths[n0:n] = stride
         if short:
             rows, values = zip(*short, strict=True)
             lengths[list(rows)] = values

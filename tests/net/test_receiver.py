@@ -549,3 +549,24 @@ def test_stats_json_serializable(tmp_path: Path) -> None:
 
     stats = asyncio.run(go())
     json.dumps(stats)
+
+
+async def test_frames_of_a_sender_without_marker_bits_are_not_held_back(tmp_path: Path) -> None:
+    # The receiver keeps a video batch without a marker bit for the next one; a sender
+    # that never sets the marker completes a frame only with the next frame's first
+    # packets, which must then be decoded without waiting for more traffic.
+    fmt = fmt_of(Sampling.YCBCR_422, 8)
+    base = free_port(count=4, step=2)
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt, metadata=False)
+    pk = VideoPacketizer(fmt, ssrc=11)
+    frames = [np.random.default_rng(i).integers(0, 256, fmt.frame_bytes, np.uint8) for i in range(2)]
+    async with Receiver(ReceiverConfig(sdp=str(sdp), frames=1, duration=20)) as rx:
+        with UdpSender(("127.0.0.1", base)) as tx:
+            for i, f in enumerate(frames):
+                batch = pk.packetize(f, 3000 * i)
+                batch.buf[:, 1] &= 0x7F  # no marker bits
+                tx.send_batch(batch)
+        items = await asyncio.wait_for(collect(rx), 10)
+    assert [i.rtp_timestamp for i in items] == [0]
+    assert items[0].complete and items[0].frame is not None
+    assert items[0].frame.tobytes() == frames[0].tobytes()

@@ -180,3 +180,47 @@ def test_source_specific_join_filters_other_sources() -> None:
         time.sleep(0.05)
         _, lengths = rx.drain()
     assert len(lengths) == 0
+
+
+def wait_readable(rx: UdpReceiver, timeout: float = 3.0) -> None:
+    import select
+
+    assert select.select([rx.fileno()], [], [], timeout)[0], "nothing arrived"
+    time.sleep(0.02)  # the rest of a GSO send
+
+
+@pytest.mark.parametrize("gro", [False, True])
+def test_hold_keeps_rows_and_the_next_drain_appends(gro: bool) -> None:
+    first, second = make_batch(120, 1220, last=500, seed=3), make_batch(70, 1220, seed=4)
+    with UdpReceiver("127.0.0.1", 0, gro=gro, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port)) as tx:
+        assert not rx.hold()  # nothing drained yet
+        tx.send_batch(first)
+        wait_readable(rx)
+        b, lengths = rx.drain()
+        assert len(lengths) == rx.new_rows == 120
+        assert rx.hold()
+        tx.send_batch(second)
+        wait_readable(rx)
+        b, lengths = rx.drain()
+        assert (len(lengths), rx.new_rows) == (190, 70)
+        got = [b[i, : int(lengths[i])].tobytes() for i in range(len(lengths))]
+        assert rx.stats.datagrams == 190  # kept rows are not counted twice
+        # not held: the next drain starts a new batch
+        b, lengths = rx.drain()
+        assert len(lengths) == rx.new_rows == 0
+        assert not rx.hold()
+    assert got == expected(first) + expected(second)
+
+
+def test_hold_is_refused_when_a_read_was_carried_over() -> None:
+    batch = make_batch(45, 100)
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=16) as rx, UdpSender(("127.0.0.1", rx.port)) as tx:
+        tx.send_batch(batch)
+        wait_readable(rx)
+        b, lengths = rx.drain()
+        assert len(lengths) == 16
+        assert not rx.hold()  # the batch is full and the rest of the read waits
+        first = [b[i, : int(lengths[i])].tobytes() for i in range(16)]
+        rest = collect(rx, 29)
+    assert first + rest == expected(batch)
