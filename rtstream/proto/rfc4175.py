@@ -989,7 +989,8 @@ class VideoDepacketizer:
         n = len(lens)
         if high is None or fmt.interlaced or n >= 0x8000 or batch.strides[1] != 1:
             return None
-        h = batch[:, :SINGLE_SRD_HEADER_BYTES].view(_PLAIN_HEADER)[:, 0]
+        # one pass over the rows' headers; every later test reads this compact copy
+        h = np.ascontiguousarray(batch[:, :SINGLE_SRD_HEADER_BYTES]).view(_PLAIN_HEADER)[:, 0]
         if not (h["b0"] == 0x80).all():
             return None
         seq = h["seq"].astype(np.int64)
@@ -1182,8 +1183,18 @@ class VideoDepacketizer:
         rows = self.fmt.rows
         covered: np.ndarray = np.zeros(rows)
         if pend.nseg:
-            r, lens = pend.segs[:2, : pend.nseg]
+            r, lens, dsts = pend.segs[:, : pend.nseg]
             covered = np.bincount(r, weights=lens, minlength=rows)[:rows]
+            # Bytes per row add up only when no two segments overlap: a sender (or a
+            # corrupt packet) writing one place twice leaves another unwritten, and the
+            # buffer is not zeroed beforehand. Such rows count as missing, so their
+            # unwritten bytes are zeroed below.
+            if len(dsts) > 1 and not (dsts[1:] >= dsts[:-1] + lens[:-1]).all():
+                order = np.argsort(dsts, kind="stable")
+                sd, sl, sr = dsts[order], lens[order], r[order]
+                twice = np.flatnonzero(sd[1:] < sd[:-1] + sl[:-1])
+                covered[sr[twice]] = -1
+                covered[sr[twice + 1]] = -1
         missing = covered < self.fmt.row_bytes
         complete = not bool(missing.any())
         if not complete:

@@ -28,6 +28,25 @@ reassembles per (SSRC, timestamp) and emits a grain only when every packet from 
 packet to the marker arrived; a gap, a cap or a newer timestamp drops it with a reason.
 A partial data set is never parsed.
 
+Fast path
+---------
+A receiver decodes one grain per frame, and consecutive grains of a flow differ only
+in a few value bytes of the dynamic part (Frame Origin Timestamp, acquisition date-time,
+frame number). :func:`decode_grain` therefore keeps two small caches:
+
+* the RTV Meta Information headers it accepted, by their bytes (decoding reads nothing
+  else, so equal bytes give an equal :class:`RtvMetaInfo`);
+* *templates* of data sets that pydicom read and the grain passed validation: the body
+  bytes, where each leaf value lies, and the attributes of every Dataset, Sequence and
+  DataElement pydicom made. A body of the same size whose bytes are equal outside the
+  leaf values inside (0006,0001) has the same structure (so the structural scan would
+  pass), the same fixed values and character sets; its data set is built from the
+  template with fresh objects, the changed values converted by pydicom's own converter
+  for their VR. Then every validation runs on it exactly as on a data set read by
+  pydicom. Anything else (no matching template, a value whose conversion fails, a
+  pydicom callback or hook other than its own, changed pydicom settings) goes the
+  reference way (:func:`_decode_grain_reference` is that way alone, for the tests).
+
 (0006,0001) is missing from pydicom 3.0.2's dictionary; importing this module
 registers it once (:func:`register_dictionary`).
 """
@@ -38,21 +57,30 @@ import datetime as _dt
 import io
 import logging
 import math
+import operator
 import re
 import struct
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
+from pydicom import config as pydicom_config
+from pydicom import hooks as pydicom_hooks
+from pydicom.charset import default_encoding
 from pydicom.datadict import add_dict_entries, dictionary_has_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
+from pydicom.valuerep import VR as VR_
+from pydicom.values import converters as pydicom_converters
 
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
 from rtstream.proto.clock import NS_PER_S, PtpTimestamp
@@ -264,15 +292,32 @@ class Grain:
     meta: RtvMetaInfo
     dataset: Dataset
     raw: bytes = field(repr=False)
+    _decoded: tuple[bool, PtpTimestamp | None] | None = field(
+        default=None, repr=False, compare=False, kw_only=True
+    )
+    """``(has_static, origin)`` as :func:`decode_grain` found them while validating."""
 
     @property
     def has_static(self) -> bool:
-        """True when the grain carries a static part (any attribute of group >= 0008)."""
+        """True when the grain carries a static part (any attribute of group >= 0008).
+
+        For a grain from :func:`decode_grain` this is the answer found at decode time
+        (the data set is not walked again).
+        """
+        if self._decoded is not None:
+            return self._decoded[0]
         return any(tag.group >= 0x0008 for tag in self.dataset.keys())
 
     @property
     def origin(self) -> PtpTimestamp | None:
-        """The Frame Origin Timestamp of the dynamic part, or None without one."""
+        """The Frame Origin Timestamp of the dynamic part, or None without one.
+
+        For a grain from :func:`decode_grain` this is the value validated at decode
+        time; for a Grain built by hand it is read from :attr:`dataset` (and may raise
+        RemoteProtocolError when the dynamic part is malformed).
+        """
+        if self._decoded is not None:
+            return self._decoded[1]
         return frame_origin(self.dataset)
 
 
@@ -787,21 +832,12 @@ def validate_static(meta: RtvMetaInfo, ds: Dataset) -> None:
         raise RemoteProtocolError("(0040,0555) Acquisition Context Sequence", "missing")
 
 
-def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
-    """Parse and validate one complete grain.
+def _read_body(body: bytes) -> Dataset:
+    """The data set of a grain, every value converted (the reference reader).
 
-    The data set is read as Explicit VR Little Endian whatever (0002,0010) says
-    (PS3.22 §6.2.2); its structure is checked byte by byte first, so a truncated or
-    corrupt grain never reaches pydicom half-parsed.
-
-    Raises
-    ------
-    RemoteProtocolError
-        Naming the field at fault.
+    The structure is checked byte by byte first (:func:`_check_body`), then pydicom
+    reads it as Explicit VR Little Endian and every element is converted once.
     """
-    raw = bytes(data)
-    meta, start = decode_meta(raw)
-    body = raw[start:]
     _check_body(body)
     try:
         ds = read_dataset(io.BytesIO(body), is_implicit_VR=False, is_little_endian=True)
@@ -810,6 +846,17 @@ def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
         raise
     except Exception as exc:  # pydicom signals bad values with many exception types
         raise RemoteProtocolError("RTV data set", f"unreadable: {exc}") from exc
+    return ds
+
+
+def _validate_dataset(meta: RtvMetaInfo, ds: Dataset) -> tuple[bool, PtpTimestamp | None]:
+    """Check a grain's data set against its meta header; return ``(has_static, origin)``.
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the field at fault.
+    """
     for tag in ds.keys():
         if tag >= 0x00080000:
             break
@@ -818,6 +865,7 @@ def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
                 _tagname(int(tag)), "only (0006,0001) may precede group 0008 in a grain"
             )
     has_dynamic = CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE in ds
+    origin: PtpTimestamp | None = None
     if meta.sop_class_uid == RTV_RENDITION_SELECTION:
         if has_dynamic:
             raise RemoteProtocolError(
@@ -833,16 +881,468 @@ def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
             raise RemoteProtocolError(
                 "(0002,0037) RTV Flow RTP Sampling Rate", "missing while a dynamic part exists"
             )
-        frame_origin(ds)
+        origin = frame_origin(ds)
         item = ds[CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].value[0]
         if meta.sop_class_uid != RTV_AUDIO_WAVEFORM:
             fc_name = "(0020,9111) Frame Content Sequence"
             if 0x00209111 not in item or len(_sequence_items(item, 0x00209111, fc_name)) != 1:
                 raise RemoteProtocolError(fc_name, "missing or not exactly one item")
-    grain = Grain(meta, ds, raw)
-    if grain.has_static or meta.sop_class_uid == RTV_RENDITION_SELECTION:
+    has_static = any(tag.group >= 0x0008 for tag in ds.keys())
+    if has_static or meta.sop_class_uid == RTV_RENDITION_SELECTION:
         validate_static(meta, ds)
-    return grain
+    return has_static, origin
+
+
+def decode_grain(data: bytes | bytearray | memoryview) -> Grain:
+    """Parse and validate one complete grain.
+
+    The data set is read as Explicit VR Little Endian whatever (0002,0010) says
+    (PS3.22 §6.2.2); its structure is checked byte by byte first, so a truncated or
+    corrupt grain never reaches pydicom half-parsed.
+
+    A grain laid out like a recent one (same structure and fixed values, only values
+    inside (0006,0001) differing: the common case of consecutive grains of one flow) is
+    read through a template of that layout instead of pydicom's reader; the result and
+    every validation are the same (see "Fast path" in the module notes).
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the field at fault.
+    """
+    raw = bytes(data)
+    meta, start = _decode_meta_cached(raw)
+    body = raw[start:]
+    ds = _from_template(body)
+    if ds is not None:
+        decoded = _validate_dataset(meta, ds)
+    else:
+        ds = _read_body(body)
+        decoded = _validate_dataset(meta, ds)
+        _remember(body, ds)
+    return Grain(meta, ds, raw, _decoded=decoded)
+
+
+def _decode_grain_reference(data: bytes | bytearray | memoryview) -> Grain:
+    """:func:`decode_grain` without its caches: pydicom reads every grain.
+
+    The reference the fast path is tested against; the Grain computes ``has_static``
+    and ``origin`` from its data set on each access, as it always did.
+    """
+    raw = bytes(data)
+    meta, start = decode_meta(raw)
+    body = raw[start:]
+    ds = _read_body(body)
+    _validate_dataset(meta, ds)
+    return Grain(meta, ds, raw)
+
+
+# --------------------------------------------------------------------------------------
+# Fast path: caches of recent meta headers and data set layouts
+# --------------------------------------------------------------------------------------
+
+_META_CACHE: dict[bytes, tuple[RtvMetaInfo, int]] = {}
+_META_CACHE_MAX = 64
+
+
+def _decode_meta_cached(raw: bytes) -> tuple[RtvMetaInfo, int]:
+    """:func:`decode_meta`, remembering the headers it accepted.
+
+    decode_meta reads nothing outside ``raw[128:end]`` (``end`` given by the group
+    length at offset 140) and needs only ``end <= len(raw)``, so a header whose bytes
+    equal an accepted one's decodes to an equal :class:`RtvMetaInfo` (a frozen value,
+    shared).
+    """
+    head = PREAMBLE_SIZE + 16
+    if len(raw) >= head:
+        end = head + _U32.unpack_from(raw, head - 4)[0]
+        if end <= len(raw):
+            key = raw[PREAMBLE_SIZE:end]
+            hit = _META_CACHE.get(key)
+            if hit is not None:
+                return hit
+            found = decode_meta(raw)
+            if found[1] == end:
+                if len(_META_CACHE) >= _META_CACHE_MAX:
+                    _META_CACHE.clear()
+                _META_CACHE[key] = found
+            return found
+    return decode_meta(raw)
+
+
+_VALUE_TYPES: frozenset[type] = frozenset({str, int, float, bytes, bool, type(None)})
+"""Value types shared between grains (immutable); other values are converted anew."""
+_STATE_TYPES: frozenset[type] = _VALUE_TYPES | {BaseTag, VR_}
+_CONTAINER_TYPES: frozenset[type] = frozenset({dict, list, set, tuple})
+_NO_VALUE = object()
+_LUT_TAGS = (0x00281101, 0x00281102, 0x00281103, 0x00283002)
+"""LUT Descriptors, whose first value pydicom's hook fixes up after conversion."""
+_STATE_TAGS = frozenset({0x00080005, 0x00280103, *_LUT_TAGS})
+"""Tags whose values change the state of their data set (character set, pixel
+representation, LUT descriptor fix-up): never a varying slot."""
+_MAX_TEMPLATES = 32
+_MAX_TEMPLATES_PER_SIZE = 4
+_MAX_TEMPLATE_ELEMENTS = 4096
+
+
+class _Slot:
+    """One leaf element of a template: where its value lies and how to convert it."""
+
+    __slots__ = ("start", "end", "raw", "value", "varying", "vr", "tag", "tell",
+                 "encoding", "convert", "fmt")  # fmt: skip
+
+    def __init__(self, start: int, end: int, raw: bytes, vr: str, tag: BaseTag,
+                 tell: int | None, encoding: str | MutableSequence[str],
+                 varying: bool) -> None:  # fmt: skip
+        self.start = start
+        self.end = end
+        self.raw = raw
+        self.vr = vr
+        self.tag = tag
+        self.tell = tell
+        self.encoding = encoding
+        self.varying = varying
+        self.value: Any = _NO_VALUE
+        self.convert: Any = None
+        self.fmt: str | None = None
+
+
+class _ElemNode:
+    """A DataElement of a template: its attributes but the value, and either the index
+    of its slot (a leaf) or its Sequence's attributes and items."""
+
+    __slots__ = ("tag", "state", "slot", "seq_state", "items")
+
+    def __init__(self, tag: BaseTag, state: dict[str, Any]) -> None:
+        self.tag = tag
+        self.state = state
+        self.slot = -1
+        self.seq_state: dict[str, Any] = {}
+        self.items: list[_DatasetNode] = []
+
+
+class _DatasetNode:
+    """A Dataset of a template: its attributes but the elements (``copies`` name the
+    containers each new data set gets its own copy of) and its elements in order."""
+
+    __slots__ = ("state", "copies", "elems")
+
+    def __init__(self, state: dict[str, Any], copies: tuple[str, ...]) -> None:
+        self.state = state
+        self.copies = copies
+        self.elems: list[_ElemNode] = []
+
+
+class _Template:
+    """The layout of one accepted data set: fixed bytes, value slots, object states."""
+
+    __slots__ = ("fixed", "slots", "root")
+
+    def __init__(self, fixed: list[tuple[int, bytes]], slots: list[_Slot],
+                 root: _DatasetNode) -> None:  # fmt: skip
+        self.fixed = fixed
+        self.slots = slots
+        self.root = root
+
+
+_templates: dict[int, list[_Template]] = {}
+_templates_state: tuple[object, ...] | None = None
+_accepted_sizes: set[int] = set()
+
+
+def _pydicom_state() -> tuple[object, ...] | None:
+    """What pydicom's conversion of a value depends on besides its bytes, or None when
+    a callback or hook other than pydicom's own is installed (no fast path then)."""
+    if (
+        pydicom_config.data_element_callback is not None
+        or pydicom_hooks.hooks.raw_element_kwargs
+        or pydicom_hooks.hooks.raw_element_vr is not pydicom_hooks.raw_element_vr
+        or pydicom_hooks.hooks.raw_element_value is not pydicom_hooks.raw_element_value
+    ):
+        return None
+    return (_CONFIG_VALUES(pydicom_config), tuple(vars(pydicom_config.settings).items()))
+
+
+def _config_getter() -> Callable[[Any], Any]:
+    names = sorted(
+        name
+        for name, value in vars(pydicom_config).items()
+        if not name.startswith("__") and type(value) in (bool, int, float, str)
+    )
+    return operator.attrgetter(*names)
+
+
+_CONFIG_VALUES = _config_getter()
+
+
+def _snapshot(obj: object, skip: str) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """The attributes of ``obj`` but ``skip``, when all are plain values or containers
+    of plain values (copied); None otherwise."""
+    state: dict[str, Any] = {}
+    copies: list[str] = []
+    for name, value in vars(obj).items():
+        if name == skip:
+            continue
+        kind = type(value)
+        if kind in _STATE_TYPES:
+            state[name] = value
+            continue
+        if kind not in _CONTAINER_TYPES:
+            return None
+        members = list(value.items()) if kind is dict else [(v, None) for v in value]
+        for key, member in members:
+            if type(key) not in _STATE_TYPES or type(member) not in _STATE_TYPES:
+                return None
+        state[name] = value if kind is tuple else value.copy()
+        if kind is not tuple:
+            copies.append(name)
+    return state, tuple(copies)
+
+
+def _hook_convert(slot: _Slot, raw: bytes) -> Any:
+    """The value pydicom's ``raw_element_value`` hook gives for ``raw`` in ``slot``."""
+    data: dict[str, Any] = {"VR": slot.vr}
+    element = RawDataElement(slot.tag, slot.vr, len(raw), raw, slot.tell or 0, False, True)
+    pydicom_hooks.raw_element_value(element, data, encoding=slot.encoding, ds=None)
+    if data["VR"] != slot.vr:
+        raise ValueError("VR changed")
+    return data["value"]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. numpy arrays: not comparable as one bool
+        return False
+
+
+class _Builder:
+    """Walk an accepted body and its data set in step, making a :class:`_Template`."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.slots: list[_Slot] = []
+        self.varying: list[tuple[int, int]] = []
+
+    def dataset(
+        self, ds: Dataset, pos: int, limit: int, until_delim: bool, dynamic: bool
+    ) -> tuple[_DatasetNode, int] | None:
+        snap = _snapshot(ds, "_dict")
+        if snap is None or type(ds) is not Dataset:
+            return None
+        node = _DatasetNode(*snap)
+        encoding = ds.original_character_set or ds._character_set
+        elements = list(ds._dict.items())
+        body = self.body
+        i = 0
+        while not (pos == limit and not until_delim):
+            g, e = _TAG.unpack_from(body, pos)
+            tag = g << 16 | e
+            if tag == _ITEM_DELIM and until_delim:
+                pos += 8
+                break
+            vr_bytes = body[pos + 4 : pos + 6]
+            if vr_bytes in _LONG_VRS:
+                (vlen,) = _U32.unpack_from(body, pos + 8)
+                pos += 12
+            else:
+                (vlen,) = struct.unpack_from("<H", body, pos + 6)
+                pos += 8
+            if i >= len(elements) or len(self.slots) > _MAX_TEMPLATE_ELEMENTS:
+                return None
+            key, elem = elements[i]
+            i += 1
+            if key != tag or type(elem) is not DataElement:
+                return None
+            esnap = _snapshot(elem, "_value")
+            vr = vr_bytes.decode("ascii")
+            if esnap is None or esnap[1] or elem.VR != vr or vr == "UN":
+                return None
+            enode = _ElemNode(key, esnap[0])
+            node.elems.append(enode)
+            if vr == "SQ":
+                found = self.sequence(elem.value, pos, vlen, limit, dynamic or (
+                    tag == CURRENT_FRAME_FUNCTIONAL_GROUPS_SEQUENCE), enode)  # fmt: skip
+                if found is None:
+                    return None
+                pos = found
+                continue
+            enode.slot = len(self.slots)
+            slot = self.leaf(elem, pos, vlen, vr, key, encoding if tag != 0x00080005 else (
+                default_encoding), dynamic)  # fmt: skip
+            if slot is None:
+                return None
+            self.slots.append(slot)
+            pos += vlen
+        if i != len(elements):
+            return None
+        return node, pos
+
+    def sequence(
+        self, seq: Any, pos: int, vlen: int, limit: int, dynamic: bool, enode: _ElemNode
+    ) -> int | None:
+        snap = _snapshot(seq, "_list") if type(seq) is DicomSequence else None
+        if snap is None or snap[1]:
+            return None
+        enode.seq_state = snap[0]
+        items = list(seq)
+        end = limit if vlen == _UNDEFINED else pos + vlen
+        body = self.body
+        k = 0
+        while not (vlen != _UNDEFINED and pos == end):
+            g, e, ilen = struct.unpack_from("<HHI", body, pos)
+            pos += 8
+            if g << 16 | e == _SEQ_DELIM:
+                break
+            if k >= len(items):
+                return None
+            if ilen == _UNDEFINED:
+                found = self.dataset(items[k], pos, end, True, dynamic)
+            else:
+                found = self.dataset(items[k], pos, pos + ilen, False, dynamic)
+            if found is None:
+                return None
+            enode.items.append(found[0])
+            pos = found[1]
+            k += 1
+        return pos if k == len(items) else None
+
+    def leaf(self, elem: DataElement, pos: int, vlen: int, vr: str, tag: BaseTag,
+             encoding: str | MutableSequence[str], dynamic: bool) -> _Slot | None:  # fmt: skip
+        raw = self.body[pos : pos + vlen]
+        varying = dynamic and vlen > 0 and tag not in _STATE_TAGS and not tag.is_private
+        slot = _Slot(pos, pos + vlen, raw, vr, tag, elem.file_tell, encoding, varying)
+        value = elem.value
+        if type(value) in _VALUE_TYPES:
+            slot.value = value
+        # A value is converted by pydicom's converter for its VR when calling it directly
+        # is what the hook would do (plain VRs, non-empty value), else by the hook.
+        converter = cast(dict[str, Any], pydicom_converters).get(vr)
+        if vlen and converter is not None and vr not in _HOOK_VRS and tag not in _STATE_TAGS:
+            slot.convert, slot.fmt = converter if isinstance(converter, tuple) else (
+                converter, None)  # fmt: skip
+        if varying or slot.value is _NO_VALUE:
+            # converted again for each grain: the conversion must give pydicom's value
+            try:
+                again = (
+                    slot.convert(raw, True, slot.fmt) if slot.convert is not None
+                    else _hook_convert(slot, raw)
+                )  # fmt: skip
+            except Exception:
+                return None
+            if not _same_value(again, value):
+                return None
+        if varying:
+            self.varying.append((pos, pos + vlen))
+        return slot
+
+
+_HOOK_VRS = frozenset({"SQ", "PN", *(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)})
+"""VRs whose conversion needs the character set: always through pydicom's hook."""
+
+
+def _remember(body: bytes, ds: Dataset) -> None:
+    """Keep the layout of an accepted body (read by pydicom) as a template.
+
+    Only from the second accepted body of a size on: a grain that never repeats (a
+    one-off, a fuzzer's) costs no template.
+    """
+    global _templates_state
+    state = _pydicom_state()
+    if state is None:
+        return
+    if state != _templates_state:
+        _templates.clear()
+        _accepted_sizes.clear()
+        _templates_state = state
+    if len(body) not in _accepted_sizes:
+        if len(_accepted_sizes) >= 4 * _MAX_TEMPLATES:
+            _accepted_sizes.clear()
+        _accepted_sizes.add(len(body))
+        return
+    builder = _Builder(body)
+    found = builder.dataset(ds, 0, len(body), False, False)
+    if found is None or found[1] != len(body):
+        return
+    fixed: list[tuple[int, bytes]] = []
+    pos = 0
+    for start, end in sorted(builder.varying):
+        if start > pos:
+            fixed.append((pos, body[pos:start]))
+        pos = end
+    if pos < len(body):
+        fixed.append((pos, body[pos:]))
+    template = _Template(fixed, builder.slots, found[0])
+    if sum(map(len, list(_templates.values()))) >= _MAX_TEMPLATES:
+        _templates.clear()
+    same_size = _templates.setdefault(len(body), [])
+    same_size.insert(0, template)
+    del same_size[_MAX_TEMPLATES_PER_SIZE:]
+
+
+def _clear_caches() -> None:
+    """Forget every remembered meta header and template (tests)."""
+    global _templates_state
+    _META_CACHE.clear()
+    _templates.clear()
+    _accepted_sizes.clear()
+    _templates_state = None
+
+
+def _from_template(body: bytes) -> Dataset | None:
+    """The data set of ``body`` built from a matching template, or None.
+
+    A template matches when every byte outside its varying values is equal: the body
+    then has the same structure (so :func:`_check_body` would pass), the same fixed
+    values and character sets, and pydicom would read the same objects with the values
+    its converters give for the varying bytes. A value whose conversion fails sends the
+    body to the reference reader, which reports it.
+    """
+    candidates = _templates.get(len(body))
+    if not candidates or _pydicom_state() != _templates_state:
+        return None
+    for template in candidates:
+        if all(body.startswith(part, at) for at, part in template.fixed):
+            break
+    else:
+        return None
+    values: list[Any] = []
+    for slot in template.slots:
+        value = slot.value
+        if value is _NO_VALUE or (slot.varying and not body.startswith(slot.raw, slot.start)):
+            raw = body[slot.start : slot.end]
+            try:
+                if slot.convert is not None:
+                    value = slot.convert(raw, True, slot.fmt)
+                else:
+                    value = _hook_convert(slot, raw)
+            except Exception:  # the reference reader reports it, in its own words
+                return None
+        values.append(value)
+    return _build(template.root, values)
+
+
+def _build(node: _DatasetNode, values: list[Any]) -> Dataset:
+    """A new data set from ``node``: fresh objects, states copied, values from ``values``."""
+    elements: dict[BaseTag, DataElement] = {}
+    new = object.__new__
+    for enode in node.elems:
+        elem = new(DataElement)
+        if enode.slot >= 0:
+            value = values[enode.slot]
+        else:
+            value = new(DicomSequence)
+            value.__dict__ = {**enode.seq_state, "_list": [_build(i, values) for i in enode.items]}
+        elem.__dict__ = {**enode.state, "_value": value}
+        elements[enode.tag] = elem
+    state = {**node.state, "_dict": elements}
+    for name in node.copies:
+        state[name] = state[name].copy()
+    ds = new(Dataset)
+    object.__setattr__(ds, "__dict__", state)
+    return ds
 
 
 def split_static(dataset: Dataset) -> Dataset:

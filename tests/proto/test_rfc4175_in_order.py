@@ -128,3 +128,25 @@ def test_a_clean_stream_takes_the_fast_path_after_its_first_batch() -> None:
     assert [np.array_equal(e.data, f) for e, f in zip(events, frames, strict=True)] == [True] * 3
     assert dp.stats.as_dict() == {**dp.stats.as_dict(), "lost": 0, "duplicates": 0,
                                   "reordered": 0, "late": 0, "malformed": 0, "foreign": 0}
+
+
+def test_a_packet_writing_over_another_never_hides_an_unwritten_region() -> None:
+    # Row coverage counted in bytes would call this frame complete: one packet claims
+    # its neighbour's place, so one region is written twice and another never. The frame
+    # buffer is not zeroed in advance, so that region must be zeroed and flagged.
+    fmt = make_fmt(Sampling.YCBCR_422, 8, 64, 4)
+    pk = VideoPacketizer(fmt, ssrc=5, max_payload=32)
+    frame = random_frame(fmt, 1) | 1  # no zero bytes in the picture
+    for dp in (VideoDepacketizer(fmt), GeneralOnly(fmt)):
+        for warm in range(3):  # earlier frames leave their bytes in recycled buffers
+            b = pk.packetize(frame, 100 * warm)
+            dp.feed(b.buf, b.sizes, now=0)
+        wire = datagrams(pk.packetize(frame, 1000))
+        victim = bytearray(wire[5])
+        victim[18:20] = wire[4][18:20]  # packet 5 claims packet 4's offset
+        wire[5] = bytes(victim)
+        (ev,) = dp.feed(*to_batch(wire), now=0)
+        assert not ev.complete
+        row = int.from_bytes(wire[4][16:18], "big")
+        assert ev.missing_rows.tolist() == [r == row for r in range(fmt.rows)]
+        assert (ev.data == 0).sum() == len(wire[4]) - 20  # exactly the unwritten bytes
