@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 _HOLD_ROWS = 1024
 #: ... or this long (a sender that never sets the marker still gets its frames).
 _HOLD_S = 0.001
+#: A frame still being assembled when its flow has been silent this long (at least two
+#: frame periods) is delivered as it is: its marker packet was lost and no next frame
+#: came (the sender stopped).
+_SILENCE_S = 0.1
 
 __all__ = [
     "IncompletePolicy",
@@ -377,6 +381,7 @@ class _VideoFlow(_Flow):
     recent: deque[ReceivedItem] = field(default_factory=lambda: deque(maxlen=8))
     dropped_incomplete: int = 0
     hold_timer: asyncio.TimerHandle | None = None
+    last_rx_ns: int = 0  # when the last datagram was read
 
 
 @dataclass
@@ -703,6 +708,8 @@ class Receiver:
             f.sock = sock
             f.batch = batch
             self._loop.add_reader(sock.fileno(), self._on_readable, f)
+            if isinstance(f, _VideoFlow):
+                self._loop.call_later(_SILENCE_S, self._check_silence, f)
             log.debug("%s: listening on %s:%d", f.name, address, m.port)
 
     async def _open_store(self) -> None:
@@ -765,6 +772,7 @@ class Receiver:
             if got is None:
                 return
             batch, lengths, now = got
+            flow.last_rx_ns = now
             n = len(lengths)
             new = flow.sock.new_rows
             if (
@@ -784,6 +792,18 @@ class Receiver:
                 self._on_frame(flow, ev, now)
             if n < flow.batch:
                 return
+
+    def _check_silence(self, flow: _VideoFlow) -> None:
+        if self._closed or flow.sock is None or self._loop is None:
+            return
+        assert flow.fmt is not None
+        silence = max(_SILENCE_S, 2 * float(flow.fmt.frame_duration_ns) / 1e9)
+        now = self.clock.now_ns()
+        if now - flow.last_rx_ns >= silence * 1e9 and flow.hold_timer is None:
+            for ev in flow.depkt.flush():
+                self._on_frame(flow, ev, now)
+            self._schedule_poll()
+        self._loop.call_later(silence / 2, self._check_silence, flow)
 
     def _flush_held(self, flow: _VideoFlow) -> None:
         flow.hold_timer = None

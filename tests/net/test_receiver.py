@@ -570,3 +570,25 @@ async def test_frames_of_a_sender_without_marker_bits_are_not_held_back(tmp_path
     assert [i.rtp_timestamp for i in items] == [0]
     assert items[0].complete and items[0].frame is not None
     assert items[0].frame.tobytes() == frames[0].tobytes()
+
+
+async def test_last_frame_without_its_marker_is_delivered_when_the_flow_falls_silent(
+    tmp_path: Path,
+) -> None:
+    fmt = fmt_of(Sampling.YCBCR_422, 8)
+    base = free_port(count=4, step=2)
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt, metadata=False)
+    pk = VideoPacketizer(fmt, ssrc=12)
+    frames = [np.random.default_rng(i).integers(1, 256, fmt.frame_bytes, np.uint8) for i in range(2)]
+    cfg = ReceiverConfig(sdp=str(sdp), frames=2, duration=20,
+                         incomplete=IncompletePolicy.DELIVER)
+    async with Receiver(cfg) as rx:
+        with UdpSender(("127.0.0.1", base)) as tx:
+            tx.send_batch(pk.packetize(frames[0], 0))
+            last = pk.packetize(frames[1], 3000)
+            tx.send_batch(last, 0, len(last.sizes) - 1)  # the marker packet is lost
+        items = await asyncio.wait_for(collect(rx), 10)
+        stats = rx.stats
+    assert [(i.rtp_timestamp, i.complete) for i in items] == [(0, True), (3000, False)]
+    assert items[1].missing_rows is not None and items[1].missing_rows.sum() == 1
+    assert stats["packets_lost"] == 0  # nothing came after it: the loss is not known
