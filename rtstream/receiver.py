@@ -1010,7 +1010,51 @@ class Receiver:
             self._io_errors += 1
             log.warning("dump write failed: %s", exc)
 
+    # -- flow control (the MQTT pause/resume commands) -----------------------------------
+
+    def _flow_named(self, name: str) -> _Flow:
+        for f in (*self.video, *self.audio, *self.metadata):
+            if f.name == name:
+                return f
+        raise ConfigError("flow", name, ", ".join(
+            f.name for f in (*self.video, *self.audio, *self.metadata)))
+
+    def pause_flow(self, name: str) -> None:
+        """Stop reading flow ``name`` (the kernel drops what overflows its buffer)."""
+        f = self._flow_named(name)
+        if f.sock is not None and self._loop is not None:
+            self._loop.remove_reader(f.sock.fileno())
+
+    def resume_flow(self, name: str) -> None:
+        """Discard what queued up in flow ``name``'s socket while paused, read it again."""
+        f = self._flow_named(name)
+        if f.sock is None or self._loop is None:
+            return
+        for _ in range(10_000):  # stale datagrams: old news
+            _, lengths = f.sock.drain()
+            if len(lengths) == 0:
+                break
+        self._loop.remove_reader(f.sock.fileno())
+        self._loop.add_reader(f.sock.fileno(), self._on_readable, f)
+
     # -- stats ----------------------------------------------------------------------------
+
+    @property
+    def delivered_video(self) -> int:
+        """Video items handed to the consumer so far (a cheap live counter)."""
+        return self._delivered_video
+
+    def latencies_since(self, seen: int) -> tuple[np.ndarray, int]:
+        """Frame-ready latencies (ns) of the video items delivered after the first
+        ``seen``, as far as the ring of the last 65,536 still holds them, and the new
+        total to pass next time."""
+        total = self._latency_n
+        fresh = min(total - seen, len(self._latency)) if seen <= total else min(
+            total, len(self._latency))
+        if fresh <= 0:
+            return np.zeros(0, np.int64), total
+        idx = np.arange(total - fresh, total) % len(self._latency)
+        return self._latency[idx], total
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -181,18 +181,8 @@ class _LatencyFeed:
         self.seen = 0
 
     def new_seconds(self, rx: Any) -> np.ndarray:
-        ring = getattr(rx, "_latency", None)
-        total = _int(getattr(rx, "_latency_n", None))
-        if not isinstance(ring, np.ndarray) or total is None or not len(ring):
-            return np.zeros(0)
-        if total < self.seen:  # a new receiver: start over
-            self.seen = 0
-        fresh = min(total - self.seen, len(ring))
-        self.seen = total
-        if fresh <= 0:
-            return np.zeros(0)
-        idx = np.arange(total - fresh, total) % len(ring)
-        return np.asarray(ring[idx], dtype=np.float64) / 1e9
+        ns, self.seen = rx.latencies_since(self.seen)
+        return np.asarray(ns, dtype=np.float64) / 1e9
 
 
 def observe_receiver(registry: Registry, rx: Any) -> None:

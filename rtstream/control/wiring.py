@@ -458,10 +458,10 @@ class ReceiverNode:
         changed = [f.name for f in flows if (f.name in self.stopped_flows) == run]
         for f in flows:
             if run:
-                _resume_flow(self.rx, f)
+                self.rx.resume_flow(f.name)
                 self.stopped_flows.discard(f.name)
             else:
-                _pause_flow(self.rx, f)
+                self.rx.pause_flow(f.name)
                 self.stopped_flows.add(f.name)
         packets = int(self.rx.stats.get("packets", 0))
         self.activity.reset(packets, time.monotonic())
@@ -575,36 +575,6 @@ class ReceiverNode:
             except Exception:  # the monitor must not die: it only reads counters
                 log.exception("control monitor failed")
             last = now
-
-
-def _pause_flow(rx: Any, flow: Any) -> None:
-    """Stop reading ``flow``'s socket (the kernel drops what overflows its buffer)."""
-    pause = getattr(rx, "pause_flow", None)
-    if callable(pause):
-        pause(flow.name)
-        return
-    sock = getattr(flow, "sock", None)
-    loop = getattr(rx, "_loop", None)
-    if sock is not None and loop is not None:
-        loop.remove_reader(sock.fileno())
-
-
-def _resume_flow(rx: Any, flow: Any) -> None:
-    """Discard what queued up in ``flow``'s socket while stopped, then read it again."""
-    resume = getattr(rx, "resume_flow", None)
-    if callable(resume):
-        resume(flow.name)
-        return
-    sock = getattr(flow, "sock", None)
-    loop = getattr(rx, "_loop", None)
-    if sock is None or loop is None:
-        return
-    for _ in range(10_000):  # stale datagrams: drop them, they are old news
-        _, lengths = sock.drain()
-        if len(lengths) == 0:
-            break
-    loop.remove_reader(sock.fileno())
-    loop.add_reader(sock.fileno(), rx._on_readable, flow)
 
 
 @contextlib.asynccontextmanager

@@ -302,7 +302,11 @@ def test_receiver_health_states_with_a_fake_clock() -> None:
 
 
 def test_latency_ring_is_binned_incrementally_and_wraps() -> None:
-    class Rx:
+    from rtstream.receiver import Receiver
+
+    class Rx:  # the receiver's latency ring, shrunk to 8, read by its own method
+        latencies_since = Receiver.latencies_since
+
         def __init__(self) -> None:
             self._latency = np.zeros(8, np.int64)
             self._latency_n = 0
