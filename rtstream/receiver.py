@@ -798,8 +798,11 @@ class Receiver:
             return
         assert flow.fmt is not None
         silence = max(_SILENCE_S, 2 * float(flow.fmt.frame_duration_ns) / 1e9)
+        # A busy loop may not have read the socket for a while: what waits there is not
+        # silence. Read it first.
+        self._on_readable(flow, flush=True)
         now = self.clock.now_ns()
-        if now - flow.last_rx_ns >= silence * 1e9 and flow.hold_timer is None:
+        if now - flow.last_rx_ns >= silence * 1e9:
             for ev in flow.depkt.flush():
                 self._on_frame(flow, ev, now)
             self._schedule_poll()

@@ -29,8 +29,22 @@ receiver's sequence-number loss plus the kernel's drop counter of the receiving 
 rtstream sender's (last packet after the next frame's capture instant); frame-ready
 latency is the rtstream receiver's (last packet read -> item delivered with its metadata).
 
-Scaling runs ``n`` rtstream sender/receiver pairs of 1080p60 10-bit at once (1, 2, 4, ...)
-until a stream loses packets, falls behind or sends late frames.
+Scaling runs ``n`` streams of 1080p60 10-bit at once, all sent and received on this
+machine (n = 1, 2, 4, ... up to ``--max-streams``, stopping after the first ``n`` where a
+stream loses packets, falls behind or sends late frames). By default one sender process
+drives all ``n`` streams on one event loop (``worker send --streams n``) and one receiver
+process takes them all (``worker recv --sdp A --sdp B ...``). That layout measured
+cheapest here, since every process pays its own event-loop wake-ups: when it was chosen,
+4 streams cost 0.9-1.0 CPU s/s in all with it against 1.26 with one receiver process per
+stream (receivers at ~2.0 against ~3.0 CPU ms per frame). ``--scale-tx``/``--scale-rx``
+choose other groupings (``each``: one process per stream, ``one``, or ``k`` processes
+sharing the streams). Per ``n`` it reports late frames (the senders' own count over the
+whole run, and the part of it in the steady window), packets lost (receiver
+sequence-number loss, likewise, plus the kernel's drops on the video and metadata
+sockets), the fps each stream achieved at the sender and at the receiver, the CPU per
+frame of the sender processes and of the receiver processes (their CPU over the window
+divided by the frames they sent or delivered) and how crowded the cores were (Linux PSI:
+share of the window in which some task waited for a CPU).
 """
 
 from __future__ import annotations
@@ -87,6 +101,11 @@ class BenchConfig:
         Repetitions of the whole matrix; figures are medians over them.
     tools : tuple of str
         Which peers to run next to rtstream.
+    scale_senders, scale_receivers : int
+        Processes the scaling run spreads its ``n`` senders / receivers over (streams
+        split in contiguous groups, each process one event loop); 0 means one process
+        per stream. Default: one sender process and one receiver process for all
+        streams, the layout that measured cheapest here (see the module docstring).
     """
 
     seconds: float = 10.0
@@ -99,6 +118,8 @@ class BenchConfig:
     repeat: int = 1
     tools: tuple[str, ...] = TOOLS
     frames_in_file: int = 8
+    scale_senders: int = 1
+    scale_receivers: int = 1
 
     def __post_init__(self) -> None:
         if not self.seconds > 0:
@@ -117,6 +138,9 @@ class BenchConfig:
         for t in self.tools:
             if t not in TOOLS:
                 raise ConfigError("--tools", t, "rtstream, gstreamer, ffmpeg")
+        for key, v in (("--scale-tx", self.scale_senders), ("--scale-rx", self.scale_receivers)):
+            if v < 0:
+                raise ConfigError(key, v, "'each', 'one' or a number of processes")
 
 
 # ------------------------------------------------------------------------------ processes
@@ -183,6 +207,8 @@ class Proc:
         # frames a receiver saw, complete or not (counts what a peer sender sent)
         self.seen: list[tuple[float, int]] = [(time.monotonic(), 0)]
         self.last: dict[str, Any] = {}
+        # every JSON status line with its arrival time (per-stream counters of workers)
+        self.lines: list[tuple[float, dict[str, Any]]] = []
         self.final: dict[str, Any] | None = None
         self.stderr_path = logdir / f"{name}.err"
         self._err = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -211,6 +237,7 @@ class Proc:
                     self.final = obj["final"]
                     continue
                 self.last = obj
+                self.lines.append((now, obj))
                 self.samples.append((now, int(obj.get("frames", 0))))
                 self.seen.append((now, int(obj.get("seen", obj.get("frames", 0)))))
             elif self.parser == "gst":
@@ -230,6 +257,32 @@ class Proc:
                 break
             best = n
         return best
+
+    def line_at(self, t: float) -> dict[str, Any]:
+        """The worker's last JSON status line that arrived at or before ``t``."""
+        best: dict[str, Any] = {}
+        for ts, obj in self.lines:
+            if ts > t:
+                break
+            best = obj
+        return best
+
+    def each_at(self, t: float, key: str = "frames_each") -> list[int]:
+        """A per-stream counter list of a worker as last reported at or before ``t``."""
+        return [int(v) for v in self.line_at(t).get(key, [])]
+
+    def rates_each(self, t0: float, t1: float, key: str = "frames_each") -> list[float]:
+        """Per-stream rates between the status lines last reported at ``t0`` and ``t1``.
+
+        Counts and times both come from the worker's lines (its ``t`` is this host's
+        monotonic clock), so the rate does not suffer from line arrival jitter.
+        """
+        a, b = self.line_at(t0), self.line_at(t1)
+        span = float(b.get("t", 0.0)) - float(a.get("t", 0.0))
+        if not a or not b or span <= 0:
+            return []
+        return [(int(y) - int(x)) / span
+                for x, y in zip(a.get(key, []), b.get(key, []), strict=False)]
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -346,13 +399,16 @@ def _py() -> list[str]:
 
 
 def sender_argv(tool: str, cfg: BenchConfig, depth: int, port: int, files: tuple[Path, Path],
-                total: float, sdp_out: Path | None = None) -> tuple[list[str], str]:
-    """(argv, output parser) of a sender."""
+                total: float, sdp_out: Path | None = None, streams: int = 1
+                ) -> tuple[list[str], str]:
+    """(argv, output parser) of a sender (rtstream: ``streams`` senders in one process)."""
     wire, ffin = files
     size = f"{cfg.width}x{cfg.height}"
     if tool == "rtstream":
         argv = [*_py(), "send", "--raw", str(wire), "--size", size, "--fps", str(cfg.fps),
                 "--depth", str(depth), "--port", str(port), "--seconds", str(total)]
+        if streams != 1:
+            argv += ["--streams", str(streams)]
         if sdp_out is not None:
             argv += ["--sdp-out", str(sdp_out)]
         return argv, "json"
@@ -414,6 +470,27 @@ class Window:
     t1: float = 0.0
     cpu0: dict[str, float] = field(default_factory=dict)
     cpu1: dict[str, float] = field(default_factory=dict)
+    psi0: int | None = None
+    psi1: int | None = None
+
+    def cpu_pressure(self) -> float | None:
+        """Share of the window (%) in which some runnable task of this machine waited for
+        a CPU (Linux PSI ``/proc/pressure/cpu`` "some"); None when the kernel lacks PSI."""
+        if self.psi0 is None or self.psi1 is None or self.t1 <= self.t0:
+            return None
+        return 100.0 * (self.psi1 - self.psi0) / 1e6 / (self.t1 - self.t0)
+
+
+def cpu_pressure_total() -> int | None:
+    """Microseconds some task waited for a CPU since boot (PSI), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some"):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _measure(procs: list[Proc], cfg: BenchConfig) -> Window:
@@ -426,9 +503,11 @@ def _measure(procs: list[Proc], cfg: BenchConfig) -> Window:
     w = Window()
     w.t0 = time.monotonic()
     w.cpu0 = {p.name: p.cpu() for p in procs}
+    w.psi0 = cpu_pressure_total()
     time.sleep(cfg.seconds)
     w.t1 = time.monotonic()
     w.cpu1 = {p.name: p.cpu() for p in procs}
+    w.psi1 = cpu_pressure_total()
     for p in procs:
         if not p.alive():
             raise RuntimeError(f"{p.name} exited during the window: {p.stderr_tail()}")
@@ -504,7 +583,9 @@ def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
         "sender_cpu_ms_per_frame": _per_frame(tx_cpu, tx_frames),
         "receiver_cpu_ms_per_frame": _per_frame(rx_cpu, rx_frames),
         "kernel_drops": drops,
+        "cpu_pressure_pct": w.cpu_pressure(),
         "late_frames": None,
+        "late_frames_in_window": None,
         "packets_lost": None,
         "packets_per_s": None,
         "latency_p50_us": None,
@@ -513,6 +594,8 @@ def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
     if sparse == "json":
         tf = tx.final or {}
         out["late_frames"] = int(tf.get("late_frames", tx.last.get("late", 0)))
+        out["late_frames_in_window"] = (int(tx.line_at(w.t1).get("late", 0))
+                                        - int(tx.line_at(w.t0).get("late", 0)))
         out["packets_per_s"] = _rate(tx, w, "packets")
     if rparse == "json":
         rf = rx.final or {}
@@ -537,6 +620,37 @@ def _rate(p: Proc, w: Window, key: str) -> float | None:
     return None
 
 
+def _groups(n: int, procs: int) -> list[range]:
+    """Stream indices ``0..n-1`` in contiguous groups over ``procs`` processes (0: each)."""
+    k = n if procs <= 0 else min(procs, n)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _procs_label(procs: int, n: int, what: str) -> str:
+    k = len(_groups(n, procs))
+    if k == n and n > 1:
+        return f"one {what} process per stream"
+    if k == 1:
+        return f"one {what} process" + (f" for all {n} streams" if n > 1 else "")
+    return f"{k} {what} processes sharing the streams"
+
+
+def scaling_layout(cfg: BenchConfig, n: int | None = None) -> str:
+    """How the scaling run places ``n`` streams in processes (any ``n`` when None)."""
+    if n is None:
+        def label(procs: int, what: str) -> str:
+            if procs == 0:
+                return f"one {what} process per stream"
+            if procs == 1:
+                return f"one {what} process for all streams"
+            return f"{procs} {what} processes sharing the streams"
+
+        return f"{label(cfg.scale_senders, 'sender')}, {label(cfg.scale_receivers, 'receiver')}"
+    return (f"{_procs_label(cfg.scale_senders, n, 'sender')}, "
+            f"{_procs_label(cfg.scale_receivers, n, 'receiver')}")
+
+
 def run_scaling(cfg: BenchConfig, files: tuple[Path, Path], work: Path) -> list[dict[str, Any]]:
     """n concurrent rtstream 10-bit streams for n = 1, 2, 4, ... until one fails."""
     rows: list[dict[str, Any]] = []
@@ -544,7 +658,7 @@ def run_scaling(cfg: BenchConfig, files: tuple[Path, Path], work: Path) -> list[
     while 0 < n <= cfg.max_streams:
         row = _scale_once(n, cfg, files, work)
         rows.append(row)
-        log.info("scaling %d streams: ok=%s", n, row["ok"])
+        log.info("scaling %d streams (%s): ok=%s", n, row["layout"], row["ok"])
         if not row["ok"]:
             break
         n *= 2
@@ -553,62 +667,134 @@ def run_scaling(cfg: BenchConfig, files: tuple[Path, Path], work: Path) -> list[
 
 def _scale_once(n: int, cfg: BenchConfig, files: tuple[Path, Path], work: Path
                 ) -> dict[str, Any]:
+    """``n`` streams sent and received on this machine at once; one row of the result."""
+    from rtstream.bench._sdp import rtstream_sdp
+    from rtstream.bench.worker import PORT_STEP
+
     depth = 10
     total = cfg.warmup + cfg.seconds + 30
+    base = free_ports(PORT_STEP * n)
+    ports = [base + PORT_STEP * i for i in range(n)]
+    sdps = [rtstream_sdp(work / f"scale{n}-{i}-{p}.sdp", files[0], cfg, depth, p)
+            for i, p in enumerate(ports)]
+    tx_groups = _groups(n, cfg.scale_senders)
+    rx_groups = _groups(n, cfg.scale_receivers)
     procs: list[Proc] = []
-    ports: list[int] = []
+    txs: list[Proc] = []
+    rxs: list[Proc] = []
     try:
-        from rtstream.bench._sdp import rtstream_sdp
-
-        rxs: list[Proc] = []
-        for i in range(n):
-            port = free_ports(8)
-            ports.append(port)
-            sdp = rtstream_sdp(work / f"scale{n}-{i}-{port}.sdp", files[0], cfg, depth, port)
-            argv, parse = receiver_argv("rtstream", cfg, depth, port, sdp, total)
-            rxs.append(Proc(f"scale{n}-{i}-{port}.rx", argv, parse, work))
+        for g in rx_groups:
+            argv = [*_py(), "recv", *(a for i in g for a in ("--sdp", str(sdps[i]))),
+                    "--seconds", str(total)]
+            rxs.append(Proc(f"scale{n}-rx{g.start}-{ports[g.start]}", argv, "json", work))
         procs += rxs
         for port in ports:
             _wait_bound(port)
         time.sleep(0.3)
-        txs: list[Proc] = []
-        for i, port in enumerate(ports):
-            argv, parse = sender_argv("rtstream", cfg, depth, port, files, total)
-            txs.append(Proc(f"scale{n}-{i}-{port}.tx", argv, parse, work))
+        for g in tx_groups:
+            argv, _ = sender_argv("rtstream", cfg, depth, ports[g.start], files, total,
+                                  streams=len(g))
+            txs.append(Proc(f"scale{n}-tx{g.start}-{ports[g.start]}", argv, "json", work))
         procs += txs
         w = _measure(procs, cfg)
-        drops = [udp_drops(p) for p in ports]
+        drops = [udp_drops(q) + udp_drops(q + 2) for q in ports]  # video + metadata
     finally:
         for p in reversed(procs):
             p.stop()
     secs = w.t1 - w.t0
-    streams: list[dict[str, Any]] = []
-    fps: list[float] = []
-    for tx, rx, d in zip(txs, rxs, drops, strict=True):
-        tf = tx.frames_at(w.t1) - tx.frames_at(w.t0)
-        rf = rx.frames_at(w.t1) - rx.frames_at(w.t0)
-        lost = int((rx.final or {}).get("packets_lost", rx.last.get("lost", 0))) + d
-        late = int((tx.final or {}).get("late_frames", tx.last.get("late", 0)))
-        fps += [tf / secs, rf / secs]
-        streams.append({
-            "sender_fps": tf / secs, "receiver_fps": rf / secs, "loss": lost, "late_frames": late,
-            "sender_cpu_ms_per_frame": _per_frame(w.cpu1[tx.name] - w.cpu0[tx.name], tf),
-            "receiver_cpu_ms_per_frame": _per_frame(w.cpu1[rx.name] - w.cpu0[rx.name], rf),
-            "latency_p99_us": (rx.final or {}).get("latency_p99_us"),
-        })
-    total_cpu = sum(w.cpu1[p.name] - w.cpu0[p.name] for p in procs)
+
+    def per_stream(group_procs: list[Proc], groups: list[range]) -> list[int]:
+        """Frames of each stream in the window, from the workers' ``frames_each``."""
+        out = [0] * n
+        for proc, g in zip(group_procs, groups, strict=True):
+            a, b = proc.each_at(w.t0), proc.each_at(w.t1)
+            for j, i in enumerate(g):
+                out[i] = (b[j] if j < len(b) else 0) - (a[j] if j < len(a) else 0)
+        return out
+
+    def rates(group_procs: list[Proc], groups: list[range]) -> list[float]:
+        out = [0.0] * n
+        for proc, g in zip(group_procs, groups, strict=True):
+            r = proc.rates_each(w.t0, w.t1)
+            for j, i in enumerate(g):
+                out[i] = r[j] if j < len(r) else 0.0
+        return out
+
+    tx_frames = per_stream(txs, tx_groups)
+    rx_frames = per_stream(rxs, rx_groups)
+    tx_fps = rates(txs, tx_groups)
+    rx_fps = rates(rxs, rx_groups)
+    late = [0] * n
+    for proc, g in zip(txs, tx_groups, strict=True):
+        final = proc.final or {}
+        each = final.get("per_stream") or []
+        for j, i in enumerate(g):
+            late[i] = int(each[j]["late_frames"]) if j < len(each) else int(
+                proc.last.get("late", 0))
+    lost = [0] * n
+    for proc, g in zip(rxs, rx_groups, strict=True):
+        final = proc.final or {}
+        if len(g) == 1:
+            lost[g.start] = int(final.get("packets_lost", proc.last.get("lost", 0)))
+        else:
+            each = final.get("per_stream") or []
+            for j, i in enumerate(g):
+                lost[i] = int(each[j]["packets_lost"]) if j < len(each) else 0
+    streams = [
+        {"port": ports[i], "sender_fps": tx_fps[i], "receiver_fps": rx_fps[i],
+         "late_frames": late[i], "packets_lost": lost[i], "udp_drops": drops[i],
+         "loss": lost[i] + drops[i],
+         "latency_p99_us": _stream_latency(rxs, rx_groups, i)}
+        for i in range(n)
+    ]
+    tx_cpu = sum(w.cpu1[p.name] - w.cpu0[p.name] for p in txs)
+    rx_cpu = sum(w.cpu1[p.name] - w.cpu0[p.name] for p in rxs)
+
+    def in_window(group_procs: list[Proc], key: str) -> int:
+        return sum(int(p.line_at(w.t1).get(key, 0)) - int(p.line_at(w.t0).get(key, 0))
+                   for p in group_procs)
+
+    fps = [s["sender_fps"] for s in streams] + [s["receiver_fps"] for s in streams]
     min_fps = min(fps)
     ok = (all(s["loss"] == 0 and s["late_frames"] == 0 for s in streams)
           and min_fps >= 0.97 * cfg.fps)
     return {
         "streams": n,
         "ok": ok,
-        "loss": sum(s["loss"] for s in streams),
-        "late_frames": sum(s["late_frames"] for s in streams),
+        "layout": scaling_layout(cfg, n),
+        "sender_processes": len(txs),
+        "receiver_processes": len(rxs),
+        "window_s": secs,
+        "late_frames": sum(late),
+        "packets_lost": sum(lost),
+        # the part of them that happened in the steady window (the rest: start-up)
+        "late_frames_in_window": in_window(txs, "late"),
+        "packets_lost_in_window": in_window(rxs, "lost"),
+        "udp_drops": sum(drops),
+        "loss": sum(lost) + sum(drops),
         "min_fps": min_fps,
-        "cpu_s_per_s": total_cpu / secs,
+        "sender_fps_per_stream": statistics.fmean(s["sender_fps"] for s in streams),
+        "receiver_fps_per_stream": statistics.fmean(s["receiver_fps"] for s in streams),
+        "sender_cpu_ms_per_frame": _per_frame(tx_cpu, sum(tx_frames)),
+        "receiver_cpu_ms_per_frame": _per_frame(rx_cpu, sum(rx_frames)),
+        "sender_cpu_s_per_s": tx_cpu / secs,
+        "receiver_cpu_s_per_s": rx_cpu / secs,
+        "cpu_s_per_s": (tx_cpu + rx_cpu) / secs,
+        "cpu_pressure_pct": w.cpu_pressure(),
         "per_stream": streams,
     }
+
+
+def _stream_latency(rxs: list[Proc], groups: list[range], i: int) -> Any:
+    for proc, g in zip(rxs, groups, strict=True):
+        if i in g:
+            final = proc.final or {}
+            if len(g) == 1:
+                return final.get("latency_p99_us")
+            each = final.get("per_stream") or []
+            j = i - g.start
+            return each[j].get("latency_p99_us") if j < len(each) else None
+    return None
 
 
 # ------------------------------------------------------------------------------ driver
@@ -646,7 +832,7 @@ def _median(values: list[Any]) -> Any:
 def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of every numeric field over repeated runs of one case (plus the samples)."""
     out = {k: _median([r[k] for r in runs]) for k in runs[0]}
-    for k in ("loss", "late_frames", "kernel_drops", "packets_lost"):
+    for k in ("loss", "late_frames", "late_frames_in_window", "kernel_drops", "packets_lost"):
         vals = [r[k] for r in runs if r[k] is not None]
         out[k] = max(vals) if vals else None  # the worst repeat, not the median
     out["repeats"] = len(runs)
@@ -728,6 +914,7 @@ def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
             "seconds": cfg.seconds, "warmup": cfg.warmup, "width": cfg.width,
             "height": cfg.height, "fps": cfg.fps, "depths": list(cfg.depths),
             "max_streams": cfg.max_streams, "repeat": cfg.repeat, "tools": list(cfg.tools),
+            "scale_senders": cfg.scale_senders, "scale_receivers": cfg.scale_receivers,
         },
         "machine": info,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -736,8 +923,26 @@ def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
         "runs": runs,
         "samples": samples,
         "scaling": scaling,
+        "scaling_layout": {"sender_processes": _procs_name(cfg.scale_senders),
+                           "receiver_processes": _procs_name(cfg.scale_receivers),
+                           "text": scaling_layout(cfg)},
         "max_streams_ok": ok_streams,
     }
+
+
+def _procs_name(procs: int) -> str:
+    return "each" if procs == 0 else "one" if procs == 1 else str(procs)
+
+
+def parse_procs(text: str, key: str) -> int:
+    """``each`` (0), ``one`` (1) or a number of processes, for ``--scale-tx/-rx``."""
+    if text == "each":
+        return 0
+    if text == "one":
+        return 1
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ConfigError(key, text, "'each', 'one' or a number of processes >= 1")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -53,14 +53,49 @@ def table(result: dict[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if result.get("scaling"):
         lines.append("")
-        lines.append("concurrent 10-bit streams (rtstream sender + receiver each, this machine)")
-        for s in result["scaling"]:
-            lines.append(
-                f"  {s['streams']:>2} streams: ok={s['ok']}  min fps {s['min_fps']:.1f}  "
-                f"loss {s['loss']}  late {s['late_frames']}  CPU {s['cpu_s_per_s']:.2f} s/s"
-            )
+        c = result["config"]
+        lines.append(f"concurrent {c['width']}x{c['height']}p{c['fps']} 10-bit streams, all sent "
+                     f"and received on this machine ({_layout(result)})")
+        srows = [SCALING_HEADER, *_scaling_rows(result)]
+        widths = [max(len(r[i]) for r in srows) for i in range(len(SCALING_HEADER))]
+        lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+                  for r in srows]
         lines.append(f"  most streams without loss or lateness: {result['max_streams_ok']}")
     return "\n".join(lines)
+
+
+SCALING_HEADER = ["streams", "ok", "processes (send + recv)", "late", "lost", "udp drops",
+                  "send fps/stream", "recv fps/stream", "slowest fps", "send ms/frame",
+                  "recv ms/frame", "CPU s/s", "CPU wait %"]
+
+
+def _layout(result: dict[str, Any]) -> str:
+    text = (result.get("scaling_layout") or {}).get("text")
+    if text:
+        return str(text)
+    scaling = result.get("scaling") or [{}]
+    return str(scaling[-1].get("layout", ""))
+
+
+def _in_window(total: Any, window: Any) -> str:
+    """A whole-run count, with the part in the steady window when that differs."""
+    if window is None or window == total:
+        return _f(total)
+    return f"{_f(total)} ({_f(window)} in window)"
+
+
+def _scaling_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[
+        str(s["streams"]), "yes" if s["ok"] else "NO",
+        f"{s.get('sender_processes', s['streams'])} + {s.get('receiver_processes', s['streams'])}",
+        _in_window(s["late_frames"], s.get("late_frames_in_window")),
+        _in_window(s.get("packets_lost"), s.get("packets_lost_in_window")),
+        _f(s.get("udp_drops")),
+        _f(s.get("sender_fps_per_stream"), 1), _f(s.get("receiver_fps_per_stream"), 1),
+        _f(s["min_fps"], 1), _f(s.get("sender_cpu_ms_per_frame")),
+        _f(s.get("receiver_cpu_ms_per_frame")), _f(s["cpu_s_per_s"]),
+        _f(s.get("cpu_pressure_pct"), 0),
+    ] for s in result["scaling"]]
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -128,7 +163,9 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         ns = [s["streams"] for s in scaling]
         ax1.plot(ns, [s["cpu_s_per_s"] for s in scaling], "o-", label="CPU s/s (all processes)")
         ax1.axhline(os.cpu_count() or 2, color="grey", ls=":", label="cores")
-        ax1.set_xlabel("concurrent 1080p60 10-bit streams (sender + receiver each)")
+        ax1.plot(ns, [s.get("sender_cpu_s_per_s") or 0.0 for s in scaling], "^:",
+                 color="C2", label="CPU s/s (senders)")
+        ax1.set_xlabel("concurrent 10-bit streams (all sent and received here)")
         ax1.set_ylabel("CPU seconds per second")
         ax2 = ax1.twinx()
         ax2.plot(ns, [s["min_fps"] for s in scaling], "s--", color="C1", label="slowest fps")
@@ -136,12 +173,13 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         ax2.set_ylim(0, max(65.0, max(s["min_fps"] for s in scaling) + 5))
         for s in scaling:
             if not s["ok"]:
-                ax1.annotate("loss/late", (s["streams"], s["cpu_s_per_s"]), color="red")
+                ax1.annotate("loss/late", (s["streams"], s["cpu_s_per_s"]), color="red",
+                             xytext=(-6, 6), textcoords="offset points", ha="right")
         ax1.set_xticks(ns)
         h1, l1 = ax1.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax1.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
-        ax1.set_title("scaling on this machine")
+        ax1.legend(h1 + h2, l1 + l2, loc="center left", fontsize=8)
+        ax1.set_title("scaling on this machine\n" + _layout(result), fontsize=9)
         fig.tight_layout()
         p = directory / "bench_scaling.png"
         fig.savefig(p, dpi=100)
@@ -240,14 +278,20 @@ def write_doc(result: dict[str, Any], path: Path, plot_dir: Path | None) -> None
             lines.append(f"![scaling]({rel}/bench_scaling.png)")
         lines.append("")
     if result.get("scaling"):
+        layout = _layout(result)
         lines += ["## Concurrent streams", "",
-                  "n rtstream sender processes and n receiver processes of 1080p60 4:2:2 "
-                  "10-bit, all on this machine at once.", "",
-                  "| streams | ok | slowest fps | loss | late | CPU s/s (all) |",
-                  "|---|---|---|---|---|---|"]
-        for s in result["scaling"]:
-            lines.append(f"| {s['streams']} | {s['ok']} | {s['min_fps']:.1f} | {s['loss']} | "
-                         f"{s['late_frames']} | {s['cpu_s_per_s']:.2f} |")
+                  f"n streams of {cfg['width']}x{cfg['height']}p{cfg['fps']} 4:2:2 10-bit, "
+                  "all sent and received on this machine "
+                  f"at once ({layout}). Late frames are the senders' count over the whole run "
+                  "(start-up included; the part in the steady window in brackets when it "
+                  "differs); lost packets are the receivers' sequence-number loss (same "
+                  "convention), udp drops the "
+                  "kernel's drops on the receiving sockets; CPU per frame is per side "
+                  "(all its processes' CPU over the window / frames sent or delivered); "
+                  "CPU wait is the share of the window in which some task of the machine "
+                  "waited for a CPU (Linux PSI), a measure of how crowded the cores were.", "",
+                  "| " + " | ".join(SCALING_HEADER) + " |", "|" + "---|" * len(SCALING_HEADER)]
+        lines += ["| " + " | ".join(r) + " |" for r in _scaling_rows(result)]
         lines += ["", f"Most streams without loss or lateness: **{result['max_streams_ok']}**.",
                   ""]
     lines += [NOTES.strip(), ""]

@@ -13,7 +13,8 @@ DESCRIPTION = """Measure rtstream's data path.
 
   rtstream bench wire [--frames N] [--json FILE]
   rtstream bench all [--json FILE] [--plot DIR] [--doc FILE] [--seconds S]
-                     [--max-streams N] [--repeat R]
+                     [--max-streams N] [--repeat R] [--scale-tx one|each|K]
+                     [--scale-rx one|each|K]
 
 wire: RFC 4175 packetize and depacketize of 1080p 4:2:2 8- and 10-bit frames, in-process
       CPU time (time.process_time).
@@ -21,8 +22,9 @@ all:  rtstream's sender and receiver as processes next to GStreamer (rtpvrawpay 
       rtpvrawdepay) and FFmpeg (-f rtp / SDP input) on the same prepared 1080p60 4:2:2
       8- and 10-bit frames in the same run: CPU per frame (per process, /proc), fps,
       packets/s, loss, late frames, frame-ready latency and the ratio rtstream / peer;
-      then 1, 2, 4, ... concurrent 10-bit streams until loss or lateness. See
-      docs/performance.md for the method.
+      then 1, 2, 4, ... concurrent 10-bit streams, all sent and received on this
+      machine, until loss or lateness (by default one sender process drives them all
+      and one receiver process takes them all). See docs/performance.md for the method.
 """
 
 
@@ -42,13 +44,15 @@ def _print_wire(result: dict[str, Any]) -> None:
 
 
 def _all(args: argparse.Namespace) -> dict[str, Any]:
-    from rtstream.bench.harness import BenchConfig, run_all
+    from rtstream.bench.harness import BenchConfig, parse_procs, run_all
 
     w, _, h = args.size.partition("x")
     cfg = BenchConfig(
         seconds=args.seconds, warmup=args.warmup, width=int(w), height=int(h), fps=args.fps,
         depths=tuple(int(d) for d in args.depths.split(",")), max_streams=args.max_streams,
         repeat=args.repeat, tools=tuple(args.tools.split(",")),
+        scale_senders=parse_procs(args.scale_tx, "--scale-tx"),
+        scale_receivers=parse_procs(args.scale_rx, "--scale-rx"),
     )
     result = run_all(cfg, work=args.workdir)
     if args.plot is not None:
@@ -92,6 +96,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="all: most concurrent 10-bit streams to try (default 8, 0 skips)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="all: repeat the matrix R times and report medians (default 1)")
+    parser.add_argument("--scale-tx", default="one", metavar="one|each|K",
+                        help="all: scaling run's sender processes: one for all streams "
+                             "(default), one per stream, or K sharing them")
+    parser.add_argument("--scale-rx", default="one", metavar="one|each|K",
+                        help="all: scaling run's receiver processes: one for all streams "
+                             "(default), one per stream, or K sharing them")
     # Hidden knobs for testing the harness itself in a tiny configuration.
     parser.add_argument("--warmup", type=float, default=3.0, help=argparse.SUPPRESS)
     parser.add_argument("--size", default="1920x1080", help=argparse.SUPPRESS)

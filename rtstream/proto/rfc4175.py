@@ -790,25 +790,40 @@ class _Pending:
 
 
 def _zero_uncovered(pend: _Pending, missing: np.ndarray, row_bytes: int) -> None:
-    """Zero the bytes of the ``missing`` rows that no received segment wrote."""
+    """Zero the bytes of the ``missing`` rows that no received segment wrote.
+
+    Rows no segment touched are zeroed whole; the exact byte coverage is worked out only
+    for the few rows that got some of their segments (it costs ``row_bytes`` per row).
+    """
     miss = np.flatnonzero(missing)
     view = pend.data.reshape(-1, row_bytes)
-    if not pend.nseg:
-        view[miss] = 0
-        return
     rows, lens, dsts = pend.segs[:, : pend.nseg]
-    slot = np.full(len(missing), -1, np.int64)
-    slot[miss] = np.arange(len(miss))
-    sel = slot[rows] >= 0
-    cov = np.zeros((len(miss), row_bytes + 1), np.int32)
-    r = slot[rows[sel]]
-    start = dsts[sel] - rows[sel] * row_bytes
-    np.add.at(cov, (r, start), 1)
-    np.add.at(cov, (r, start + lens[sel]), -1)
-    written = np.cumsum(cov, axis=1)[:, :row_bytes] > 0
-    part = view[miss]
-    part[~written] = 0
-    view[miss] = part
+    touched = np.zeros(len(missing), bool)
+    touched[rows] = True
+    view[miss[~touched[miss]]] = 0
+    partial = miss[touched[miss]]
+    if not len(partial):
+        return
+    # Segments of the partial rows plus an empty marker at each such row's start and
+    # end, in frame byte order (at one offset: a row's end marker, the next row's start
+    # marker, then segments); the bytes between the furthest end so far and the next
+    # start in the same row were never written.
+    is_partial = np.zeros(len(missing), bool)
+    is_partial[partial] = True
+    keep = is_partial[rows]
+    p_rows = np.concatenate([rows[keep], partial, partial])
+    p_start = np.concatenate([dsts[keep], partial * row_bytes, (partial + 1) * row_bytes])
+    p_end = np.concatenate([dsts[keep] + lens[keep], partial * row_bytes,
+                            (partial + 1) * row_bytes])
+    rank = np.concatenate([np.full(int(keep.sum()), 2, np.int8),
+                           np.ones(len(partial), np.int8), np.zeros(len(partial), np.int8)])
+    order = np.lexsort((rank, p_start))
+    p_rows, p_start, p_end = p_rows[order], p_start[order], p_end[order]
+    reach = np.maximum.accumulate(p_end)
+    gap = np.flatnonzero((p_rows[1:] == p_rows[:-1]) & (p_start[1:] > reach[:-1]))
+    flat = pend.data
+    for a, b in zip(reach[gap].tolist(), p_start[gap + 1].tolist(), strict=True):
+        flat[a:b] = 0
 
 
 class VideoDepacketizer:

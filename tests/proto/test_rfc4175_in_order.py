@@ -15,7 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtstream.proto.formats import Sampling, VideoFormat
-from rtstream.proto.rfc4175 import VideoDepacketizer, VideoFrameEvent, VideoPacketizer
+from rtstream.proto.rfc4175 import (
+    PayloadHeader,
+    VideoDepacketizer,
+    VideoFrameEvent,
+    VideoPacketizer,
+)
+from rtstream.proto.rtp import parse_rtp
 from tests.proto.test_rfc4175 import datagrams, make_fmt, random_frame, to_batch
 
 
@@ -150,3 +156,27 @@ def test_a_packet_writing_over_another_never_hides_an_unwritten_region() -> None
         row = int.from_bytes(wire[4][16:18], "big")
         assert ev.missing_rows.tolist() == [r == row for r in range(fmt.rows)]
         assert (ev.data == 0).sum() == len(wire[4]) - 20  # exactly the unwritten bytes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FORMATS), st.sampled_from([40, 60, 200]), st.data())
+def test_exactly_the_bytes_no_packet_wrote_are_zero(fmt: VideoFormat, max_payload: int,
+                                                    data: st.DataObject) -> None:
+    pk = VideoPacketizer(fmt, ssrc=5, max_payload=max_payload)
+    ones = np.ones(fmt.frame_bytes, np.uint8)
+    dp = VideoDepacketizer(fmt)
+    warm = pk.packetize(ones, 0)  # leaves non-zero bytes in recycled buffers
+    dp.feed(warm.buf, warm.sizes, now=0)
+    wire = datagrams(pk.packetize(ones, 1000))
+    kept = data.draw(st.lists(st.sampled_from(range(len(wire))), min_size=1, unique=True))
+    events = dp.feed(*to_batch([wire[i] for i in sorted(kept)]), now=0) + dp.flush()
+    (ev,) = events
+    written = np.zeros(fmt.frame_bytes, bool)
+    for i in kept:
+        for srd in PayloadHeader.parse(parse_rtp(wire[i]).payload).srds:
+            start = srd.row // fmt.lines_per_row * fmt.row_bytes + (
+                srd.offset // fmt.pgroup_pixels_per_line * fmt.pgroup_bytes)
+            written[start : start + srd.length] = True
+    assert np.array_equal(ev.data == 0, ~written)
+    rows_missing = ~written.reshape(-1, fmt.row_bytes).all(axis=1)
+    assert ev.missing_rows.tolist() == rows_missing.tolist()
