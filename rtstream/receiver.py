@@ -615,6 +615,10 @@ class Receiver:
                     clock=MediaClock(clock_rate=m.clock_rate, offset=m.mediaclk_offset or 0),
                 )
             )
+            # Frame buffers for what is held at once (the recent frames, the consumer's
+            # queue, the pairing wait), faulted in now rather than during the first
+            # second of the stream; at most ~64 MB.
+            self.video[-1].depkt.prepare(max(4, min(12, (64 << 20) // fmt.frame_bytes)))
         for i, m in enumerate(sess.audio()):
             from rtstream.proto.st2110_30 import AudioDepacketizer
 

@@ -417,6 +417,9 @@ class UdpReceiver:
         # room for ``batch`` rows of ``max_datagram`` plus one whole 64 KiB read.
         self._arena = np.zeros(batch * max_datagram + 65536, np.uint8)
         self._arena_mv = memoryview(self._arena)  # type: ignore[arg-type]
+        # Touch the buffer the reads land in now: its page faults would otherwise come
+        # with the stream's first datagrams, when the socket buffer fills fastest.
+        (self._arena if gro else self._buf).fill(0)
         self._carry: tuple[np.ndarray, int] | None = None  # read that did not fit a batch
         self._last: tuple[int, int] | None = None  # (rows, stride) the last drain returned
         self._held: tuple[int, int] | None = None  # ... kept by hold() for the next drain

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -756,17 +757,51 @@ def _scatter(
             dwin[d] = rows
 
 
+class _FramePool:
+    """Frame buffers, each handed out again once nothing outside the pool holds it.
+
+    A fresh 5 MB buffer costs its page faults on first write (about as much as the
+    depacketizing itself, and several times that in a virtual machine); frames that
+    came and went are reused instead. A buffer is free when the pool's list is its only
+    holder (a frame event, a consumer's item or any view of it keeps it busy), so no
+    frame handed out is ever written again. At most ``keep`` buffers are pooled; beyond
+    that (a consumer holding many frames) buffers are plain allocations.
+    """
+
+    def __init__(self, nbytes: int, keep: int = 32) -> None:
+        self.nbytes = nbytes
+        self.keep = keep
+        self.buffers: list[np.ndarray] = []
+
+    def take(self) -> np.ndarray:
+        for buf in self.buffers:
+            if sys.getrefcount(buf) == 3:  # the list, this loop's name, the argument
+                return buf
+        buf = np.empty(self.nbytes, np.uint8)
+        if len(self.buffers) < self.keep:
+            self.buffers.append(buf)
+        return buf
+
+    def prepare(self, count: int) -> None:
+        """Allocate and touch ``count`` buffers now (their page faults before the
+        stream starts, not during its first frames)."""
+        while len(self.buffers) < min(count, self.keep):
+            buf = np.empty(self.nbytes, np.uint8)
+            buf.fill(0)
+            self.buffers.append(buf)
+
+
 class _Pending:
     """The frame being assembled."""
 
     __slots__ = ("ssrc", "ts", "data", "segs", "nseg", "packets", "first_seq", "fields")
 
-    def __init__(self, ssrc: int, ts: int, frame_bytes: int) -> None:
+    def __init__(self, ssrc: int, ts: int, data: np.ndarray) -> None:
         self.ssrc = ssrc
         self.ts = ts
         # Not zeroed here (5 MB per 1080p frame): a complete frame overwrites every byte,
         # and _emit zeroes what an incomplete one never received.
-        self.data = np.empty(frame_bytes, np.uint8)
+        self.data = data
         # Segments received, one column each: frame row, length, destination offset. One
         # array grown by doubling (not a list entry per batch) up to the cap the
         # depacketizer enforces on nseg, so a frame that never ends stays bounded.
@@ -861,6 +896,7 @@ class VideoDepacketizer:
         # non-empty pgroups, RFC 4175 §4.3); twice that (and at least two packets' worth)
         # bounds the pending frame when the marker and the next timestamp never come.
         self._max_segments = 2 * max(fmt.frame_bytes // fmt.pgroup_bytes, _MAX_SRD_PER_PACKET)
+        self._pool = _FramePool(fmt.frame_bytes)
         # (pgroup bytes, pixels per pgroup, row bytes, lines per row, height), read per batch
         self._geometry = (fmt.pgroup_bytes, fmt.pgroup_pixels_per_line, fmt.row_bytes,
                           fmt.lines_per_row, fmt.height)
@@ -954,7 +990,7 @@ class VideoDepacketizer:
                     events.append(self._emit())
                     pend = None
             if pend is None:
-                pend = self._pending = _Pending(int(p.ssrc[kept[a]]), t, self.fmt.frame_bytes)
+                pend = self._pending = _Pending(int(p.ssrc[kept[a]]), t, self._pool.take())
             if pend.nseg + int(np.count_nonzero(sel)) > self._max_segments:
                 b = a + self._cap_segments(p, sel, kept[a:b], pend.nseg)
                 if b == a:
@@ -978,6 +1014,11 @@ class VideoDepacketizer:
                 else:
                     events.append(self._emit())
         return events
+
+    def prepare(self, frames: int) -> None:
+        """Allocate (and fault in) buffers for ``frames`` frames before the stream
+        starts: as many as the application keeps at once, plus two."""
+        self._pool.prepare(frames)
 
     def flush(self) -> list[VideoFrameEvent]:
         """Emit the frame being assembled, if any (end of stream)."""
@@ -1082,7 +1123,7 @@ class VideoDepacketizer:
                 events.append(self._emit())
                 pend = None
             if pend is None:
-                pend = self._pending = _Pending(self._ssrc or 0, t, fmt.frame_bytes)
+                pend = self._pending = _Pending(self._ssrc or 0, t, self._pool.take())
             pend.fields |= 1
             d0 = int(dst[a])
             ln = length[a:b]

@@ -180,3 +180,25 @@ def test_exactly_the_bytes_no_packet_wrote_are_zero(fmt: VideoFormat, max_payloa
     assert np.array_equal(ev.data == 0, ~written)
     rows_missing = ~written.reshape(-1, fmt.row_bytes).all(axis=1)
     assert ev.missing_rows.tolist() == rows_missing.tolist()
+
+
+def test_frame_buffers_are_reused_only_when_nothing_holds_them() -> None:
+    fmt = make_fmt(Sampling.YCBCR_422, 8, 32, 4)
+    pk = VideoPacketizer(fmt, ssrc=5)
+    dp = VideoDepacketizer(fmt)
+
+    def frame(i: int) -> VideoFrameEvent:
+        b = pk.packetize(random_frame(fmt, i), i)
+        (ev,) = dp.feed(b.buf, b.sizes, now=0)
+        return ev
+
+    held = frame(0)
+    view = frame(1).data[2:]  # a view keeps its frame's buffer busy too
+    addresses = {held.data.ctypes.data, view.base.ctypes.data}  # type: ignore[union-attr]
+    third = frame(2)
+    assert third.data.ctypes.data not in addresses  # neither buffer was written again
+    assert np.array_equal(held.data, random_frame(fmt, 0))
+    assert np.array_equal(view, random_frame(fmt, 1)[2:])
+    released = third.data.ctypes.data
+    del third
+    assert frame(3).data.ctypes.data == released  # a free buffer is taken again
