@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 _HOLD_ROWS = 1024
 #: ... or this long (a sender that never sets the marker still gets its frames).
 _HOLD_S = 0.001
+#: A held batch that grew by fewer rows than this in a read of a socket without GRO
+#: stops the socket's readiness events until the hold timer reads it.
+_PACE_ROWS = 64
 #: A frame still being assembled when its flow has been silent this long (at least two
 #: frame periods) is delivered as it is: its marker packet was lost and no next frame
 #: came (the sender stopped).
@@ -304,6 +307,7 @@ class _Flow:
     sock: Any = None  # UdpReceiver
     packets: int = 0
     batch: int = 256  # rows of the socket's batch
+    paused: bool = False  # by pause_flow (a control command): its socket is not read
 
 
 class _SeqAccount:
@@ -381,6 +385,7 @@ class _VideoFlow(_Flow):
     recent: deque[ReceivedItem] = field(default_factory=lambda: deque(maxlen=8))
     dropped_incomplete: int = 0
     hold_timer: asyncio.TimerHandle | None = None
+    reader_off: bool = False  # not watched until the hold timer (datagrams trickling in)
     last_rx_ns: int = 0  # when the last datagram was read
 
 
@@ -788,6 +793,11 @@ class Receiver:
             ):
                 if flow.hold_timer is None and self._loop is not None:
                     flow.hold_timer = self._loop.call_later(_HOLD_S, self._flush_held, flow)
+                    if new < _PACE_ROWS and not flow.sock.gro:
+                        # One datagram per wake-up (a sender without GSO on a path that
+                        # does not coalesce): let them queue in the socket until the timer.
+                        self._loop.remove_reader(flow.sock.fileno())
+                        flow.reader_off = True
                 return
             if flow.hold_timer is not None:
                 flow.hold_timer.cancel()
@@ -804,9 +814,10 @@ class Receiver:
         silence = max(_SILENCE_S, 2 * float(flow.fmt.frame_duration_ns) / 1e9)
         # A busy loop may not have read the socket for a while: what waits there is not
         # silence. Read it first.
-        self._on_readable(flow, flush=True)
+        if not flow.paused and not flow.reader_off:
+            self._on_readable(flow, flush=True)
         now = self.clock.now_ns()
-        if now - flow.last_rx_ns >= silence * 1e9:
+        if now - flow.last_rx_ns >= silence * 1e9 and not flow.paused:
             for ev in flow.depkt.flush():
                 self._on_frame(flow, ev, now)
             self._schedule_poll()
@@ -814,8 +825,14 @@ class Receiver:
 
     def _flush_held(self, flow: _VideoFlow) -> None:
         flow.hold_timer = None
-        if flow.sock is not None and not self._closed:
-            self._on_readable(flow, flush=True)
+        if flow.sock is None or self._closed or self._loop is None:
+            return
+        if flow.reader_off:
+            flow.reader_off = False
+            if flow.paused:
+                return
+            self._loop.add_reader(flow.sock.fileno(), self._on_readable, flow)
+        self._on_readable(flow, flush=True)
 
     def _on_frame(self, flow: _VideoFlow, ev: Any, now: int) -> None:
         item = ReceivedItem(
@@ -1029,12 +1046,14 @@ class Receiver:
     def pause_flow(self, name: str) -> None:
         """Stop reading flow ``name`` (the kernel drops what overflows its buffer)."""
         f = self._flow_named(name)
+        f.paused = True
         if f.sock is not None and self._loop is not None:
             self._loop.remove_reader(f.sock.fileno())
 
     def resume_flow(self, name: str) -> None:
         """Discard what queued up in flow ``name``'s socket while paused, read it again."""
         f = self._flow_named(name)
+        f.paused = False
         if f.sock is None or self._loop is None:
             return
         for _ in range(10_000):  # stale datagrams: old news

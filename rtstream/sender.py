@@ -474,6 +474,15 @@ class Sender:
         return SdpSession(origin_address=origin, session_name=self.cfg.session_name,
                           session_id=self.session_id, media=tuple(media))
 
+    def udp_senders(self) -> dict[str, UdpSender]:
+        """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA)."""
+        out: dict[str, UdpSender] = {}
+        for flow, media, meta in ((self._video, "VID", "VMETA"), (self._audio, "AUD", "AMETA")):
+            if flow is not None:
+                out[media] = flow.sender
+                out[meta] = flow.meta_sender
+        return out
+
     def sdp_text(self) -> str:
         """The SDP as text."""
         return write_sdp(self.sdp)

@@ -265,20 +265,6 @@ def receiver_registry(rx: Any, *, plane: Any = None) -> Registry:
 # -- sender ---------------------------------------------------------------------------------
 
 
-def _udp_senders(tx: Any) -> dict[str, Any]:
-    """The UdpSender of each flow (mid -> sender), when the Sender exposes them."""
-    out: dict[str, Any] = {}
-    for attr, media, meta in (("_video", "VID", "VMETA"), ("_audio", "AUD", "AMETA")):
-        flow = getattr(tx, attr, None)
-        if flow is None:
-            continue
-        for mid, name in ((media, "sender"), (meta, "meta_sender")):
-            udp = getattr(flow, name, None)
-            if udp is not None and hasattr(udp, "stats"):
-                out[mid] = udp
-    return out
-
-
 def observe_sender(registry: Registry, sender: Any | Callable[[], Any]) -> None:
     """Export a :class:`~rtstream.sender.Sender`'s counters per flow, at each scrape.
 
@@ -328,7 +314,7 @@ def observe_sender(registry: Registry, sender: Any | Callable[[], Any]) -> None:
         late.labels("VID").set_total(st.late_frames)
         grains.labels("VMETA").set_total(st.metadata_grains)
         statics.labels("VMETA").set_total(st.static_parts)
-        udps = _udp_senders(tx)
+        udps = tx.udp_senders()
         for mid, udp in udps.items():
             us = udp.stats
             packets.labels(mid).set_total(us.datagrams)

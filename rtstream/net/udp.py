@@ -30,7 +30,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -369,6 +369,84 @@ class ReceiverStats:
     truncated: int = 0
 
 
+class _Recvmmsg:
+    """``recvmmsg(2)`` through ctypes: up to ``rows`` datagrams per system call, each into
+    its own row of ``buf`` (Python's socket module has no recvmmsg; a sender that does
+    not use GSO, or traffic the kernel does not coalesce, is otherwise one system call
+    and one Python round per datagram: ~4,300 per 1080p frame).
+
+    The message headers are built once and point at the rows; :meth:`read` fills rows
+    ``n..`` and returns how many datagrams came. ``lengths`` and ``flags`` are numpy views
+    of the headers' ``msg_len`` and ``msg_flags`` fields.
+    """
+
+    def __init__(self, libc: Any, fd: int, buf: np.ndarray) -> None:
+        import ctypes
+
+        class IoVec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+        class MsgHdr(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                        ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                        ("flags", ctypes.c_int)]
+
+        class MMsgHdr(ctypes.Structure):
+            _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
+
+        rows, stride = buf.shape
+        self._ctypes = ctypes
+        self._libc = libc
+        self._fd = fd
+        self._buf = buf  # keeps the memory the headers point at alive
+        self._iov = (IoVec * rows)()
+        self._msgs = (MMsgHdr * rows)()
+        self._size = ctypes.sizeof(MMsgHdr)
+        base = buf.ctypes.data
+        iov_base = ctypes.addressof(self._iov)
+        for i in range(rows):
+            self._iov[i].base = base + i * stride
+            self._iov[i].len = stride
+            self._msgs[i].hdr.iov = iov_base + i * ctypes.sizeof(IoVec)
+            self._msgs[i].hdr.iovlen = 1
+        words = np.frombuffer(self._msgs, np.uint32).reshape(rows, self._size // 4)
+        self.lengths = words[:, MMsgHdr.len.offset // 4]
+        self.flags = words[:, (MsgHdr.flags.offset) // 4]
+
+    def read(self, n: int, limit: int) -> int:
+        """Datagrams received into rows ``n..limit-1`` (0 when none is waiting)."""
+        got = int(self._libc.recvmmsg(self._fd, self._ctypes.byref(self._msgs, n * self._size),
+                                      limit - n, socket.MSG_DONTWAIT, None))
+        if got < 0:
+            err = self._ctypes.get_errno()
+            if err not in (errno.EAGAIN, errno.EINTR):
+                log.debug("recvmmsg: %s", os.strerror(err))
+            return 0
+        return got
+
+
+def _libc_recvmmsg() -> Any:
+    """libc with ``recvmmsg`` typed, or None where it is missing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.recvmmsg
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return libc
+
+
+_LIBC = _libc_recvmmsg()
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+#: A GRO socket whose reads were never coalesced for this many batches in a row (its
+#: sender does not use GSO, or the path does not coalesce) is switched to recvmmsg.
+_GRO_STRIKES = 8
+
+
 class UdpReceiver:
     """A drained, non-blocking UDP socket filling preallocated numpy batches.
 
@@ -424,6 +502,8 @@ class UdpReceiver:
         self._last: tuple[int, int] | None = None  # (rows, stride) the last drain returned
         self._held: tuple[int, int] | None = None  # ... kept by hold() for the next drain
         self.new_rows = 0
+        self._mmsg: _Recvmmsg | None = None
+        self._strikes = 0  # batches in a row whose GRO reads were never coalesced
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -488,7 +568,7 @@ class UdpReceiver:
             n0, stride = held if held is not None else (0, 0)
             n, stride = self._drain_gro(n0, stride)
             self._account(n0, n)
-            if self._carry is None:
+            if self._carry is None and self.gro:  # (GRO may just have been switched off)
                 self._last = (n, stride)
             view: np.ndarray = self._arena[: n * stride].reshape(n, stride)
             return view, lengths[:n]
@@ -496,21 +576,58 @@ class UdpReceiver:
         if self._pending is not None:
             n = self._take_segments(*self._pending, n)
         if not self.gro:
-            cap = self._buf.shape[0]
-            rows = self._rows
-            recv_into = self._sock.recv_into
-            reads = n
-            while n < cap:
-                try:
-                    k = recv_into(rows[n])
-                except BlockingIOError:
-                    break
-                lengths[n] = k
-                n += 1
-            self.stats.reads += n - reads
+            n = self._read_rows(n)
             self._last = (n, 0)
         self._account(n0, n)
         return self._buf[:n], lengths[:n]
+
+    def _read_rows(self, n: int) -> int:
+        """Datagrams into the rows of ``self._buf`` from row ``n`` until the socket is
+        empty or the rows are full; returns the row count."""
+        cap = self._buf.shape[0]
+        lengths = self._lengths
+        first = n
+        if _LIBC is not None:
+            if self._mmsg is None:
+                self._mmsg = _Recvmmsg(_LIBC, self._sock.fileno(), self._buf)
+            mm = self._mmsg
+            while n < cap:
+                got = mm.read(n, cap)
+                if not got:
+                    break
+                lengths[n : n + got] = mm.lengths[n : n + got]
+                self.stats.truncated += int(
+                    np.count_nonzero(mm.flags[n : n + got] & _MSG_TRUNC))
+                n += got
+                self.stats.reads += 1
+            return n
+        rows = self._rows
+        recv_into = self._sock.recv_into
+        while n < cap:
+            try:
+                k = recv_into(rows[n])
+            except BlockingIOError:
+                break
+            lengths[n] = k
+            n += 1
+        self.stats.reads += n - first
+        return n
+
+    def _note_coalescing(self, reads: int, gro_reads: int) -> None:
+        """Switch GRO off when it never coalesces (see _GRO_STRIKES); called with what a
+        drain that filled a batch from the socket saw."""
+        if gro_reads or reads < 32:
+            self._strikes = 0
+            return
+        self._strikes += 1
+        if self._strikes >= _GRO_STRIKES and _LIBC is not None:
+            try:
+                self._sock.setsockopt(SOL_UDP, UDP_GRO, 0)
+            except OSError:
+                return
+            self.gro = False
+            self._buf.fill(0)  # its page faults now, not during the next reads
+            log.debug("UDP_GRO never coalesced on port %d: reading with recvmmsg", self.port)
 
     def hold(self) -> bool:
         """Keep the rows the last :meth:`drain` returned for the next one.
@@ -610,6 +727,7 @@ class UdpReceiver:
                 n += 1
         self.stats.reads += reads
         self.stats.gro_reads += gro_reads
+        self._note_coalescing(reads, gro_reads)
         if n == 0:
             return 0, width
         lengths[n0:n] = stride

@@ -716,6 +716,21 @@ def _scatter(
     ``data[dst[k]:]``: one fancy-index assignment per distinct length."""
     if len(pkt) == 0:
         return
+    if len(pkt) > 1:
+        # A packet's segments lie back to back in the datagram, and a segment that ends
+        # a row continues at the next row's start in the frame: such neighbours are one
+        # copy (a packet crossing a row boundary, as GStreamer sends them, is one segment
+        # again, so packets of one payload size share one assignment). The parser lists
+        # first segments, then second ones: in packet order first.
+        if not (pkt[1:] >= pkt[:-1]).all():
+            order = np.argsort(pkt, kind="stable")
+            pkt, src, dst, length = pkt[order], src[order], dst[order], length[order]
+        ends = src[:-1] + length[:-1]
+        joins = (pkt[1:] == pkt[:-1]) & (src[1:] == ends) & (dst[1:] == dst[:-1] + length[:-1])
+        if joins.any():
+            starts = np.flatnonzero(np.concatenate(([True], ~joins)))
+            length = np.add.reduceat(length, starts)
+            pkt, src, dst = pkt[starts], src[starts], dst[starts]
     stride = batch.shape[1]
     m = len(pkt)
     l0 = int(length[0])

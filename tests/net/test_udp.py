@@ -224,3 +224,33 @@ def test_hold_is_refused_when_a_read_was_carried_over() -> None:
         first = [b[i, : int(lengths[i])].tobytes() for i in range(16)]
         rest = collect(rx, 29)
     assert first + rest == expected(batch)
+
+
+def test_recvmmsg_reads_many_datagrams_per_call_and_counts_truncation() -> None:
+    batch = make_batch(300, 900, last=100, seed=5)
+    big = make_batch(1, 3000, seed=6)  # longer than a row: truncated and counted
+    with UdpReceiver("127.0.0.1", 0, gro=False, max_datagram=2048, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port), gso=False) as tx:
+        tx.send_batch(batch)
+        tx.send_batch(big)
+        wait_readable(rx)
+        b, lengths = rx.drain()
+        got = [b[i, : int(lengths[i])].tobytes() for i in range(len(lengths))]
+        assert rx.stats.reads < 10  # not one system call per datagram
+        assert rx.stats.truncated == 1
+    assert got == expected(batch) + [expected(big)[0][:2048]]
+
+
+def test_gro_that_never_coalesces_is_switched_to_recvmmsg() -> None:
+    # A sender without GSO on loopback: every GRO read is one datagram. After a few such
+    # batches the receiver stops asking for GRO and reads many datagrams per call.
+    batches = [make_batch(200, 1220, seed=i) for i in range(udp._GRO_STRIKES + 3)]
+    got: list[bytes] = []
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port), gso=False) as tx:
+        for batch in batches:
+            tx.send_batch(batch)
+            got += collect(rx, 200)
+        assert not rx.gro
+        assert rx.stats.gro_reads == 0
+    assert got == [d for batch in batches for d in expected(batch)]
