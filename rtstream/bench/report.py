@@ -217,6 +217,14 @@ NOTES = """
   bytes it never received. Metadata grains of one flow share a layout: a grain whose
   bytes differ from a recent one only in values inside (0006,0001) is rebuilt from that
   template and then validated in full (24 us instead of 173 us per grain).
+- **Senders without GSO** (GStreamer, FFmpeg, most hardware) on a path that does not
+  coalesce (loopback): every GRO read is one datagram. After 8 such batches in a row the
+  socket drops `UDP_GRO` and reads with `recvmmsg` (through ctypes: up to 4,096
+  datagrams per system call into the rows of one buffer), and a held batch that grew by
+  fewer than 64 datagrams stops the socket's readiness events until the 1 ms hold timer,
+  so datagrams queue in the kernel instead of waking the loop one by one. GStreamer
+  splits packets at row ends (two SRDs); segments of one packet that continue in the
+  frame are copied as one. What remains is the kernel's per-datagram receive cost.
 - **No compiled kernel**: the remaining per-frame cost is dominated by one memory copy of
   the frame on each side (kernel -> arena is done by the kernel, arena -> frame by numpy at
   memory bandwidth) and by fixed per-frame Python work (metadata grain, pairing, event
