@@ -489,7 +489,6 @@ class UdpReceiver:
         self._buf = np.zeros((batch, max_datagram), np.uint8)
         self._lengths = np.zeros(batch, np.int64)
         self._rows = [memoryview(self._buf[i]) for i in range(batch)]
-        self._scratch = bytearray(65536)
         self._pending: tuple[np.ndarray, int] | None = None  # GRO leftover (data, seg)
         # GRO reads land here, rows ``stride`` apart (no copy between kernel and caller);
         # room for ``batch`` rows of ``max_datagram`` plus one whole 64 KiB read.
