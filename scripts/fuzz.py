@@ -207,6 +207,28 @@ class RowsTarget(Target):
             return mutate(data, rng)
         return pack_rows(mutate_rows(unpack_rows(data), rng))
 
+    #: the depacketizers (one per format) and the time step per input
+    dps: list[Any]
+    step_ns = 1_000_000
+
+    def check_event(self, ev: Any, dp: Any) -> None:
+        """Invariants of one event a depacketizer emitted."""
+
+    def run(self, data: bytes) -> int:
+        from tests.fuzz.strategies import to_batch
+
+        rows = unpack_rows(data)
+        if not rows:
+            return 0
+        buf, lengths = to_batch(rows)
+        dp = self.dps[data[-1] % len(self.dps)]
+        before = dp.stats.malformed
+        for ev in dp.feed(buf, lengths, self.now):
+            self.check_event(ev, dp)
+        self.now += self.step_ns
+        self.rejected += dp.stats.malformed - before
+        return len(rows)
+
 
 class AudioTarget(RowsTarget):
     name = "audio"
@@ -227,20 +249,6 @@ class AudioTarget(RowsTarget):
             s = AudioStream(fmt, rng)
             out += [pack_rows(s.packets(rng, rng.randint(1, 16))) for _ in range(8)]
         return out
-
-    def run(self, data: bytes) -> int:
-        from tests.fuzz.strategies import to_batch
-
-        rows = unpack_rows(data)
-        if not rows:
-            return 0
-        buf, lengths = to_batch(rows)
-        dp = self.dps[data[-1] % len(self.dps)]
-        before = dp.stats.malformed
-        dp.feed(buf, lengths, self.now)
-        self.now += 1_000_000
-        self.rejected += dp.stats.malformed - before
-        return len(rows)
 
     def check_bounds(self) -> None:
         for dp in self.dps:
@@ -268,20 +276,10 @@ class VideoTarget(RowsTarget):
             out += [pack_rows(s.frame(rng)) for _ in range(8)]
         return out
 
-    def run(self, data: bytes) -> int:
-        from tests.fuzz.strategies import to_batch
+    step_ns = 10_000_000
 
-        rows = unpack_rows(data)
-        if not rows:
-            return 0
-        buf, lengths = to_batch(rows)
-        dp = self.dps[data[-1] % len(self.dps)]
-        before = dp.stats.malformed
-        for ev in dp.feed(buf, lengths, self.now):
-            assert ev.data.size == dp.fmt.frame_bytes
-        self.now += 10_000_000
-        self.rejected += dp.stats.malformed - before
-        return len(rows)
+    def check_event(self, ev: Any, dp: Any) -> None:
+        assert ev.data.size == dp.fmt.frame_bytes
 
     def check_bounds(self) -> None:
         for dp in self.dps:
