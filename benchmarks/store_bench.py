@@ -26,8 +26,9 @@ import pydicom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rtstream.dicom.store import StoreClient, StoreConfig  # noqa: E402
 from tests.dicom.conftest import secondary_capture  # noqa: E402
+
+from rtstream.pacs.store import StoreClient, StoreConfig  # noqa: E402
 from tests.orthanc import Orthanc  # noqa: E402
 
 

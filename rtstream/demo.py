@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :func:`run_demo` builds, on 127.0.0.1 only:
 
-1. the embedded archive (:class:`~rtstream.dicom.archive.Archive`, a Storage SCP writing
+1. the embedded archive (:class:`~rtstream.pacs.archive.Archive`, a Storage SCP writing
    ``./archive/<study>/<series>/<sop>.dcm``) on a free TCP port -- or, with ``pacs``, a
    real archive's ``AET@HOST:PORT`` instead;
 2. the SDP of the sender (written to a temporary file), from which
@@ -144,7 +144,7 @@ class DemoConfig:
         if self.depth not in (8, 10):
             raise ConfigError("--depth", self.depth, "8 or 10")
         if self.pacs is not None:
-            from rtstream.dicom.store import parse_store_target
+            from rtstream.pacs.store import parse_store_target
 
             parse_store_target(self.pacs, key="--pacs")
 
@@ -283,7 +283,7 @@ async def run_demo(
             if cfg.pacs is not None:
                 target = cfg.pacs
             else:
-                from rtstream.dicom.archive import Archive
+                from rtstream.pacs.archive import Archive
 
                 archive = Archive(cfg.archive_dir, cfg.archive_port, "RTSTREAM-ARCH")
                 await stack.enter_async_context(archive)

@@ -21,7 +21,7 @@ the common clock (ST 2110-10 media clock). What comes out is a stream of
 :class:`ReceivedItem` read with ``async for item in rx``.
 
 Actions (snapshot, clip recording) copy frames, build stored DICOM instances in a worker
-thread (PyAV, pydicom) and hand them to :class:`~rtstream.dicom.store.StoreClient`, whose
+thread (PyAV, pydicom) and hand them to :class:`~rtstream.pacs.store.StoreClient`, whose
 persistent outbox sends them by C-STORE or writes them to a folder. Dump files are
 written by a worker thread too: the event loop only drains sockets and moves arrays.
 """
@@ -45,8 +45,8 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from rtstream.dicom.store import TlsSettings
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from rtstream.pacs.store import TlsSettings
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import AudioFormat, VideoFormat
 from rtstream.proto.pairing import AudioOrderer, MediaClock, PairedFrame, Pairer
@@ -214,7 +214,7 @@ class ReceiverConfig:
         if self.store is not None and self.store_dir is not None:
             raise ConfigError("store", self.store, "either --store or --store-dir, not both")
         if self.store is not None:
-            from rtstream.dicom.store import parse_store_target
+            from rtstream.pacs.store import parse_store_target
 
             parse_store_target(self.store)
 
@@ -291,7 +291,7 @@ class SnapshotResult:
 
     sop_instance_uid: str
     ok: bool
-    store: Any = None  # rtstream.dicom.store.StoreResult when it was stored
+    store: Any = None  # rtstream.pacs.store.StoreResult when it was stored
     dataset: Dataset | None = None
 
 
@@ -722,7 +722,7 @@ class Receiver:
             log.debug("%s: listening on %s:%d", f.name, address, m.port)
 
     async def _open_store(self) -> None:
-        from rtstream.dicom.store import StoreClient, StoreConfig
+        from rtstream.pacs.store import StoreClient, StoreConfig
 
         outbox = self.cfg.outbox or _default_outbox()
         if self.cfg.store_dir is not None:

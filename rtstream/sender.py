@@ -54,9 +54,9 @@ from rtstream.media.sources import (
     VideoSource,
     context_fields,
     open_audio_source,
-    open_video_source,
 )
 from rtstream.net.udp import UdpSender, is_multicast
+from rtstream.pacs.source import open_video_source
 from rtstream.proto.clock import NS_PER_S, Clock, PtpTimestamp, RefClock, rtp_timestamp
 from rtstream.proto.formats import (
     VIDEO_CLOCK_RATE,

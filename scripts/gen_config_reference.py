@@ -235,7 +235,7 @@ def render_docs() -> str:
     from rtstream.control.mqtt import MqttConfig
     from rtstream.control.wiring import WiringConfig
     from rtstream.demo import DemoConfig
-    from rtstream.dicom.store import StoreConfig, TlsSettings
+    from rtstream.pacs.store import StoreConfig, TlsSettings
     from rtstream.receiver import ReceiverConfig
     from rtstream.viewer.encoder import EncoderConfig
     from rtstream.viewer.server import ViewerConfig
@@ -252,10 +252,10 @@ def render_docs() -> str:
     sections: list[tuple[str, str, type]] = [
         ("Receiver — `rtstream.receiver.ReceiverConfig`",
          "Built from the flags of `rtstream receive` (`--sdp`, `--store`, ...).", ReceiverConfig),
-        ("Archive client — `rtstream.dicom.store.StoreConfig`",
+        ("Archive client — `rtstream.pacs.store.StoreConfig`",
          "From `--store AET@HOST:PORT` / `--store-dir`, `--outbox`, `--calling-aet`.",
          StoreConfig),
-        ("DICOM TLS — `rtstream.dicom.store.TlsSettings`", "", TlsSettings),
+        ("DICOM TLS — `rtstream.pacs.store.TlsSettings`", "", TlsSettings),
         ("Viewer — `rtstream.viewer.server.ViewerConfig`",
          "From the flags of `rtstream view` (`--http`, `--token`, `--ice-server`).", ViewerConfig),
         ("Viewer encoder — `rtstream.viewer.encoder.EncoderConfig`",

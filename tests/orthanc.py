@@ -168,7 +168,7 @@ class Orthanc:
 
     @property
     def target(self) -> str:
-        """``AET@127.0.0.1:PORT`` for :func:`rtstream.dicom.store.parse_store_target`."""
+        """``AET@127.0.0.1:PORT`` for :func:`rtstream.pacs.store.parse_store_target`."""
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
     # -- REST -----------------------------------------------------------------------------

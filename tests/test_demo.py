@@ -29,7 +29,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from rtstream.dicom.archive import Archive
+from rtstream.pacs.archive import Archive
 from tests.control.conftest import Broker
 
 ROOT = Path(__file__).resolve().parent.parent

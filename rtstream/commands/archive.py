@@ -7,9 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from rtstream.dicom.archive import Archive
-from rtstream.dicom.store import check_aet
 from rtstream.errors import ConfigError
+from rtstream.pacs.archive import Archive
+from rtstream.pacs.store import check_aet
 
 HELP = "run a small DICOM archive (Storage SCP) that writes DIR/<study>/<series>/<sop>.dcm"
 DESCRIPTION = """\

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
-from rtstream.dicom.store import add_tls_arguments, tls_from_args
 from rtstream.errors import ConfigError, LocalProtocolError
+from rtstream.pacs.store import add_tls_arguments, tls_from_args
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
 
 log = logging.getLogger(__name__)

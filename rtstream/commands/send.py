@@ -16,10 +16,10 @@ from typing import Any
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
-from rtstream.dicom.context_sources import context_with_worklist
 from rtstream.errors import ConfigError
 from rtstream.http_sdp import SdpHttpServer
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
+from rtstream.pacs.context import context_with_worklist
 from rtstream.proto.formats import Sampling
 from rtstream.sender import (
     Sender,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.control.mqtt import add_cli_arguments
-from rtstream.dicom.store import add_tls_arguments, tls_from_args
 from rtstream.errors import ConfigError
+from rtstream.pacs.store import add_tls_arguments, tls_from_args
 
 HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
 DESCRIPTION = """\
@@ -91,8 +91,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _store_config(args: argparse.Namespace) -> Any:
-    """The :class:`~rtstream.dicom.store.StoreConfig` of ``--store``/``--store-dir``."""
-    from rtstream.dicom.store import StoreConfig
+    """The :class:`~rtstream.pacs.store.StoreConfig` of ``--store``/``--store-dir``."""
+    from rtstream.pacs.store import StoreConfig
 
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     outbox = args.outbox or Path(state) / "rtstream" / "outbox"
@@ -156,7 +156,7 @@ async def _serve(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             snap = None
             if args.store or args.store_dir:
-                from rtstream.dicom.store import StoreClient
+                from rtstream.pacs.store import StoreClient
                 from rtstream.viewer.snapshots import PatternSnapshots
 
                 client = await stack.enter_async_context(StoreClient(_store_config(args)))
@@ -169,7 +169,7 @@ async def _serve(args: argparse.Namespace) -> int:
         return 0
 
     from rtstream.control.wiring import control_for_viewer
-    from rtstream.dicom.store import parse_store_target
+    from rtstream.pacs.store import parse_store_target
     from rtstream.receiver import Receiver, ReceiverConfig
 
     # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.

@@ -149,7 +149,7 @@ class _StoreFamilies:
 
 
 def observe_store(registry: Registry, client: Any | Callable[[], Any]) -> None:
-    """Export a :class:`~rtstream.dicom.store.StoreClient`'s counters.
+    """Export a :class:`~rtstream.pacs.store.StoreClient`'s counters.
 
     ``rtstream_outbox_depth``, ``rtstream_stored_total``, ``rtstream_store_failures_total``,
     ``rtstream_store_retries_total`` and ``rtstream_store_outage``, read from

@@ -17,9 +17,9 @@ advance by exactly one frame period. A *live* device (``v4l2:``, ``alsa:``, ``pu
 paces itself; each frame is stamped with the clock's time when it arrives.
 
 Spec strings (``--source``): ``testsrc``, ``file:PATH``, ``lavfi:GRAPH``,
-``v4l2:/dev/videoN``, ``dicom:PATH``, ``raw:PATH``, ``pacs:AET@HOST:PORT/UID`` (fetched
-by C-GET into a temporary file when opened, then replayed like ``dicom:``). Audio (``--audio-source``): ``tone`` (1 kHz), ``alsa:hw:N``, ``pulse:NAME``,
-``lavfi:GRAPH``.
+``v4l2:/dev/videoN``, ``dicom:PATH``, ``raw:PATH``. ``pacs:AET@HOST:PORT/UID`` needs the
+network and is composed above this layer (:mod:`rtstream.pacs.source`). Audio
+(``--audio-source``): ``tone`` (1 kHz), ``alsa:hw:N``, ``pulse:NAME``, ``lavfi:GRAPH``.
 """
 
 from __future__ import annotations
@@ -498,81 +498,6 @@ class DicomSource(VideoSource):
                 return
 
 
-class PacsSource(DicomSource):
-    """Retrieve a stored cine or video from an archive by C-GET, then replay it.
-
-    ``pacs:AET@HOST:PORT/<SOP Instance UID>``: opening locates the instance (C-FIND) and
-    fetches it (C-GET, PS3.4 C.4.3) with :func:`rtstream.dicom.retrieve.retrieve_instance`
-    into a private temporary folder, *blocking* until it is there (the size, rate and
-    patient/study context must be known when the source is opened). From then on it is a
-    :class:`DicomSource` on that file: same decoding, pacing and context from the file.
-    The folder is removed by :meth:`cleanup`, when the source is garbage-collected, or at
-    interpreter exit.
-
-    Parameters
-    ----------
-    spec : str
-        ``pacs:AET@HOST:PORT/UID``.
-    calling_aet : str
-        Our AE title towards the archive.
-    timeout : float
-        Network timeout in seconds for each step.
-
-    Raises
-    ------
-    ConfigError
-        Naming ``--source`` and the spec: a malformed spec, an unreachable archive or one
-        that rejects us, an unknown UID, a refused retrieval, or a file that is not a
-        replayable image.
-    """
-
-    def __init__(
-        self, spec: str, *, loop: bool = False, calling_aet: str = "RTSTREAM",
-        timeout: float = 30.0,
-    ) -> None:
-        import shutil
-        import tempfile
-        import weakref
-
-        from rtstream.dicom.retrieve import (
-            ArchiveUnreachable,
-            InstanceNotFound,
-            RetrieveError,
-            parse_pacs_spec,
-            retrieve_instance,
-        )
-
-        cfg, uid = parse_pacs_spec(spec, calling_aet=calling_aet, timeout=timeout)
-        tmp = Path(tempfile.mkdtemp(prefix="rtstream-pacs-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
-        try:
-            path = retrieve_instance(cfg, uid, tmp)
-        except ArchiveUnreachable as exc:
-            self._cleanup()
-            raise ConfigError("--source", spec, f"a reachable archive that accepts us ({exc})") from None
-        except InstanceNotFound as exc:
-            self._cleanup()
-            raise ConfigError("--source", spec, f"the UID of an instance the archive holds ({exc})") from None
-        except RetrieveError as exc:
-            self._cleanup()
-            raise ConfigError("--source", spec, f"an instance the archive lets us retrieve ({exc})") from None
-        except BaseException:
-            self._cleanup()
-            raise
-        try:
-            super().__init__(spec, path, loop=loop)
-        except BaseException:
-            self._cleanup()
-            raise
-        self.archive = cfg.where
-        self.sop_instance_uid = uid
-
-    def cleanup(self) -> None:
-        """Stop and delete the retrieved file (the source cannot replay afterwards)."""
-        self.close()
-        self._cleanup()
-
-
 def _to_rgb8(arr: np.ndarray) -> np.ndarray:
     """A decoded DICOM frame (gray or RGB, any bit depth) as (h, w, 3) uint8."""
     if arr.ndim == 2:
@@ -628,7 +553,8 @@ def open_video_source(spec: str, *, loop: bool = False) -> VideoSource:
     if kind == "raw":
         return RawSource(spec, Path(arg), loop=loop)
     if kind == "pacs":
-        return PacsSource(spec, loop=loop)
+        raise ConfigError("--source", spec, "a local source here: pacs: specs are opened by "
+                          "rtstream.pacs.source.open_video_source, which retrieves first")
     if kind in ("alsa", "pulse", "tone"):
         raise ConfigError("--source", spec, f"a video source ({SPEC_HELP}); "
                           f"{kind} is an audio input: use --audio-source")

@@ -6,7 +6,7 @@ order (ST 2110-20 RGB 8-bit, ``rtstream.proto.pixfmt.to_wire``, lossless), turne
 stored still image by :func:`rtstream.dicom.stored.build_snapshot` against a PS3.22
 static part (:func:`rtstream.dicom.realtime.static_part`; VL Endoscopic Image Storage for
 the endoscopic RTV class, PS3.3 A.32.4), made durable in the outbox and sent by C-STORE
-(or copied to a folder) by :class:`rtstream.dicom.store.StoreClient`.
+(or copied to a folder) by :class:`rtstream.pacs.store.StoreClient`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from rtstream.proto.pixfmt import to_wire
 from rtstream.viewer.server import SnapshotResult, TestPattern
 
 if TYPE_CHECKING:
-    from rtstream.dicom.store import StoreClient
+    from rtstream.pacs.store import StoreClient
 
 log = logging.getLogger(__name__)
 

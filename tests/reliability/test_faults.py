@@ -3,7 +3,7 @@ broker outage, outbox disk full.
 
 What exists and is not repeated: the in-process sender restart with colliding timestamps
 (tests/net/test_receiver.py::test_sender_restart_followed), the store client's outage and
-SIGKILL tests (tests/dicom/test_store.py), the control plane's broker outage
+SIGKILL tests (tests/pacs/test_store.py), the control plane's broker outage
 (tests/control/test_mqtt.py::test_broker_outage_never_blocks_and_recovers). Here the real
 ``rtstream send`` / ``rtstream receive`` / ``rtstream archive`` processes are used, and the
 pairing of every delivered frame is checked by the probe of tests/reliability/test_netem.py

@@ -3,7 +3,7 @@
 Covered elsewhere, on purpose not repeated here (the last test checks they still exist):
 MQTT user/password and TLS (tests/control/test_mqtt.py::test_credentials, ::test_tls,
 ::test_config_errors_hide_the_password), DICOM TLS for C-STORE
-(tests/dicom/test_store.py::test_tls_association), every viewer route wanting the token
+(tests/pacs/test_store.py::test_tls_association), every viewer route wanting the token
 (tests/viewer/test_server.py::test_every_route_wants_the_token).
 """
 
@@ -234,7 +234,7 @@ def test_referenced_security_tests_exist() -> None:
     wanted = {
         "tests/control/test_mqtt.py": ["test_credentials", "test_tls",
                                        "test_config_errors_hide_the_password"],
-        "tests/dicom/test_store.py": ["test_tls_association"],
+        "tests/pacs/test_store.py": ["test_tls_association"],
         "tests/viewer/test_server.py": ["test_every_route_wants_the_token",
                                         "test_generated_token_and_loopback_default"],
     }

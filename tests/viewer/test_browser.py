@@ -40,7 +40,7 @@ async def _body(artifacts: str, workdir: str, codec: str = "h264") -> dict[str, 
     import pydicom
     from playwright.async_api import async_playwright
 
-    from rtstream.dicom.store import StoreClient, StoreConfig
+    from rtstream.pacs.store import StoreClient, StoreConfig
     from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
     from rtstream.viewer.server import SnapshotResult, ViewerConfig, ViewerServer
     from rtstream.viewer.snapshots import PatternSnapshots

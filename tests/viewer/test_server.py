@@ -18,8 +18,8 @@ from aiortc.codecs import h264 as aiortc_h264
 from pydicom.uid import VLEndoscopicImageStorage
 
 from rtstream.commands.view import parse_bitrate, parse_hostport
-from rtstream.dicom.store import parse_store_target
 from rtstream.errors import ConfigError
+from rtstream.pacs.store import parse_store_target
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.viewer.encoder import (
     Codec,

@@ -1,6 +1,6 @@
 """Child process for the SIGKILL test: queue instances into an outbox and send them.
 
-usage: python -m tests.dicom.store_crash_child OUTBOX TARGET COUNT SEED
+usage: python -m tests.pacs.store_crash_child OUTBOX TARGET COUNT SEED
 
 Writes ``queued <uid>`` per durable instance, then ``all-queued``, then waits until the
 outbox is empty and prints ``flushed``. With COUNT 0 it only replays what the outbox holds.
@@ -12,8 +12,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from rtstream.dicom.store import StoreClient, StoreConfig, StoreResult
-from tests.dicom.conftest import secondary_capture
+from rtstream.pacs.store import StoreClient, StoreConfig, StoreResult
+from tests.pacs.conftest import secondary_capture
 
 
 async def main(outbox: Path, target: str, count: int, seed: int) -> int:

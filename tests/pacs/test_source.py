@@ -15,7 +15,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG4HP41, UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from rtstream.dicom.retrieve import (
+from rtstream.errors import ConfigError
+from rtstream.media.sources import VideoFrame
+from rtstream.pacs.retrieve import (
     ArchiveUnreachable,
     InstanceLocation,
     InstanceNotFound,
@@ -25,8 +27,7 @@ from rtstream.dicom.retrieve import (
     parse_pacs_spec,
     retrieve_instance,
 )
-from rtstream.errors import ConfigError
-from rtstream.media.sources import PacsSource, VideoFrame, open_video_source
+from rtstream.pacs.source import PacsSource, open_video_source
 from rtstream.proto.clock import FakeClock
 from rtstream.proto.formats import Sampling, VideoFormat
 from rtstream.proto.pixfmt import from_wire, to_wire

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.worklist import (
+from rtstream.errors import ConfigError, RemoteProtocolError, RtstreamError
+from rtstream.pacs.worklist import (
     WorklistConfig,
     WorklistItem,
     WorklistQuery,
@@ -38,7 +39,6 @@ from rtstream.dicom.worklist import (
     context_fields,
     find_worklist,
 )
-from rtstream.errors import ConfigError, RemoteProtocolError, RtstreamError
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.store import check_aet, check_peer, check_uid, parse_store_target
 from rtstream.errors import ConfigError, RemoteProtocolError
+from rtstream.pacs.store import check_aet, check_peer, check_uid, parse_store_target
 
 log = logging.getLogger(__name__)
 

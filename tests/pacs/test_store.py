@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from rtstream.dicom.archive import Archive
-from rtstream.dicom.store import (
+from rtstream.errors import ConfigError, LocalProtocolError
+from rtstream.pacs.archive import Archive
+from rtstream.pacs.store import (
     Outbox,
     StatusClass,
     StoreClient,
@@ -30,9 +31,8 @@ from rtstream.dicom.store import (
     classify_status,
     parse_store_target,
 )
-from rtstream.errors import ConfigError, LocalProtocolError
-from tests.dicom.conftest import StoreScp, dataset_body, secondary_capture
 from tests.orthanc import Orthanc
+from tests.pacs.conftest import StoreScp, dataset_body, secondary_capture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -255,7 +255,7 @@ def test_sigkill_mid_queue_nothing_lost_nothing_duplicated(tmp_path: Path) -> No
     outbox = tmp_path / "outbox"
     count = 30
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "tests.dicom.store_crash_child", str(outbox)]
+    cmd = [sys.executable, "-m", "tests.pacs.store_crash_child", str(outbox)]
     with Archive(tmp_path / "archive", 0, "CRASHARCH", on_stored=on_stored) as arch:
         child = subprocess.Popen(
             [*cmd, arch.target, str(count), "1"],
@@ -432,7 +432,7 @@ async def test_replay_on_start(tmp_path: Path, archive: Archive) -> None:
 async def test_tls_association(tmp_path: Path) -> None:
     import ssl
 
-    from rtstream.dicom.store import TlsSettings
+    from rtstream.pacs.store import TlsSettings
     from tests.peers import require_program
 
     openssl = require_program("openssl")

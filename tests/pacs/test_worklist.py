@@ -18,7 +18,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.worklist import (
+from rtstream.errors import ConfigError, RemoteProtocolError
+from rtstream.pacs.worklist import (
     MODALITY_WORKLIST_FIND,
     WorklistConfig,
     WorklistItem,
@@ -29,7 +30,6 @@ from rtstream.dicom.worklist import (
     find_worklist_async,
     parse_item,
 )
-from rtstream.errors import ConfigError, RemoteProtocolError
 from tests.orthanc import Orthanc
 from tests.peers import free_port
 

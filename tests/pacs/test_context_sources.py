@@ -10,16 +10,16 @@ import pytest
 from pydicom.dataset import Dataset
 
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.context_sources import (
+from rtstream.errors import ConfigError, RtstreamError
+from rtstream.pacs.context import (
     choose_item,
     context_with_worklist,
     resolve_context,
     worklist_overrides,
 )
-from rtstream.dicom.worklist import ScheduledStep, WorklistItem
-from rtstream.errors import ConfigError, RtstreamError
-from tests.dicom.test_worklist import WorklistScp, worklist_entry, write_wl
+from rtstream.pacs.worklist import ScheduledStep, WorklistItem
 from tests.orthanc import Orthanc
+from tests.pacs.test_worklist import WorklistScp, worklist_entry, write_wl
 from tests.peers import free_port
 
 TODAY = datetime.date.today().strftime("%Y%m%d")

@@ -19,10 +19,10 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, VideoEndoscopicImageStorage, generate_uid
 from pynetdicom import AE
 
-from rtstream.dicom.archive import Archive
-from rtstream.dicom.store import StoreClient, StoreConfig
 from rtstream.errors import ConfigError
-from tests.dicom.conftest import dataset_body, secondary_capture
+from rtstream.pacs.archive import Archive
+from rtstream.pacs.store import StoreClient, StoreConfig
+from tests.pacs.conftest import dataset_body, secondary_capture
 from tests.peers import free_port, require_program, stop, wait_for_tcp
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -40,8 +40,8 @@ from typing import Any
 from pydicom import uid as tsuid
 from pydicom.dataset import Dataset
 
-from rtstream.dicom.store import check_peer, check_uid, parse_store_target
 from rtstream.errors import ConfigError, RemoteProtocolError, RtstreamError
+from rtstream.pacs.store import check_peer, check_uid, parse_store_target
 
 log = logging.getLogger(__name__)
 

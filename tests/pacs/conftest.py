@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from rtstream.dicom.archive import Archive
+from rtstream.pacs.archive import Archive
 from tests.orthanc import Orthanc, die_with_parent
 from tests.peers import free_port, require_program, stop, wait_for_tcp
 
