@@ -389,12 +389,6 @@ class GrainBuilder:
         """Put the static part into the next grain (e.g. after it changed)."""
         self._last_static_ns = None
 
-    def update_static(self, static: Dataset) -> None:
-        """Replace the static part; it goes out with the next grain."""
-        self.static = static
-        self._static_bytes = encode_dataset(static)
-        self.force_static()
-
     def grain(self, *, origin: PtpTimestamp, frame_number: int, now: int) -> bytes:
         """The encoded grain of one frame (or audio packet).
 
@@ -432,13 +426,17 @@ class StaticTracker:
 
     def __init__(self, max_flows: int = 64) -> None:
         self.max_flows = max_flows
-        self._static: OrderedDict[uuid.UUID, tuple[Dataset, int | None]] = OrderedDict()
+        self._static: OrderedDict[uuid.UUID, Dataset] = OrderedDict()
 
     def observe(self, grain: Grain, now: int | None = None) -> Dataset | None:
-        """Record ``grain``'s static part if it has one; return the flow's latest."""
+        """Record ``grain``'s static part if it has one; return the flow's latest.
+
+        ``now`` is accepted for the callers that pass their receive time; nothing reads
+        it any more (the unused ``last_seen_ns`` accessor was removed).
+        """
         flow = grain.meta.flow_id
         if grain.has_static:
-            self._static[flow] = (split_static(grain.dataset), now)
+            self._static[flow] = split_static(grain.dataset)
             self._static.move_to_end(flow)
             while len(self._static) > self.max_flows:
                 self._static.popitem(last=False)
@@ -446,14 +444,4 @@ class StaticTracker:
 
     def latest(self, flow_id: uuid.UUID) -> Dataset | None:
         """The latest static part of ``flow_id``, or None before the first one."""
-        entry = self._static.get(flow_id)
-        return None if entry is None else entry[0]
-
-    def last_seen_ns(self, flow_id: uuid.UUID) -> int | None:
-        """``now`` of the latest static part of ``flow_id`` (when given to observe)."""
-        entry = self._static.get(flow_id)
-        return None if entry is None else entry[1]
-
-    def has_static(self, flow_id: uuid.UUID) -> bool:
-        """True once a static part of ``flow_id`` has been seen."""
-        return flow_id in self._static
+        return self._static.get(flow_id)

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from PIL import ImageCms
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from rtstream.dicom.context import StreamContext
@@ -182,18 +183,23 @@ def test_static_grain_prefixes() -> None:
             decode_grain(data[:n])
 
 
+def with_static(b: GrainBuilder, static: Dataset) -> GrainBuilder:
+    """A builder like ``b`` whose grains carry ``static`` (invalid ones included)."""
+    return GrainBuilder(b.sop, StreamContext(), b.meta, b.bulk, static=static)
+
+
 def test_static_validation_names_the_field() -> None:
     b = builder()
     bad = b.static.copy()
     bad.Modality = "XC"
-    b.update_static(bad)
+    b = with_static(b, bad)
     with pytest.raises(RemoteProtocolError) as info:
         decode_grain(b.grain(origin=PtpTimestamp(1, 0), frame_number=0, now=0))
     assert info.value.field == "(0008,0060) Modality"
     bad = b.static.copy()
     bad.Modality = "ES"
     bad.RealTimeBulkDataFlowSequence[0].FlowIdentifierSequence[0].FlowRTPSamplingRate = 1
-    b.update_static(bad)
+    b = with_static(b, bad)
     with pytest.raises(RemoteProtocolError) as info:
         decode_grain(b.grain(origin=PtpTimestamp(1, 0), frame_number=0, now=0))
     assert info.value.field == "(0034,0004) Flow RTP Sampling Rate"
@@ -201,7 +207,7 @@ def test_static_validation_names_the_field() -> None:
     del bad.RealTimeBulkDataFlowSequence[0].FlowIdentifierSequence[0].FlowRTPSamplingRate
     del bad.SharedFunctionalGroupsSequence
     bad.RealTimeBulkDataFlowSequence[0].FlowIdentifierSequence[0].FlowRTPSamplingRate = 90000
-    b.update_static(bad)
+    b = with_static(b, bad)
     with pytest.raises(RemoteProtocolError) as info:
         decode_grain(b.grain(origin=PtpTimestamp(1, 0), frame_number=0, now=0))
     assert info.value.field == "(5200,9229) Shared Functional Groups Sequence"
@@ -235,5 +241,5 @@ def test_static_tracker_over_rtp() -> None:
                 assert "CurrentFrameFunctionalGroupsSequence" not in static
                 assert encode_dataset(static) == encode_dataset(b.static)
         clock.advance(NS_PER_S // 30)
-    assert seen_static >= 5 and tracker.has_static(b.meta.flow_id)
+    assert seen_static >= 5 and tracker.latest(b.meta.flow_id) is not None
     assert dep.stats.grains == 90 and dep.stats.dropped == 0
