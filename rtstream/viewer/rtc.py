@@ -10,22 +10,19 @@ Three things aiortc 1.16 does not do the way the viewer needs (DESIGN.md §6):
 * codec preferences must name exactly the codec the shared encoder produces, since the
   track hands aiortc pre-encoded packets (:func:`prefer_codec`).
 
-These reach into aiortc/aioice attributes (``RTCIceTransport._connection``, aioice's
-``_local_candidates``, ``RTCRtpSender._send_keyframe``); every use is guarded and logs a
-warning if the internals change, and the browser and WHIP tests exercise them.
+The two that need aiortc/aioice internals go through
+:mod:`rtstream.viewer._aiortc_private`, the one module allowed to touch them (it says
+why, and its test fails when aiortc changes); the browser and WHIP tests exercise them.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCIceTransport, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 
+from rtstream.viewer._aiortc_private import add_host_candidates, on_keyframe_request
 from rtstream.viewer.encoder import Codec
-
-log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
@@ -43,7 +40,7 @@ async def add_loopback_candidates(pc: RTCPeerConnection) -> int:
     int
         How many candidates were added (0 when every transport already had one).
     """
-    transports: dict[int, Any] = {}
+    transports: dict[int, RTCIceTransport] = {}
     for t in pc.getTransceivers():
         ice = t.receiver.transport.transport
         transports[id(ice)] = ice
@@ -52,36 +49,18 @@ async def add_loopback_candidates(pc: RTCPeerConnection) -> int:
         transports[id(ice)] = ice
     added = 0
     for ice in transports.values():
-        conn = getattr(ice, "_connection", None)
-        local = getattr(conn, "_local_candidates", None)
-        if conn is None or not isinstance(local, list):
-            log.warning("cannot add a loopback ICE candidate: aioice internals changed")
-            continue
-        if any(c.host == LOOPBACK for c in local):
-            continue
-        cands = await conn.get_component_candidates(component=1, addresses=[LOOPBACK])
-        local.extend(cands)
-        added += len(cands)
+        added += await add_host_candidates(ice, LOOPBACK)
     return added
 
 
 def forward_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
     """Pass the remote peer's PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) to ``request``.
 
-    aiortc turns them into ``RTCRtpSender._send_keyframe()``, which only flags the
-    sender's own encoder (unused: our tracks return packets); wrapping that method on
-    this sender instance forwards them to the shared encoder.
+    aiortc hands them to the sender's own encoder, unused since our tracks return
+    packets; :func:`~rtstream.viewer._aiortc_private.on_keyframe_request` forwards them
+    to the shared encoder instead.
     """
-    original = getattr(sender, "_send_keyframe", None)
-    if not callable(original):
-        log.warning("cannot forward key frame requests: aiortc internals changed")
-        return
-
-    def send_keyframe() -> None:
-        original()
-        request()
-
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    on_keyframe_request(sender, request)
 
 
 def prefer_codec(transceiver: RTCRtpTransceiver, codec: Codec) -> None:

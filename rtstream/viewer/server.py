@@ -75,6 +75,7 @@ from aiortc import (
 
 from rtstream.errors import ConfigError
 from rtstream.sysclock import SystemClock
+from rtstream.viewer._aiortc_private import last_sent_rtp_timestamp
 from rtstream.viewer.encoder import Codec, EncoderConfig, EncoderRegistry, PacketTrack
 from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_requests, prefer_codec
 
@@ -626,8 +627,8 @@ class ViewerServer:
         constant ``timestamp_origin`` (RFC 3550 §5.1) for this sender.
         """
         if peer.last_rtp is not None and peer.offset_checks < 3:
-            sent = getattr(peer.sender, "_RTCRtpSender__rtp_timestamp", None)
-            if isinstance(sent, int):
+            sent = last_sent_rtp_timestamp(peer.sender)
+            if sent is not None:
                 offset = (sent - peer.last_rtp) & 0xFFFFFFFF
                 if offset != peer.rtp_offset:
                     peer.rtp_offset = offset
