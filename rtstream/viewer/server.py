@@ -60,6 +60,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,6 +75,8 @@ from aiortc import (
 )
 
 from rtstream.errors import ConfigError
+from rtstream.media.testsrc import SectorGenerator
+from rtstream.proto.formats import Sampling, VideoFormat
 from rtstream.sysclock import SystemClock
 from rtstream.viewer._aiortc_private import last_sent_rtp_timestamp
 from rtstream.viewer.encoder import Codec, EncoderConfig, EncoderRegistry, PacketTrack
@@ -809,11 +812,15 @@ def snapshot_from_receiver(rx: Any) -> SnapshotFn:
 
 
 class TestPattern:
-    """A synthetic :class:`FrameFeed`: moving bars at a steady rate (``--test-pattern``).
+    """A synthetic :class:`FrameFeed` at a steady rate (``--test-pattern``).
 
+    The picture is the sender's built-in test source
+    (:class:`rtstream.media.testsrc.SectorGenerator`: an ultrasound-like sector with
+    drifting speckle and a burned-in frame counter and capture time), rendered as RGB.
     Frames are stamped by the system clock (origin) and its 90 kHz RTP timestamp, paced
-    on an absolute schedule. The last ``keep`` frames are kept so a snapshot callback
-    can find the exact frame a viewer asked for (:meth:`frame_at`).
+    on an absolute schedule. The last ``keep`` frames are kept (copies: the generator
+    reuses its buffers) so a snapshot callback can find the exact frame a viewer asked
+    for (:meth:`frame_at`).
     """
 
     def __init__(
@@ -840,10 +847,9 @@ class TestPattern:
         self._order: list[int] = []
         self._keep_n = keep
         self._clock = SystemClock()
-        x = np.arange(width, dtype=np.int32)
-        self._bars = np.zeros((height, width, 3), np.uint8)
-        for c, shift in enumerate((0, 85, 170)):
-            self._bars[:, :, c] = ((x * 255 // width + shift) % 256)[None, :]
+        fmt = VideoFormat(sampling=Sampling.RGB, depth=8, width=width, height=height,
+                          exactframerate=Fraction(fps))
+        self._generator = SectorGenerator(fmt)
 
     def frame_at(self, rtp_timestamp: int) -> np.ndarray | None:
         """The kept image sent with ``rtp_timestamp``, or ``None`` if too old or unknown."""
@@ -853,13 +859,9 @@ class TestPattern:
         """The capture (origin) time in ns of the kept frame sent with ``rtp_timestamp``."""
         return self._origins.get(rtp_timestamp)
 
-    def _image(self, n: int) -> np.ndarray:
-        img = np.roll(self._bars, 4 * n, axis=1)
-        size = max(8, self.height // 6)
-        y = (n * 3) % (self.height - size)
-        x = (n * 5) % (self.width - size)
-        img[y : y + size, x : x + size] = 255
-        return img
+    def _image(self, n: int, origin_ns: int) -> np.ndarray:
+        """Frame ``n`` as its own ``(H, W, 3)`` RGB array (the generator reuses buffers)."""
+        return self._generator.frame(n, origin_ns).copy()
 
     async def __aiter__(self) -> AsyncIterator[ViewerFrame]:
         from rtstream.proto.clock import rtp_timestamp
@@ -877,7 +879,7 @@ class TestPattern:
                 start -= n0 * period
             origin = self._clock.now_ns()
             rtp = rtp_timestamp(origin, 90_000)
-            img = self._image(n)
+            img = self._image(n, origin)
             self._keep[rtp] = img
             self._origins[rtp] = origin
             self._order.append(rtp)
