@@ -35,7 +35,7 @@ OVERLAY = {
 
 
 def make_pattern(**kw: object) -> TestPattern:
-    """The synthetic feed every viewer test uses (moving bars, patient Doe^Jane)."""
+    """The synthetic feed every viewer test uses (the test source's sector picture, patient Doe^Jane)."""
     args: dict[str, object] = {"width": 320, "height": 240, "fps": 30, "overlay": OVERLAY}
     args.update(kw)
     return TestPattern(**args)  # type: ignore[arg-type]
