@@ -162,7 +162,7 @@ def test_absent_devices_are_clear_errors() -> None:
         ("dicom:/no/such.dcm", "not found"),
         ("raw:/no/such.raw", "not found"),
         ("file:", "an argument after 'file:'"),
-        ("pacs:ARCH@127.0.0.1:104", "pacs:AET@HOST:PORT/"),
+        ("pacs:ARCH@127.0.0.1:104", "rtstream.pacs.source"),  # retrieval lives above media/
         ("alsa:hw:0", "use --audio-source"),
         ("lavfi:nosuchfilter=1", "PyAV"),
     ],
