@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from rtstream.commands.mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
 from rtstream.demo import DemoConfig, install_signal_handlers, run_demo

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from rtstream.commands.mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.errors import ConfigError
 from rtstream.pacs.store import add_tls_arguments, tls_from_args
 

@@ -568,7 +568,7 @@ async def control_for_receiver(
     ----------
     mqtt : MqttConfig or None
         The broker (the commands make it from their flags with
-        :func:`rtstream.commands.mqtt_args.config_from_args`); None means no broker: the
+        :func:`rtstream.commands._mqtt_args.config_from_args`); None means no broker: the
         node runs exactly as before.
     rx : Receiver
         An entered receiver.
