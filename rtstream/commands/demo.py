@@ -7,8 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands.send import parse_video
-from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.control.mqtt import MqttConfig
 from rtstream.demo import DemoConfig, install_signal_handlers, run_demo
 from rtstream.errors import ConfigError
 from rtstream.media.sources import SPEC_HELP

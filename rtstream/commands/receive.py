@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError

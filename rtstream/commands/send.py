@@ -13,7 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
 from rtstream.errors import ConfigError

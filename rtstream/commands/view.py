@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from rtstream.control.mqtt import add_cli_arguments
+from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.errors import ConfigError
 from rtstream.pacs.store import add_tls_arguments, tls_from_args
 
@@ -188,7 +188,8 @@ async def _serve(args: argparse.Namespace) -> int:
             viewer = await stack.enter_async_context(
                 ViewerServer(cfg, feed_from_receiver(rx), snapshot)
             )
-            await stack.enter_async_context(control_for_viewer(args, rx, viewer))
+            mqtt = config_from_args(args, role="view")
+            await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))
             print(f"rtstream view: open {viewer.url}", flush=True)
             if args.whip:
                 await _start_whip(stack, viewer, args)

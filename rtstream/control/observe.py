@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from aiohttp import web
@@ -49,6 +49,9 @@ from rtstream.control.metrics import (
     watch_control_plane,
 )
 from rtstream.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rtstream.receiver import ReceiverLike
 
 __all__ = [
     "FRAME_READY_BUCKETS",
@@ -180,12 +183,12 @@ class _LatencyFeed:
     def __init__(self) -> None:
         self.seen = 0
 
-    def new_seconds(self, rx: Any) -> np.ndarray:
+    def new_seconds(self, rx: ReceiverLike) -> np.ndarray:
         ns, self.seen = rx.latencies_since(self.seen)
         return np.asarray(ns, dtype=np.float64) / 1e9
 
 
-def observe_receiver(registry: Registry, rx: Any) -> None:
+def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
     """Export a :class:`~rtstream.receiver.Receiver`'s counters, refreshed at each scrape.
 
     Per flow (label ``flow``): ``rtstream_packets_total``, ``rtstream_packets_lost_total``,
@@ -253,7 +256,7 @@ def observe_receiver(registry: Registry, rx: Any) -> None:
     registry.on_collect(collect)
 
 
-def receiver_registry(rx: Any, *, plane: Any = None) -> Registry:
+def receiver_registry(rx: ReceiverLike, *, plane: Any = None) -> Registry:
     """A new registry exporting ``rx`` (and the MQTT ``plane``, if a real one)."""
     registry = Registry()
     observe_receiver(registry, rx)
@@ -370,7 +373,7 @@ class ReceiverHealth:
     last ``silence`` seconds (or since the previous check), ``stalled`` after that.
     """
 
-    def __init__(self, rx: Any, *, silence: float = 2.0,
+    def __init__(self, rx: ReceiverLike, *, silence: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rx = rx
         self.silence = silence
@@ -491,7 +494,7 @@ class ObservabilityServer:
 
 @contextlib.asynccontextmanager
 async def serve_receiver(
-    listen: tuple[str, int] | None, rx: Any, *, plane: Any = None
+    listen: tuple[str, int] | None, rx: ReceiverLike, *, plane: Any = None
 ) -> AsyncIterator[ObservabilityServer | None]:
     """``rtstream receive --http``: serve ``rx``'s metrics and health for the ``async with``
     body; ``listen`` None serves nothing (yields None)."""

@@ -32,14 +32,13 @@ append: the media path never waits for the broker, and a broker that is down onl
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rtstream.control.mqtt import (
     CommandFailed,
@@ -48,10 +47,13 @@ from rtstream.control.mqtt import (
     EventKind,
     MqttConfig,
     NullControlPlane,
-    config_from_args,
 )
 from rtstream.control.schema import Action, Command
 from rtstream.errors import ConfigError, LocalProtocolError, RtstreamError
+
+if TYPE_CHECKING:
+    from rtstream.pacs.store import StoreEvent, StoreResult
+    from rtstream.receiver import ReceiverLike, StoredInstance
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +71,33 @@ __all__ = [
     "run_sender_node",
 ]
 
-#: Storage SOP classes of multi-frame video (PS3.4 B.5): what a clip is stored as.
-_VIDEO_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image Storage
-        "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic Image Storage
-        "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image Storage
-    }
-)
-
-
 class Plane(Protocol):
     """What the wiring needs of a control plane (:class:`ControlPlane` or the null one)."""
 
     def publish_event(self, kind: EventKind | str, /, **fields: Any) -> None: ...
 
     def update_status(self, **fields: Any) -> None: ...
+
+
+class _ViewerConfig(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+class ViewerLike(Protocol):
+    """What the wiring reads of a viewer (:class:`~rtstream.viewer.server.ViewerServer`)."""
+
+    @property
+    def cfg(self) -> _ViewerConfig: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def streams(self) -> Collection[str]: ...
+
+    @property
+    def peers(self) -> Collection[str]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,20 +265,20 @@ def open_plane(
 # -- receiving nodes ---------------------------------------------------------------------
 
 
-def _destination(rx: Any) -> str:
-    cfg = getattr(rx, "cfg", None)
-    store = getattr(cfg, "store", None)
-    if store:
-        return str(store)
-    store_dir = getattr(cfg, "store_dir", None)
-    return f"dir:{store_dir}" if store_dir is not None else "none"
+def _destination(rx: ReceiverLike) -> str:
+    cfg = rx.cfg
+    if cfg.store:
+        return str(cfg.store)
+    return f"dir:{cfg.store_dir}" if cfg.store_dir is not None else "none"
 
 
 class ReceiverNode:
     """Control of one :class:`~rtstream.receiver.Receiver` (and optionally its viewer).
 
-    Use as an async context manager around the receiver's lifetime; it hooks the store
-    client's events, starts the counter monitor and restores everything on exit.
+    Use as an async context manager around the receiver's lifetime; it observes the
+    instances the receiver stores and its archive's outages, starts the counter monitor
+    and unsubscribes everything on exit. Only the receiver's public, typed surface
+    (:class:`~rtstream.receiver.ReceiverLike`) is used.
 
     Parameters
     ----------
@@ -283,11 +296,11 @@ class ReceiverNode:
 
     def __init__(
         self,
-        rx: Any,
+        rx: ReceiverLike,
         plane: Plane,
         *,
         role: str = "receive",
-        viewer: Any = None,
+        viewer: ViewerLike | None = None,
         config: WiringConfig | None = None,
     ) -> None:
         self.rx = rx
@@ -298,17 +311,16 @@ class ReceiverNode:
         self.loss = LossMonitor(ratio=self.config.loss_ratio, clear_after=self.config.clear_after)
         self.activity = ActivityMonitor(silence=self.config.silence)
         self.stopped_flows: set[str] = set()
-        self._hints: dict[str, dict[str, Any]] = {}  # SOP Instance UID -> event members
-        self._store: Any = None
-        self._store_enqueue: Any = None
-        self._store_on_event: Any = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> ReceiverNode:
-        self._hook_store()
+        capture = self.rx.capture
+        self._unsubscribe = [capture.on_stored(self._on_instance),
+                             capture.on_store_event(self._on_store_event)]
         self.plane.update_status(**self.status())
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(), name=f"rtstream-{self.role}-monitor"
@@ -327,25 +339,27 @@ class ReceiverNode:
             self.plane.publish_event(
                 EventKind.STREAM_STOPPED, flows=self.flow_names(), reason="shutdown"
             )
-        self._unhook_store()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
 
     # -- information --------------------------------------------------------------------
 
     def flow_names(self) -> list[str]:
         """The SDP mids of the receiver's flows."""
-        return [f.name for f in (*self.rx.video, *self.rx.audio, *self.rx.metadata)]
+        return self.rx.flow_names
 
     def status(self) -> dict[str, Any]:
         """Members for the retained ``online`` status (no token, no patient data)."""
         doc: dict[str, Any] = {
             "role": self.role,
-            "sdp": str(getattr(self.rx.cfg, "sdp", "")),
+            "sdp": str(self.rx.cfg.sdp),
             "flows": self.flow_names(),
             "streaming": not self.stopped_flows,
             "archive": _destination(self.rx),
         }
         if self.viewer is not None:
-            host = getattr(self.viewer.cfg, "host", "127.0.0.1")
+            host = self.viewer.cfg.host
             doc["viewer"] = f"http://{host}:{self.viewer.port}/"
         return doc
 
@@ -382,39 +396,33 @@ class ReceiverNode:
             raise CommandFailed(str(exc)) from None
         raise CommandFailed(f"{cmd.action.value} is not supported by this node")
 
-    def _video_flow(self, cmd: Command) -> Any:
+    def _video_flow(self, cmd: Command) -> str:
         name = cmd.args.get("flow")
-        if not self.rx.video:
+        names = self.rx.video_flow_names
+        if not names:
             raise CommandFailed("this node receives no video flow")
         if name is None:
-            return self.rx.video[0]
-        for vf in self.rx.video:
-            if vf.name == name:
-                return vf
+            return names[0]
+        if name in names:
+            return str(name)
         raise CommandFailed(f"no video flow {name!r} here (flows: {', '.join(self.flow_names())})")
 
     async def _snapshot(self, cmd: Command) -> Mapping[str, Any]:
         rx = self.rx
-        store = rx.store_client
-        if store is None:
+        if rx.store_client is None:
             raise CommandFailed("no archive configured (start with --store or --store-dir)")
-        vf = self._video_flow(cmd)
-        if vf.name in self.stopped_flows:
-            raise CommandFailed(f"flow {vf.name} is stopped")
+        flow = self._video_flow(cmd)
+        if flow in self.stopped_flows:
+            raise CommandFailed(f"flow {flow} is stopped")
         rtp = cmd.args.get("rtp_timestamp")
-        if rtp is None:  # the latest complete frame of this flow
-            recent = [i.rtp_timestamp for i in vf.recent if i.complete]
-            if not recent:
-                raise CommandFailed(f"no complete frame received on {vf.name} yet")
-            rtp = recent[-1]
-        ds = await rx.snapshot_dataset(rtp)
-        uid = str(ds.SOPInstanceUID)
-        self._hints[uid] = {"flow": vf.name, "rtp_timestamp": rtp}
-        fut = await store.enqueue(ds)  # durable in the outbox when this returns
-        reply: dict[str, Any] = {"sop_instance_uid": uid, "sop_class_uid": str(ds.SOPClassUID),
-                                 "rtp_timestamp": rtp}
+        # durable in the outbox when this returns (no frame yet: LocalProtocolError)
+        inst = await rx.capture.queue_snapshot(flow=flow, rtp_timestamp=rtp)
+        uid = inst.sop_instance_uid
+        reply: dict[str, Any] = {"sop_instance_uid": uid,
+                                 "sop_class_uid": str(inst.dataset.SOPClassUID),
+                                 "rtp_timestamp": inst.rtp_timestamp}
         try:
-            result = await asyncio.wait_for(asyncio.shield(fut), self.config.snapshot_wait)
+            result = await asyncio.wait_for(asyncio.shield(inst.future), self.config.snapshot_wait)
         except TimeoutError:
             reply.update(stored=False, queued=True)
             return reply
@@ -424,21 +432,21 @@ class ReceiverNode:
         return reply
 
     def _record_start(self, cmd: Command) -> Mapping[str, Any]:
-        vf = self._video_flow(cmd)
-        if vf is not self.rx.video[0]:
+        flow = self._video_flow(cmd)
+        if flow != self.rx.video_flow_names[0]:
             raise CommandFailed("only the first video flow can be recorded")
         if self.rx.store_client is None:
             raise CommandFailed("no archive configured (start with --store or --store-dir)")
         seconds = cmd.args.get("max_seconds")
-        self.rx.record_start(seconds=float(seconds) if seconds is not None else None)
-        self.plane.publish_event(EventKind.RECORDING_STARTED, flow=vf.name, max_seconds=seconds)
-        return {"flow": vf.name}
+        self.rx.capture.record_start(seconds=float(seconds) if seconds is not None else None)
+        self.plane.publish_event(EventKind.RECORDING_STARTED, flow=flow, max_seconds=seconds)
+        return {"flow": flow}
 
     async def _record_stop(self, cmd: Command) -> Mapping[str, Any]:
-        recording = getattr(self.rx, "_recording", None)
-        frames = len(recording.frames) if recording is not None else 0
-        flow = recording.flow.name if recording is not None else None
-        result = await self.rx.record_stop()
+        recording = self.rx.capture.recording
+        frames = recording.frames if recording is not None else 0
+        flow = recording.flow if recording is not None else None
+        result = await self.rx.capture.record_stop()
         self.plane.publish_event(EventKind.RECORDING_STOPPED, flow=flow, frames=frames)
         if not result.ok:
             raise CommandFailed(f"clip {result.sop_instance_uid} was not stored")
@@ -446,23 +454,22 @@ class ReceiverNode:
 
     def _stream(self, cmd: Command, *, run: bool) -> Mapping[str, Any]:
         name = cmd.args.get("flow")
-        flows = [f for f in (*self.rx.video, *self.rx.audio, *self.rx.metadata)
-                 if name is None or f.name == name]
+        flows = [n for n in self.rx.flow_names if name is None or n == name]
         if not flows:
             raise CommandFailed(f"no flow {name!r} here (flows: {', '.join(self.flow_names())})")
         # A media flow takes its metadata flow with it.
-        for f in list(flows):
-            meta = getattr(f, "meta", None)
+        for n in list(flows):
+            meta = self.rx.metadata_flow_of(n)
             if meta is not None and meta not in flows:
                 flows.append(meta)
-        changed = [f.name for f in flows if (f.name in self.stopped_flows) == run]
-        for f in flows:
+        changed = [n for n in flows if (n in self.stopped_flows) == run]
+        for n in flows:
             if run:
-                self.rx.resume_flow(f.name)
-                self.stopped_flows.discard(f.name)
+                self.rx.resume_flow(n)
+                self.stopped_flows.discard(n)
             else:
-                self.rx.pause_flow(f.name)
-                self.stopped_flows.add(f.name)
+                self.rx.pause_flow(n)
+                self.stopped_flows.add(n)
         packets = int(self.rx.stats.get("packets", 0))
         self.activity.reset(packets, time.monotonic())
         if changed:
@@ -470,61 +477,32 @@ class ReceiverNode:
             extra = {"sdp": str(self.rx.cfg.sdp)} if run else {"reason": "command"}
             self.plane.publish_event(kind, flows=changed, **extra)
         self.plane.update_status(**self.status())
-        return {"flows": [f.name for f in flows], "changed": changed}
+        return {"flows": flows, "changed": changed}
 
     # -- store events ---------------------------------------------------------------------
 
-    def _hook_store(self) -> None:
-        store = getattr(self.rx, "store_client", None)
-        if store is None:
-            return
-        self._store = store
-        self._store_on_event = store.on_event
-        store.on_event = self._on_store_event
-        original = store.enqueue
-        self._store_enqueue = original
-
-        async def enqueue(ds: Any) -> asyncio.Future[Any]:
-            fut: asyncio.Future[Any] = await original(ds)
-            members = self._members(ds)
-            fut.add_done_callback(lambda f: self._on_stored(members, f))
-            return fut
-
-        store.enqueue = enqueue  # every instance, whoever asked for it
-
-    def _unhook_store(self) -> None:
-        store = self._store
-        if store is None:
-            return
-        store.on_event = self._store_on_event
-        with contextlib.suppress(AttributeError):
-            del store.enqueue  # the instance attribute; the class method shows again
-        self._store = None
-
-    def _members(self, ds: Any) -> dict[str, Any]:
-        uid = str(ds.get("SOPInstanceUID", ""))
-        sop_class = str(ds.get("SOPClassUID", ""))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        hint = self._hints.pop(uid, {})
-        default_flow = self.rx.video[0].name if self.rx.video else None
-        return {
-            "clip": sop_class in _VIDEO_SOP_CLASSES,
-            "sop_instance_uid": uid,
-            "sop_class_uid": sop_class,
-            "frames": frames,
-            "flow": hint.get("flow", default_flow),
-            "rtp_timestamp": hint.get("rtp_timestamp"),
+    def _on_instance(self, inst: StoredInstance) -> None:
+        """Every instance the receiver queued (a command, the viewer, --snapshot-every)."""
+        ds = inst.dataset
+        members: dict[str, Any] = {
+            "clip": inst.clip,
+            "sop_instance_uid": inst.sop_instance_uid,
+            "sop_class_uid": str(ds.get("SOPClassUID", "")),
+            "frames": inst.frames,
+            "flow": inst.flow,
+            "rtp_timestamp": None if inst.clip else inst.rtp_timestamp,
             "destination": _destination(self.rx),
         }
+        inst.future.add_done_callback(lambda f: self._on_stored(members, f))
 
-    def _on_stored(self, members: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+    def _on_stored(self, members: dict[str, Any], fut: asyncio.Future[StoreResult]) -> None:
         if fut.cancelled():
             return  # shutting down: the instance stays in the outbox for the next run
         exc = fut.exception()
         result = None if exc is not None else fut.result()
         base = {k: members[k] for k in ("sop_instance_uid", "destination")}
         if result is None or not result.ok:
-            error = str(exc) if exc is not None else str(getattr(result, "error", ""))
+            error = str(exc) if exc is not None else str(result.error if result else "")
             self.plane.publish_event(EventKind.STORE_FAILED, error=error, **base)
         elif members["clip"]:
             self.plane.publish_event(EventKind.CLIP_STORED, frames=members["frames"], **base)
@@ -534,10 +512,10 @@ class ReceiverNode:
                 flow=members["flow"], rtp_timestamp=members["rtp_timestamp"], **base,
             )
 
-    def _on_store_event(self, event: Any, detail: str) -> None:
-        kind = getattr(event, "value", str(event))
-        store = self._store
-        pending = int(getattr(store, "depth", 0)) if store is not None else 0
+    def _on_store_event(self, event: StoreEvent, detail: str) -> None:
+        kind = event.value
+        store = self.rx.store_client
+        pending = store.depth if store is not None else 0
         if kind == "outage":
             self.plane.publish_event(EventKind.ARCHIVE_OUTAGE, destination=_destination(self.rx),
                                      pending=pending, error=detail)
@@ -545,8 +523,6 @@ class ReceiverNode:
             sent = int(store.counters.get("stored", 0)) if store is not None else 0
             self.plane.publish_event(EventKind.ARCHIVE_RECOVERED,
                                      destination=_destination(self.rx), sent=sent)
-        if self._store_on_event is not None:
-            self._store_on_event(event, detail)
 
     # -- monitor --------------------------------------------------------------------------
 
@@ -579,20 +555,21 @@ class ReceiverNode:
 
 @contextlib.asynccontextmanager
 async def control_for_receiver(
-    mqtt: MqttConfig | argparse.Namespace | None,
-    rx: Any,
+    mqtt: MqttConfig | None,
+    rx: ReceiverLike,
     *,
     role: str = "receive",
-    viewer: Any = None,
+    viewer: ViewerLike | None = None,
     config: WiringConfig | None = None,
 ) -> AsyncIterator[ReceiverNode]:
     """Put a receiver (and its viewer) on the control plane for the ``async with`` body.
 
     Parameters
     ----------
-    mqtt : MqttConfig, argparse.Namespace or None
-        The broker, or the parsed flags of :func:`~rtstream.control.mqtt.add_cli_arguments`;
-        None (or no ``--mqtt``) means no broker: the node runs exactly as before.
+    mqtt : MqttConfig or None
+        The broker (the commands make it from their flags with
+        :func:`rtstream.commands._mqtt_args.config_from_args`); None means no broker: the
+        node runs exactly as before.
     rx : Receiver
         An entered receiver.
     role : str
@@ -600,7 +577,7 @@ async def control_for_receiver(
     viewer : ViewerServer or None
         The viewer fed from ``rx``, if any.
     """
-    cfg = config_from_args(mqtt, role=role) if isinstance(mqtt, argparse.Namespace) else mqtt
+    cfg = mqtt
     node_ref: list[ReceiverNode] = []
 
     async def handler(cmd: Command) -> Mapping[str, Any] | None:
@@ -615,15 +592,13 @@ async def control_for_receiver(
 
 
 def control_for_viewer(
-    args: argparse.Namespace, rx: Any, server: Any
+    mqtt: MqttConfig | None, rx: ReceiverLike, server: ViewerLike
 ) -> contextlib.AbstractAsyncContextManager[ReceiverNode]:
-    """One line for ``rtstream view``: ``async with control_for_viewer(args, rx, viewer):``.
+    """One line for ``rtstream view``: ``async with control_for_viewer(mqtt, rx, viewer):``.
 
-    ``args`` are the view command's flags (``--mqtt``, ``--node``, ``--stats-interval``
-    added by :func:`~rtstream.control.mqtt.add_cli_arguments`); without ``--mqtt`` nothing
-    connects anywhere.
+    ``mqtt`` is None when the view command got no ``--mqtt``: nothing connects anywhere.
     """
-    return control_for_receiver(args, rx, role="view", viewer=server)
+    return control_for_receiver(mqtt, rx, role="view", viewer=server)
 
 
 # -- sending nodes -----------------------------------------------------------------------
@@ -788,14 +763,14 @@ def _default_sender(cfg: Any) -> Any:
 
 async def run_sender_node(
     cfg: Any,
-    mqtt: MqttConfig | argparse.Namespace | None,
+    mqtt: MqttConfig | None,
     *,
     make_sender: Callable[[Any], Any] | None = None,
     on_started: Callable[[Any], None] | None = None,
     role: str = "send",
 ) -> Any:
     """Run a sender with its control plane (``rtstream send --mqtt``); returns its stats."""
-    mcfg = config_from_args(mqtt, role=role) if isinstance(mqtt, argparse.Namespace) else mqtt
+    mcfg = mqtt
     ref: list[SenderNode] = []
 
     async def handler(cmd: Command) -> Mapping[str, Any] | None:

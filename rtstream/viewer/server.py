@@ -84,6 +84,7 @@ from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_reques
 
 if TYPE_CHECKING:
     from rtstream.control.metrics import Registry
+    from rtstream.receiver import ReceiverLike
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +140,23 @@ class FrameFeed(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SnapshotResult:
-    """What a snapshot request came to: the stored instance's UID, or why not."""
+class SnapshotReply:
+    """What the viewer answers a snapshot request with: the stored instance's UID, or why not.
+
+    (The receiver's :class:`rtstream.receiver.SnapshotResult` is the stored instance
+    itself; this is only the browser's answer.)
+    """
 
     ok: bool
     sop_instance_uid: str | None = None
     error: str | None = None
 
 
-SnapshotFn = Callable[[str, int], Awaitable[SnapshotResult]]
-"""``async def snapshot(stream_id, rtp_timestamp) -> SnapshotResult``."""
+#: Former name of :class:`SnapshotReply`, kept until its last users move.
+SnapshotResult = SnapshotReply
+
+SnapshotFn = Callable[[str, int], Awaitable[SnapshotReply]]
+"""``async def snapshot(stream_id, rtp_timestamp) -> SnapshotReply``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -531,7 +539,7 @@ class ViewerServer:
             result = await self._snapshot(stream, rtp)
         except Exception as exc:  # report any failure to the user, who clicked the button
             log.warning("snapshot of stream %s at %d failed: %s", stream, rtp, exc)
-            result = SnapshotResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            result = SnapshotReply(ok=False, error=f"{type(exc).__name__}: {exc}")
         log.info("snapshot stream %s rtp %d: ok=%s", stream, rtp, result.ok)
         return web.json_response(
             {"ok": result.ok, "sop_instance_uid": result.sop_instance_uid, "error": result.error,
@@ -727,7 +735,7 @@ class ReceiverFeed:
     """What :func:`feed_from_receiver` returns: the frames, and the :attr:`receiver` they
     come from (so that the viewer can serve its metrics)."""
 
-    def __init__(self, rx: Any) -> None:
+    def __init__(self, rx: ReceiverLike) -> None:
         self.receiver = rx
         self._frames = _receiver_frames(rx)
 
@@ -799,14 +807,14 @@ async def _receiver_frames(rx: Any) -> AsyncGenerator[ViewerFrame, None]:
 def snapshot_from_receiver(rx: Any) -> SnapshotFn:
     """A snapshot callback that asks the receiver to store the frame (``rx.snapshot``)."""
 
-    async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotResult:
+    async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotReply:
         result = await rx.snapshot(rtp_timestamp=rtp_timestamp)
         ok = bool(getattr(result, "ok", False))
         uid = getattr(result, "sop_instance_uid", None)
         store = getattr(result, "store", None)
         status = getattr(store, "status", getattr(result, "status", "?"))
         error = None if ok else f"store failed: status {status}"
-        return SnapshotResult(ok=ok, sop_instance_uid=uid, error=error)
+        return SnapshotReply(ok=ok, sop_instance_uid=uid, error=error)
 
     return snapshot
 

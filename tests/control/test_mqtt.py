@@ -540,11 +540,10 @@ async def test_tls(make_broker: Callable[..., Broker], tls_files: tuple[Path, Pa
 def test_cli_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
+    from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
     from rtstream.control.mqtt import (
         PASSWORD_ENV,
         NullControlPlane,
-        add_cli_arguments,
-        config_from_args,
         default_node,
     )
 

@@ -302,10 +302,10 @@ def test_receiver_health_states_with_a_fake_clock() -> None:
 
 
 def test_latency_ring_is_binned_incrementally_and_wraps() -> None:
-    from rtstream.receiver import Receiver
+    from rtstream.receiver.delivery import ItemQueue
 
     class Rx:  # the receiver's latency ring, shrunk to 8, read by its own method
-        latencies_since = Receiver.latencies_since
+        latencies_since = ItemQueue.latencies_since
 
         def __init__(self) -> None:
             self._latency = np.zeros(8, np.int64)

@@ -317,8 +317,7 @@ async def test_audio_in_order_on_common_clock(tmp_path: Path) -> None:
         tx.join()
         # the audio of the last frame may still be in flight: take what is queued
         await asyncio.sleep(0.1)
-        while rx._items:
-            items.append(rx._items.popleft())
+        items.extend(rx.take_queued())
         stats = rx.stats
     video = [i for i in items if i.kind is ItemKind.VIDEO]
     audio = [i for i in items if i.kind is ItemKind.AUDIO]

@@ -1,0 +1,443 @@
+"""Snapshots and clips: which frame, the stored instance, and handing it to the archive.
+
+Theory of operation
+-------------------
+This is the one place that turns received frames into stored DICOM instances, whoever
+asks (``--snapshot-every``, ``--record``, the viewer's button, an MQTT command):
+
+1. **Which frame.** :meth:`Capture.pick_frame` takes the latest complete frame of a video
+   flow, or the recent frame of an exact RTP timestamp (the one a viewer clicked), from
+   the flow's ring of recently delivered frames.
+2. **Build.** The frame (or the clip's frames) are copied on the event loop and the
+   instance is built in a worker thread (pydicom; PyAV for clips) with its provenance:
+   the RTV SOP Instance it was captured from, its capture instant, and the session's
+   series (one per receiving session, instance numbers counting up).
+3. **Store.** :class:`~rtstream.pacs.store.StoreClient` makes it durable in the outbox,
+   then sends it (C-STORE) or saves it (``store_dir``). Every instance queued is shown to
+   the ``on_stored`` observers (the control plane publishes its events from there) with
+   its flow, RTP timestamp and the future of the archive's answer.
+
+Recording a clip watches delivered frames (:meth:`Capture.on_video`) of the first video
+flow, complete frames only, up to a frame limit; a recording started for a number of
+seconds stores itself when full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from rtstream.errors import LocalProtocolError
+from rtstream.pacs.store import StoreClient, StoreEvent, StoreResult
+from rtstream.proto.clock import Clock, PtpTimestamp
+from rtstream.receiver.config import ReceiverConfig, default_outbox
+from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
+from rtstream.receiver.readers import VideoReader
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Capture", "StoreEventCallback", "StoredCallback"]
+
+#: ``callback(instance)`` for every instance handed to the store client.
+StoredCallback = Callable[[StoredInstance], None]
+#: ``callback(event, detail)`` when the archive goes away or comes back.
+StoreEventCallback = Callable[[StoreEvent, str], None]
+
+
+@dataclass
+class _Recording:
+    flow: VideoReader
+    limit: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    first: ReceivedItem | None = None
+    static: Dataset | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    rtv_sop_instance_uid: str
+    origin: PtpTimestamp
+    series_instance_uid: str
+    instance_number: int
+
+
+class Capture:
+    """Snapshots, clip recording and the store client of one receiver.
+
+    Parameters
+    ----------
+    cfg : ReceiverConfig
+        ``store``, ``store_dir``, ``outbox``, ``calling_aet``, ``store_tls``,
+        ``record_max_frames``.
+    clock : Clock
+        The capture instant of frames that carry none.
+    video : list of VideoReader
+        The receiver's video flows (in SDP order).
+    """
+
+    def __init__(self, cfg: ReceiverConfig, clock: Clock, video: list[VideoReader]) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.video = video
+        self.store_client: StoreClient | None = None
+        # One series per receiving session: every snapshot and clip it stores goes there.
+        self.series_instance_uid: str = generate_uid()
+        self.snapshots: list[SnapshotResult] = []
+        self.store_counters: dict[str, int] | None = None  # of the closed store client
+        self._instance_number = 0
+        self._recording: _Recording | None = None
+        self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtstream-rx-build")
+        self._store_futures: set[asyncio.Future[StoreResult]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stored_observers: list[StoredCallback] = []
+        self._event_observers: list[StoreEventCallback] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open_store(self) -> None:
+        """Open the store client (outbox, archive association or folder)."""
+        from rtstream.pacs.store import StoreConfig
+
+        cfg = self.cfg
+        outbox = cfg.outbox or default_outbox()
+        if cfg.store_dir is not None:
+            scfg = StoreConfig(outbox=outbox, save_dir=cfg.store_dir, calling_aet=cfg.calling_aet)
+        else:
+            assert cfg.store is not None
+            scfg = StoreConfig.from_target(
+                cfg.store, outbox=outbox, calling_aet=cfg.calling_aet, tls=cfg.store_tls,
+            )
+        client = StoreClient(scfg, on_event=self._store_event)
+        self.store_client = await client.__aenter__()
+
+    def spawn(self, coro: Coroutine[None, None, None], name: str) -> None:
+        """Run ``coro`` as a task cancelled by :meth:`aclose`."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop the periodic tasks, store a clip being recorded, flush the outbox."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        rec = self._recording
+        if rec is not None and rec.frames and self.store_client is not None:
+            try:
+                await self.record_stop()
+            except Exception as exc:  # noqa: BLE001 - closing: say so and go on
+                log.warning("clip not stored at close: %s", exc)
+        if self._store_futures:
+            await asyncio.wait(list(self._store_futures), timeout=30)
+        store = self.store_client
+        if store is not None:
+            try:
+                await asyncio.wait_for(store.flush(), timeout=30)
+            except Exception:  # noqa: BLE001 - TimeoutError included
+                log.warning("store: instances still queued stay in the outbox for the next run")
+            self.store_counters = dict(store.counters)
+            await store.aclose()
+            self.store_client = None
+        await asyncio.get_running_loop().run_in_executor(None, self._work.shutdown)
+
+    # -- observers --------------------------------------------------------------------
+
+    def on_stored(self, callback: StoredCallback) -> Callable[[], None]:
+        """Call ``callback`` for every instance queued from now on; returns the remover."""
+        self._stored_observers.append(callback)
+        return lambda: self._stored_observers.remove(callback)
+
+    def on_store_event(self, callback: StoreEventCallback) -> Callable[[], None]:
+        """Call ``callback(event, detail)`` on archive outage and recovery; returns the remover."""
+        self._event_observers.append(callback)
+        return lambda: self._event_observers.remove(callback)
+
+    def _store_event(self, event: StoreEvent, detail: str) -> None:
+        for cb in list(self._event_observers):
+            cb(event, detail)
+
+    # -- which frame ------------------------------------------------------------------
+
+    def video_flow(self, name: str | None) -> VideoReader:
+        """Video flow ``name`` (None: the first)."""
+        if not self.video:
+            raise LocalProtocolError("snapshot: the SDP has no video flow")
+        if name is None:
+            return self.video[0]
+        for vf in self.video:
+            if vf.name == name:
+                return vf
+        raise LocalProtocolError(
+            f"no video flow {name!r} here (video flows: {', '.join(v.name for v in self.video)})")
+
+    def pick_frame(
+        self, *, flow: str | None = None, rtp_timestamp: int | None = None
+    ) -> tuple[VideoReader, ReceivedItem]:
+        """The recent frame to capture: of ``rtp_timestamp``, else the latest complete one.
+
+        Without ``flow`` every video flow is searched, in SDP order.
+
+        Raises
+        ------
+        LocalProtocolError
+            When no such frame is among the recent ones (or none came yet).
+        """
+        flows = self.video if flow is None else [self.video_flow(flow)]
+        for vf in flows:
+            if rtp_timestamp is None:
+                cands = [i for i in vf.recent if i.complete]
+                if cands:
+                    return vf, cands[-1]
+            else:
+                for i in vf.recent:
+                    if i.rtp_timestamp == rtp_timestamp:
+                        return vf, i
+        if rtp_timestamp is None:
+            if flow is not None:
+                raise LocalProtocolError(f"no complete frame received on {flow} yet")
+            raise LocalProtocolError("snapshot: no complete video frame received yet")
+        raise LocalProtocolError(
+            f"snapshot: frame with RTP timestamp {rtp_timestamp} is not among the recent ones"
+        )
+
+    # -- snapshots --------------------------------------------------------------------
+
+    async def snapshot_dataset(
+        self, rtp_timestamp: int | None = None, *, flow: str | None = None
+    ) -> Dataset:
+        """Build (in a worker thread) the stored single-frame instance of a recent frame."""
+        _, _, ds = await self._build_snapshot(flow, rtp_timestamp)
+        return ds
+
+    async def _build_snapshot(
+        self, flow: str | None, rtp_timestamp: int | None
+    ) -> tuple[VideoReader, ReceivedItem, Dataset]:
+        from rtstream.dicom.stored import build_snapshot
+
+        vf, item = self.pick_frame(flow=flow, rtp_timestamp=rtp_timestamp)
+        assert item.frame is not None
+        frame = item.frame.copy()
+        static = self._static_for(vf, item)
+        fmt = vf.fmt
+        p = self._provenance(vf, item)
+
+        def build() -> Dataset:
+            ds: Dataset = build_snapshot(
+                frame, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
+                origin=p.origin, series_instance_uid=p.series_instance_uid,
+                instance_number=p.instance_number,
+            )
+            return ds
+
+        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
+        return vf, item, ds
+
+    async def queue_snapshot(
+        self, *, flow: str | None = None, rtp_timestamp: int | None = None
+    ) -> StoredInstance:
+        """Build the snapshot of a recent frame and make it durable in the outbox.
+
+        Returns once it is queued; its ``future`` is done when the archive answered.
+        """
+        if self.store_client is None:
+            raise LocalProtocolError("snapshot: configure store or store_dir first")
+        vf, item, ds = await self._build_snapshot(flow, rtp_timestamp)
+        return await self._enqueue(ds, vf, item.rtp_timestamp, clip=False, frames=1)
+
+    async def snapshot(
+        self, rtp_timestamp: int | None = None, *, flow: str | None = None
+    ) -> SnapshotResult:
+        """Store the latest complete frame (or the recent frame of ``rtp_timestamp``).
+
+        The instance is built in a worker thread, made durable in the outbox and sent
+        (C-STORE) or saved (``store_dir``); the result names its SOP Instance UID.
+        """
+        inst = await self.queue_snapshot(flow=flow, rtp_timestamp=rtp_timestamp)
+        res = await inst.future
+        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, inst.dataset)
+        self.snapshots.append(result)
+        return result
+
+    async def snapshot_every(self, period: float) -> None:
+        """Queue a snapshot every ``period`` seconds (the task of ``--snapshot-every``)."""
+        # Queue each snapshot durably and go on: awaiting the archive's answer here would
+        # stop periodic snapshots for as long as the archive is down (the outbox is there
+        # to hold them); the store client's queue bounds what piles up. A full or failing
+        # outbox disk costs that snapshot (logged), not the ones after it.
+        while True:
+            await asyncio.sleep(period)
+            try:
+                inst = await self.queue_snapshot()
+            except LocalProtocolError as exc:
+                log.info("snapshot skipped: %s", exc)
+                continue
+            except OSError as exc:  # pydicom wraps ENOSPC: its last line says what failed
+                reason = exc.strerror or (str(exc).strip().splitlines() or ["?"])[-1]
+                log.error("snapshot not queued: the outbox cannot be written (%s)", reason)
+                continue
+            uid = inst.sop_instance_uid
+
+            def done(f: asyncio.Future[StoreResult], uid: str = uid) -> None:
+                if f.cancelled():
+                    return
+                res = f.result()
+                self.snapshots.append(SnapshotResult(uid, bool(res.ok), res, None))
+                log.info("snapshot %s stored ok=%s", uid, res.ok)
+
+            inst.future.add_done_callback(done)
+
+    # -- clips ------------------------------------------------------------------------
+
+    @property
+    def recording(self) -> RecordingState | None:
+        """The clip being recorded (until :meth:`record_stop`), or None."""
+        rec = self._recording
+        if rec is None:
+            return None
+        return RecordingState(flow=rec.flow.name, frames=len(rec.frames), limit=rec.limit)
+
+    def record_start(self, *, seconds: float | None = None, frames: int | None = None) -> None:
+        """Start recording a clip of the first video flow (complete frames only)."""
+        if not self.video:
+            raise LocalProtocolError("record: the SDP has no video flow")
+        if self._recording is not None and not self._recording.done.is_set():
+            raise LocalProtocolError("record: a recording is already running")
+        vf = self.video[0]
+        limit = self.cfg.record_max_frames
+        if seconds is not None:
+            limit = min(limit, max(1, round(float(vf.fmt.exactframerate) * seconds)))
+        if frames is not None:
+            limit = min(limit, frames)
+        self._recording = _Recording(flow=vf, limit=limit)
+        if seconds is not None and self.store_client is not None:
+            self.spawn(self._record_until_done(), "rtstream-rx-record")
+        log.info("recording a clip of up to %d frames", limit)
+
+    def on_video(self, reader: VideoReader, item: ReceivedItem) -> None:
+        """A delivered video item: add it to the clip being recorded, if any."""
+        rec = self._recording
+        if rec is None or rec.flow is not reader or not item.complete or rec.done.is_set():
+            return
+        if rec.first is None:
+            rec.first = item
+        if rec.static is None:
+            rec.static = item.static
+        rec.frames.append(item.frame if item.frame is not None else np.zeros(0, np.uint8))
+        if len(rec.frames) >= rec.limit:
+            rec.done.set()
+
+    async def _record_until_done(self) -> None:
+        rec = self._recording
+        assert rec is not None
+        await rec.done.wait()
+        result = await self.record_stop()
+        log.info("clip stored: %s ok=%s", result.sop_instance_uid, result.ok)
+
+    async def record_stop(self) -> SnapshotResult:
+        """Stop recording; build the clip (worker thread) and store it."""
+        rec = self._recording
+        if rec is None:
+            raise LocalProtocolError("record: no recording was started")
+        rec.done.set()
+        self._recording = None
+        first = rec.first
+        if not rec.frames or first is None:
+            raise LocalProtocolError("record: no complete frame was recorded")
+        ds = await self._build_clip(rec, first)
+        if self.store_client is None:
+            return SnapshotResult(str(ds.SOPInstanceUID), True, None, ds)
+        inst = await self._enqueue(ds, rec.flow, first.rtp_timestamp, clip=True,
+                                   frames=len(rec.frames))
+        res = await inst.future
+        return SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, ds)
+
+    async def _build_clip(self, rec: _Recording, first: ReceivedItem) -> Dataset:
+        from rtstream.dicom.stored import build_clip
+
+        vf = rec.flow
+        static = rec.static if rec.static is not None else self._static_for(vf, first)
+        frames = rec.frames
+        fmt = vf.fmt
+        p = self._provenance(vf, first)
+
+        def build() -> Dataset:
+            ds: Dataset = build_clip(
+                frames, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
+                origin=p.origin, series_instance_uid=p.series_instance_uid,
+                instance_number=p.instance_number,
+            )
+            return ds
+
+        return await asyncio.get_running_loop().run_in_executor(self._work, build)
+
+    # -- storing ----------------------------------------------------------------------
+
+    async def _enqueue(
+        self, ds: Dataset, vf: VideoReader, rtp_timestamp: int, *, clip: bool, frames: int
+    ) -> StoredInstance:
+        store = self.store_client
+        assert store is not None
+        fut = await store.enqueue(ds)  # durable in the outbox when this returns
+        self._store_futures.add(fut)
+        fut.add_done_callback(self._store_futures.discard)
+        inst = StoredInstance(dataset=ds, flow=vf.name, rtp_timestamp=rtp_timestamp,
+                              clip=clip, frames=frames, future=fut)
+        for cb in list(self._stored_observers):
+            cb(inst)
+        return inst
+
+    def _provenance(self, vf: VideoReader, item: ReceivedItem) -> _Provenance:
+        """Provenance of a stored instance: RTV instance, capture time, session's series."""
+        rtv_uid = item.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
+        self._instance_number += 1
+        return _Provenance(
+            rtv_sop_instance_uid=rtv_uid or generate_uid(),
+            origin=item.origin or PtpTimestamp.from_ns(self.clock.now_ns()),
+            series_instance_uid=self.series_instance_uid,
+            instance_number=self._instance_number,
+        )
+
+    @staticmethod
+    def _static_for(vf: VideoReader, item: ReceivedItem) -> Dataset:
+        """The latest static part; for a flow without metadata, a made-up one."""
+        if item.static is not None:
+            return item.static
+        if vf.meta is not None and vf.meta.static is not None:
+            return vf.meta.static
+        return _fallback_static(vf)
+
+
+def _fallback_static(vf: VideoReader) -> Dataset:
+    """A static part for a stream without DICOM-RTV metadata (a third-party ST 2110 SDP).
+
+    Identity is unknown, so the default test context ("Anonymous^Test") is used; the
+    bulk flow is the video flow itself, identified by a UUID derived from its SDP port.
+    """
+    import uuid
+
+    from rtstream.dicom.context import StreamContext
+    from rtstream.dicom.realtime import BulkFlowRef, RtvSop, static_part
+
+    key = f"rtstream:{vf.media.address}:{vf.media.port}"
+    ref = BulkFlowRef(
+        source_id=uuid.uuid5(uuid.NAMESPACE_URL, key + ":source"),
+        flow_id=uuid.uuid5(uuid.NAMESPACE_URL, key),
+        transfer_syntax_uid=vf.fmt.transfer_syntax_uid,
+        sampling_rate=vf.media.clock_rate,
+    )
+    ds: Dataset = static_part(
+        RtvSop.PHOTOGRAPHIC,
+        StreamContext(),
+        sop_instance_uid=generate_uid(),
+        bulk_flows=(ref,),
+        video=vf.fmt,
+    )
+    return ds

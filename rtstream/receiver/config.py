@@ -1,0 +1,141 @@
+"""Configuration of a :class:`~rtstream.receiver.Receiver`: what to receive and where it goes."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtstream.errors import ConfigError
+from rtstream.pacs.store import TlsSettings
+
+__all__ = ["IncompletePolicy", "ReceiverConfig", "default_outbox"]
+
+
+class IncompletePolicy(enum.Enum):
+    """What to do with a frame that lost packets."""
+
+    DROP = "drop"
+    DELIVER = "deliver"
+
+
+def default_outbox() -> Path:
+    """``$XDG_STATE_HOME/rtstream/outbox``: where stored instances wait for the archive."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "rtstream" / "outbox"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiverConfig:
+    """Configuration of a :class:`Receiver`.
+
+    Parameters
+    ----------
+    sdp : str
+        Path of an SDP file, or an ``http://``/``https://`` URL to GET it from.
+    frames : int or None
+        Stop after this many video items were delivered.
+    duration : float or None
+        Stop after this many seconds.
+    incomplete : IncompletePolicy
+        Drop frames that lost packets, or deliver them flagged (``complete=False`` and
+        ``missing_rows``).
+    pairing_wait_frames : float
+        How long a frame waits for its metadata grain (and a grain for its frame), in
+        frame periods of the video flow.
+    audio_wait_ms : float
+        How long audio chunks may be held to put late ones back in order.
+    rcvbuf : int
+        Requested ``SO_RCVBUF`` per socket in bytes.
+    interface : str or None
+        Interface (name or IPv4 address) for multicast joins.
+    bind_address : str or None
+        Receive unicast flows on this local address instead of the SDP's.
+    dump_frames, dump_metadata : Path or None
+        Write each complete frame (wire pgroup order) as ``<rtp-timestamp>.raw`` and each
+        grain as received as ``<rtp-timestamp>.dcm``; existing files are never replaced.
+    snapshot_every : float or None
+        Take a snapshot every this many seconds.
+    record : float or None
+        Record a clip of this many seconds from the first frame on, then store it.
+    record_max_frames : int
+        Bound on the frames one clip may hold in memory.
+    store : str or None
+        ``AET@HOST:PORT`` of the archive for C-STORE.
+    store_dir : Path or None
+        Save stored instances into this folder instead of sending them.
+    outbox : Path or None
+        The persistent outbox (default ``$XDG_STATE_HOME/rtstream/outbox``).
+    calling_aet : str
+        Our AE title for C-STORE.
+    store_tls : TlsSettings or None
+        DICOM TLS for the C-STORE association (PS3.15 Annex B.1); None for plain TCP.
+    queue_size : int
+        Items buffered for a slow consumer; beyond it the oldest are dropped (counted).
+    """
+
+    sdp: str
+    frames: int | None = None
+    duration: float | None = None
+    incomplete: IncompletePolicy = IncompletePolicy.DROP
+    pairing_wait_frames: float = 2.0
+    audio_wait_ms: float = 2.0
+    rcvbuf: int = 32 << 20
+    interface: str | None = None
+    bind_address: str | None = None
+    dump_frames: Path | None = None
+    dump_metadata: Path | None = None
+    snapshot_every: float | None = None
+    record: float | None = None
+    record_max_frames: int = 1800
+    store: str | None = None
+    store_dir: Path | None = None
+    outbox: Path | None = None
+    calling_aet: str = "RTSTREAM"
+    store_tls: TlsSettings | None = None
+    queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sdp, str) or not self.sdp:
+            raise ConfigError("sdp", self.sdp, "an SDP file path or an http:// URL")
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError("frames", self.frames, "a positive number of frames")
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigError("duration", self.duration, "a positive number of seconds")
+        if not isinstance(self.incomplete, IncompletePolicy):
+            try:
+                object.__setattr__(self, "incomplete", IncompletePolicy(self.incomplete))
+            except ValueError:
+                raise ConfigError("incomplete", self.incomplete, "'drop' or 'deliver'") from None
+        if not 0 <= self.pairing_wait_frames <= 1000:
+            raise ConfigError("pairing_wait_frames", self.pairing_wait_frames, "0..1000 frames")
+        if not 0 <= self.audio_wait_ms <= 1000:
+            raise ConfigError("audio_wait_ms", self.audio_wait_ms, "0..1000 ms")
+        if self.rcvbuf < 4096:
+            raise ConfigError("rcvbuf", self.rcvbuf, "at least 4096 bytes")
+        for key in ("snapshot_every", "record"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(key, value, "a positive number of seconds")
+        if self.record_max_frames < 1:
+            raise ConfigError("record_max_frames", self.record_max_frames, "at least 1")
+        if self.queue_size < 1:
+            raise ConfigError("queue_size", self.queue_size, "at least 1")
+        for key in ("dump_frames", "dump_metadata", "store_dir", "outbox"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, Path(value))
+        if self.store is not None and self.store_dir is not None:
+            raise ConfigError("store", self.store, "either --store or --store-dir, not both")
+        if self.store is not None:
+            from rtstream.pacs.store import parse_store_target
+
+            parse_store_target(self.store)
+
+    @property
+    def stores(self) -> bool:
+        """True when stored instances have somewhere to go."""
+        return self.store is not None or self.store_dir is not None
+
+

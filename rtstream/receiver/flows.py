@@ -1,0 +1,110 @@
+"""From an SDP to flows: one reader per ``m=`` section, metadata flows joined to theirs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from rtstream.errors import ConfigError
+from rtstream.proto.clock import Clock
+from rtstream.proto.sdp import SdpSession
+from rtstream.receiver.config import ReceiverConfig
+from rtstream.receiver.readers import (
+    AudioReader,
+    ChunkSink,
+    FlowReader,
+    FrameSink,
+    GrainSink,
+    MetadataReader,
+    VideoReader,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FlowSet", "build_flows"]
+
+
+@dataclass
+class FlowSet:
+    """The readers of one SDP: video, audio and metadata flows, in SDP order."""
+
+    video: list[VideoReader]
+    audio: list[AudioReader]
+    metadata: list[MetadataReader]
+
+    def all(self) -> tuple[FlowReader, ...]:
+        """Every reader: video, audio, then metadata."""
+        return (*self.video, *self.audio, *self.metadata)
+
+    def named(self, name: str) -> FlowReader | None:
+        """The reader of flow ``name``, or None."""
+        for f in self.all():
+            if f.name == name:
+                return f
+        return None
+
+
+def build_flows(
+    session: SdpSession,
+    cfg: ReceiverConfig,
+    clock: Clock,
+    sink: FrameSink,
+    grain_sink: GrainSink,
+    chunk_sink: ChunkSink,
+) -> FlowSet:
+    """The readers of ``session``.
+
+    A metadata flow describes the flow named by its ``a=x-rtstream-describes``, else the
+    first unclaimed video or audio flow of the same clock rate (PS3.22 §6.2.1).
+
+    Raises
+    ------
+    ConfigError
+        When the SDP has neither a video nor an audio flow.
+    """
+    video = [VideoReader(m.mid or f"video{i}", m, clock, cfg=cfg, sink=sink)
+             for i, m in enumerate(session.video())]
+    audio = [AudioReader(m.mid or f"audio{i}", m, clock, cfg=cfg, sink=chunk_sink)
+             for i, m in enumerate(session.audio())]
+    metas = list(session.metadata())
+    media: list[VideoReader | AudioReader] = [*video, *audio]
+    by_mid = {f.name: f for f in media}
+    unclaimed_video = list(video)
+    unclaimed_audio = list(audio)
+    metadata: list[MetadataReader] = []
+    for i, m in enumerate(metas):
+        mf = MetadataReader(m.mid or f"metadata{i}", m, clock, sink=grain_sink)
+        target: VideoReader | AudioReader | None = None
+        if m.describes is not None:
+            target = by_mid.get(m.describes)
+            if target is None:
+                log.warning("metadata flow %s describes unknown mid %r", mf.name, m.describes)
+        if target is None:
+            # no a=x-rtstream-describes: the first unclaimed flow of the same clock
+            unclaimed: list[VideoReader | AudioReader] = [*unclaimed_video, *unclaimed_audio]
+            for cand in unclaimed:
+                if cand.media.clock_rate == m.clock_rate:
+                    target = cand
+                    break
+        if isinstance(target, VideoReader) and target.meta is None:
+            target.meta = mf
+            unclaimed_video.remove(target)
+        elif isinstance(target, AudioReader) and target.meta is None:
+            target.meta = mf
+            unclaimed_audio.remove(target)
+        else:
+            target = None
+            log.warning("metadata flow %s describes no video or audio flow here", mf.name)
+        mf.target = target
+        metadata.append(mf)
+    if not video and not audio:
+        raise ConfigError("sdp", cfg.sdp, "an SDP with at least one video or audio flow")
+    if not metas:
+        log.info(
+            "SDP has no DICOM-RTV metadata flow: receiving video/audio only "
+            "(no patient/study identity, no per-frame metadata)"
+        )
+    for vf in video:
+        if vf.meta is None and metas:
+            log.info("video flow %s has no metadata flow: frames come without metadata", vf.name)
+    return FlowSet(video=video, audio=audio, metadata=metadata)
