@@ -58,8 +58,6 @@ ARGPARSE_ALLOWED = ("rtstream.commands", "rtstream.cli", "rtstream.bench.worker"
 # after merging those branches.
 IN_PROGRESS: dict[str, str] = {
     # argparse leaves the control plane and the store (their CLI flags move to commands/).
-    "rtstream.control.wiring -> argparse (layer 6 -> argparse, CLI only)": "argparse to commands/",
-    "rtstream.control.mqtt -> argparse (layer 6 -> argparse, CLI only)": "argparse to commands/",
     "rtstream.pacs.store -> argparse (layer 4 -> argparse, CLI only)": "argparse to commands/",
     # http_sdp.py moves to net/sdp_http.py and stops importing the control plane.
     "rtstream.http_sdp -> rtstream.control.metrics (layer 4 -> layer 6)":

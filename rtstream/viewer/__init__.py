@@ -4,7 +4,7 @@ from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
 from rtstream.viewer.server import (
     FrameFeed,
     SnapshotFn,
-    SnapshotResult,
+    SnapshotReply,
     TestPattern,
     ViewerConfig,
     ViewerFrame,
@@ -20,7 +20,7 @@ __all__ = [
     "FrameFeed",
     "SharedEncoder",
     "SnapshotFn",
-    "SnapshotResult",
+    "SnapshotReply",
     "TestPattern",
     "ViewerConfig",
     "ViewerFrame",

@@ -153,7 +153,6 @@ class SnapshotReply:
 
 
 #: Former name of :class:`SnapshotReply`, kept until its last users move.
-SnapshotResult = SnapshotReply
 
 SnapshotFn = Callable[[str, int], Awaitable[SnapshotReply]]
 """``async def snapshot(stream_id, rtp_timestamp) -> SnapshotReply``."""

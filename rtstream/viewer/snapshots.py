@@ -27,7 +27,7 @@ from rtstream.dicom.stored import build_snapshot
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import Sampling, VideoFormat
 from rtstream.proto.pixfmt import to_wire
-from rtstream.viewer.server import SnapshotResult, TestPattern
+from rtstream.viewer.server import SnapshotReply, TestPattern
 
 if TYPE_CHECKING:
     from rtstream.pacs.store import StoreClient
@@ -119,15 +119,15 @@ class PatternSnapshots:
         )
         return ds
 
-    async def __call__(self, stream_id: str, rtp_timestamp: int) -> SnapshotResult:
+    async def __call__(self, stream_id: str, rtp_timestamp: int) -> SnapshotReply:
         """Build (in a worker thread) and store the frame; the result names its UID."""
         if stream_id != self.pattern.stream_id:
-            return SnapshotResult(ok=False, error=f"no stream {stream_id!r}")
+            return SnapshotReply(ok=False, error=f"no stream {stream_id!r}")
         # Take the frame now, before the pattern forgets it; build off the event loop.
         image = self.pattern.frame_at(rtp_timestamp)
         origin_ns = self.pattern.origin_at(rtp_timestamp)
         if image is None or origin_ns is None:
-            return SnapshotResult(
+            return SnapshotReply(
                 ok=False, error=f"frame {rtp_timestamp} is no longer kept (too old or unknown)"
             )
         ds = await asyncio.to_thread(self.build, image, origin_ns)
@@ -136,9 +136,9 @@ class PatternSnapshots:
         uid = str(ds.SOPInstanceUID)
         if result.ok:
             log.info("snapshot of frame %d stored as %s", rtp_timestamp, uid)
-            return SnapshotResult(ok=True, sop_instance_uid=uid)
+            return SnapshotReply(ok=True, sop_instance_uid=uid)
         status = "none" if result.status is None else f"0x{result.status:04X}"
-        return SnapshotResult(
+        return SnapshotReply(
             ok=False, sop_instance_uid=uid,
             error=f"store failed (status {status}): {result.error}",
         )

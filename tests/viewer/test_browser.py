@@ -42,7 +42,7 @@ async def _body(artifacts: str, workdir: str, codec: str = "h264") -> dict[str, 
 
     from rtstream.pacs.store import StoreClient, StoreConfig
     from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
-    from rtstream.viewer.server import SnapshotResult, ViewerConfig, ViewerServer
+    from rtstream.viewer.server import SnapshotReply, ViewerConfig, ViewerServer
     from rtstream.viewer.snapshots import PatternSnapshots
     from tests.orthanc import Orthanc
 
@@ -56,7 +56,7 @@ async def _body(artifacts: str, workdir: str, codec: str = "h264") -> dict[str, 
     await store.__aenter__()
     archive = PatternSnapshots(feed, store)
 
-    async def snapshot(stream: str, rtp: int) -> SnapshotResult:
+    async def snapshot(stream: str, rtp: int) -> SnapshotReply:
         image = feed.frame_at(rtp)
         result = await archive(stream, rtp)
         if image is not None and result.sop_instance_uid:

@@ -29,7 +29,7 @@ from rtstream.viewer.encoder import (
 )
 from rtstream.viewer.server import (
     OVERLAY_FIELDS,
-    SnapshotResult,
+    SnapshotReply,
     ViewerConfig,
     ViewerServer,
     feed_from_receiver,
@@ -110,11 +110,11 @@ async def test_streams_overlay_and_snapshot_api() -> None:
     feed = make_pattern(width=320, height=240, fps=25)
     calls: list[tuple[str, int]] = []
 
-    async def snapshot(stream: str, rtp: int) -> SnapshotResult:
+    async def snapshot(stream: str, rtp: int) -> SnapshotReply:
         calls.append((stream, rtp))
         if feed.frame_at(rtp) is None:
-            return SnapshotResult(ok=False, error="unknown frame")
-        return SnapshotResult(ok=True, sop_instance_uid="1.2.3.4")
+            return SnapshotReply(ok=False, error="unknown frame")
+        return SnapshotReply(ok=True, sop_instance_uid="1.2.3.4")
 
     async with ViewerServer(ViewerConfig(port=0, token=TOKEN), feed, snapshot) as srv:
         await _wait_stream(srv)
@@ -161,7 +161,7 @@ async def test_streams_overlay_and_snapshot_api() -> None:
 
 
 async def test_snapshot_without_archive_and_failing_callback() -> None:
-    async def broken(stream: str, rtp: int) -> SnapshotResult:
+    async def broken(stream: str, rtp: int) -> SnapshotReply:
         raise ConnectionRefusedError("archive down")
 
     for snap, status, text in ((None, 501, "not configured"), (broken, 502, "archive down")):
