@@ -288,6 +288,12 @@ class SequenceTracker:
     # -- counters ----------------------------------------------------------------------
 
     @property
+    def window(self) -> int:
+        """Numbers below the highest within which a duplicate is recognized (the ring's
+        fixed size: the tracker's only per-stream memory)."""
+        return self._window
+
+    @property
     def ssrc(self) -> int | None:
         """The SSRC of the current stream (None before the first packet)."""
         return self._ssrc
