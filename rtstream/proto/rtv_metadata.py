@@ -85,7 +85,17 @@ from pydicom.values import converters as pydicom_converters
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
 from rtstream.proto.clock import NS_PER_S, PtpTimestamp
 from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
-from rtstream.proto.rtp import RtpPacket, parse_rtp, seq_diff, ts_diff
+from rtstream.proto.rtp import (
+    RTP_HEADER_SIZE,
+    RTP_VERSION,
+    Arrival,
+    RtpPacket,
+    SequenceTracker,
+    parse_rtp,
+    seq_add,
+    seq_diff,
+    ts_diff,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1500,12 +1510,22 @@ class GrainDropped:
 
 @dataclass
 class MetadataStats:
-    """Counters of a :class:`MetadataDepacketizer`."""
+    """Counters of a :class:`MetadataDepacketizer`.
+
+    ``lost``, ``reordered`` and ``duplicates`` are sequence accounting (RFC 3550 A.1,
+    :class:`~rtstream.proto.rtp.SequenceTracker`) of every datagram with an RTP version 2
+    fixed header, whatever becomes of it afterwards: a duplicate is a sequence number
+    seen within the last 1024 (or again within its grain, when SSRCs interleave);
+    ``lost`` keeps what earlier SSRCs lost. A duplicate is dropped; one of a grain
+    already closed also counts as ``late``.
+    """
 
     packets: int = 0
     malformed: int = 0
     wrong_payload_type: int = 0
     duplicates: int = 0
+    lost: int = 0
+    reordered: int = 0
     late: int = 0
     grains: int = 0
     dropped: int = 0
@@ -1579,6 +1599,8 @@ class MetadataDepacketizer:
         self.max_partial_grains = max_partial_grains
         self.max_age_ns = max_age_ns
         self.stats = MetadataStats()
+        self._seq = SequenceTracker(window=1024)
+        self._grain_repeats = 0  # duplicates only the grain noticed (interleaved SSRCs)
         self._partials: OrderedDict[tuple[int, int], _Partial] = OrderedDict()
         self._latest_ts: OrderedDict[int, int] = OrderedDict()  # ssrc -> newest timestamp
         self._closed: OrderedDict[tuple[int, int], None] = OrderedDict()
@@ -1590,6 +1612,12 @@ class MetadataDepacketizer:
         events: list[GrainEvent | GrainDropped] = []
         self._expire(now, events)
         self.stats.packets += 1
+        arrival = None
+        if len(datagram) >= RTP_HEADER_SIZE and datagram[0] >> 6 == RTP_VERSION:
+            arrival = self._seq.add(
+                int.from_bytes(datagram[8:12], "big"), int.from_bytes(datagram[2:4], "big")
+            )
+            self._update_seq_stats()
         try:
             pkt = parse_rtp(datagram)
             ext = None
@@ -1626,7 +1654,9 @@ class MetadataDepacketizer:
                 oldest = next(iter(self._partials.values()))
                 self._drop(oldest, "too many concurrent partial grains", events)
         if pkt.sequence in partial.packets:
-            self.stats.duplicates += 1
+            if arrival is not Arrival.DUPLICATE:
+                self._grain_repeats += 1
+                self._update_seq_stats()
             return events
         partial.packets[pkt.sequence] = pkt.payload
         partial.size += len(pkt.payload)
@@ -1652,6 +1682,12 @@ class MetadataDepacketizer:
         if partial.start_seq is not None and partial.end_seq is not None:
             self._try_complete(partial, events)
         return events
+
+    def _update_seq_stats(self) -> None:
+        seq = self._seq
+        self.stats.lost = seq.lost
+        self.stats.reordered = seq.reordered
+        self.stats.duplicates = seq.duplicates + self._grain_repeats
 
     def flush(self) -> list[GrainEvent | GrainDropped]:
         """Drop every partial grain (end of stream)."""
@@ -1692,7 +1728,7 @@ class MetadataDepacketizer:
         if span < 1 or span > self.max_packets_per_grain:
             self._drop(p, f"end packet precedes or is too far from the start ({span})", events)
             return
-        seqs = [(p.start_seq + i) & 0xFFFF for i in range(span)]
+        seqs = [seq_add(p.start_seq, i) for i in range(span)]
         if len(p.packets) < span or any(s not in p.packets for s in seqs):
             if len(p.packets) > span:
                 self._drop(p, "packets outside the grain's start..end range", events)
