@@ -83,6 +83,18 @@ from pydicom.valuerep import VR as VR_
 from pydicom.values import converters as pydicom_converters
 
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
+from rtstream.proto._pydicom_private import (
+    DATASET_ELEMENTS,
+    ELEMENT_VALUE,
+    SEQUENCE_ITEMS,
+    dataset_character_set,
+    dataset_elements,
+    new_dataset,
+    new_element,
+    new_sequence,
+    settings_state,
+    snapshot_state,
+)
 from rtstream.proto.clock import NS_PER_S, PtpTimestamp
 from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
 from rtstream.proto.rtp import (
@@ -1070,7 +1082,7 @@ def _pydicom_state() -> tuple[object, ...] | None:
         or pydicom_hooks.hooks.raw_element_value is not pydicom_hooks.raw_element_value
     ):
         return None
-    return (_CONFIG_VALUES(pydicom_config), tuple(vars(pydicom_config.settings).items()))
+    return (_CONFIG_VALUES(pydicom_config), settings_state())
 
 
 def _config_getter() -> Callable[[Any], Any]:
@@ -1090,7 +1102,7 @@ def _snapshot(obj: object, skip: str) -> tuple[dict[str, Any], tuple[str, ...]] 
     of plain values (copied); None otherwise."""
     state: dict[str, Any] = {}
     copies: list[str] = []
-    for name, value in vars(obj).items():
+    for name, value in snapshot_state(obj).items():
         if name == skip:
             continue
         kind = type(value)
@@ -1139,12 +1151,12 @@ class _Builder:
     def dataset(
         self, ds: Dataset, pos: int, limit: int, until_delim: bool, dynamic: bool
     ) -> tuple[_DatasetNode, int] | None:
-        snap = _snapshot(ds, "_dict")
+        snap = _snapshot(ds, DATASET_ELEMENTS)
         if snap is None or type(ds) is not Dataset:
             return None
         node = _DatasetNode(*snap)
-        encoding = ds.original_character_set or ds._character_set
-        elements = list(ds._dict.items())
+        encoding = ds.original_character_set or dataset_character_set(ds)
+        elements = list(dataset_elements(ds).items())
         body = self.body
         i = 0
         while not (pos == limit and not until_delim):
@@ -1166,7 +1178,7 @@ class _Builder:
             i += 1
             if key != tag or type(elem) is not DataElement:
                 return None
-            esnap = _snapshot(elem, "_value")
+            esnap = _snapshot(elem, ELEMENT_VALUE)
             vr = vr_bytes.decode("ascii")
             if esnap is None or esnap[1] or elem.VR != vr or vr == "UN":
                 return None
@@ -1193,7 +1205,7 @@ class _Builder:
     def sequence(
         self, seq: Any, pos: int, vlen: int, limit: int, dynamic: bool, enode: _ElemNode
     ) -> int | None:
-        snap = _snapshot(seq, "_list") if type(seq) is DicomSequence else None
+        snap = _snapshot(seq, SEQUENCE_ITEMS) if type(seq) is DicomSequence else None
         if snap is None or snap[1]:
             return None
         enode.seq_state = snap[0]
@@ -1337,22 +1349,16 @@ def _from_template(body: bytes) -> Dataset | None:
 def _build(node: _DatasetNode, values: list[Any]) -> Dataset:
     """A new data set from ``node``: fresh objects, states copied, values from ``values``."""
     elements: dict[BaseTag, DataElement] = {}
-    new = object.__new__
     for enode in node.elems:
-        elem = new(DataElement)
         if enode.slot >= 0:
             value = values[enode.slot]
         else:
-            value = new(DicomSequence)
-            value.__dict__ = {**enode.seq_state, "_list": [_build(i, values) for i in enode.items]}
-        elem.__dict__ = {**enode.state, "_value": value}
-        elements[enode.tag] = elem
-    state = {**node.state, "_dict": elements}
+            value = new_sequence(enode.seq_state, [_build(i, values) for i in enode.items])
+        elements[enode.tag] = new_element(enode.state, value)
+    state = {**node.state, DATASET_ELEMENTS: elements}
     for name in node.copies:
         state[name] = state[name].copy()
-    ds = new(Dataset)
-    object.__setattr__(ds, "__dict__", state)
-    return ds
+    return new_dataset(state)
 
 
 def split_static(dataset: Dataset) -> Dataset:
