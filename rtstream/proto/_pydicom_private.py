@@ -4,7 +4,8 @@ Why
 ---
 The grain decoder's template path (:mod:`rtstream.proto.rtv_metadata`, "Fast path")
 rebuilds a grain's :class:`~pydicom.dataset.Dataset` from a remembered layout instead of
-letting pydicom read the bytes again: about 24 µs per 1080p60 grain instead of 173 µs.
+letting pydicom read the bytes again, about seven times faster per 1080p60 grain (173 µs
+-> 24 µs when it was introduced).
 To produce objects *equal attribute by attribute* to what pydicom's reader makes, it must
 
 * read a data set's elements as stored, without converting raw elements
