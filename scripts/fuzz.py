@@ -252,8 +252,8 @@ class AudioTarget(RowsTarget):
 
     def check_bounds(self) -> None:
         for dp in self.dps:
-            st = dp._stream
-            assert st is None or st.seen.shape == (4096,)
+            tracker = dp._seq  # its fixed-size duplicate window is the only per-flow state
+            assert tracker.window == 4096 and tracker._ring.shape == (4096,)
 
 
 class VideoTarget(RowsTarget):

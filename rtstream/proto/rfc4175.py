@@ -31,9 +31,10 @@ no Python loop per packet.
 a ``(n, stride)`` array and their lengths. All headers are decoded with vectorized
 gathers; SRD headers are read one *depth* at a time (the loop runs once per SRD header
 position, not per packet). Malformed packets are counted (by field) and dropped. Sequence
-numbers are unwrapped from their 16-bit RTP value relative to the highest seen (RFC 3550
-A.1); the extended-sequence high bits only seed the counter, so peers that leave them zero
-still unwrap correctly. Duplicates are found in a 65536-entry ring of extended numbers. Payload
+numbers are extended, and loss, reordering and duplicates counted, by one
+:class:`~rtstream.proto.rtp.SequenceTracker` (RFC 3550 A.1) a batch at a time; the
+extended-sequence high bits only seed its first number, so peers that leave them zero
+still unwrap correctly, and its duplicate window is one whole wrap (65536). Payload
 segments are scattered into the frame buffer by fancy indexing, one assignment per
 distinct segment length. A frame is emitted when its marker packet arrives or when a
 packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows
@@ -52,7 +53,7 @@ import numpy as np
 
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from rtstream.proto.formats import SUPPORTED_VIDEO, Sampling, VideoFormat
-from rtstream.proto.rtp import RTP_HEADER_SIZE, write_rtp_headers
+from rtstream.proto.rtp import RTP_HEADER_SIZE, SequenceTracker, seq_add, write_rtp_headers
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ DEFAULT_MAX_PAYLOAD = 1460
 SSRC_TIMEOUT_NS = 1_000_000_000
 _MAX_SRD_PER_PACKET = 64
 _RECENT_FRAMES = 16
-_NO_SEQ = np.iinfo(np.int64).min
+_SEQ_WINDOW = 65536
 # The fixed 20 bytes of a plain single-SRD datagram (RTP header without CSRC or
 # extension, extended sequence number, one SRD header), as one record per datagram.
 _PLAIN_HEADER = np.dtype({
@@ -901,10 +902,7 @@ class VideoDepacketizer:
         self.stats = DepacketizerStats()
         self._ssrc: int | None = None
         self._ssrc_seen_ns = 0
-        self._highest: int | None = None
-        self._first_ext = 0
-        self._received = 0
-        self._ring = np.full(65536, _NO_SEQ, np.int64)
+        self._seq = SequenceTracker(window=_SEQ_WINDOW)
         self._pending: _Pending | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_FRAMES)
         # A frame has at most frame_bytes / pgroup_bytes distinct segments (each is whole,
@@ -937,8 +935,7 @@ class VideoDepacketizer:
         the frame being assembled past twice the segments a frame can hold (a sender that
         never sets the marker nor changes the timestamp) are dropped and counted there as
         ``"SRD segments per frame"``, so memory stays bounded. A batch is unwrapped
-        relative to the highest sequence number seen before it, so it should hold fewer
-        than 32768 datagrams.
+        relative to the highest sequence number seen before each packet (RFC 3550 A.1).
         """
         if batch.ndim != 2 or batch.dtype != np.uint8:
             raise LocalProtocolError("batch: need a 2-D uint8 array")
@@ -967,15 +964,13 @@ class VideoDepacketizer:
             return events
         kept = np.flatnonzero(ok)
         ext = self._unwrap(p, kept)
-        dup = self._duplicates(ext)
-        self.stats.duplicates += int(dup.sum())
-        kept = kept[~dup]
-        ext = ext[~dup]
+        dup = self._seq.record(ext).duplicate
+        self._update_seq_stats()
+        if dup.any():
+            kept = kept[~dup]
+            ext = ext[~dup]
         if len(kept) == 0:
-            self._update_lost()
             return events
-        self._received += len(kept)
-        self._update_lost()
 
         # Split into runs of equal timestamp, in arrival order.
         ts = p.ts[kept]
@@ -1056,7 +1051,7 @@ class VideoDepacketizer:
         handles every other batch (same counters, same frames).
         """
         fmt = self.fmt
-        high = self._highest
+        high = self._seq.highest
         n = len(lens)
         if high is None or fmt.interlaced or n >= 0x8000 or batch.strides[1] != 1:
             return None
@@ -1066,7 +1061,7 @@ class VideoDepacketizer:
             return None
         seq = h["seq"].astype(np.int64)
         first = high + 1
-        if int(seq[0]) != first & 0xFFFF or (
+        if int(seq[0]) != seq_add(high, 1) or (
             n > 1 and not ((np.diff(seq) & 0xFFFF) == 1).all()
         ):
             return None
@@ -1121,14 +1116,8 @@ class VideoDepacketizer:
 
         # Accepted: account the packets, then hand each run to its frame.
         self._ssrc_seen_ns = now
-        self._received += n
-        self._highest = high + n
-        slot = first & 0xFFFF
-        ext = np.arange(first, first + n, dtype=np.int64)
-        head = min(n, 0x10000 - slot)
-        self._ring[slot : slot + head] = ext[:head]
-        self._ring[: n - head] = ext[head:]
-        self._update_lost()
+        self._seq.advance(n)
+        self.stats.lost = self._seq.lost
         frame_row = rowf // lpr if lpr > 1 else rowf
         dst = frame_row * rb + byte_off
         events: list[VideoFrameEvent] = []
@@ -1204,9 +1193,7 @@ class VideoDepacketizer:
             events.extend(self.flush())
             self._ssrc = new
             self._ssrc_seen_ns = now
-            self._highest = None
-            self._received = 0
-            self._ring.fill(_NO_SEQ)
+            self._seq.restart(new)
             self._recent.clear()
             mine = ok & (p.ssrc == new)
             others = ok & ~mine
@@ -1216,35 +1203,15 @@ class VideoDepacketizer:
 
     def _unwrap(self, p: _Parsed, kept: np.ndarray) -> np.ndarray:
         seq = p.seq[kept]
-        if self._highest is None:
-            # offset by 2**32 so that reordered packets before the first never go negative
-            self._highest = (1 << 32) + int((p.ext_hi[kept[0]] << 16) | seq[0])
-            self._first_ext = self._highest
-            self._received = 0
-        h = self._highest
-        ext = h + ((seq - (h & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
-        prev = np.maximum.accumulate(np.concatenate(([h], ext[:-1])))
-        self.stats.reordered += int((ext < prev).sum())
-        self._highest = max(h, int(ext.max()))
-        self._first_ext = min(self._first_ext, int(ext.min()))
-        result: np.ndarray = ext
-        return result
+        # offset by 2**32 so that reordered packets before the first never go negative
+        first = (1 << 32) + int((p.ext_hi[kept[0]] << 16) | seq[0])
+        return self._seq.extend(seq, first=first)
 
-    def _duplicates(self, ext: np.ndarray) -> np.ndarray:
-        slot = ext & 0xFFFF
-        dup = self._ring[slot] == ext
-        _, first = np.unique(ext, return_index=True)
-        repeat = np.ones(len(ext), bool)
-        repeat[first] = False
-        dup |= repeat
-        self._ring[slot] = ext
-        result: np.ndarray = dup
-        return result
-
-    def _update_lost(self) -> None:
-        if self._highest is not None:
-            expected = self._highest - self._first_ext + 1
-            self.stats.lost = max(0, expected - self._received)
+    def _update_seq_stats(self) -> None:
+        t = self._seq
+        self.stats.lost = t.lost
+        self.stats.duplicates = t.duplicates
+        self.stats.reordered = t.reordered
 
     def _emit(self) -> VideoFrameEvent:
         pend = self._pending

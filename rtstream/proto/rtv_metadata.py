@@ -83,9 +83,31 @@ from pydicom.valuerep import VR as VR_
 from pydicom.values import converters as pydicom_converters
 
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
+from rtstream.proto._pydicom_private import (
+    DATASET_ELEMENTS,
+    ELEMENT_VALUE,
+    SEQUENCE_ITEMS,
+    dataset_character_set,
+    dataset_elements,
+    new_dataset,
+    new_element,
+    new_sequence,
+    settings_state,
+    snapshot_state,
+)
 from rtstream.proto.clock import NS_PER_S, PtpTimestamp
 from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
-from rtstream.proto.rtp import RtpPacket, parse_rtp, seq_diff, ts_diff
+from rtstream.proto.rtp import (
+    RTP_HEADER_SIZE,
+    RTP_VERSION,
+    Arrival,
+    RtpPacket,
+    SequenceTracker,
+    parse_rtp,
+    seq_add,
+    seq_diff,
+    ts_diff,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1060,7 +1082,7 @@ def _pydicom_state() -> tuple[object, ...] | None:
         or pydicom_hooks.hooks.raw_element_value is not pydicom_hooks.raw_element_value
     ):
         return None
-    return (_CONFIG_VALUES(pydicom_config), tuple(vars(pydicom_config.settings).items()))
+    return (_CONFIG_VALUES(pydicom_config), settings_state())
 
 
 def _config_getter() -> Callable[[Any], Any]:
@@ -1080,7 +1102,7 @@ def _snapshot(obj: object, skip: str) -> tuple[dict[str, Any], tuple[str, ...]] 
     of plain values (copied); None otherwise."""
     state: dict[str, Any] = {}
     copies: list[str] = []
-    for name, value in vars(obj).items():
+    for name, value in snapshot_state(obj).items():
         if name == skip:
             continue
         kind = type(value)
@@ -1129,12 +1151,12 @@ class _Builder:
     def dataset(
         self, ds: Dataset, pos: int, limit: int, until_delim: bool, dynamic: bool
     ) -> tuple[_DatasetNode, int] | None:
-        snap = _snapshot(ds, "_dict")
+        snap = _snapshot(ds, DATASET_ELEMENTS)
         if snap is None or type(ds) is not Dataset:
             return None
         node = _DatasetNode(*snap)
-        encoding = ds.original_character_set or ds._character_set
-        elements = list(ds._dict.items())
+        encoding = ds.original_character_set or dataset_character_set(ds)
+        elements = list(dataset_elements(ds).items())
         body = self.body
         i = 0
         while not (pos == limit and not until_delim):
@@ -1156,7 +1178,7 @@ class _Builder:
             i += 1
             if key != tag or type(elem) is not DataElement:
                 return None
-            esnap = _snapshot(elem, "_value")
+            esnap = _snapshot(elem, ELEMENT_VALUE)
             vr = vr_bytes.decode("ascii")
             if esnap is None or esnap[1] or elem.VR != vr or vr == "UN":
                 return None
@@ -1183,7 +1205,7 @@ class _Builder:
     def sequence(
         self, seq: Any, pos: int, vlen: int, limit: int, dynamic: bool, enode: _ElemNode
     ) -> int | None:
-        snap = _snapshot(seq, "_list") if type(seq) is DicomSequence else None
+        snap = _snapshot(seq, SEQUENCE_ITEMS) if type(seq) is DicomSequence else None
         if snap is None or snap[1]:
             return None
         enode.seq_state = snap[0]
@@ -1327,22 +1349,16 @@ def _from_template(body: bytes) -> Dataset | None:
 def _build(node: _DatasetNode, values: list[Any]) -> Dataset:
     """A new data set from ``node``: fresh objects, states copied, values from ``values``."""
     elements: dict[BaseTag, DataElement] = {}
-    new = object.__new__
     for enode in node.elems:
-        elem = new(DataElement)
         if enode.slot >= 0:
             value = values[enode.slot]
         else:
-            value = new(DicomSequence)
-            value.__dict__ = {**enode.seq_state, "_list": [_build(i, values) for i in enode.items]}
-        elem.__dict__ = {**enode.state, "_value": value}
-        elements[enode.tag] = elem
-    state = {**node.state, "_dict": elements}
+            value = new_sequence(enode.seq_state, [_build(i, values) for i in enode.items])
+        elements[enode.tag] = new_element(enode.state, value)
+    state = {**node.state, DATASET_ELEMENTS: elements}
     for name in node.copies:
         state[name] = state[name].copy()
-    ds = new(Dataset)
-    object.__setattr__(ds, "__dict__", state)
-    return ds
+    return new_dataset(state)
 
 
 def split_static(dataset: Dataset) -> Dataset:
@@ -1500,12 +1516,22 @@ class GrainDropped:
 
 @dataclass
 class MetadataStats:
-    """Counters of a :class:`MetadataDepacketizer`."""
+    """Counters of a :class:`MetadataDepacketizer`.
+
+    ``lost``, ``reordered`` and ``duplicates`` are sequence accounting (RFC 3550 A.1,
+    :class:`~rtstream.proto.rtp.SequenceTracker`) of every datagram with an RTP version 2
+    fixed header, whatever becomes of it afterwards: a duplicate is a sequence number
+    seen within the last 1024 (or again within its grain, when SSRCs interleave);
+    ``lost`` keeps what earlier SSRCs lost. A duplicate is dropped; one of a grain
+    already closed also counts as ``late``.
+    """
 
     packets: int = 0
     malformed: int = 0
     wrong_payload_type: int = 0
     duplicates: int = 0
+    lost: int = 0
+    reordered: int = 0
     late: int = 0
     grains: int = 0
     dropped: int = 0
@@ -1579,6 +1605,8 @@ class MetadataDepacketizer:
         self.max_partial_grains = max_partial_grains
         self.max_age_ns = max_age_ns
         self.stats = MetadataStats()
+        self._seq = SequenceTracker(window=1024)
+        self._grain_repeats = 0  # duplicates only the grain noticed (interleaved SSRCs)
         self._partials: OrderedDict[tuple[int, int], _Partial] = OrderedDict()
         self._latest_ts: OrderedDict[int, int] = OrderedDict()  # ssrc -> newest timestamp
         self._closed: OrderedDict[tuple[int, int], None] = OrderedDict()
@@ -1590,6 +1618,12 @@ class MetadataDepacketizer:
         events: list[GrainEvent | GrainDropped] = []
         self._expire(now, events)
         self.stats.packets += 1
+        arrival = None
+        if len(datagram) >= RTP_HEADER_SIZE and datagram[0] >> 6 == RTP_VERSION:
+            arrival = self._seq.add(
+                int.from_bytes(datagram[8:12], "big"), int.from_bytes(datagram[2:4], "big")
+            )
+            self._update_seq_stats()
         try:
             pkt = parse_rtp(datagram)
             ext = None
@@ -1626,7 +1660,9 @@ class MetadataDepacketizer:
                 oldest = next(iter(self._partials.values()))
                 self._drop(oldest, "too many concurrent partial grains", events)
         if pkt.sequence in partial.packets:
-            self.stats.duplicates += 1
+            if arrival is not Arrival.DUPLICATE:
+                self._grain_repeats += 1
+                self._update_seq_stats()
             return events
         partial.packets[pkt.sequence] = pkt.payload
         partial.size += len(pkt.payload)
@@ -1652,6 +1688,12 @@ class MetadataDepacketizer:
         if partial.start_seq is not None and partial.end_seq is not None:
             self._try_complete(partial, events)
         return events
+
+    def _update_seq_stats(self) -> None:
+        seq = self._seq
+        self.stats.lost = seq.lost
+        self.stats.reordered = seq.reordered
+        self.stats.duplicates = seq.duplicates + self._grain_repeats
 
     def flush(self) -> list[GrainEvent | GrainDropped]:
         """Drop every partial grain (end of stream)."""
@@ -1692,7 +1734,7 @@ class MetadataDepacketizer:
         if span < 1 or span > self.max_packets_per_grain:
             self._drop(p, f"end packet precedes or is too far from the start ({span})", events)
             return
-        seqs = [(p.start_seq + i) & 0xFFFF for i in range(span)]
+        seqs = [seq_add(p.start_seq, i) for i in range(span)]
         if len(p.packets) < span or any(s not in p.packets for s in seqs):
             if len(p.packets) > span:
                 self._drop(p, "packets outside the grain's start..end range", events)

@@ -16,25 +16,34 @@ as one big-endian byte view of the whole block.
 :class:`AudioDepacketizer` reads a batch of received datagrams the same way: headers as
 arrays, header lengths (CSRCs, extension, padding) computed per row, payload bytes
 gathered with one fancy index. It accepts any payload that is a whole number of sample
-frames (third-party senders often send more than 1 ms per packet). Packets are ordered
-by their extended sequence number within a batch; runs that are contiguous in sequence
-and in timestamp become one :class:`AudioChunkEvent`. ``lost_before`` counts the packets
-missing just before a chunk. A packet whose extended sequence number is at or below the
-highest one already emitted is too late: it is a duplicate when that very number was
-seen, else counted as late, and dropped in both cases.
+frames (third-party senders often send more than 1 ms per packet). Sequence numbers are
+extended, and duplicates and reordering counted, by one
+:class:`~rtstream.proto.rtp.SequenceTracker` (RFC 3550 A.1) a batch at a time; a batch
+of two or more packets all far behind the highest (``MAX_MISORDER``) restarts it. Packets
+are ordered by their extended sequence number within a batch; runs that are contiguous in
+sequence and in timestamp become one :class:`AudioChunkEvent`. ``lost_before`` counts the
+packets missing just before a chunk, and ``stats.lost`` adds them up (what the emitted
+audio lacks). A packet whose extended sequence number is at or below the highest one
+already emitted is too late: it is a duplicate when that very number was seen, else
+counted as late, and dropped in both cases.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.formats import AudioEncoding, AudioFormat
 from rtstream.proto.rfc4175 import PacketBatch
-from rtstream.proto.rtp import RTP_HEADER_SIZE, read_rtp_headers, write_rtp_headers
+from rtstream.proto.rtp import (
+    RTP_HEADER_SIZE,
+    SequenceTracker,
+    read_rtp_headers,
+    write_rtp_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +209,6 @@ class AudioStats:
         return asdict(self)
 
 
-@dataclass
-class _Stream:
-    ssrc: int
-    highest: int | None = None  # highest extended sequence number emitted
-    seen: np.ndarray = field(default_factory=lambda: np.full(_SEEN_WINDOW, -1, np.int64))
-
-
 class AudioDepacketizer:
     """Turn batches of received ST 2110-30 datagrams into :class:`AudioChunkEvent`.
 
@@ -223,7 +225,8 @@ class AudioDepacketizer:
         self.payload_type = payload_type
         self.frame_bytes = fmt.channels * fmt.encoding.sample_bytes
         self.stats = AudioStats()
-        self._stream: _Stream | None = None
+        self._seq = SequenceTracker(window=_SEEN_WINDOW)
+        self._old_repeats = 0  # duplicates too far below the highest for the tracker
 
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> list[AudioChunkEvent]:
         """Consume received datagrams.
@@ -309,45 +312,40 @@ class AudioDepacketizer:
         hl: np.ndarray,
         plen: np.ndarray,
     ) -> list[AudioChunkEvent]:
-        st = self._stream
-        if st is None or st.ssrc != ssrc:
-            if st is not None:
+        tracker = self._seq
+        if tracker.ssrc != ssrc:
+            if tracker.ssrc is not None:
                 self.stats.ssrc_changes += 1
-                log.debug("audio SSRC changed from %#x to %#x", st.ssrc, ssrc)
-            st = self._stream = _Stream(ssrc)
-        # extend sequence numbers: first relative to the highest emitted, then each
-        # relative to its predecessor in arrival order (RFC 3550 A.1, vectorized)
-        step = ((np.diff(seq) + 0x8000) & 0xFFFF) - 0x8000
-        if st.highest is None:
-            base = int(seq[0])
-        else:
-            base = st.highest + (((int(seq[0]) - st.highest + 0x8000) & 0xFFFF) - 0x8000)
-        ext = base + np.concatenate(([0], np.cumsum(step)))
-        if st.highest is not None and ext.size >= 2 and int(ext.max()) < st.highest - _MAX_MISORDER:
+                log.debug("audio SSRC changed from %#x to %#x", tracker.ssrc, ssrc)
+            tracker.restart(ssrc)
+        ext = tracker.extend(seq)
+        if tracker.restarted(ext, max_misorder=_MAX_MISORDER):
             # every packet far behind what was emitted: the sender restarted its
             # sequence (RFC 3550 A.1 resynchronizes after two such packets)
-            log.debug("audio sequence restarted at %d (was %d)", int(seq[0]), st.highest)
+            log.debug("audio sequence restarted at %d (was %s)", int(seq[0]), tracker.highest)
             self.stats.resyncs += 1
-            st = self._stream = _Stream(ssrc)
-            ext = int(seq[0]) + np.concatenate(([0], np.cumsum(step)))
-        # reordering in arrival order
-        running_max = np.maximum.accumulate(ext)
-        self.stats.reordered += int(np.count_nonzero(ext[1:] < running_max[:-1]))
+            tracker.restart(ssrc)
+            ext = tracker.extend(seq)
+        prev = tracker.highest  # highest emitted: every packet kept so far is at or below it
+        verdict = tracker.record(ext)
         order = np.argsort(ext, kind="stable")
         ext, rows, ts, hl, plen = ext[order], rows[order], ts[order], hl[order], plen[order]
-        # duplicates within the batch and against the recently seen window
-        first = np.concatenate(([True], ext[1:] != ext[:-1]))
-        seen_before = st.seen[ext % _SEEN_WINDOW] == ext
-        dup = ~first | seen_before
-        late = ~dup & (ext <= (st.highest if st.highest is not None else ext.min() - 1))
-        self.stats.duplicates += int(dup.sum())
+        dup = verdict.duplicate[order]
+        # a number repeated within a batch that jumped more than the window above it is
+        # new to the tracker (too old to tell) but must not be emitted twice
+        again = ~dup & np.concatenate(([False], ext[1:] == ext[:-1]))
+        if again.any():
+            self._old_repeats += int(again.sum())
+            dup |= again
+        self.stats.reordered = tracker.reordered
+        self.stats.duplicates = tracker.duplicates + self._old_repeats
+        late = ~dup & (ext <= (prev if prev is not None else ext.min() - 1))
         self.stats.late += int(late.sum())
         keep = ~dup & ~late
         if not keep.all():
             ext, rows, ts, hl, plen = ext[keep], rows[keep], ts[keep], hl[keep], plen[keep]
         if ext.size == 0:
             return []
-        st.seen[ext % _SEEN_WINDOW] = ext
         self.stats.packets += int(ext.size)
         frames = plen // self.frame_bytes
         # gather every payload byte with one index
@@ -360,7 +358,6 @@ class AudioDepacketizer:
         gap = np.diff(ext) - 1
         ts_break = ((ts[1:] - ts[:-1]) & 0xFFFFFFFF) != frames[:-1]
         bounds = np.flatnonzero((gap != 0) | ts_break) + 1
-        prev = st.highest
         lost_first = 0 if prev is None else int(ext[0] - prev - 1)
         frame_starts = np.concatenate(([0], np.cumsum(frames)))
         pkt_edges = np.concatenate(([0], bounds, [ext.size]))
@@ -378,7 +375,6 @@ class AudioDepacketizer:
                     first_seq=int(ext[a]),
                 )
             )
-        st.highest = int(ext[-1])
         self.stats.chunks += len(events)
         self.stats.samples += int(frames.sum())
         return events

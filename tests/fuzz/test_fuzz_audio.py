@@ -107,5 +107,5 @@ def test_state_stays_bounded() -> None:
         if rows:
             buf, lengths = to_batch(rows)
             dp.feed(buf, lengths, i)
-    stream = dp._stream  # no public view of the window; its size is the bound
-    assert stream is None or stream.seen.shape == (4096,)
+    tracker = dp._seq  # its window is the bound
+    assert tracker.window == 4096 and tracker._ring.shape == (4096,)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
 from rtstream.proto.rtp import (
+    Arrival,
     RtpPacket,
-    SequenceUnwrapper,
+    SequenceTracker,
     parse_rtp,
     read_rtp_headers,
+    seq_add,
     seq_diff,
+    seq_diff_array,
     ts_diff,
     write_rtp_headers,
 )
@@ -174,38 +179,222 @@ def test_ts_diff_inverts_addition(b: int, d: int) -> None:
     assert ts_diff((b + d) & 0xFFFFFFFF, b) == d
 
 
-def test_unwrapper_counts_through_several_wraps() -> None:
-    u = SequenceUnwrapper()
+def test_seq_add_wraps() -> None:
+    assert seq_add(0xFFFF, 1) == 0 and seq_add(0, -1) == 0xFFFF and seq_add(5, 3) == 8
+
+
+@given(st.lists(st.integers(0, 0xFFFF), max_size=20), st.integers(-(1 << 40), 1 << 40))
+def test_seq_diff_array_is_seq_diff(a: list[int], b: int) -> None:
+    got = seq_diff_array(np.array(a, np.int64), b).tolist()
+    assert got == [seq_diff(x, b & 0xFFFF) for x in a]
+
+
+class ReferenceAccount:
+    """The receiver's accounting before SequenceTracker (rtstream/receiver.py _SeqAccount):
+    the last 1024 unique extended numbers in a deque."""
+
+    def __init__(self) -> None:
+        self.ssrc: int | None = None
+        self.first = self.highest = self.unique = self.duplicates = self.reordered = 0
+        self.lost_before = 0
+        self._seen: deque[int] = deque(maxlen=1024)
+        self._seen_set: set[int] = set()
+
+    @property
+    def lost(self) -> int:
+        if self.ssrc is None:
+            return self.lost_before
+        return self.lost_before + max(0, self.highest - self.first + 1 - self.unique)
+
+    def add(self, ssrc: int, seq: int) -> None:
+        if ssrc != self.ssrc:
+            self.lost_before = self.lost
+            self.ssrc = ssrc
+            self.first = self.highest = seq
+            self.unique = 1
+            self._seen.clear()
+            self._seen_set = {seq}
+            self._seen.append(seq)
+            return
+        ext = self.highest + seq_diff(seq, self.highest)
+        if ext in self._seen_set:
+            self.duplicates += 1
+            return
+        if ext < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = ext
+        self.first = min(self.first, ext)
+        self.unique += 1
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(ext)
+        self._seen_set.add(ext)
+
+
+def counters(t: SequenceTracker | ReferenceAccount) -> tuple[int, int, int]:
+    return t.lost, t.reordered, t.duplicates
+
+
+def test_tracker_extends_through_several_wraps() -> None:
+    t = SequenceTracker()
     start = 0xFFF0
-    got = [u.unwrap((start + i) & 0xFFFF) for i in range(3 * 65536)]
-    assert got == list(range(start, start + 3 * 65536))
+    for i in range(3 * 65536):
+        assert t.add(7, (start + i) & 0xFFFF) is Arrival.IN_ORDER
+    assert t.highest == start + 3 * 65536 - 1
+    assert counters(t) == (0, 0, 0) and t.received == 3 * 65536
 
 
-def test_unwrapper_reordered_packet_maps_below_without_false_wrap() -> None:
-    u = SequenceUnwrapper()
-    assert u.unwrap(0xFFFE) == 0xFFFE
-    assert u.unwrap(0x0001) == 0x10001  # wrapped forward
-    assert u.unwrap(0xFFFF) == 0xFFFF  # late packet from before the wrap
-    assert u.unwrap(0x0000) == 0x10000
-    assert u.highest == 0x10001
-    assert u.unwrap(0x0002) == 0x10002
+def test_tracker_wrap_65535_to_0_with_a_late_packet_from_before_it() -> None:
+    t = SequenceTracker()
+    assert t.add(1, 0xFFFE) is Arrival.IN_ORDER
+    assert t.add(1, 0x0001) is Arrival.IN_ORDER  # wrapped forward, 0xFFFF and 0 missing
+    assert t.highest == 0x10001 and t.lost == 2
+    assert t.add(1, 0xFFFF) is Arrival.REORDERED  # from before the wrap: no false wrap
+    assert t.add(1, 0x0000) is Arrival.REORDERED
+    assert t.highest == 0x10001 and counters(t) == (0, 2, 0)
+    assert t.add(1, 0xFFFF) is Arrival.DUPLICATE
+    assert t.add(1, 0x0002) is Arrival.IN_ORDER
+    assert counters(t) == (0, 2, 1) and t.received == 5
 
 
-def test_unwrapper_32_bit() -> None:
-    u = SequenceUnwrapper(bits=32)
-    assert u.unwrap(0xFFFFFFFF) == 0xFFFFFFFF
-    assert u.unwrap(0) == 1 << 32
+def test_tracker_reordered_before_the_first_packet_and_loss() -> None:
+    t = SequenceTracker()
+    for s in (10, 8, 9, 14):
+        t.add(3, s)
+    assert t.reordered == 2 and t.lost == 3  # 11..13 missing of 8..14
+    t.add(3, 12)
+    assert t.reordered == 3 and t.lost == 2
 
 
-@given(st.integers(0, 0xFFFF), st.lists(st.integers(-100, 100), max_size=50))
-def test_unwrapper_matches_true_counter_under_small_jitter(start: int, jitter: list[int]) -> None:
-    u = SequenceUnwrapper()
-    u.unwrap(start)
-    true = start
-    for j in jitter:
-        true += 1
-        value = true + j
-        assert u.unwrap(value & 0xFFFF) == value
+def test_tracker_duplicates_only_within_the_window() -> None:
+    t = SequenceTracker(window=16)
+    for s in range(40):
+        t.add(1, s)
+    assert t.add(1, 39) is Arrival.DUPLICATE
+    assert t.add(1, 24) is Arrival.DUPLICATE  # 15 below the highest: in the window
+    assert t.add(1, 23) is Arrival.REORDERED  # 16 below: too old to tell
+    assert counters(t) == (0, 1, 2)
+
+
+def test_tracker_ssrc_change_keeps_the_loss_and_restarts() -> None:
+    t = SequenceTracker()
+    for s in (100, 101, 104):  # 102, 103 lost
+        t.add(1, s)
+    assert t.lost == 2
+    assert t.add(2, 5000) is Arrival.IN_ORDER and t.ssrc == 2 and t.highest == 5000
+    t.add(2, 5003)  # 5001, 5002 lost
+    assert t.lost == 4 and t.received == 2
+    t.add(2, 5000)
+    assert t.duplicates == 1
+
+
+def test_tracker_rejects_a_window_that_is_not_a_power_of_two() -> None:
+    with pytest.raises(LocalProtocolError, match="window"):
+        SequenceTracker(window=1000)
+
+
+def test_tracker_advance_is_record_of_the_next_numbers() -> None:
+    a, b = SequenceTracker(window=8), SequenceTracker(window=8)
+    for t in (a, b):
+        t.record(t.extend(np.array([65530])))
+    a.advance(20)
+    b.record(b.extend((65531 + np.arange(20)) & 0xFFFF))
+    assert (a.highest, a.received, counters(a)) == (b.highest, b.received, counters(b))
+    again = (65530 + np.arange(14, 21)) & 0xFFFF
+    assert (a.record(a.extend(again)).duplicate == b.record(b.extend(again)).duplicate).all()
+    with pytest.raises(LocalProtocolError):
+        SequenceTracker().advance(1)
+
+
+def test_tracker_extend_seeds_the_first_packet() -> None:
+    t = SequenceTracker()
+    ext = t.extend(np.array([5, 4, 6]), first=(1 << 32) + (7 << 16) + 5)
+    assert ext.tolist() == [(1 << 32) + (7 << 16) + k for k in (5, 4, 6)]
+    with pytest.raises(LocalProtocolError, match="first"):
+        t.extend(np.array([5]), first=6)
+
+
+def test_tracker_extend_a_batch_longer_than_half_the_space() -> None:
+    t = SequenceTracker()
+    seq = (0xFFF0 + np.arange(100_000)) & 0xFFFF
+    assert t.extend(seq).tolist() == list(range(0xFFF0, 0xFFF0 + 100_000))
+
+
+def test_tracker_restarted_far_behind() -> None:
+    t = SequenceTracker()
+    t.record(t.extend(np.arange(1000, 1010)))
+    assert t.restarted(t.extend(np.array([10, 11])))
+    assert not t.restarted(t.extend(np.array([10])))  # one packet: wait for a second
+    assert not t.restarted(t.extend(np.array([950, 951])))  # within MAX_MISORDER
+    t.restart(t.ssrc)
+    assert t.extend(np.array([10, 11])).tolist() == [10, 11]
+
+
+@st.composite
+def arrivals(draw: st.DrawFn, *, wild: bool) -> list[tuple[int, int]]:
+    """(ssrc, seq) in arrival order: a stream with loss, duplicates, reordering and,
+    when ``wild``, jumps anywhere and SSRC changes."""
+    start = draw(st.integers(0, 0xFFFF))
+    n = draw(st.integers(1, 300))
+    seqs = [(start + i) & 0xFFFF for i in range(n)]
+    out = [(1, s) for s in seqs]
+    for _ in range(draw(st.integers(0, 12))):
+        k = draw(st.integers(0, len(out) - 1))
+        what = draw(st.sampled_from(["drop", "dup", "late", "jump", "ssrc"] if wild
+                                    else ["drop", "dup", "late"]))
+        if what == "drop" and len(out) > 1:
+            del out[k]
+        elif what == "dup":
+            out.insert(draw(st.integers(k, len(out))), out[k])
+        elif what == "late":
+            out.insert(draw(st.integers(k, min(len(out), k + 30))), out.pop(k))
+        elif what == "jump":
+            out[k] = (out[k][0], draw(st.integers(0, 0xFFFF)))
+        elif what == "ssrc":
+            out[k:] = [(2, s) for _, s in out[k:]]
+    return out
+
+
+@given(arrivals(wild=False))
+def test_tracker_add_counts_like_the_receivers_former_accounting(
+    pkts: list[tuple[int, int]],
+) -> None:
+    t, ref = SequenceTracker(), ReferenceAccount()
+    for ssrc, s in pkts:
+        t.add(ssrc, s)
+        ref.add(ssrc, s)
+        assert counters(t) == counters(ref)
+
+
+@settings(max_examples=300)
+@given(arrivals(wild=True), st.lists(st.integers(1, 64), min_size=1), st.sampled_from([16, 1024]))
+def test_tracker_batches_equal_the_scalar_path(
+    pkts: list[tuple[int, int]], cuts: list[int], window: int
+) -> None:
+    scalar, batch = SequenceTracker(window=window), SequenceTracker(window=window)
+    verdicts = [scalar.add(ssrc, s) for ssrc, s in pkts]
+    got: list[Arrival] = []
+    i = k = 0
+    while i < len(pkts):
+        part = pkts[i : i + cuts[k % len(cuts)]]
+        k += 1
+        j = 0
+        while j < len(part):  # one SSRC per call, as the depacketizers split them
+            ssrc = part[j][0]
+            run = []
+            while j < len(part) and part[j][0] == ssrc:
+                run.append(part[j][1])
+                j += 1
+            if ssrc != batch.ssrc:
+                batch.restart(ssrc)
+            v = batch.record(batch.extend(np.array(run, np.int64)))
+            got += [Arrival.DUPLICATE if d else Arrival.REORDERED if r else Arrival.IN_ORDER
+                    for d, r in zip(v.duplicate.tolist(), v.reordered.tolist(), strict=True)]
+        i += len(part)
+    assert got == verdicts
+    assert counters(batch) == counters(scalar)
+    assert (batch.highest, batch.received) == (scalar.highest, scalar.received)
 
 
 # --- vectorized header stores ---------------------------------------------------------
