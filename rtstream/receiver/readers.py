@@ -15,7 +15,8 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
   go to its :class:`ChunkSink`.
 * :class:`MetadataReader` -> :class:`~rtstream.proto.rtv_metadata.MetadataDepacketizer`
   (one Python object per datagram is fine for grains); grains go to its
-  :class:`GrainSink`, and :class:`SequenceTracker` counts the packets never seen.
+  :class:`GrainSink`; the depacketizer also counts the packets never seen
+  (:class:`~rtstream.proto.rtp.SequenceTracker`, shared by every depacketizer).
 
 A reader never raises into the event loop: an exception (a bug) is reported to its
 :class:`ReaderHost`, which surfaces it to the consumer, and the socket is no longer
@@ -55,7 +56,6 @@ __all__ = [
     "GrainSink",
     "MetadataReader",
     "ReaderHost",
-    "SequenceTracker",
     "VideoReader",
     "open_socket",
 ]
@@ -111,73 +111,6 @@ class ChunkSink(Protocol):
     def on_chunk(self, reader: AudioReader, ev: AudioChunkEvent, now: int) -> None:
         """One chunk of consecutive packets read at ``now``."""
         ...
-
-
-# TODO(merge): use rtstream.proto.rtp.SequenceTracker
-class SequenceTracker:
-    """Loss, duplicates and reordering by RTP sequence number (RFC 3550 A.1), per SSRC.
-
-    Loss is ``highest - first + 1 - unique`` over extended sequence numbers; duplicates
-    are found in a window of the last 1024; a new SSRC starts over and carries the loss
-    of the previous ones. Used for the metadata flows, whose depacketizer reassembles
-    grains but does not account for packets it never saw.
-    """
-
-    def __init__(self) -> None:
-        self._ssrc: int | None = None
-        self._first = 0
-        self._highest = 0
-        self._unique = 0
-        self._duplicates = 0
-        self._reordered = 0
-        self._lost_before = 0  # of previous SSRCs
-        self._seen: deque[int] = deque(maxlen=1024)
-        self._seen_set: set[int] = set()
-
-    @property
-    def lost(self) -> int:
-        """Packets never received (all SSRCs so far)."""
-        if self._ssrc is None:
-            return self._lost_before
-        return self._lost_before + max(0, self._highest - self._first + 1 - self._unique)
-
-    @property
-    def reordered(self) -> int:
-        """Packets that arrived after a later one."""
-        return self._reordered
-
-    @property
-    def duplicates(self) -> int:
-        """Packets received again."""
-        return self._duplicates
-
-    def add(self, ssrc: int, seq: int) -> None:
-        """Account for one packet of ``ssrc`` with 16-bit sequence number ``seq``."""
-        if ssrc != self._ssrc:
-            self._lost_before = self.lost
-            self._ssrc = ssrc
-            self._first = self._highest = seq
-            self._unique = 1
-            self._seen.clear()
-            self._seen_set = {seq}
-            self._seen.append(seq)
-            return
-        delta = ((seq - self._highest + 0x8000) & 0xFFFF) - 0x8000
-        ext = self._highest + delta
-        if ext in self._seen_set:
-            self._duplicates += 1
-            return
-        if ext < self._highest:
-            self._reordered += 1
-        else:
-            self._highest = ext
-        if ext < self._first:
-            self._first = ext
-        self._unique += 1
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(ext)
-        self._seen_set.add(ext)
 
 
 class FlowReader:
@@ -475,8 +408,6 @@ class MetadataReader(FlowReader):
     Attributes
     ----------
     depkt : MetadataDepacketizer
-    seq : SequenceTracker
-        Packet loss, reordering and duplicates of the flow.
     target : VideoReader, AudioReader or None
         The flow it describes.
     static : Dataset or None
@@ -495,7 +426,6 @@ class MetadataReader(FlowReader):
         if media.extmap is None:
             raise ConfigError("sdp", name, "a metadata m= section with its a=extmap lines")
         self.depkt = MetadataDepacketizer(extmap=media.extmap)
-        self.seq = SequenceTracker()
         self.target: VideoReader | AudioReader | None = None
         self.static: Dataset | None = None
         self.static_uid: str | None = None
@@ -507,7 +437,6 @@ class MetadataReader(FlowReader):
     def read(self, flush: bool = False) -> None:
         """Drain up to 16 batches; one datagram at a time into the depacketizer."""
         sink = self.sink
-        seq = self.seq
         for _ in range(self.max_batches):
             got = self._drain()
             if got is None:
@@ -515,11 +444,6 @@ class MetadataReader(FlowReader):
             batch, lengths, now = got
             for i in range(len(lengths)):
                 datagram = batch[i, : int(lengths[i])].tobytes()
-                # the RTP header read by hand (RFC 3550 §5.1): cheaper than parsing it
-                if len(datagram) >= 12 and datagram[0] >> 6 == 2:
-                    seq.add(
-                        int.from_bytes(datagram[8:12], "big"), int.from_bytes(datagram[2:4], "big")
-                    )
                 for ev in self.depkt.feed(datagram, now):
                     if isinstance(ev, GrainEvent):
                         self.grains_complete += 1

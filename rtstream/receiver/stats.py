@@ -138,9 +138,9 @@ def _audio(af: AudioReader) -> FlowStats:
 
 def _metadata(mf: MetadataReader) -> FlowStats:
     s = mf.depkt.stats
-    return FlowStats(kind="metadata", packets=mf.packets, packets_lost=mf.seq.lost,
-                     packets_malformed=s.malformed, reordered=mf.seq.reordered,
-                     duplicates=mf.seq.duplicates, late=s.late,
+    return FlowStats(kind="metadata", packets=mf.packets, packets_lost=s.lost,
+                     packets_malformed=s.malformed, reordered=s.reordered,
+                     duplicates=s.duplicates, late=s.late,
                      extra={"grains_complete": mf.grains_complete,
                             "grains_dropped": mf.grains_dropped})
 
