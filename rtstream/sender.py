@@ -47,6 +47,7 @@ import numpy as np
 from rtstream.config import from_mapping, load_toml, merge
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
+from rtstream.endpoints import check_port, parse_endpoint, resolve
 from rtstream.errors import ConfigError
 from rtstream.media.sources import (
     AudioSource,
@@ -218,8 +219,8 @@ class NetworkConfig:
             ("network.audio_port", self.audio_port),
             ("network.audio_metadata_port", self.audio_metadata_port),
         ):
-            if v is not None and not 1 <= v <= 65535:
-                raise ConfigError(key, v, "a UDP port 1..65535")
+            if v is not None:
+                check_port(v, key, what="UDP port")
         if self.port + 6 > 65535:
             raise ConfigError("network.port", self.port, "1..65529 (PORT+6 is used too)")
         if not 0 <= self.ttl <= 255:
@@ -304,7 +305,7 @@ class SenderConfig:
         if not 10 <= self.static_interval_ms <= 1000:
             raise ConfigError("static_interval_ms", self.static_interval_ms, "10..1000 (PS3.22: >= 1 Hz)")
         if self.http is not None:
-            parse_host_port(self.http, "http")
+            parse_endpoint(self.http, key="http", allow_port_zero=True)
         self.refclk()
         names = {f.name for f in dataclasses.fields(StreamContext)}
         for key in self.context:
@@ -316,14 +317,6 @@ class SenderConfig:
         unless a PTP grandmaster is configured)."""
         return RefClock(ptp_grandmaster=self.ptp_grandmaster, ptp_domain=self.ptp_domain,
                         local_mac=local_mac)
-
-
-def parse_host_port(text: str, key: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port), with a :class:`ConfigError` naming ``key``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(key, text, "HOST:PORT with a port 1..65535")
-    return host, int(port)
 
 
 def load_sender_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SenderConfig:
@@ -488,12 +481,7 @@ class Sender:
         return write_sdp(self.sdp)
 
     def _dest_address(self) -> str:
-        import socket
-
-        try:
-            return socket.gethostbyname(self.cfg.network.dest)
-        except OSError:
-            raise ConfigError("network.dest", self.cfg.network.dest, "an IPv4 address or resolvable host") from None
+        return resolve(self.cfg.network.dest, key="network.dest")
 
     def _udp(self, port: int) -> UdpSender:
         n = self.cfg.network
@@ -552,7 +540,7 @@ class Sender:
             if self.cfg.http is not None:
                 from rtstream.http_sdp import SdpHttpServer
 
-                host, port = parse_host_port(self.cfg.http, "http")
+                host, port = parse_endpoint(self.cfg.http, key="http", allow_port_zero=True)
                 self._http = SdpHttpServer(self.sdp, host, port)
                 await self._http.start()
             if self.cfg.dump_frames is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
+from rtstream.endpoints import parse_endpoint
 from rtstream.errors import ConfigError
 from rtstream.http_sdp import SdpHttpServer
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
@@ -26,7 +27,6 @@ from rtstream.sender import (
     SenderConfig,
     SenderStats,
     load_sender_config,
-    parse_host_port,
 )
 
 HELP = "send a live source as ST 2110 video/audio with PS3.22 DICOM metadata flows"
@@ -116,7 +116,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     net: dict[str, Any] = {"ttl": args.ttl, "interface": args.interface,
                            "source_address": args.source_address, "dscp": args.dscp}
     if args.dest:
-        host, port = parse_host_port(args.dest, "--dest")
+        host, port = parse_endpoint(args.dest, key="--dest", allow_ipv6=False)
         net.update(dest=host, port=port)
     o["network"] = net
     o["context"] = {"patient_name": args.patient_name, "patient_id": args.patient_id,
@@ -195,7 +195,7 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
     if cfg.http is not None:
         # One server for the whole run (SDP + metrics), outliving the Sender that a
         # stream_stop/stream_start command replaces; the Senders themselves serve none.
-        host, port = parse_host_port(cfg.http, "http")
+        host, port = parse_endpoint(cfg.http, key="http", allow_port_zero=True)
         registry = sender_registry(lambda: senders[-1] if senders else None)
         http = SdpHttpServer(None, host, port, registry=registry)
         await http.start()

@@ -32,7 +32,6 @@ import contextlib
 import datetime
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,6 +47,7 @@ from rtstream.control.metrics import (
     metrics_handler,
     watch_control_plane,
 )
+from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
 
 __all__ = [
@@ -403,16 +403,9 @@ class ReceiverHealth:
 # -- HTTP -----------------------------------------------------------------------------------
 
 
-def parse_listen(text: str, key: str = "--http") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``) -> (host, port); port 0 picks a free one."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text or "")
-    if not m:
-        raise ConfigError(key, text, "HOST:PORT, e.g. 127.0.0.1:9100")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, text, "a port in 0..65535")
-    return host, port
+def parse_listen(text: str, key: str = "--http") -> Endpoint:
+    """``HOST:PORT`` (``[v6]:PORT``) to listen on; port 0 picks a free one."""
+    return parse_endpoint(text, key=key, allow_port_zero=True)
 
 
 class ObservabilityServer:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rtstream.endpoints import check_port, resolve
 from rtstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,6 @@ def _interface_address(interface: str | None) -> tuple[bytes, int]:
         ) from None
 
 
-def _resolve(host: str, key: str) -> str:
-    try:
-        return socket.gethostbyname(host)
-    except OSError:
-        raise ConfigError(key, host, "an IPv4 address or a resolvable host name") from None
-
-
 class UdpSender:
     """Send RTP datagrams of one flow, with UDP segmentation offload.
 
@@ -141,13 +135,12 @@ class UdpSender:
         max_wait: float = 0.2,
     ) -> None:
         host, port = dest
-        if not 0 < port < 65536:
-            raise ConfigError("network.port", port, "1..65535")
+        check_port(port, "network.port", what="UDP port")
         if not 0 <= ttl <= 255:
             raise ConfigError("network.ttl", ttl, "0..255")
         if dscp is not None and not 0 <= dscp <= 63:
             raise ConfigError("network.dscp", dscp, "0..63")
-        addr = _resolve(host, "network.dest")
+        addr = resolve(host, key="network.dest")
         self.dest = (addr, port)
         self.stats = SenderStats()
         self.gso = gso
@@ -167,7 +160,7 @@ class UdpSender:
                     mreqn = socket.inet_aton("0.0.0.0") + ifaddr + struct.pack("=i", ifindex)
                     self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
             if bind is not None:
-                self._sock.bind((_resolve(bind[0], "network.source_address"), bind[1]))
+                self._sock.bind((resolve(bind[0], key="network.source_address"), bind[1]))
             self._sock.connect(self.dest)
         except OSError as exc:
             self._sock.close()
@@ -482,9 +475,8 @@ class UdpReceiver:
         batch: int = 1024,
         gro: bool = True,
     ) -> None:
-        if not 0 <= port < 65536:
-            raise ConfigError("network.port", port, "0..65535")
-        addr = _resolve(address, "network.address")
+        check_port(port, "network.port", allow_zero=True, what="UDP port")
+        addr = resolve(address, key="network.address")
         self.stats = ReceiverStats()
         self._buf = np.zeros((batch, max_datagram), np.uint8)
         self._lengths = np.zeros(batch, np.int64)
@@ -522,7 +514,7 @@ class UdpReceiver:
             if multicast:
                 ifaddr, ifindex = _interface_address(interface)
                 if source is not None:
-                    src = socket.inet_aton(_resolve(source, "network.source"))
+                    src = socket.inet_aton(resolve(source, key="network.source"))
                     if ifindex and ifaddr == socket.inet_aton("0.0.0.0"):
                         ifaddr = _first_address_of(ifindex)
                     # struct ip_mreq_source {multiaddr, interface, sourceaddr} (ip(7))
