@@ -653,7 +653,7 @@ class Sender:
                 origin = PtpTimestamp.from_ns(frame.capture_ns)
                 grain = flow.builder.grain(origin=origin, frame_number=frame.index + 1, now=clock.now_ns())
                 for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                    flow.meta_sender.send(d)
+                    await flow.meta_sender.send_async(d)
                 stats.metadata_grains += 1
                 stats.static_parts = flow.builder.static_grains
                 batch = packetizer.packetize(wire, ts)
@@ -661,21 +661,21 @@ class Sender:
                     self._dump(frame, wire, ts)
                 sender = flow.sender
                 if bursts == 1:
-                    sender.send_batch(batch)
+                    await sender.send_batch_async(batch)
                 else:
                     # Spread over [capture, capture + window]; when behind, over what is left
                     # of it (or at once), so the schedule catches up.
                     t_first = clock.now_ns()
                     span = frame.capture_ns + window - t_first
                     if span <= 0:
-                        sender.send_batch(batch)
+                        await sender.send_batch_async(batch)
                     else:
                         for b in range(bursts):
                             due = t_first + span * b // bursts
                             delay = due - clock.now_ns()
                             if delay > 200_000:
                                 await loop_sleep(delay / NS_PER_S)
-                            sender.send_batch(batch, bounds[b], bounds[b + 1])
+                            await sender.send_batch_async(batch, bounds[b], bounds[b + 1])
                 done = clock.now_ns()
                 # Late: still sending when the next frame was captured (+2 ms of timer slack).
                 if done > frame.capture_ns + period + 2_000_000:
@@ -724,9 +724,9 @@ class Sender:
             number += 1
             grain = flow.builder.grain(origin=origin, frame_number=number, now=self.clock.now_ns())
             for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                flow.meta_sender.send(d)
+                await flow.meta_sender.send_async(d)
             batch = packetizer.packetize(chunk.samples, ts)
-            flow.sender.send_batch(batch)
+            await flow.sender.send_batch_async(batch)
             self.stats.audio_packets += len(batch.sizes)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
