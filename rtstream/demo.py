@@ -216,7 +216,7 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     if rx.video and rx.video[0].fmt is not None:
         fps = max(1, round(float(rx.video[0].fmt.exactframerate)))
     ports = [cfg.http_port] if cfg.http_port is not None else [DEFAULT_HTTP_PORT, 0]
-    last: OSError | None = None
+    last: ConfigError | None = None
     for port in ports:
         vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
                             encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
@@ -224,11 +224,11 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
         try:
             await server.start()
             return server
-        except OSError as exc:
+        except ConfigError as exc:  # the port is taken
             last = exc
             await server.close()
             log.info("viewer port %d is taken, trying another", port)
-    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last})")
+    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last and last.allowed})")
 
 
 async def run_demo(

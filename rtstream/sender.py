@@ -48,7 +48,7 @@ from rtstream.config import from_mapping, load_toml, merge
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
 from rtstream.endpoints import check_port, parse_endpoint, resolve
-from rtstream.errors import ConfigError
+from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.media.sources import (
     AudioSource,
     VideoFrame,
@@ -275,7 +275,10 @@ class SenderConfig:
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
         Patient/study/device values (:class:`~rtstream.dicom.context.StreamContext`
-        field names); a DICOM source's own values fill what is not given.
+        field names); a DICOM source's own values fill what is not given.    http : str or None
+        ``HOST:PORT`` where ``rtstream send`` serves the SDP and metrics. The command
+        starts that server (:class:`~rtstream.net.sdp_http.SdpHttpServer`) and gives it
+        each Sender's SDP; a :class:`Sender` itself never starts an HTTP server.
     """
 
     source: str = "testsrc"
@@ -354,7 +357,10 @@ class SenderStats:
 
 
 @dataclass
-class _Flow:
+class _OutFlow:
+    """One outgoing media flow: its bulk (video/audio) socket, and its PS3.22 metadata
+    flow's socket, packetizer and grain builder."""
+
     sender: UdpSender
     meta_sender: UdpSender
     meta_packetizer: MetadataPacketizer
@@ -403,10 +409,8 @@ class Sender:
         self.session_id = rnd.getrandbits(31)
         self.sop_instance_uid: str | None = None
         self._flows: list[UdpSender] = []
-        self._video: _Flow | None = None
-        self._audio: _Flow | None = None
-        self._audio_sender: UdpSender | None = None
-        self._http: Any = None
+        self._video: _OutFlow | None = None
+        self._audio: _OutFlow | None = None
         self.sdp = self.session()
 
     # ----------------------------------------------------------------- setup
@@ -494,7 +498,7 @@ class Sender:
     def _metadata_flow(self, *, sop: RtvSop, bulk_ts: str, rate: int, bulk_source: uuid.UUID,
                        bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,
                        ssrc: int, port: int, duration: Fraction | None,
-                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _Flow:
+                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _OutFlow:
         sop_uid = _generate_uid()
         meta = RtvMetaInfo(
             transfer_syntax_uid=bulk_ts,
@@ -512,7 +516,7 @@ class Sender:
                                  flow_id=meta_flow, payload_type=self.cfg.network.metadata_payload_type,
                                  max_payload=1460, sequence=random.getrandbits(16),
                                  grain_duration=duration)
-        return _Flow(bulk_sender, self._udp(port), pkt, builder)
+        return _OutFlow(bulk_sender, self._udp(port), pkt, builder)
 
     async def __aenter__(self) -> Sender:
         try:
@@ -537,12 +541,6 @@ class Sender:
             if self.cfg.sdp_out is not None:
                 self.cfg.sdp_out.parent.mkdir(parents=True, exist_ok=True)
                 self.cfg.sdp_out.write_text(text)
-            if self.cfg.http is not None:
-                from rtstream.http_sdp import SdpHttpServer
-
-                host, port = parse_endpoint(self.cfg.http, key="http", allow_port_zero=True)
-                self._http = SdpHttpServer(self.sdp, host, port)
-                await self._http.start()
             if self.cfg.dump_frames is not None:
                 self.cfg.dump_frames.mkdir(parents=True, exist_ok=True)
         except BaseException:
@@ -557,9 +555,6 @@ class Sender:
         self.source.close()
         if self.audio_source is not None:
             self.audio_source.close()
-        if self._http is not None:
-            await self._http.stop()
-            self._http = None
         for s in self._flows:
             self.stats.icmp_errors += s.stats.icmp_errors
             self.stats.dropped += s.stats.dropped
@@ -574,7 +569,7 @@ class Sender:
     async def run(self) -> SenderStats:
         """Send until the frame/duration limit, the end of the source, or cancellation."""
         if self._video is None:
-            raise ConfigError("Sender", "run", "use 'async with Sender(cfg) as tx'")
+            raise LocalProtocolError("Sender.run() outside its context: use 'async with Sender(cfg) as tx: await tx.run()'")
         await self.source.prepare(self.fmt)  # one-time set-up, not counted as per-frame CPU
         cpu0 = time.process_time()
         start_ns = self.clock.now_ns() + 100_000_000

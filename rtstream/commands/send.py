@@ -13,13 +13,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from rtstream.control.metrics import metrics_handler
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
 from rtstream.endpoints import parse_endpoint
 from rtstream.errors import ConfigError
-from rtstream.http_sdp import SdpHttpServer
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
+from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.pacs.context import context_with_worklist
 from rtstream.proto.formats import Sampling
 from rtstream.sender import (
@@ -193,15 +194,15 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
     senders: list[Sender] = []
     http: SdpHttpServer | None = None
     if cfg.http is not None:
-        # One server for the whole run (SDP + metrics), outliving the Sender that a
-        # stream_stop/stream_start command replaces; the Senders themselves serve none.
+        # The one SDP/metrics server of the run, started here (a Sender serves nothing):
+        # it outlives the Sender that a stream_stop/stream_start command replaces.
         host, port = parse_endpoint(cfg.http, key="http", allow_port_zero=True)
         registry = sender_registry(lambda: senders[-1] if senders else None)
-        http = SdpHttpServer(None, host, port, registry=registry)
+        http = SdpHttpServer(None, host, port, metrics=metrics_handler(registry))
         await http.start()
 
     def make_sender(c: SenderConfig) -> Sender:
-        tx = Sender(c if http is None else dataclasses.replace(c, http=None), status=status)
+        tx = Sender(c, status=status)
         senders.append(tx)
         if http is not None:
             http.set_session(tx.sdp)

@@ -49,6 +49,7 @@ from rtstream.control.metrics import (
 )
 from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
+from rtstream.net.http import start_site
 
 __all__ = [
     "FRAME_READY_BUCKETS",
@@ -453,19 +454,7 @@ class ObservabilityServer:
 
     async def start(self) -> None:
         """Start listening (ConfigError when the address is taken or invalid)."""
-        runner = web.AppRunner(self._app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError("--http", f"{self.host}:{self.port}",
-                              f"a free address to listen on ({exc})") from None
-        self._runner = runner
-        server: Any = site._server
-        if self.port == 0 and server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        self._runner, self.port = await start_site(self._app(), self.host, self.port, key="--http")
         log.info("metrics at %s/metrics, health at %s/healthz", self.url, self.url)
 
     async def stop(self) -> None:
