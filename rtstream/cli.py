@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(rtstream.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers (e.g. _tls_args), not commands
+            continue
         mod = importlib.import_module(f"rtstream.commands.{info.name}")
         name = getattr(mod, "NAME", info.name)
         p = sub.add_parser(

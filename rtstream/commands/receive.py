@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig, add_cli_arguments, config_from_args
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.pacs.store import add_tls_arguments, tls_from_args
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
 
 log = logging.getLogger(__name__)

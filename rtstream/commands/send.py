@@ -79,7 +79,7 @@ def parse_video(text: str) -> dict[str, Any]:
     return out
 
 
-def add_sender_options(parser: argparse.ArgumentParser, *, dest_required: bool) -> None:
+def add_sender_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``send`` and ``sdp``."""
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML configuration (flags override it)")
     parser.add_argument("--source", metavar="SPEC", help=f"video source: {SPEC_HELP} (default testsrc)")
@@ -152,7 +152,7 @@ def build_config(args: argparse.Namespace) -> SenderConfig:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``send`` options."""
-    add_sender_options(parser, dest_required=True)
+    add_sender_options(parser)
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

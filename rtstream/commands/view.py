@@ -11,10 +11,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import add_cli_arguments
 from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
-from rtstream.pacs.store import add_tls_arguments, tls_from_args
 
 HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
 DESCRIPTION = """\

@@ -50,7 +50,6 @@ outbox file
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import copy
@@ -183,28 +182,6 @@ class TlsSettings:
         if self.cert_file is not None:
             ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return ctx
-
-
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--store-tls-ca/-cert/-key`` (DICOM TLS for ``--store``) to a command."""
-    group = parser.add_argument_group("DICOM TLS for --store (PS3.15 Annex B.1)")
-    group.add_argument("--store-tls-ca", type=Path, metavar="PEM",
-                       help="CA bundle the archive's certificate must chain to; turns TLS on")
-    group.add_argument("--store-tls-cert", type=Path, metavar="PEM",
-                       help="our client certificate, when the archive asks for one")
-    group.add_argument("--store-tls-key", type=Path, metavar="PEM",
-                       help="the key of --store-tls-cert")
-
-
-def tls_from_args(args: argparse.Namespace) -> TlsSettings | None:
-    """The :class:`TlsSettings` of :func:`add_tls_arguments`' flags, None without a CA."""
-    if args.store_tls_ca is None:
-        if args.store_tls_cert is not None or args.store_tls_key is not None:
-            raise ConfigError("--store-tls-cert", str(args.store_tls_cert),
-                              "only together with --store-tls-ca")
-        return None
-    return TlsSettings(ca_file=args.store_tls_ca, cert_file=args.store_tls_cert,
-                       key_file=args.store_tls_key)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,10 +417,6 @@ class Outbox:
         if not new:
             log.info("outbox: instance %s is already queued; keeping the queued copy", uid)
         return self.root / name, new
-
-    def put(self, ds: Dataset) -> Path:
-        """Queue ``ds`` durably (see :meth:`add`); never overwrites a queued instance."""
-        return self.add(ds)[0]
 
     def pending(self) -> list[str]:
         """SOP Instance UIDs waiting in the outbox, oldest first."""
@@ -842,8 +815,6 @@ class StoreClient:
         """Queue ``ds`` and wait until it is stored or has permanently failed."""
         fut = await self.enqueue(ds)
         return await fut
-
-    store = submit  # the name used in docs/internal-api.md
 
     async def flush(self) -> None:
         """Wait until every queued instance (replayed ones included) is resolved."""
