@@ -131,11 +131,9 @@ class Pacing(enum.Enum):
     NONE = "none"
 
 
-class SopChoice(enum.Enum):
-    """The RTV SOP class of the video metadata flow (PS3.22 Table 7.2-1)."""
-
-    ENDOSCOPIC = "endoscopic"
-    PHOTOGRAPHIC = "photographic"
+#: The ``sop`` values of the configuration (``--sop``) and the RTV video SOP class each
+#: names (PS3.22 Table 7.2-1).
+VIDEO_SOPS: dict[str, RtvSop] = {"endoscopic": RtvSop.ENDOSCOPIC, "photographic": RtvSop.PHOTOGRAPHIC}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,8 +267,9 @@ class SenderConfig:
     frames, duration : int or float or None
         Stop after this many frames / seconds (None: run until cancelled or the
         source ends).
-    sop : SopChoice
-        RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1).
+    sop : str
+        RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1): ``endoscopic`` or
+        ``photographic``.
     static_interval_ms : int
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
@@ -285,7 +284,7 @@ class SenderConfig:
     loop: bool = False
     frames: int | None = None
     duration: float | None = None
-    sop: SopChoice = SopChoice.ENDOSCOPIC
+    sop: str = "endoscopic"
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -305,6 +304,9 @@ class SenderConfig:
             raise ConfigError("frames", self.frames, "a positive number of frames")
         if self.duration is not None and not self.duration > 0:
             raise ConfigError("duration", self.duration, "a positive number of seconds")
+        if not isinstance(self.sop, str) or self.sop.lower() not in VIDEO_SOPS:
+            raise ConfigError("sop", self.sop, " or ".join(repr(k) for k in VIDEO_SOPS))
+        object.__setattr__(self, "sop", self.sop.lower())
         if not 10 <= self.static_interval_ms <= 1000:
             raise ConfigError("static_interval_ms", self.static_interval_ms, "10..1000 (PS3.22: >= 1 Hz)")
         if self.http is not None:
@@ -314,6 +316,11 @@ class SenderConfig:
         for key in self.context:
             if key not in names:
                 raise ConfigError(f"context.{key}", self.context[key], "one of " + ", ".join(sorted(names)))
+
+    @property
+    def rtv_sop(self) -> RtvSop:
+        """The RTV SOP class of the video metadata flow that :attr:`sop` names."""
+        return VIDEO_SOPS[self.sop]
 
     def refclk(self, local_mac: str = "00-00-00-00-00-00") -> RefClock:
         """The ``a=ts-refclk`` to advertise (``localmac`` of the sending interface
@@ -521,9 +528,8 @@ class Sender:
     async def __aenter__(self) -> Sender:
         try:
             vport, vmport, aport, amport = self.cfg.network.ports()
-            vsop = RtvSop.ENDOSCOPIC if self.cfg.sop is SopChoice.ENDOSCOPIC else RtvSop.PHOTOGRAPHIC
             self._video = self._metadata_flow(
-                sop=vsop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
+                sop=self.cfg.rtv_sop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
                 bulk_source=self._ids["video_source"], bulk_flow=self._ids["video_flow"],
                 meta_source=self._ids["vmeta_source"], meta_flow=self._ids["vmeta_flow"],
                 ssrc=self._ssrc[1], port=vmport, duration=1 / self.fmt.exactframerate,
@@ -787,7 +793,7 @@ __all__ = [
     "Sender",
     "SenderConfig",
     "SenderStats",
-    "SopChoice",
+    "VIDEO_SOPS",
     "VideoConfig",
     "load_sender_config",
 ]

@@ -24,6 +24,7 @@ from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.pacs.context import context_with_worklist
 from rtstream.proto.formats import Sampling
 from rtstream.sender import (
+    VIDEO_SOPS,
     Sender,
     SenderConfig,
     SenderStats,
@@ -92,7 +93,7 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, choices=[8, 10], help="bits per component (default 10)")
     parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")
     parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
-    parser.add_argument("--sop", choices=["endoscopic", "photographic"], help="RTV SOP class (default endoscopic)")
+    parser.add_argument("--sop", choices=list(VIDEO_SOPS), help="RTV SOP class (default endoscopic)")
     parser.add_argument("--ttl", type=int, help="multicast TTL (default 1)")
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
     parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
@@ -145,7 +146,7 @@ def build_config(args: argparse.Namespace) -> SenderConfig:
         worklist=worklist,
         station_aet=args.station_aet,
         accession=args.accession_number,
-        sop=cfg.sop.value,
+        sop=cfg.sop,
     )
     return dataclasses.replace(cfg, context=context)
 
