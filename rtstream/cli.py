@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(rtstream.commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):  # helpers shared by the commands, not commands
+        if info.name.startswith("_"):  # helpers shared by the commands (_mqtt_args, _tls_args)
             continue
         mod = importlib.import_module(f"rtstream.commands.{info.name}")
         name = getattr(mod, "NAME", info.name)

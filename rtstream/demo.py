@@ -52,6 +52,7 @@ from rtstream.control.wiring import (
     combine_handlers,
     open_plane,
 )
+from rtstream.endpoints import check_port, parse_dicom_peer
 from rtstream.errors import ConfigError
 from rtstream.proto.formats import Sampling
 
@@ -137,16 +138,13 @@ class DemoConfig:
             raise ConfigError("--snapshot-every", self.snapshot_every, "seconds > 0")
         if self.port is not None and not 1024 <= self.port <= 65529:
             raise ConfigError("--port", self.port, "1024..65529 (PORT..PORT+6 are used)")
-        if self.http_port is not None and not 0 <= self.http_port <= 65535:
-            raise ConfigError("--http", self.http_port, "a TCP port 0..65535")
-        if not 0 <= self.archive_port <= 65535:
-            raise ConfigError("--archive-port", self.archive_port, "a TCP port 0..65535")
+        if self.http_port is not None:
+            check_port(self.http_port, "--http", allow_zero=True, what="TCP port")
+        check_port(self.archive_port, "--archive-port", allow_zero=True, what="TCP port")
         if self.depth not in (8, 10):
             raise ConfigError("--depth", self.depth, "8 or 10")
         if self.pacs is not None:
-            from rtstream.pacs.store import parse_store_target
-
-            parse_store_target(self.pacs, key="--pacs")
+            parse_dicom_peer(self.pacs, key="--pacs")
 
 
 @dataclass
@@ -218,7 +216,7 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     if rx.video and rx.video[0].fmt is not None:
         fps = max(1, round(float(rx.video[0].fmt.exactframerate)))
     ports = [cfg.http_port] if cfg.http_port is not None else [DEFAULT_HTTP_PORT, 0]
-    last: OSError | None = None
+    last: ConfigError | None = None
     for port in ports:
         vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
                             encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
@@ -226,11 +224,11 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
         try:
             await server.start()
             return server
-        except OSError as exc:
+        except ConfigError as exc:  # the port is taken
             last = exc
             await server.close()
             log.info("viewer port %d is taken, trying another", port)
-    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last})")
+    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last and last.allowed})")
 
 
 async def run_demo(

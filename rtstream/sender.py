@@ -47,7 +47,8 @@ import numpy as np
 from rtstream.config import from_mapping, load_toml, merge
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
-from rtstream.errors import ConfigError
+from rtstream.endpoints import check_port, parse_endpoint, resolve
+from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.media.sources import (
     AudioSource,
     VideoFrame,
@@ -130,11 +131,9 @@ class Pacing(enum.Enum):
     NONE = "none"
 
 
-class SopChoice(enum.Enum):
-    """The RTV SOP class of the video metadata flow (PS3.22 Table 7.2-1)."""
-
-    ENDOSCOPIC = "endoscopic"
-    PHOTOGRAPHIC = "photographic"
+#: The ``sop`` values of the configuration (``--sop``) and the RTV video SOP class each
+#: names (PS3.22 Table 7.2-1).
+VIDEO_SOPS: dict[str, RtvSop] = {"endoscopic": RtvSop.ENDOSCOPIC, "photographic": RtvSop.PHOTOGRAPHIC}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,8 +217,8 @@ class NetworkConfig:
             ("network.audio_port", self.audio_port),
             ("network.audio_metadata_port", self.audio_metadata_port),
         ):
-            if v is not None and not 1 <= v <= 65535:
-                raise ConfigError(key, v, "a UDP port 1..65535")
+            if v is not None:
+                check_port(v, key, what="UDP port")
         if self.port + 6 > 65535:
             raise ConfigError("network.port", self.port, "1..65529 (PORT+6 is used too)")
         if not 0 <= self.ttl <= 255:
@@ -268,20 +267,24 @@ class SenderConfig:
     frames, duration : int or float or None
         Stop after this many frames / seconds (None: run until cancelled or the
         source ends).
-    sop : SopChoice
-        RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1).
+    sop : str
+        RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1): ``endoscopic`` or
+        ``photographic``.
     static_interval_ms : int
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
         Patient/study/device values (:class:`~rtstream.dicom.context.StreamContext`
-        field names); a DICOM source's own values fill what is not given.
+        field names); a DICOM source's own values fill what is not given.    http : str or None
+        ``HOST:PORT`` where ``rtstream send`` serves the SDP and metrics. The command
+        starts that server (:class:`~rtstream.net.sdp_http.SdpHttpServer`) and gives it
+        each Sender's SDP; a :class:`Sender` itself never starts an HTTP server.
     """
 
     source: str = "testsrc"
     loop: bool = False
     frames: int | None = None
     duration: float | None = None
-    sop: SopChoice = SopChoice.ENDOSCOPIC
+    sop: str = "endoscopic"
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -301,29 +304,29 @@ class SenderConfig:
             raise ConfigError("frames", self.frames, "a positive number of frames")
         if self.duration is not None and not self.duration > 0:
             raise ConfigError("duration", self.duration, "a positive number of seconds")
+        if not isinstance(self.sop, str) or self.sop.lower() not in VIDEO_SOPS:
+            raise ConfigError("sop", self.sop, " or ".join(repr(k) for k in VIDEO_SOPS))
+        object.__setattr__(self, "sop", self.sop.lower())
         if not 10 <= self.static_interval_ms <= 1000:
             raise ConfigError("static_interval_ms", self.static_interval_ms, "10..1000 (PS3.22: >= 1 Hz)")
         if self.http is not None:
-            parse_host_port(self.http, "http")
+            parse_endpoint(self.http, key="http", allow_port_zero=True)
         self.refclk()
         names = {f.name for f in dataclasses.fields(StreamContext)}
         for key in self.context:
             if key not in names:
                 raise ConfigError(f"context.{key}", self.context[key], "one of " + ", ".join(sorted(names)))
 
+    @property
+    def rtv_sop(self) -> RtvSop:
+        """The RTV SOP class of the video metadata flow that :attr:`sop` names."""
+        return VIDEO_SOPS[self.sop]
+
     def refclk(self, local_mac: str = "00-00-00-00-00-00") -> RefClock:
         """The ``a=ts-refclk`` to advertise (``localmac`` of the sending interface
         unless a PTP grandmaster is configured)."""
         return RefClock(ptp_grandmaster=self.ptp_grandmaster, ptp_domain=self.ptp_domain,
                         local_mac=local_mac)
-
-
-def parse_host_port(text: str, key: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port), with a :class:`ConfigError` naming ``key``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(key, text, "HOST:PORT with a port 1..65535")
-    return host, int(port)
 
 
 def load_sender_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SenderConfig:
@@ -361,7 +364,10 @@ class SenderStats:
 
 
 @dataclass
-class _Flow:
+class _OutFlow:
+    """One outgoing media flow: its bulk (video/audio) socket, and its PS3.22 metadata
+    flow's socket, packetizer and grain builder."""
+
     sender: UdpSender
     meta_sender: UdpSender
     meta_packetizer: MetadataPacketizer
@@ -410,10 +416,8 @@ class Sender:
         self.session_id = rnd.getrandbits(31)
         self.sop_instance_uid: str | None = None
         self._flows: list[UdpSender] = []
-        self._video: _Flow | None = None
-        self._audio: _Flow | None = None
-        self._audio_sender: UdpSender | None = None
-        self._http: Any = None
+        self._video: _OutFlow | None = None
+        self._audio: _OutFlow | None = None
         self.sdp = self.session()
 
     # ----------------------------------------------------------------- setup
@@ -488,12 +492,7 @@ class Sender:
         return write_sdp(self.sdp)
 
     def _dest_address(self) -> str:
-        import socket
-
-        try:
-            return socket.gethostbyname(self.cfg.network.dest)
-        except OSError:
-            raise ConfigError("network.dest", self.cfg.network.dest, "an IPv4 address or resolvable host") from None
+        return resolve(self.cfg.network.dest, key="network.dest")
 
     def _udp(self, port: int) -> UdpSender:
         n = self.cfg.network
@@ -506,7 +505,7 @@ class Sender:
     def _metadata_flow(self, *, sop: RtvSop, bulk_ts: str, rate: int, bulk_source: uuid.UUID,
                        bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,
                        ssrc: int, port: int, duration: Fraction | None,
-                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _Flow:
+                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _OutFlow:
         sop_uid = _generate_uid()
         meta = RtvMetaInfo(
             transfer_syntax_uid=bulk_ts,
@@ -524,14 +523,13 @@ class Sender:
                                  flow_id=meta_flow, payload_type=self.cfg.network.metadata_payload_type,
                                  max_payload=1460, sequence=random.getrandbits(16),
                                  grain_duration=duration)
-        return _Flow(bulk_sender, self._udp(port), pkt, builder)
+        return _OutFlow(bulk_sender, self._udp(port), pkt, builder)
 
     async def __aenter__(self) -> Sender:
         try:
             vport, vmport, aport, amport = self.cfg.network.ports()
-            vsop = RtvSop.ENDOSCOPIC if self.cfg.sop is SopChoice.ENDOSCOPIC else RtvSop.PHOTOGRAPHIC
             self._video = self._metadata_flow(
-                sop=vsop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
+                sop=self.cfg.rtv_sop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
                 bulk_source=self._ids["video_source"], bulk_flow=self._ids["video_flow"],
                 meta_source=self._ids["vmeta_source"], meta_flow=self._ids["vmeta_flow"],
                 ssrc=self._ssrc[1], port=vmport, duration=1 / self.fmt.exactframerate,
@@ -549,12 +547,6 @@ class Sender:
             if self.cfg.sdp_out is not None:
                 self.cfg.sdp_out.parent.mkdir(parents=True, exist_ok=True)
                 self.cfg.sdp_out.write_text(text)
-            if self.cfg.http is not None:
-                from rtstream.http_sdp import SdpHttpServer
-
-                host, port = parse_host_port(self.cfg.http, "http")
-                self._http = SdpHttpServer(self.sdp, host, port)
-                await self._http.start()
             if self.cfg.dump_frames is not None:
                 self.cfg.dump_frames.mkdir(parents=True, exist_ok=True)
         except BaseException:
@@ -569,9 +561,6 @@ class Sender:
         self.source.close()
         if self.audio_source is not None:
             self.audio_source.close()
-        if self._http is not None:
-            await self._http.stop()
-            self._http = None
         for s in self._flows:
             self.stats.icmp_errors += s.stats.icmp_errors
             self.stats.dropped += s.stats.dropped
@@ -586,7 +575,7 @@ class Sender:
     async def run(self) -> SenderStats:
         """Send until the frame/duration limit, the end of the source, or cancellation."""
         if self._video is None:
-            raise ConfigError("Sender", "run", "use 'async with Sender(cfg) as tx'")
+            raise LocalProtocolError("Sender.run() outside its context: use 'async with Sender(cfg) as tx: await tx.run()'")
         await self.source.prepare(self.fmt)  # one-time set-up, not counted as per-frame CPU
         cpu0 = time.process_time()
         start_ns = self.clock.now_ns() + 100_000_000
@@ -665,7 +654,7 @@ class Sender:
                 origin = PtpTimestamp.from_ns(frame.capture_ns)
                 grain = flow.builder.grain(origin=origin, frame_number=frame.index + 1, now=clock.now_ns())
                 for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                    flow.meta_sender.send(d)
+                    await flow.meta_sender.send_async(d)
                 stats.metadata_grains += 1
                 stats.static_parts = flow.builder.static_grains
                 batch = packetizer.packetize(wire, ts)
@@ -673,21 +662,21 @@ class Sender:
                     self._dump(frame, wire, ts)
                 sender = flow.sender
                 if bursts == 1:
-                    sender.send_batch(batch)
+                    await sender.send_batch_async(batch)
                 else:
                     # Spread over [capture, capture + window]; when behind, over what is left
                     # of it (or at once), so the schedule catches up.
                     t_first = clock.now_ns()
                     span = frame.capture_ns + window - t_first
                     if span <= 0:
-                        sender.send_batch(batch)
+                        await sender.send_batch_async(batch)
                     else:
                         for b in range(bursts):
                             due = t_first + span * b // bursts
                             delay = due - clock.now_ns()
                             if delay > 200_000:
                                 await loop_sleep(delay / NS_PER_S)
-                            sender.send_batch(batch, bounds[b], bounds[b + 1])
+                            await sender.send_batch_async(batch, bounds[b], bounds[b + 1])
                 done = clock.now_ns()
                 # Late: still sending when the next frame was captured (+2 ms of timer slack).
                 if done > frame.capture_ns + period + 2_000_000:
@@ -736,9 +725,9 @@ class Sender:
             number += 1
             grain = flow.builder.grain(origin=origin, frame_number=number, now=self.clock.now_ns())
             for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                flow.meta_sender.send(d)
+                await flow.meta_sender.send_async(d)
             batch = packetizer.packetize(chunk.samples, ts)
-            flow.sender.send_batch(batch)
+            await flow.sender.send_batch_async(batch)
             self.stats.audio_packets += len(batch.sizes)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
@@ -804,7 +793,7 @@ __all__ = [
     "Sender",
     "SenderConfig",
     "SenderStats",
-    "SopChoice",
+    "VIDEO_SOPS",
     "VideoConfig",
     "load_sender_config",
 ]

@@ -11,7 +11,7 @@ from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
 from rtstream.demo import DemoConfig, install_signal_handlers, run_demo
-from rtstream.errors import ConfigError
+from rtstream.endpoints import parse_endpoint
 from rtstream.media.sources import SPEC_HELP
 from rtstream.proto.formats import Sampling
 
@@ -68,10 +68,7 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
     video = parse_video(args.video) if args.video else {}
     http_host, http_port = "127.0.0.1", None
     if args.http:
-        host, sep, port = args.http.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ConfigError("--http", args.http, "HOST:PORT, e.g. 127.0.0.1:8080")
-        http_host, http_port = host, int(port)
+        http_host, http_port = parse_endpoint(args.http, key="--http", allow_port_zero=True)
     return DemoConfig(
         source=args.source,
         width=video.get("width"),

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.pacs.store import add_tls_arguments, tls_from_args
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ example:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options shared with ``send``."""
-    add_sender_options(parser, dest_required=False)
+    add_sender_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

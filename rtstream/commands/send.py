@@ -14,20 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.control.metrics import metrics_handler
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
+from rtstream.endpoints import parse_endpoint
 from rtstream.errors import ConfigError
-from rtstream.http_sdp import SdpHttpServer
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
+from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.pacs.context import context_with_worklist
 from rtstream.proto.formats import Sampling
 from rtstream.sender import (
+    VIDEO_SOPS,
     Sender,
     SenderConfig,
     SenderStats,
     load_sender_config,
-    parse_host_port,
 )
 
 HELP = "send a live source as ST 2110 video/audio with PS3.22 DICOM metadata flows"
@@ -79,7 +81,7 @@ def parse_video(text: str) -> dict[str, Any]:
     return out
 
 
-def add_sender_options(parser: argparse.ArgumentParser, *, dest_required: bool) -> None:
+def add_sender_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``send`` and ``sdp``."""
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML configuration (flags override it)")
     parser.add_argument("--source", metavar="SPEC", help=f"video source: {SPEC_HELP} (default testsrc)")
@@ -92,7 +94,7 @@ def add_sender_options(parser: argparse.ArgumentParser, *, dest_required: bool) 
     parser.add_argument("--depth", type=int, choices=[8, 10], help="bits per component (default 10)")
     parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")
     parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
-    parser.add_argument("--sop", choices=["endoscopic", "photographic"], help="RTV SOP class (default endoscopic)")
+    parser.add_argument("--sop", choices=list(VIDEO_SOPS), help="RTV SOP class (default endoscopic)")
     parser.add_argument("--ttl", type=int, help="multicast TTL (default 1)")
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
     parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
@@ -117,7 +119,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     net: dict[str, Any] = {"ttl": args.ttl, "interface": args.interface,
                            "source_address": args.source_address, "dscp": args.dscp}
     if args.dest:
-        host, port = parse_host_port(args.dest, "--dest")
+        host, port = parse_endpoint(args.dest, key="--dest", allow_ipv6=False)
         net.update(dest=host, port=port)
     o["network"] = net
     o["context"] = {"patient_name": args.patient_name, "patient_id": args.patient_id,
@@ -145,14 +147,14 @@ def build_config(args: argparse.Namespace) -> SenderConfig:
         worklist=worklist,
         station_aet=args.station_aet,
         accession=args.accession_number,
-        sop=cfg.sop.value,
+        sop=cfg.sop,
     )
     return dataclasses.replace(cfg, context=context)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``send`` options."""
-    add_sender_options(parser, dest_required=True)
+    add_sender_options(parser)
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -194,15 +196,15 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
     senders: list[Sender] = []
     http: SdpHttpServer | None = None
     if cfg.http is not None:
-        # One server for the whole run (SDP + metrics), outliving the Sender that a
-        # stream_stop/stream_start command replaces; the Senders themselves serve none.
-        host, port = parse_host_port(cfg.http, "http")
+        # The one SDP/metrics server of the run, started here (a Sender serves nothing):
+        # it outlives the Sender that a stream_stop/stream_start command replaces.
+        host, port = parse_endpoint(cfg.http, key="http", allow_port_zero=True)
         registry = sender_registry(lambda: senders[-1] if senders else None)
-        http = SdpHttpServer(None, host, port, registry=registry)
+        http = SdpHttpServer(None, host, port, metrics=metrics_handler(registry))
         await http.start()
 
     def make_sender(c: SenderConfig) -> Sender:
-        tx = Sender(c if http is None else dataclasses.replace(c, http=None), status=status)
+        tx = Sender(c, status=status)
         senders.append(tx)
         if http is not None:
             http.set_session(tx.sdp)

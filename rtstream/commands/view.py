@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
+from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
-from rtstream.pacs.store import add_tls_arguments, tls_from_args
 
 HELP = "serve live streams to browsers over WebRTC (overlay, latency, snapshot button)"
 DESCRIPTION = """\
@@ -41,16 +42,9 @@ def parse_bitrate(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port)."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:]+):(\d+)", text)
-    if not m:
-        raise ConfigError("--http", text, "HOST:PORT, e.g. 127.0.0.1:8080")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ConfigError("--http", text, "a port in 0..65535")
-    return host, port
+def parse_hostport(text: str) -> Endpoint:
+    """``--http HOST:PORT`` (``[v6]:PORT`` for IPv6; port 0 picks a free one)."""
+    return parse_endpoint(text, key="--http", allow_port_zero=True)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

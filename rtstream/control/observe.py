@@ -32,7 +32,6 @@ import contextlib
 import datetime
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,7 +47,9 @@ from rtstream.control.metrics import (
     metrics_handler,
     watch_control_plane,
 )
+from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
+from rtstream.net.http import start_site
 
 if TYPE_CHECKING:
     from rtstream.receiver import ReceiverLike
@@ -406,16 +407,9 @@ class ReceiverHealth:
 # -- HTTP -----------------------------------------------------------------------------------
 
 
-def parse_listen(text: str, key: str = "--http") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``) -> (host, port); port 0 picks a free one."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text or "")
-    if not m:
-        raise ConfigError(key, text, "HOST:PORT, e.g. 127.0.0.1:9100")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, text, "a port in 0..65535")
-    return host, port
+def parse_listen(text: str, key: str = "--http") -> Endpoint:
+    """``HOST:PORT`` (``[v6]:PORT``) to listen on; port 0 picks a free one."""
+    return parse_endpoint(text, key=key, allow_port_zero=True)
 
 
 class ObservabilityServer:
@@ -463,19 +457,7 @@ class ObservabilityServer:
 
     async def start(self) -> None:
         """Start listening (ConfigError when the address is taken or invalid)."""
-        runner = web.AppRunner(self._app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError("--http", f"{self.host}:{self.port}",
-                              f"a free address to listen on ({exc})") from None
-        self._runner = runner
-        server: Any = site._server
-        if self.port == 0 and server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        self._runner, self.port = await start_site(self._app(), self.host, self.port, key="--http")
         log.info("metrics at %s/metrics, health at %s/healthz", self.url, self.url)
 
     async def stop(self) -> None:

@@ -8,9 +8,12 @@ hands the kernel up to ~45 of those rows in **one** ``sendmsg`` with the ancilla
 ``(SOL_UDP, UDP_SEGMENT, segment size)`` (Linux UDP GSO, ``udp(7)``); the kernel cuts the
 buffer into ordinary datagrams, the last of which may be shorter. When the kernel refuses
 GSO (``EIO``, ``EINVAL``, ``ENOPROTOOPT``, ``EOPNOTSUPP``) the sender remembers it and sends
-one datagram per call from then on. The socket is non-blocking; when its buffer is full
-(``EAGAIN``) the sender waits for writability with ``poll`` for a bounded time and counts the
-datagrams it had to drop if that time runs out. Unicast sockets are connected, so an ICMP
+one datagram per call from then on. The socket is non-blocking and the plain methods never
+wait: when its buffer is full (``EAGAIN``) :meth:`UdpSender.send_batch` stops and returns how
+many rows it got through, :meth:`UdpSender.send` returns False. The ``*_async`` methods wait
+for writability through the event loop (``loop.add_writer``) for a
+bounded time (``max_wait``) and count the datagrams they had to drop when that time runs
+out; nothing here sleeps or polls on the event loop's thread. Unicast sockets are connected, so an ICMP
 port-unreachable from a vanished receiver comes back as ``ECONNREFUSED`` on a later send:
 it is counted and the send retried, never raised.
 
@@ -22,18 +25,18 @@ with the segment size in a control message; those are split into rows with one n
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
-import select
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from rtstream.endpoints import check_port, resolve
 from rtstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ IP_DROP_SOURCE_MEMBERSHIP = 40
 MAX_GSO_SEGMENTS = 45
 _MAX_UDP_PAYLOAD = 65507
 _GSO_REFUSED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+# Outcomes of one send system call.
+_SENT, _BLOCKED, _DROPPED = 1, 0, -1
 
 
 class DatagramBatch(Protocol):
@@ -61,15 +66,29 @@ class DatagramBatch(Protocol):
 
 
 @dataclass
-class SenderStats:
-    """Counters of one :class:`UdpSender`."""
+class UdpSendCounters:
+    """Counters of one :class:`UdpSender` (the socket's view, not the pipeline's).
+
+    Attributes
+    ----------
+    datagrams, bytes : int
+        What the kernel took.
+    syscalls, gso_calls : int
+        ``send``/``sendmsg`` calls, and those of them carrying a GSO batch.
+    icmp_errors : int
+        ICMP errors reported on the socket (port/host/network unreachable).
+    blocked : int
+        Times a send found the socket buffer full (``EAGAIN``).
+    dropped : int
+        Datagrams given up: not taken within ``max_wait``, or refused by the network.
+    """
 
     datagrams: int = 0
     bytes: int = 0
     syscalls: int = 0
     gso_calls: int = 0
     icmp_errors: int = 0
-    eagain_waits: int = 0
+    blocked: int = 0
     dropped: int = 0
 
 
@@ -98,13 +117,6 @@ def _interface_address(interface: str | None) -> tuple[bytes, int]:
         ) from None
 
 
-def _resolve(host: str, key: str) -> str:
-    try:
-        return socket.gethostbyname(host)
-    except OSError:
-        raise ConfigError(key, host, "an IPv4 address or a resolvable host name") from None
-
-
 class UdpSender:
     """Send RTP datagrams of one flow, with UDP segmentation offload.
 
@@ -125,7 +137,8 @@ class UdpSender:
     gso : bool
         Use ``UDP_SEGMENT``; False forces one send per datagram.
     max_wait : float
-        Seconds to wait for a full socket buffer to drain before dropping datagrams.
+        Seconds :meth:`send_batch_async` / :meth:`send_async` wait for a full socket
+        buffer to drain (without progress) before dropping the datagrams left.
     """
 
     def __init__(
@@ -141,15 +154,14 @@ class UdpSender:
         max_wait: float = 0.2,
     ) -> None:
         host, port = dest
-        if not 0 < port < 65536:
-            raise ConfigError("network.port", port, "1..65535")
+        check_port(port, "network.port", what="UDP port")
         if not 0 <= ttl <= 255:
             raise ConfigError("network.ttl", ttl, "0..255")
         if dscp is not None and not 0 <= dscp <= 63:
             raise ConfigError("network.dscp", dscp, "0..63")
-        addr = _resolve(host, "network.dest")
+        addr = resolve(host, key="network.dest")
         self.dest = (addr, port)
-        self.stats = SenderStats()
+        self.stats = UdpSendCounters()
         self.gso = gso
         self._max_wait = max_wait
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -167,14 +179,13 @@ class UdpSender:
                     mreqn = socket.inet_aton("0.0.0.0") + ifaddr + struct.pack("=i", ifindex)
                     self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
             if bind is not None:
-                self._sock.bind((_resolve(bind[0], "network.source_address"), bind[1]))
+                self._sock.bind((resolve(bind[0], key="network.source_address"), bind[1]))
             self._sock.connect(self.dest)
         except OSError as exc:
             self._sock.close()
             raise ConfigError("network.dest", f"{host}:{port}", f"a reachable address ({exc})") from None
-        self._poll = select.poll()
-        self._poll.register(self._sock.fileno(), select.POLLOUT)
         self._scratch = np.empty(0, np.uint8)
+        self._waiters: list[asyncio.Future[None]] = []  # tasks waiting for buffer room
 
     def fileno(self) -> int:
         """The socket's file descriptor."""
@@ -187,11 +198,13 @@ class UdpSender:
         return name
 
     def send_batch(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
-        """Send rows ``start:stop`` of ``batch``; return how many datagrams went out.
+        """Send rows ``start:stop`` of ``batch`` without waiting; return the rows handled.
 
         Rows must all have the batch's segment size except possibly the very last row of
-        the batch. Datagrams that could not be sent within ``max_wait`` are counted in
-        ``stats.dropped`` and not retried.
+        the batch. A row is *handled* when the kernel took it or the network refused it
+        for good (counted in ``stats.dropped``). Fewer rows than asked means the socket
+        buffer is full: wait for writability (:meth:`send_batch_async` does) and call
+        again from ``start`` plus the returned count.
         """
         buf = batch.buf
         sizes = batch.sizes
@@ -220,7 +233,7 @@ class UdpSender:
             cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("H", seg))]
             while sent < count and self.gso:
                 k = min(per_call, count - sent)
-                ok: bool | None
+                ok: int | None
                 length = (k - 1) * seg + (last if sent + k == count else seg)
                 off = base + sent * seg
                 if k == 1:
@@ -229,46 +242,127 @@ class UdpSender:
                     ok = self._send_gso(mv[off : off + length], cmsg, k)
                 if ok is None:  # GSO refused: fall through to per-datagram sends
                     break
-                if ok:
+                if ok == _SENT:
                     sent += k
                     self.stats.datagrams += k
                     self.stats.bytes += length
+                elif ok == _BLOCKED:
+                    return sent
                 else:
                     self.stats.dropped += count - sent
-                    return sent
+                    return count
         while sent < count:
             length = last if sent == count - 1 else seg
             off = base + sent * seg
-            if self._send_one(mv[off : off + length]):
+            ok = self._send_one(mv[off : off + length])
+            if ok == _SENT:
                 sent += 1
                 self.stats.datagrams += 1
                 self.stats.bytes += length
+            elif ok == _BLOCKED:
+                return sent
             else:
                 self.stats.dropped += count - sent
-                return sent
+                return count
         return sent
 
-    def send(self, datagram: bytes) -> None:
-        """Send one datagram (metadata, audio); drops are counted, not raised."""
-        if self._send_one(datagram):
+    async def send_batch_async(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
+        """:meth:`send_batch`, waiting on the event loop while the socket buffer is full.
+
+        When the buffer stays full for ``max_wait`` seconds without any progress, the
+        rows left are counted in ``stats.dropped`` and not retried. Returns the rows
+        handled (all of ``start:stop`` unless cancelled).
+        """
+        stop = batch.buf.shape[0] if stop is None else min(stop, batch.buf.shape[0])
+        i = start + self.send_batch(batch, start, stop)
+        if i >= stop:
+            return max(0, stop - start)
+        now = asyncio.get_running_loop().time
+        deadline = now() + self._max_wait
+        while i < stop:
+            remaining = deadline - now()
+            if remaining <= 0 or not await self._wait_writable(remaining):
+                self.stats.dropped += stop - i
+                break
+            got = self.send_batch(batch, i, stop)
+            if got:
+                i += got
+                deadline = now() + self._max_wait
+        return stop - start
+
+    def send(self, datagram: bytes) -> bool:
+        """Send one datagram (metadata, audio) without waiting.
+
+        Returns False when the socket buffer is full and nothing was sent (wait and
+        call again, or use :meth:`send_async`); True when the datagram is handled: sent,
+        or refused by the network (counted in ``stats.dropped``).
+        """
+        ok = self._send_one(datagram)
+        if ok == _SENT:
             self.stats.datagrams += 1
             self.stats.bytes += len(datagram)
+        elif ok == _BLOCKED:
+            return False
         else:
             self.stats.dropped += 1
+        return True
 
-    def _send_gso(self, data: memoryview, cmsg: list[tuple[int, int, bytes]], k: int) -> bool | None:
-        """One GSO sendmsg. True sent, False dropped after waiting, None GSO refused."""
-        deadline: float | None = None
+    async def send_async(self, datagram: bytes) -> None:
+        """:meth:`send`, waiting on the event loop (at most ``max_wait``) for buffer room;
+        a datagram still not taken then is counted in ``stats.dropped``."""
+        if self.send(datagram):
+            return
+        now = asyncio.get_running_loop().time
+        deadline = now() + self._max_wait
+        while not self.send(datagram):
+            remaining = deadline - now()
+            if remaining <= 0 or not await self._wait_writable(remaining):
+                self.stats.dropped += 1
+                return
+
+    async def _wait_writable(self, timeout: float) -> bool:
+        """Wait on the running event loop until the socket can take more data.
+
+        Returns False when ``timeout`` seconds passed first. The loop runs other tasks
+        meanwhile (``loop.add_writer``; no ``poll`` or ``sleep`` on its thread). Several
+        tasks may wait on one sender: one writer callback wakes them all.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self._sock.fileno()
+        if not self._waiters:
+            loop.add_writer(fd, self._on_writable, loop, fd)
+        self._waiters.append(ready)
+        try:
+            async with asyncio.timeout(timeout):
+                await ready
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if ready in self._waiters:
+                self._waiters.remove(ready)
+                if not self._waiters:
+                    loop.remove_writer(fd)
+
+    def _on_writable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_writer(fd)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _send_gso(self, data: memoryview, cmsg: list[tuple[int, int, bytes]], k: int) -> int | None:
+        """One GSO sendmsg: _SENT, _BLOCKED (buffer full), or None (GSO refused)."""
         while True:
             try:
                 self._sock.sendmsg([data], cmsg)
                 self.stats.syscalls += 1
                 self.stats.gso_calls += 1
-                return True
+                return _SENT
             except BlockingIOError:
-                deadline = self._wait(deadline)
-                if deadline < 0:
-                    return False
+                self.stats.blocked += 1
+                return _BLOCKED
             except ConnectionRefusedError:
                 self.stats.icmp_errors += 1
             except OSError as exc:
@@ -282,50 +376,35 @@ class UdpSender:
                     return None
                 if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM):
                     self.stats.icmp_errors += 1
-                    return True
+                    return _SENT
                 raise
 
-    def _send_one(self, data: memoryview | bytes) -> bool:
-        deadline: float | None = None
+    def _send_one(self, data: memoryview | bytes) -> int:
+        """One send: _SENT, _BLOCKED (buffer full) or _DROPPED (refused by the network)."""
         refused = 0
         while True:
             try:
                 self._sock.send(data)
                 self.stats.syscalls += 1
-                return True
+                return _SENT
             except BlockingIOError:
-                deadline = self._wait(deadline)
-                if deadline < 0:
-                    return False
+                self.stats.blocked += 1
+                return _BLOCKED
             except ConnectionRefusedError:
                 # ICMP port unreachable from an earlier datagram: count it, send again.
                 self.stats.icmp_errors += 1
                 refused += 1
                 if refused > 3:
-                    return False
+                    return _DROPPED
             except OSError as exc:
                 if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM):
                     self.stats.icmp_errors += 1
-                    return False
+                    return _DROPPED
                 raise
-
-    def _wait(self, deadline: float | None) -> float:
-        """Wait for POLLOUT; return the deadline, or -1 when it has passed."""
-        now = time.monotonic()
-        if deadline is None:
-            deadline = now + self._max_wait
-        self.stats.eagain_waits += 1
-        remaining = deadline - now
-        if remaining <= 0:
-            return -1.0
-        self._poll.poll(max(1, int(remaining * 1000)))
-        return deadline
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
-        if self._sock.fileno() >= 0:
-            self._poll.unregister(self._sock.fileno())
-            self._sock.close()
+        self._sock.close()
 
     def __enter__(self) -> UdpSender:
         return self
@@ -482,9 +561,8 @@ class UdpReceiver:
         batch: int = 1024,
         gro: bool = True,
     ) -> None:
-        if not 0 <= port < 65536:
-            raise ConfigError("network.port", port, "0..65535")
-        addr = _resolve(address, "network.address")
+        check_port(port, "network.port", allow_zero=True, what="UDP port")
+        addr = resolve(address, key="network.address")
         self.stats = ReceiverStats()
         self._buf = np.zeros((batch, max_datagram), np.uint8)
         self._lengths = np.zeros(batch, np.int64)
@@ -522,7 +600,7 @@ class UdpReceiver:
             if multicast:
                 ifaddr, ifindex = _interface_address(interface)
                 if source is not None:
-                    src = socket.inet_aton(_resolve(source, "network.source"))
+                    src = socket.inet_aton(resolve(source, key="network.source"))
                     if ifindex and ifaddr == socket.inet_aton("0.0.0.0"):
                         ifaddr = _first_address_of(ifindex)
                     # struct ip_mreq_source {multiaddr, interface, sourceaddr} (ip(7))

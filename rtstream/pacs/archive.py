@@ -34,8 +34,9 @@ from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes as PYDICOM_TRANSFER_SYNTAXES
 
+from rtstream.endpoints import check_aet
 from rtstream.errors import ConfigError, RemoteProtocolError
-from rtstream.pacs.store import _fsync_dir, _link_no_replace, check_aet, check_uid
+from rtstream.pacs.store import _fsync_dir, _link_no_replace, check_uid
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,9 @@ from typing import Any
 from pydicom import uid as tsuid
 from pydicom.dataset import Dataset
 
+from rtstream.endpoints import parse_dicom_peer
 from rtstream.errors import ConfigError, RemoteProtocolError, RtstreamError
-from rtstream.pacs.store import check_peer, check_uid, parse_store_target
+from rtstream.pacs.store import check_peer, check_uid
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class RetrieveConfig:
     @classmethod
     def from_target(cls, target: str, *, key: str = "archive", **kwargs: Any) -> RetrieveConfig:
         """Parse ``AET@HOST:PORT``."""
-        t = parse_store_target(target, key=key)
+        t = parse_dicom_peer(target, key=key)
         return cls(host=t.host, port=t.port, called_aet=t.called_aet, **kwargs)
 
     @property

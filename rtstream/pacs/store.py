@@ -50,7 +50,6 @@ outbox file
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import copy
@@ -68,12 +67,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from rtstream.endpoints import DicomPeer, check_aet, check_port, parse_dicom_peer
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_AET_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
 _TMP_PREFIX = ".tmp-"
 _UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1..255
@@ -108,21 +107,6 @@ def check_uid(uid: object, field_name: str) -> str:
     return text
 
 
-def check_aet(value: str, key: str) -> str:
-    """Validate an AE title (PS3.5 §6.2, VR AE: 1-16 characters, no backslash/control).
-
-    Raises
-    ------
-    ConfigError
-        Naming ``key`` when the title is empty, too long or has forbidden characters.
-    """
-    if not isinstance(value, str) or not value.strip() or len(value) > 16:
-        raise ConfigError(key, value, "an AE title of 1 to 16 characters, not all spaces")
-    if _AET_FORBIDDEN.search(value):
-        raise ConfigError(key, value, "an AE title without backslash or control characters")
-    return value
-
-
 def check_peer(
     what: str, *, host: str, port: int, called_aet: str, calling_aet: str, timeout: float
 ) -> None:
@@ -135,58 +119,24 @@ def check_peer(
     """
     if not host:
         raise ConfigError(f"{what} host", host, "a host name or address")
-    _check_port(port, f"{what} port")
+    check_port(port, f"{what} port", what="TCP port")
     check_aet(called_aet, f"{what} called_aet")
     check_aet(calling_aet, f"{what} calling_aet")
     if not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"{what} timeout", timeout, "a positive number of seconds")
 
 
-def _check_port(value: object, key: str, *, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
-        raise ConfigError(key, value, f"a TCP port number {low}..65535")
-    return value
+def parse_store_target(text: str, *, key: str = "--store") -> DicomPeer:
+    """Parse ``AET@HOST:PORT`` (``AET@[::1]:PORT`` for IPv6): the archive of ``--store``.
 
-
-class StoreTarget(NamedTuple):
-    """A C-STORE (or C-FIND) peer parsed from ``AET@HOST:PORT``."""
-
-    called_aet: str
-    host: str
-    port: int
-
-
-def parse_store_target(text: str, *, key: str = "--store") -> StoreTarget:
-    """Parse ``AET@HOST:PORT`` (``AET@[::1]:PORT`` for IPv6) into a :class:`StoreTarget`.
+    The rules are :func:`rtstream.endpoints.parse_dicom_peer`'s; ``key`` is named in errors.
 
     Raises
     ------
     ConfigError
         Naming ``key`` and the expected form when ``text`` does not parse.
     """
-    form = "AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242"
-    if not isinstance(text, str) or text.count("@") != 1:
-        raise ConfigError(key, text, form)
-    aet, _, hostport = text.partition("@")
-    check_aet(aet, key)
-    if hostport.startswith("["):
-        host, sep, rest = hostport[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ConfigError(key, text, form)
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = hostport.rpartition(":")
-        if not sep or ":" in host:
-            raise ConfigError(key, text, form)
-    if not host:
-        raise ConfigError(key, text, form + " (the host is missing)")
-    if not port_text.isdigit():
-        raise ConfigError(key, text, form + " (the port must be a number)")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ConfigError(key, text, "a port number 1..65535 after the colon")
-    return StoreTarget(aet, host, port)
+    return parse_dicom_peer(text, key=key)
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,28 +182,6 @@ class TlsSettings:
         if self.cert_file is not None:
             ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return ctx
-
-
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--store-tls-ca/-cert/-key`` (DICOM TLS for ``--store``) to a command."""
-    group = parser.add_argument_group("DICOM TLS for --store (PS3.15 Annex B.1)")
-    group.add_argument("--store-tls-ca", type=Path, metavar="PEM",
-                       help="CA bundle the archive's certificate must chain to; turns TLS on")
-    group.add_argument("--store-tls-cert", type=Path, metavar="PEM",
-                       help="our client certificate, when the archive asks for one")
-    group.add_argument("--store-tls-key", type=Path, metavar="PEM",
-                       help="the key of --store-tls-cert")
-
-
-def tls_from_args(args: argparse.Namespace) -> TlsSettings | None:
-    """The :class:`TlsSettings` of :func:`add_tls_arguments`' flags, None without a CA."""
-    if args.store_tls_ca is None:
-        if args.store_tls_cert is not None or args.store_tls_key is not None:
-            raise ConfigError("--store-tls-cert", str(args.store_tls_cert),
-                              "only together with --store-tls-ca")
-        return None
-    return TlsSettings(ca_file=args.store_tls_ca, cert_file=args.store_tls_cert,
-                       key_file=args.store_tls_key)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,7 +238,7 @@ class StoreConfig:
         else:
             if not self.host:
                 raise ConfigError("host", self.host, "the archive's host name or address")
-            _check_port(self.port, "port")
+            check_port(self.port, "port", what="TCP port")
             check_aet(self.called_aet, "called_aet")
         check_aet(self.calling_aet, "calling_aet")
         for key in (
@@ -489,10 +417,6 @@ class Outbox:
         if not new:
             log.info("outbox: instance %s is already queued; keeping the queued copy", uid)
         return self.root / name, new
-
-    def put(self, ds: Dataset) -> Path:
-        """Queue ``ds`` durably (see :meth:`add`); never overwrites a queued instance."""
-        return self.add(ds)[0]
 
     def pending(self) -> list[str]:
         """SOP Instance UIDs waiting in the outbox, oldest first."""
@@ -892,8 +816,6 @@ class StoreClient:
         fut = await self.enqueue(ds)
         return await fut
 
-    store = submit  # the name used in docs/internal-api.md
-
     async def flush(self) -> None:
         """Wait until every queued instance (replayed ones included) is resolved."""
         await self._idle.wait()
@@ -1048,7 +970,6 @@ __all__ = [
     "StoreConfig",
     "StoreEvent",
     "StoreResult",
-    "StoreTarget",
     "TlsSettings",
     "check_aet",
     "check_uid",

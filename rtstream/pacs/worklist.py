@@ -32,8 +32,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from rtstream.dicom.context import StreamContext
+from rtstream.endpoints import parse_dicom_peer
 from rtstream.errors import ConfigError, RemoteProtocolError
-from rtstream.pacs.store import check_aet, check_peer, check_uid, parse_store_target
+from rtstream.pacs.store import check_aet, check_peer, check_uid
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class WorklistConfig:
     @classmethod
     def from_target(cls, target: str, **kwargs: Any) -> WorklistConfig:
         """Parse ``AET@HOST:PORT`` (the ``--worklist`` option)."""
-        t = parse_store_target(target, key="--worklist")
+        t = parse_dicom_peer(target, key="--worklist")
         return cls(host=t.host, port=t.port, called_aet=t.called_aet, **kwargs)
 
 

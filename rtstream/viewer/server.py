@@ -309,14 +309,13 @@ class ViewerServer:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen on ``cfg.host:cfg.port`` and start consuming the feed."""
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        """Listen on ``cfg.host:cfg.port`` and start consuming the feed.
+
+        Raises :class:`~rtstream.errors.ConfigError` (``--http``) when the address is taken.
+        """
+        from rtstream.net.http import start_site
+
+        self._runner, self.port = await start_site(self.app, self.cfg.host, self.cfg.port, key="--http")
         self._feed_task = asyncio.get_running_loop().create_task(self._pump(), name="viewer-feed")
         log.info("viewer listening on http://%s:%d/", self.cfg.host, self.port)
 

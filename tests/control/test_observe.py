@@ -30,7 +30,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from rtstream.control.metrics import CONTENT_TYPE, Registry
+from rtstream.control.metrics import CONTENT_TYPE, Registry, metrics_handler
 from rtstream.control.observe import (
     FRAME_READY_BUCKETS,
     JsonLogFormatter,
@@ -41,7 +41,7 @@ from rtstream.control.observe import (
     serve_receiver,
 )
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.http_sdp import SdpHttpServer
+from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.receiver import ItemKind, Receiver, ReceiverConfig
 from rtstream.sender import Sender, load_sender_config
 from tests.peers import free_port, stop, wait_for_tcp
@@ -192,7 +192,7 @@ async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> 
     async with Sender(small_sender(port, frames=45)) as tx:
         sdp = tmp_path / "tx.sdp"
         sdp.write_text(tx.sdp_text())
-        tx_http = SdpHttpServer(tx.sdp, "127.0.0.1", 0, registry=sender_registry(tx))
+        tx_http = SdpHttpServer(tx.sdp, "127.0.0.1", 0, metrics=metrics_handler(sender_registry(tx)))
         await tx_http.start()
         try:
             async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx, \
@@ -541,7 +541,7 @@ def test_cli_log_format_json_every_stderr_line_is_an_object(tmp_path: Path) -> N
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", d["ts"])
         assert d["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
     loggers = {d["logger"] for d in records if d["level"] == "INFO"}
-    assert {"rtstream.http_sdp", "rtstream.receiver", "rtstream.control.observe"} <= loggers
+    assert {"rtstream.net.sdp_http", "rtstream.receiver", "rtstream.control.observe"} <= loggers
     for d in records:  # no patient data at INFO and above
         if d["level"] != "DEBUG":
             assert "Secret" not in json.dumps(d), d

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from rtstream.config import from_mapping, load_toml, merge
+from rtstream.dicom.realtime import RtvSop
 from rtstream.errors import ConfigError
 from rtstream.proto.formats import Sampling
-from rtstream.sender import Pacing, SenderConfig, SopChoice, load_sender_config
+from rtstream.sender import Pacing, SenderConfig, load_sender_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "sender.toml"
@@ -81,13 +82,13 @@ def test_sample_config_loads_and_flags_override() -> None:
     assert cfg.video.width == 1920 and cfg.video.fps == Fraction(60)
     assert cfg.video.sampling is Sampling.YCBCR_422 and cfg.video.depth == 10
     assert cfg.network.dest == "239.10.1.1" and cfg.network.ports() == (5004, 5006, 5008, 5010)
-    assert cfg.pacing.mode is Pacing.LINEAR and cfg.sop is SopChoice.ENDOSCOPIC
+    assert cfg.pacing.mode is Pacing.LINEAR and cfg.rtv_sop is RtvSop.ENDOSCOPIC
     assert cfg.context["patient_name"] == "Doe^Jane"
     cfg2 = load_sender_config(SAMPLE, {"network": {"dest": "127.0.0.1", "port": 6000},
                                        "video": {"depth": 8}, "sop": "photographic"})
     assert cfg2.network.dest == "127.0.0.1" and cfg2.network.ports()[1] == 6002
     assert cfg2.video.depth == 8 and cfg2.video.width == 1920
-    assert cfg2.sop is SopChoice.PHOTOGRAPHIC
+    assert cfg2.rtv_sop is RtvSop.PHOTOGRAPHIC
 
 
 @pytest.mark.parametrize(

@@ -254,3 +254,100 @@ def test_gro_that_never_coalesces_is_switched_to_recvmmsg() -> None:
         assert not rx.gro
         assert rx.stats.gro_reads == 0
     assert got == [d for batch in batches for d in expected(batch)]
+
+
+def _full_socket(tx: UdpSender) -> socket.socket:
+    """Give ``tx`` a datagram socket whose peer never reads, filled until EAGAIN.
+
+    A UDP socket on loopback almost never reports a full buffer (the receiver's queue
+    takes or drops each datagram at once); a Unix datagram socket pair with a tiny
+    ``SO_SNDBUF`` blocks deterministically until its peer reads. Returns the peer.
+    """
+    mine, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    mine.setblocking(False)
+    peer.setblocking(False)
+    tx._sock.close()
+    tx._sock = mine
+    with pytest.raises(BlockingIOError):
+        for _ in range(100_000):
+            mine.send(b"f" * 200)
+    return peer
+
+
+def _drain(peer: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(peer.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+def test_full_socket_buffer_does_not_block_the_event_loop() -> None:
+    import asyncio
+
+    batch = make_batch(40, 200, seed=9)
+    with UdpSender(("127.0.0.1", 9), gso=False, max_wait=10.0) as tx:
+        peer = _full_socket(tx)
+
+        async def main() -> tuple[int, int, list[bytes]]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            tick = asyncio.create_task(ticker())
+            assert tx.send_batch(batch) == 0  # the plain method never waits
+            assert not tx.send(b"m" * 30)
+            send = asyncio.create_task(tx.send_batch_async(batch))
+            meta = asyncio.create_task(tx.send_async(b"m" * 30))
+            await asyncio.sleep(0.1)
+            assert not send.done() and not meta.done()  # waiting for room ...
+            ticks_while_waiting = ticks  # ... while the loop keeps running
+            got: list[bytes] = []
+            while not (send.done() and meta.done()):
+                got += _drain(peer)
+                await asyncio.sleep(0.001)
+            got += _drain(peer)
+            tick.cancel()
+            return ticks_while_waiting, send.result(), got
+
+        ticks, handled, got = asyncio.run(main())
+        peer.close()
+        assert ticks >= 20
+        assert handled == 40
+        assert [d for d in got if d not in (b"f" * 200, b"m" * 30)] == expected(batch)
+        assert got.count(b"m" * 30) == 1
+        assert tx.stats.blocked >= 2 and tx.stats.dropped == 0
+        assert tx.stats.datagrams == 41
+
+
+def test_buffer_full_beyond_max_wait_drops_and_counts() -> None:
+    import asyncio
+
+    batch = make_batch(10, 200)
+    with UdpSender(("127.0.0.1", 9), gso=True, max_wait=0.05) as tx:
+        peer = _full_socket(tx)
+
+        async def main() -> int:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            tick = asyncio.create_task(ticker())
+            assert await tx.send_batch_async(batch) == 10
+            await tx.send_async(b"m" * 30)
+            tick.cancel()
+            return ticks
+
+        assert asyncio.run(main()) >= 10
+        peer.close()
+        assert tx.stats.dropped == 11 and tx.stats.datagrams == 0

@@ -129,7 +129,7 @@ def test_outbox_durable_ordered_never_overwrites(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox")
     first = [secondary_capture(rows=8, cols=8, seed=i) for i in range(5)]
     for ds in first:
-        box.put(ds)
+        box.add(ds)
     assert box.pending() == [ds.SOPInstanceUID for ds in first]
     path = box.path(first[2].SOPInstanceUID)
     before = path.read_bytes()
@@ -148,14 +148,14 @@ def test_outbox_durable_ordered_never_overwrites(tmp_path: Path) -> None:
     assert not list(box.root.glob(".tmp-*"))
     assert box2.pending() == [ds.SOPInstanceUID for ds in first]
     later = secondary_capture(rows=8, cols=8, seed=50)
-    box2.put(later)
+    box2.add(later)
     assert box2.pending()[-1] == later.SOPInstanceUID
     box2.done(first[0].SOPInstanceUID)
     assert first[0].SOPInstanceUID not in box2.pending()
     # failing twice never overwrites the first failed copy
     uid = first[1].SOPInstanceUID
     dst1 = box2.fail(uid, "first")
-    box2.put(first[1])
+    box2.add(first[1])
     dst2 = box2.fail(uid, "second")
     assert dst1 != dst2 and dst1.exists() and dst2.exists()
     assert dst1.with_suffix(".txt").read_text().strip() == "first"
@@ -168,10 +168,10 @@ def test_outbox_refuses_bad_uids(tmp_path: Path) -> None:
     ds = secondary_capture(sop_instance_uid="1.2.3")
     ds.SOPInstanceUID = "../../etc/passwd"
     with pytest.raises(LocalProtocolError):
-        box.put(ds)
+        box.add(ds)
     del ds.SOPInstanceUID
     with pytest.raises(LocalProtocolError):
-        box.put(ds)
+        box.add(ds)
     assert box.pending() == []
 
 
@@ -420,7 +420,7 @@ async def test_replay_on_start(tmp_path: Path, archive: Archive) -> None:
     box = Outbox(tmp_path / "outbox")
     queued = [secondary_capture(rows=8, cols=8, seed=i) for i in range(4)]
     for ds in queued:
-        box.put(ds)
+        box.add(ds)
     async with StoreClient(fast(box.root, archive.target)) as sc:
         assert sc.counters["depth"] == 4
         await sc.flush()

@@ -6,9 +6,10 @@ objects; the informative example in PS3.2 Annex L uses an HTTP URL on the device
 ``/sdp/<mid>`` returns a session with only that flow (``VID``, ``VMETA``, ``AUD``,
 ``AMETA``), for receivers that subscribe to one flow at a time.
 
-Given a :class:`~rtstream.control.metrics.Registry` the server also answers
-``GET /metrics`` (Prometheus text 0.0.4; ``rtstream send --http`` exports the sender's
-counters there, see ``docs/observability.md``). The session can be replaced while the
+Given a ``metrics`` handler the server also mounts it at ``GET /metrics`` (``rtstream
+send --http`` passes :func:`rtstream.control.metrics.metrics_handler` of the sender's
+registry: Prometheus text 0.0.4, see ``docs/observability.md``); this I/O module knows
+nothing of the registry itself. The session can be replaced while the
 server runs (:meth:`SdpHttpServer.set_session`), so one server outlives the senders a
 ``stream_stop``/``stream_start`` command replaces.
 """
@@ -17,19 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from rtstream.errors import ConfigError
+from rtstream.net.http import start_site
 from rtstream.proto.sdp import SdpSession, write_sdp
-
-if TYPE_CHECKING:
-    from rtstream.control.metrics import Registry
 
 log = logging.getLogger(__name__)
 
 SDP_CONTENT_TYPE = "application/sdp"
+
+#: An aiohttp request handler (what ``GET /metrics`` is served by).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class SdpHttpServer:
@@ -41,17 +42,18 @@ class SdpHttpServer:
         What to publish; None answers 503 until :meth:`set_session` is called.
     host, port : str, int
         Where to listen (port 0 picks a free one; see :attr:`port` after start).
-    registry : Registry or None
-        Served at ``GET /metrics`` when given.
+    metrics : callable or None
+        Handler mounted at ``GET /metrics`` when given (e.g.
+        ``rtstream.control.metrics.metrics_handler(registry)``); 404 otherwise.
     """
 
     def __init__(
         self, session: SdpSession | None, host: str, port: int, *,
-        registry: Registry | None = None,
+        metrics: Handler | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.registry = registry
+        self.metrics = metrics
         self.session: SdpSession | None = None
         self._texts: dict[str, str] = {}
         if session is not None:
@@ -73,10 +75,8 @@ class SdpHttpServer:
         app.router.add_get("/sdp", self._whole)
         app.router.add_get("/SDP", self._whole)
         app.router.add_get("/sdp/{mid}", self._one)
-        if self.registry is not None:
-            from rtstream.control.metrics import metrics_handler
-
-            app.router.add_get("/metrics", metrics_handler(self.registry))
+        if self.metrics is not None:
+            app.router.add_get("/metrics", self.metrics)
         return app
 
     async def _whole(self, request: web.Request) -> web.Response:
@@ -97,20 +97,9 @@ class SdpHttpServer:
 
     async def start(self) -> None:
         """Start listening."""
-        runner = web.AppRunner(self._app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError("http", f"{self.host}:{self.port}", f"a free address to listen on ({exc})") from None
-        self._runner = runner
-        server: Any = site._server
-        if self.port == 0 and server is not None and getattr(server, "sockets", None):
-            self.port = int(server.sockets[0].getsockname()[1])
+        self._runner, self.port = await start_site(self._app(), self.host, self.port, key="http")
         log.info("SDP served at http://%s:%d/sdp%s", self.host, self.port,
-                 "" if self.registry is None else ", metrics at /metrics")
+                 "" if self.metrics is None else ", metrics at /metrics")
 
     async def stop(self) -> None:
         """Stop listening (idempotent)."""
