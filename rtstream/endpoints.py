@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from typing import NamedTuple
 
 from rtstream.errors import ConfigError
@@ -31,7 +30,6 @@ __all__ = [
     "check_port",
     "parse_dicom_peer",
     "parse_endpoint",
-    "resolve",
 ]
 
 _FORM = "HOST:PORT, e.g. 127.0.0.1:5004, host.example:5004 or [::1]:5004"
@@ -212,21 +210,3 @@ def parse_dicom_peer(text: str, *, key: str) -> DicomPeer:
     except ConfigError as exc:
         raise ConfigError(key, text, f"{_PEER_FORM}; after '@': {exc.allowed}") from None
     return DicomPeer(aet, host, port)
-
-
-def resolve(host: str, *, key: str) -> str:
-    """The IPv4 address of ``host`` (an address is returned as it is).
-
-    This may ask DNS: call it while setting up, not on the event loop's hot path.
-
-    Raises
-    ------
-    ConfigError
-        Naming ``key`` when the name does not resolve to an IPv4 address.
-    """
-    if not host:  # gethostbyname("") would answer 0.0.0.0
-        raise ConfigError(key, host, "an IPv4 address or a resolvable host name")
-    try:
-        return socket.gethostbyname(host)
-    except (OSError, UnicodeError):
-        raise ConfigError(key, host, "an IPv4 address or a resolvable host name") from None

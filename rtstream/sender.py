@@ -47,7 +47,7 @@ import numpy as np
 from rtstream.config import from_mapping, load_toml, merge
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
-from rtstream.endpoints import check_port, parse_endpoint, resolve
+from rtstream.endpoints import check_port, parse_endpoint
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.media.sources import (
     AudioSource,
@@ -56,7 +56,7 @@ from rtstream.media.sources import (
     context_fields,
     open_audio_source,
 )
-from rtstream.net.udp import UdpSender, is_multicast
+from rtstream.net.udp import UdpSender, is_multicast, resolve
 from rtstream.pacs.source import open_video_source
 from rtstream.proto.clock import NS_PER_S, Clock, PtpTimestamp, RefClock, rtp_timestamp
 from rtstream.proto.formats import (

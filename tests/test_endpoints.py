@@ -13,9 +13,9 @@ from rtstream.endpoints import (
     check_port,
     parse_dicom_peer,
     parse_endpoint,
-    resolve,
 )
 from rtstream.errors import ConfigError
+from rtstream.net.udp import resolve  # the one host-name lookup lives with the sockets
 
 # (text, keyword arguments, expected (host, port))
 VALID = [

@@ -39,10 +39,8 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (2, "DICOM builders", ("rtstream.dicom",),
      ("asyncio", "socket", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")),  # av: clips
     (3, "media", ("rtstream.media",), ("socket", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")),
-    # rtstream.http_sdp is today's name of net/sdp_http.py (moving in another branch).
-    (4, "I/O services", ("rtstream.net", "rtstream.pacs", "rtstream.http_sdp"),
+    (4, "I/O services", ("rtstream.net", "rtstream.pacs"),
      ("aiortc", "aiomqtt")),
-    # rtstream.receiver: the module today, a package after another branch's change.
     (5, "pipelines", ("rtstream.sender", "rtstream.receiver"), ()),
     (6, "apps",
      ("rtstream.viewer", "rtstream.control", "rtstream.commands", "rtstream.cli",
@@ -53,16 +51,6 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...], tuple[str, ...]], ...] = (
 # argparse is the command line's: the commands, the CLI and the one `python -m` worker.
 ARGPARSE_ALLOWED = ("rtstream.commands", "rtstream.cli", "rtstream.bench.worker")
 
-# Violations being removed right now in other branches; the test passes with them and
-# fails once one of them is gone (then delete its entry). The integrator empties this
-# after merging those branches.
-IN_PROGRESS: dict[str, str] = {
-    # argparse leaves the control plane and the store (their CLI flags move to commands/).
-    "rtstream.pacs.store -> argparse (layer 4 -> argparse, CLI only)": "argparse to commands/",
-    # http_sdp.py moves to net/sdp_http.py and stops importing the control plane.
-    "rtstream.http_sdp -> rtstream.control.metrics (layer 4 -> layer 6)":
-        "http_sdp.py -> net/sdp_http.py, metrics passed in",
-}  # fmt: skip
 
 
 def layer_of(module: str) -> int | None:
@@ -163,15 +151,7 @@ def test_every_module_is_placed_in_a_layer() -> None:
 
 def test_imports_only_point_down() -> None:
     found = [str(v) for v in violations()]
-    new = [v for v in found if v not in IN_PROGRESS]
-    print("\n".join(found))
-    assert not new, "layering violations:\n  " + "\n  ".join(new)
-
-
-def test_in_progress_allow_list_is_not_stale() -> None:
-    found = {str(v) for v in violations()}
-    gone = sorted(set(IN_PROGRESS) - found)
-    assert not gone, "fixed, remove from IN_PROGRESS:\n  " + "\n  ".join(gone)
+    assert not found, "layering violations:\n  " + "\n  ".join(found)
 
 
 def test_the_scanner_sees_every_kind_of_import(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rtstream.endpoints import check_port, resolve
+from rtstream.endpoints import check_port
 from rtstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,24 @@ class UdpSendCounters:
     icmp_errors: int = 0
     blocked: int = 0
     dropped: int = 0
+
+
+def resolve(host: str, *, key: str) -> str:
+    """The IPv4 address of ``host`` (an address is returned as it is).
+
+    This may ask DNS: call it while setting up, not on the event loop's hot path.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` when the name does not resolve to an IPv4 address.
+    """
+    if not host:  # gethostbyname("") would answer 0.0.0.0
+        raise ConfigError(key, host, "an IPv4 address or a resolvable host name")
+    try:
+        return socket.gethostbyname(host)
+    except (OSError, UnicodeError):
+        raise ConfigError(key, host, "an IPv4 address or a resolvable host name") from None
 
 
 def is_multicast(address: str) -> bool:
