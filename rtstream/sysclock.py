@@ -130,7 +130,7 @@ class SystemClock:
     def __init__(self, *, kernel_tai_offset: int | None = None) -> None:
         simulated = kernel_tai_offset is not None
         offset = read_kernel_tai_offset() if kernel_tai_offset is None else kernel_tai_offset
-        tai_clock = getattr(time, "CLOCK_TAI", None)
+        tai_clock: int | None = getattr(time, "CLOCK_TAI", None)
         if offset and (simulated or tai_clock is not None):
             self.kind = ClockKind.PTP
             self.tai_utc_offset_s = offset
@@ -140,7 +140,7 @@ class SystemClock:
                     "clinical times will be off by the difference", offset, TAI_UTC_OFFSET_S,
                 )
             # CLOCK_TAI is TAI: read it as is
-            self._clk = time.CLOCK_REALTIME if simulated else tai_clock
+            self._clk: int = time.CLOCK_REALTIME if simulated or tai_clock is None else tai_clock
             self._add_ns = offset * NS_PER_S if simulated else 0
         else:
             # CLOCK_TAI would read UTC: read UTC and add the leap seconds ourselves
