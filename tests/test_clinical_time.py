@@ -209,3 +209,42 @@ async def test_sender_to_receiver_snapshot_is_stored_at_capture_time(
     # captured before it was received, at most the transit earlier
     assert received - TRANSIT_BOUND <= acquired <= received + CLOCK_TOLERANCE
     assert near(parse_da_tm(ds.ContentDate, ds.ContentTime), acquired, dt.timedelta(0))
+
+
+@pytest.mark.parametrize(("grandmaster", "kernel_offset", "ptp"), [
+    (None, 0, False),  # free-running host clock
+    (None, 37, False),  # disciplined, but no grandmaster configured: nothing to name
+    ("08-00-11-FF-FE-21-E1-B0", 0, False),  # configured, but the clock is not disciplined
+    ("08-00-11-FF-FE-21-E1-B0", 37, True),
+], ids=["free", "ptp-unconfigured", "configured-free", "ptp"])
+async def test_sdp_and_static_part_say_what_the_clock_is(
+    grandmaster: str | None, kernel_offset: int, ptp: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rtstream.dicom.realtime import UTC_SYNCHRONIZATION_UID
+    from rtstream.sender import Sender, load_sender_config
+    from tests.peers import free_port
+
+    cfg = load_sender_config(None, {
+        "source": "testsrc", "frames": 1,
+        "video": {"width": 160, "height": 120, "fps": 30, "depth": 8},
+        "network": {"dest": "127.0.0.1", "port": free_port(count=4, step=2)},
+        "ptp_grandmaster": grandmaster, "ptp_domain": 0,
+    })
+    wall = dt.datetime.now(UTC)
+    async with Sender(cfg, clock=SystemClock(kernel_tai_offset=kernel_offset)) as tx:
+        sdp = tx.sdp_text()
+        assert tx._video is not None
+        static = tx._video.builder.static
+    refclks = [line for line in sdp.splitlines() if line.startswith("a=ts-refclk:")]
+    assert refclks
+    if ptp:
+        assert all(r == "a=ts-refclk:ptp=IEEE1588-2008:08-00-11-FF-FE-21-E1-B0:0" for r in refclks)
+        assert static.AcquisitionTimeSynchronized == "Y"
+        assert static.SynchronizationFrameOfReferenceUID == UTC_SYNCHRONIZATION_UID
+    else:
+        assert all(r.startswith("a=ts-refclk:localmac=") for r in refclks)
+        assert static.AcquisitionTimeSynchronized == "N"
+        assert static.SynchronizationFrameOfReferenceUID != UTC_SYNCHRONIZATION_UID
+    assert ("free-running" in caplog.text) == (grandmaster is not None and not ptp)
+    assert static.TimeDistributionProtocol == "PTP"  # fixed by A.32.9.3.5
+    assert near(parse_dt(static.AcquisitionDateTime), wall)
