@@ -126,7 +126,13 @@ def photometric_for(fmt: VideoFormat) -> tuple[str, int, int]:
 
 
 def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
-    """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s)."""
+    """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s).
+
+    The one TAI -> civil conversion of stored instances and the viewer: it removes the
+    leap seconds :class:`rtstream.sysclock.SystemClock` put in (``TAI_UTC_OFFSET_S``, IERS
+    Bulletin C). :func:`rtstream.proto.rtv_metadata.tai_to_dicom_datetime` (grains) uses
+    the same constant and gives the same DT value.
+    """
     utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
     secs, ns = divmod(utc_ns, NS_PER_S)
     try:
