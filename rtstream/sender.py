@@ -46,7 +46,7 @@ import numpy as np
 
 from rtstream.config import from_mapping, load_toml, merge
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop
+from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop, static_part
 from rtstream.endpoints import check_port, parse_endpoint
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.media.sources import (
@@ -322,11 +322,15 @@ class SenderConfig:
         """The RTV SOP class of the video metadata flow that :attr:`sop` names."""
         return VIDEO_SOPS[self.sop]
 
-    def refclk(self, local_mac: str = "00-00-00-00-00-00") -> RefClock:
-        """The ``a=ts-refclk`` to advertise (``localmac`` of the sending interface
-        unless a PTP grandmaster is configured)."""
-        return RefClock(ptp_grandmaster=self.ptp_grandmaster, ptp_domain=self.ptp_domain,
-                        local_mac=local_mac)
+    def refclk(self, local_mac: str = "00-00-00-00-00-00", *, ptp_disciplined: bool = True) -> RefClock:
+        """The ``a=ts-refclk`` to advertise: ``ptp=`` when a PTP grandmaster is configured
+        and the media clock is PTP disciplined, else ``localmac`` of the sending interface
+        (a free-running host clock, spec/ps322.md §1.4)."""
+        if self.ptp_grandmaster is not None and not ptp_disciplined:
+            log.warning("ptp_grandmaster %s is configured but the host clock is free-running "
+                        "(kernel TAI offset 0): advertising ts-refclk localmac", self.ptp_grandmaster)
+        return RefClock(ptp_grandmaster=self.ptp_grandmaster if ptp_disciplined else None,
+                        ptp_domain=self.ptp_domain, local_mac=local_mac)
 
 
 def load_sender_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SenderConfig:
@@ -456,7 +460,8 @@ class Sender:
         multicast = is_multicast(addr)
         ttl = n.ttl if multicast else None
         sfilter = n.source_address if multicast and n.source_address else None
-        refclk = self.cfg.refclk(_local_mac(n.source_address or _local_address_for(addr)))
+        refclk = self.cfg.refclk(_local_mac(n.source_address or _local_address_for(addr)),
+                                 ptp_disciplined=_ptp_disciplined(self.clock))
         extmap = ExtMap.default()
         common: dict[str, Any] = dict(address=addr, ttl=ttl, source_filter=sfilter, refclk=refclk,
                                       mediaclk_offset=0)
@@ -517,7 +522,10 @@ class Sender:
         )
         bulk = BulkFlowRef(source_id=bulk_source, flow_id=bulk_flow, transfer_syntax_uid=bulk_ts,
                            sampling_rate=rate)
-        builder = GrainBuilder(sop, self.context, meta, bulk, video=video,
+        ptp = self.cfg.ptp_grandmaster is not None and _ptp_disciplined(self.clock)
+        static = static_part(sop, self.context, sop_instance_uid=sop_uid, bulk_flows=[bulk], video=video,
+                             created_ns=self.clock.now_ns(), ptp_synchronized=ptp)
+        builder = GrainBuilder(sop, self.context, meta, bulk, video=video, static=static,
                                static_interval_ns=self.cfg.static_interval_ms * 1_000_000)
         pkt = MetadataPacketizer(ssrc=ssrc, extmap=ExtMap.default(), source_id=meta_source,
                                  flow_id=meta_flow, payload_type=self.cfg.network.metadata_payload_type,
@@ -748,6 +756,12 @@ def _generate_uid() -> str:
     from pydicom.uid import generate_uid
 
     return str(generate_uid())
+
+
+def _ptp_disciplined(clock: Clock) -> bool:
+    """Whether ``clock`` is PTP disciplined (:attr:`SystemClock.ptp_disciplined`); a clock
+    that does not say (a test's FakeClock) is taken at the configuration's word."""
+    return bool(getattr(clock, "ptp_disciplined", True))
 
 
 def _local_mac(address: str) -> str:

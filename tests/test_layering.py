@@ -33,13 +33,14 @@ PACKAGE_DIR = Path(rtstream.__file__).parent
 _IO = ("asyncio", "socket", "av", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")
 LAYERS: tuple[tuple[int, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (0, "base",
-     ("rtstream.errors", "rtstream.config", "rtstream.endpoints", "rtstream.sysclock"),
+     ("rtstream.errors", "rtstream.config", "rtstream.endpoints"),
      _IO),
     (1, "wire", ("rtstream.proto",), (*_IO, "select")),
     (2, "DICOM builders", ("rtstream.dicom",),
      ("asyncio", "socket", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")),  # av: clips
     (3, "media", ("rtstream.media",), ("socket", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")),
-    (4, "I/O services", ("rtstream.net", "rtstream.pacs"),
+    # sysclock reads the host's clock (clock_gettime, adjtimex): I/O like the sockets.
+    (4, "I/O services", ("rtstream.net", "rtstream.pacs", "rtstream.sysclock"),
      ("aiortc", "aiomqtt")),
     (5, "pipelines", ("rtstream.sender", "rtstream.receiver"), ()),
     (6, "apps",

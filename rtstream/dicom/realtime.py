@@ -35,14 +35,13 @@ from pydicom.uid import generate_uid
 
 from rtstream.dicom.context import StreamContext
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.proto.clock import NS_PER_S, PtpTimestamp
+from rtstream.proto.clock import NS_PER_S, TAI_UTC_OFFSET_S, PtpTimestamp, tai_to_utc_ns
 from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
 from rtstream.proto.rtv_metadata import (
     RTV_AUDIO_WAVEFORM,
     RTV_MODALITY,
     RTV_VIDEO_ENDOSCOPIC,
     RTV_VIDEO_PHOTOGRAPHIC,
-    TAI_UTC_OFFSET_S,
     Grain,
     RtvMetaInfo,
     encode_dataset,
@@ -126,8 +125,14 @@ def photometric_for(fmt: VideoFormat) -> tuple[str, int, int]:
 
 
 def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
-    """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s)."""
-    utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
+    """A UTC :class:`datetime.datetime` for a TAI instant (TAI - UTC = 37 s).
+
+    The one TAI -> civil conversion of stored instances and the viewer: it removes the
+    leap seconds :class:`rtstream.sysclock.SystemClock` put in (``TAI_UTC_OFFSET_S``, IERS
+    Bulletin C). :func:`rtstream.proto.rtv_metadata.tai_to_dicom_datetime` (grains) uses
+    the same constant and gives the same DT value.
+    """
+    utc_ns = tai_to_utc_ns(tai_ns)
     secs, ns = divmod(utc_ns, NS_PER_S)
     try:
         return _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(

@@ -26,6 +26,17 @@ from typing import Protocol
 from rtstream.errors import ConfigError, RemoteProtocolError
 
 NS_PER_S = 1_000_000_000
+
+TAI_UTC_OFFSET_S = 37
+"""TAI - UTC in seconds since 2017-01-01 (IERS Bulletin C): PTP and NMOS timestamps count
+TAI, DICOM dates and times are civil (UTC). The one place rtstream keeps the leap-second
+count: :class:`rtstream.sysclock.SystemClock` adds it to a free-running UTC host clock, and
+:func:`tai_to_utc_ns` removes it again."""
+
+
+def tai_to_utc_ns(tai_ns: int) -> int:
+    """UTC nanoseconds since 1970 for a TAI instant (removes :data:`TAI_UTC_OFFSET_S`)."""
+    return tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
 _MAX_PTP_SECONDS = (1 << 48) - 1
 
 

@@ -95,7 +95,7 @@ from rtstream.proto._pydicom_private import (
     settings_state,
     snapshot_state,
 )
-from rtstream.proto.clock import NS_PER_S, PtpTimestamp
+from rtstream.proto.clock import NS_PER_S, PtpTimestamp, tai_to_utc_ns
 from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
 from rtstream.proto.rtp import (
     RTP_HEADER_SIZE,
@@ -139,9 +139,6 @@ RTV_MODALITY: dict[str, str] = {
 RTV_META_VERSION = b"\x00\x01"
 PREAMBLE_SIZE = 128
 DICM = b"DICM"
-
-TAI_UTC_OFFSET_S = 37
-"""TAI - UTC in seconds since 2017-01-01 (IERS Bulletin C); PTP time is TAI."""
 
 _registered = False
 
@@ -599,7 +596,7 @@ def tai_to_dicom_datetime(tai_ns: int) -> str:
 
     PTP counts TAI; DICOM DT values are civil time, so TAI - UTC (37 s) is removed.
     """
-    utc_ns = tai_ns - TAI_UTC_OFFSET_S * NS_PER_S
+    utc_ns = tai_to_utc_ns(tai_ns)
     secs, ns = divmod(utc_ns, NS_PER_S)
     try:
         t = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=secs, microseconds=ns // 1000)

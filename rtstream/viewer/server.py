@@ -244,9 +244,12 @@ class _Peer:
 
 
 def _origin_time(origin_ns: int | None) -> str:
+    """UTC ISO 8601 (ms, ``Z``) of a TAI origin, by the one TAI -> UTC conversion."""
+    from rtstream.dicom.realtime import tai_ns_to_datetime
+
     if origin_ns is None:
         return ""
-    t = datetime.datetime.fromtimestamp(origin_ns / 1e9, tz=datetime.UTC)
+    t: datetime.datetime = tai_ns_to_datetime(origin_ns)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

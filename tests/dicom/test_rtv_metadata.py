@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 from pydicom.uid import generate_uid
 
 from rtstream.errors import LocalProtocolError, RemoteProtocolError
-from rtstream.proto.clock import PtpTimestamp
+from rtstream.proto.clock import TAI_UTC_OFFSET_S, PtpTimestamp
 from rtstream.proto.nmos_ext import PROFILE_ONE_BYTE, ExtMap, NmosExtension
 from rtstream.proto.rtp import RtpPacket, parse_rtp
 from rtstream.proto.rtv_metadata import (
     RTV_SOP_CLASSES,
-    TAI_UTC_OFFSET_S,
     GrainDropped,
     GrainEvent,
     MetadataDepacketizer,
