@@ -30,8 +30,9 @@ before a frame's packet goes to aiortc's sender, a JSON message ``{"t": "frame",
 "origin_ns", "overlay"}`` is sent. The page matches it to the frame on screen by
 ``requestVideoFrameCallback``'s ``rtpTimestamp`` minus the sender's constant timestamp
 offset, which the server reads once from the sender and sends as ``{"t": "offset"}``.
-The page also pings (``{"t": "ping", "c": page_ms}`` -> ``{"t": "pong", "c", "s_ns"}``) to
-learn the offset between its clock and the server's, so latency = display time - origin.
+The page also pings (``{"t": "ping", "c": page_ms}`` -> ``{"t": "pong", "c", "s_ns", "tai_utc_s"}``)
+to learn the offset between its clock (UTC) and the server's (TAI), so latency = display
+time - origin; the readout shows the offset less TAI - UTC.
 
 ICE: no STUN/TURN unless configured. aioice never offers 127.0.0.1 as a host candidate,
 so (unless disabled) the server binds an extra ICE socket on 127.0.0.1 for every peer
@@ -76,6 +77,7 @@ from aiortc import (
 
 from rtstream.errors import ConfigError
 from rtstream.media.testsrc import SectorGenerator
+from rtstream.proto.clock import TAI_UTC_OFFSET_S
 from rtstream.proto.formats import Sampling, VideoFormat
 from rtstream.sysclock import SystemClock
 from rtstream.viewer._aiortc_private import last_sent_rtp_timestamp
@@ -618,8 +620,11 @@ class ViewerServer:
                 except (ValueError, TypeError):
                     return
                 if isinstance(msg, dict) and msg.get("t") == "ping":
+                    # s_ns is TAI like the frames' origins; tai_utc_s lets the page show
+                    # its offset from the server in civil time (the browser counts UTC)
                     self._send(peer, {"t": "pong", "c": msg.get("c"),
-                                      "s_ns": str(self._clock.now_ns())})
+                                      "s_ns": str(self._clock.now_ns()),
+                                      "tai_utc_s": TAI_UTC_OFFSET_S})
 
             channel.on("message", on_message)
 

@@ -17,7 +17,8 @@
     frames: new Map(),          // source rtp -> {origin_ns, overlay}
     order: [],
     shown: null,                // {rtp, info} of the frame on screen
-    clockOffsetMs: null,        // server clock - page clock
+    clockOffsetMs: null,        // server clock (TAI) - page clock (UTC)
+    taiUtcMs: 0,                // TAI - UTC, from the server
     bestRtt: Infinity,
     latencies: [],              // origin -> display, ms
     framesPresented: 0, rvfcSupported: "requestVideoFrameCallback" in HTMLVideoElement.prototype,
@@ -135,6 +136,7 @@
       if (rtt <= state.bestRtt) {    // the fastest exchange gives the best estimate
         state.bestRtt = rtt;
         state.clockOffsetMs = Number(BigInt(m.s_ns) / 1000n) / 1000 + rtt / 2 - now;
+        state.taiUtcMs = 1000 * (m.tai_utc_s || 0);
       }
     }
   }
@@ -209,7 +211,7 @@
     const sorted = state.latencies.slice().sort((a, b) => a - b);
     if (sorted.length)
       $("s-latp").textContent = pct(sorted, 0.5).toFixed(0) + " / " + pct(sorted, 0.95).toFixed(0) + " ms";
-    if (state.clockOffsetMs !== null) $("s-clk").textContent = state.clockOffsetMs.toFixed(1) + " ms";
+    if (state.clockOffsetMs !== null) $("s-clk").textContent = (state.clockOffsetMs - state.taiUtcMs).toFixed(1) + " ms";
   }
 
   // -- snapshot -----------------------------------------------------------------------
