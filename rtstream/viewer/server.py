@@ -756,7 +756,7 @@ class ReceiverFeed:
         await self._frames.aclose()
 
 
-def feed_from_receiver(rx: Any) -> ReceiverFeed:
+def feed_from_receiver(rx: ReceiverLike) -> ReceiverFeed:
     """Map the receiver's items (``async for item in rx``) to :class:`ViewerFrame`.
 
     Video items with a frame become one frame each of stream ``"video-<ssrc hex>"``;
@@ -775,17 +775,16 @@ def feed_from_receiver(rx: Any) -> ReceiverFeed:
     return ReceiverFeed(rx)
 
 
-async def _receiver_frames(rx: Any) -> AsyncGenerator[ViewerFrame, None]:
+async def _receiver_frames(rx: ReceiverLike) -> AsyncGenerator[ViewerFrame, None]:
     from rtstream.errors import LocalProtocolError
     from rtstream.proto.pixfmt import from_wire
 
     counts: dict[int, int] = {}
     refused: set[int] = set()
     async for item in rx:
-        kind = getattr(item.kind, "value", item.kind)
-        if kind != "video" or item.frame is None:
+        if item.kind.value != "video" or item.frame is None:
             continue
-        fmt = getattr(item, "fmt", None)
+        fmt = item.fmt
         try:
             if fmt is not None:
                 image, pix_fmt = from_wire(item.frame, fmt, "yuv420p"), "yuv420p"
@@ -810,17 +809,14 @@ async def _receiver_frames(rx: Any) -> AsyncGenerator[ViewerFrame, None]:
         )
 
 
-def snapshot_from_receiver(rx: Any) -> SnapshotFn:
-    """A snapshot callback that asks the receiver to store the frame (``rx.snapshot``)."""
+def snapshot_from_receiver(rx: ReceiverLike) -> SnapshotFn:
+    """A snapshot callback that asks the receiver's capture to store the frame."""
 
     async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotReply:
-        result = await rx.snapshot(rtp_timestamp=rtp_timestamp)
-        ok = bool(getattr(result, "ok", False))
-        uid = getattr(result, "sop_instance_uid", None)
-        store = getattr(result, "store", None)
-        status = getattr(store, "status", getattr(result, "status", "?"))
-        error = None if ok else f"store failed: status {status}"
-        return SnapshotReply(ok=ok, sop_instance_uid=uid, error=error)
+        result = await rx.capture.snapshot(rtp_timestamp=rtp_timestamp)
+        status = result.store.status if result.store is not None else "?"
+        error = None if result.ok else f"store failed: status {status}"
+        return SnapshotReply(ok=result.ok, sop_instance_uid=result.sop_instance_uid, error=error)
 
     return snapshot
 
