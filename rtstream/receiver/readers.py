@@ -202,7 +202,19 @@ class FlowReader:
             host.read_done()
 
     def read(self, flush: bool = False) -> None:
-        """Drain the socket and feed the depacketizer (per kind)."""
+        """Drain up to :attr:`max_batches` batches into :meth:`feed` (video overrides
+        this with its hold-and-pace read)."""
+        for _ in range(self.max_batches):
+            got = self._drain()
+            if got is None:
+                return
+            batch, lengths, now = got
+            self.feed(batch, lengths, now)
+            if len(lengths) < self.batch:
+                return
+
+    def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
+        """Hand one drained batch to the flow's depacketizer (per kind)."""
         raise NotImplementedError
 
     def _drain(self) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -386,20 +398,12 @@ class AudioReader(FlowReader):
         self.chunks = 0
         self.sink = sink
 
-    def read(self, flush: bool = False) -> None:
-        """Drain up to 16 batches into the depacketizer; count loss and chunks."""
-        sink = self.sink
-        for _ in range(self.max_batches):
-            got = self._drain()
-            if got is None:
-                return
-            batch, lengths, now = got
-            for ev in self.depkt.feed(batch, lengths, now):
-                self.lost += ev.lost_before
-                self.chunks += 1
-                sink.on_chunk(self, ev, now)
-            if len(lengths) < self.batch:
-                return
+    def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
+        """Depacketize one batch; count loss and chunks."""
+        for ev in self.depkt.feed(batch, lengths, now):
+            self.lost += ev.lost_before
+            self.chunks += 1
+            self.sink.on_chunk(self, ev, now)
 
 
 class MetadataReader(FlowReader):
@@ -434,25 +438,18 @@ class MetadataReader(FlowReader):
         self.recent: dict[int, GrainEvent] = {}
         self.sink = sink
 
-    def read(self, flush: bool = False) -> None:
-        """Drain up to 16 batches; one datagram at a time into the depacketizer."""
+    def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
+        """One datagram at a time into the depacketizer (grains are few and small)."""
         sink = self.sink
-        for _ in range(self.max_batches):
-            got = self._drain()
-            if got is None:
-                return
-            batch, lengths, now = got
-            for i in range(len(lengths)):
-                datagram = batch[i, : int(lengths[i])].tobytes()
-                for ev in self.depkt.feed(datagram, now):
-                    if isinstance(ev, GrainEvent):
-                        self.grains_complete += 1
-                        sink.on_grain(self, ev, now)
-                    else:
-                        self.grains_dropped += 1
-                        log.debug("grain dropped at ts %d: %s", ev.rtp_timestamp, ev.reason)
-            if len(lengths) < self.batch:
-                return
+        for i in range(len(lengths)):
+            datagram = batch[i, : int(lengths[i])].tobytes()
+            for ev in self.depkt.feed(datagram, now):
+                if isinstance(ev, GrainEvent):
+                    self.grains_complete += 1
+                    sink.on_grain(self, ev, now)
+                else:
+                    self.grains_dropped += 1
+                    log.debug("grain dropped at ts %d: %s", ev.rtp_timestamp, ev.reason)
 
 
 def open_socket(reader: FlowReader, cfg: ReceiverConfig) -> UdpReceiver:

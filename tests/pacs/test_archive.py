@@ -186,12 +186,13 @@ def test_archive_command(tmp_path: Path) -> None:
             wait_for_tcp(port, timeout=30)
             ds = secondary_capture(rows=8, cols=8)
             write_file(ds, tmp_path / "x.dcm")
-            subprocess.run(
+            sent = subprocess.run(
                 [storescu, "-aec", "CLIARCH", "127.0.0.1", str(port), str(tmp_path / "x.dcm")],
-                check=True,
                 timeout=30,
                 capture_output=True,
+                text=True,
             )
+            assert sent.returncode == 0, (sent.stdout, sent.stderr, out.read_text())
             os.kill(proc.pid, signal.SIGTERM)
             assert proc.wait(15) == 0
         finally:
