@@ -290,12 +290,14 @@ def impair_main(in_dev: str, out_dev: str, stats_path: str, phases_arg: str,
     order = itertools.count()
     done = [False]
 
-    clk = getattr(time, "CLOCK_TAI", time.CLOCK_REALTIME)
+    from rtstream.sysclock import SystemClock
+
+    clock = SystemClock()  # the media clock the sender stamps with (TAI)
     switches: list[tuple[int, int]] = []
 
     def on_usr1(_sig: int, _frm: FrameType | None) -> None:
         phase[0] = min(phase[0] + 1, len(phases) - 1)
-        switches.append((phase[0], time.clock_gettime_ns(clk)))  # the media clock (TAI)
+        switches.append((phase[0], clock.now_ns()))
 
     def on_term(_sig: int, _frm: FrameType | None) -> None:
         done[0] = True
