@@ -54,6 +54,7 @@ from rtstream.errors import ConfigError, LocalProtocolError, RtstreamError
 if TYPE_CHECKING:
     from rtstream.pacs.store import StoreEvent, StoreResult
     from rtstream.receiver import ReceiverLike, StoredInstance
+    from rtstream.sender import Sender, SenderConfig, SenderStats
 
 log = logging.getLogger(__name__)
 
@@ -623,11 +624,11 @@ class SenderNode:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: SenderConfig,
         plane: Plane,
         *,
-        make_sender: Callable[[Any], Any] | None = None,
-        on_started: Callable[[Any], None] | None = None,
+        make_sender: Callable[[SenderConfig], Sender] | None = None,
+        on_started: Callable[[Sender], None] | None = None,
         role: str = "send",
     ) -> None:
         self.cfg = cfg
@@ -635,11 +636,11 @@ class SenderNode:
         self.role = role
         self._make = make_sender or _default_sender
         self._on_started = on_started
-        self.sender: Any = None
+        self.sender: Sender | None = None
         self.starts = 0
         self._want = asyncio.Event()
         self._want.set()
-        self._run_task: asyncio.Task[Any] | None = None
+        self._run_task: asyncio.Task[SenderStats] | None = None
         self._stopping = False
         self._totals: dict[str, Any] = {}
 
@@ -699,14 +700,14 @@ class SenderNode:
         raise CommandFailed(f"{cmd.action.value} needs a receiving node "
                             "(rtstream receive/view with --store)")
 
-    async def run(self) -> Any:
+    async def run(self) -> SenderStats | None:
         """Send until the stream ends by itself (frames, duration, end of source).
 
         ``stream_stop`` / ``stream_start`` commands stop the sender and start a new one
         meanwhile. Returns the last sender's :class:`~rtstream.sender.SenderStats`.
         Cancelling stops everything (sockets closed, ``stream_stopped`` published).
         """
-        stats: Any = None
+        stats: SenderStats | None = None
         try:
             while True:
                 await self._want.wait()
@@ -755,20 +756,20 @@ class SenderNode:
             raise
 
 
-def _default_sender(cfg: Any) -> Any:
-    from rtstream.sender import Sender
+def _default_sender(cfg: SenderConfig) -> Sender:
+    from rtstream.sender import Sender  # the sender's imports only when a node sends
 
     return Sender(cfg)
 
 
 async def run_sender_node(
-    cfg: Any,
+    cfg: SenderConfig,
     mqtt: MqttConfig | None,
     *,
-    make_sender: Callable[[Any], Any] | None = None,
-    on_started: Callable[[Any], None] | None = None,
+    make_sender: Callable[[SenderConfig], Sender] | None = None,
+    on_started: Callable[[Sender], None] | None = None,
     role: str = "send",
-) -> Any:
+) -> SenderStats | None:
     """Run a sender with its control plane (``rtstream send --mqtt``); returns its stats."""
     mcfg = mqtt
     ref: list[SenderNode] = []
