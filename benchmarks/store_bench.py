@@ -26,7 +26,7 @@ import pydicom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.dicom.conftest import secondary_capture  # noqa: E402
+from tests.pacs.conftest import secondary_capture  # noqa: E402
 
 from rtstream.pacs.store import StoreClient, StoreConfig  # noqa: E402
 from tests.orthanc import Orthanc  # noqa: E402
