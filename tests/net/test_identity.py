@@ -144,6 +144,11 @@ async def test_stream_without_metadata_and_identity_is_refused(
             await rx.capture.queue_snapshot()  # the MQTT command's path
         with pytest.raises(LocalProtocolError, match="--patient-id"):
             rx.record_start(frames=3)
+        from rtstream.viewer.server import snapshot_from_receiver
+
+        rtp = rx.video[0].recent[-1].rtp_timestamp
+        with pytest.raises(LocalProtocolError, match="--patient-id"):  # the viewer's button
+            await snapshot_from_receiver(rx)("VID", rtp)
     assert stored(tmp_path / "archive") == []
 
 
@@ -249,13 +254,21 @@ async def test_two_requests_for_one_frame_store_one_instance(
         again = await rx.capture.queue_snapshot(rtp_timestamp=rtp)
         clicked = await rx.snapshot(rtp)  # the viewer's button
         twice = await asyncio.gather(rx.snapshot(rtp), rx.snapshot(rtp))
+        from rtstream.viewer.server import snapshot_from_receiver
+
+        button = await snapshot_from_receiver(rx)("VID", rtp)
+        assert button.ok and button.sop_instance_uid == first.sop_instance_uid
         assert again is first
         assert {clicked.sop_instance_uid, *(r.sop_instance_uid for r in twice)} == {
             first.sop_instance_uid}
         assert clicked.ok
         await next_frame(rx, rx.delivered_video)
-        other = await rx.snapshot()
-        assert other.sop_instance_uid != first.sop_instance_uid
+        rtp2 = rx.video[0].recent[-1].rtp_timestamp
+        assert rtp2 != rtp
+        # two requests at once: the second waits for the first's build, no second build
+        other, same = await asyncio.gather(rx.snapshot(rtp2), rx.snapshot(rtp2))
+        assert other.sop_instance_uid == same.sop_instance_uid != first.sop_instance_uid
+        assert len(rx.capture.snapshots) == 1  # rx.snapshot stored one new instance: rtp2
     uids = [d.SOPInstanceUID for d in stored(tmp_path / "archive")]
     assert sorted(uids) == sorted([first.sop_instance_uid, other.sop_instance_uid])
 
