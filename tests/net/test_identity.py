@@ -294,3 +294,14 @@ async def test_two_sessions_on_one_stream_make_distinct_series(
     assert a.ReferencedSeriesSequence[0].SeriesInstanceUID not in series  # the RTV series
     assert 1 not in numbers  # the real-time series' number (the sender's static part)
     assert all(int(d.InstanceNumber) == 1 for d in (a, a_clip, b, b_clip))
+
+
+def test_series_numbers_of_sessions_started_in_one_millisecond_differ() -> None:
+    from rtstream.receiver.capture import session_series_numbers
+
+    t = 1_796_554_652_646_121_953
+    a, b = session_series_numbers(t), session_series_numbers(t)
+    assert a[1] == a[0] + 1 and b[1] == b[0] + 1
+    assert len({*a, *b}) == 4
+    top = session_series_numbers((10**9 - 1) * 1_000_000)
+    assert 10_000 <= min(a) and max(top) <= 2**31 - 1  # IS is a signed 32-bit value
