@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig
@@ -34,7 +35,10 @@ DIR/<rtp-timestamp>.raw; --dump-metadata writes each grain as received (RTV meta
 information + data set) as DIR/<rtp-timestamp>.dcm; existing files are never replaced.
 --stats-json writes the counters at exit. Snapshots (--snapshot-every, or the 's' key on
 a terminal) and clips (--record) become stored DICOM instances, sent by C-STORE (--store)
-or saved into a folder (--store-dir) through a persistent outbox.
+or saved into a folder (--store-dir) through a persistent outbox. A stream without a
+DICOM metadata flow has no patient or study: it is stored only under the identity given
+with --patient-id (and --patient-name, --accession-number, --study-description), one
+study per session; without one, snapshots and clips of it are refused.
 
 With --mqtt URL the receiver is a node on an MQTT broker (docs/mqtt.md): retained status,
 periodic stats, events (stream started/stopped, snapshot/clip stored with its SOP Instance
@@ -48,6 +52,8 @@ examples:
   rtstream receive --sdp /tmp/rtv.sdp --frames 300 --dump-frames /tmp/frames
   rtstream receive --sdp http://192.0.2.10:8080/sdp --snapshot-every 10 --store ORTHANC@127.0.0.1:4242
   rtstream receive --sdp cam.sdp --record 5 --store-dir /tmp/archive --stats-json stats.json
+  rtstream receive --sdp third-party.sdp --snapshot-every 10 --store-dir /tmp/archive \
+      --patient-id MRN123 --patient-name Doe^Jane --accession-number A42
   rtstream receive --sdp http://192.0.2.10:8080/sdp --http 127.0.0.1:9100
 """
 
@@ -85,6 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
                         help="serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9100")
+    add_identity_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
 
@@ -125,6 +132,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         outbox=args.outbox,
         calling_aet=args.calling_aet,
         store_tls=tls_from_args(args),
+        context=context_from_args(args),
     )
 
 

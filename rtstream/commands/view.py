@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.endpoints import Endpoint, parse_endpoint
@@ -80,6 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bearer token for the WHIP endpoint")
     parser.add_argument("--whip-stream", metavar="ID",
                         help="stream to publish by WHIP (default: the first one seen)")
+    add_identity_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
 
@@ -176,6 +178,7 @@ async def _serve(args: argparse.Namespace) -> int:
         rx_kwargs["store_dir"] = args.store_dir
     if args.outbox:
         rx_kwargs["outbox"] = args.outbox
+    rx_kwargs["context"] = context_from_args(args)
     async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
         snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
         async with contextlib.AsyncExitStack() as stack:

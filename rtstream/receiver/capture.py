@@ -11,11 +11,24 @@ asks (``--snapshot-every``, ``--record``, the viewer's button, an MQTT command):
 2. **Build.** The frame (or the clip's frames) are copied on the event loop and the
    instance is built in a worker thread (pydicom; PyAV for clips) with its provenance:
    the RTV SOP Instance it was captured from, its capture instant, and the session's
-   series (one per receiving session, instance numbers counting up).
+   series: one for stills and one for clips per receiving session, each with its own
+   Series Number (:func:`session_series_numbers`) and Instance Numbers counting up.
 3. **Store.** :class:`~rtstream.pacs.store.StoreClient` makes it durable in the outbox,
    then sends it (C-STORE) or saves it (``store_dir``). Every instance queued is shown to
    the ``on_stored`` observers (the control plane publishes its events from there) with
    its flow, RTP timestamp and the future of the archive's answer.
+
+**Identity.** A flow with a DICOM-RTV metadata flow is stored under the patient and
+study of its static part. A flow without one (a third-party ST 2110 SDP) is stored only
+under the identity the site gave (``ReceiverConfig.context``: ``--patient-id``,
+``--patient-name``, ...), whose static part is built once per session, so every instance
+of the session shares one patient, one study and its series; without an identity a
+snapshot or clip of such a flow is refused (:class:`LocalProtocolError`), never stored
+under a made-up patient.
+
+**Idempotent snapshots.** A request for a frame already stored in this session (same
+flow, RTP timestamp and RTV instance) answers with that instance instead of storing a
+copy; a bounded map of recent frames holds the answers (and the builds in progress).
 
 Recording a clip watches delivered frames (:meth:`Capture.on_video`) of the first video
 flow, complete frames only, up to a frame limit; a recording started for a number of
@@ -26,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,16 +49,25 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from rtstream.errors import LocalProtocolError
+from rtstream.dicom.context import StreamContext
+from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.pacs.store import StoreClient, StoreEvent, StoreResult
 from rtstream.proto.clock import Clock, PtpTimestamp
-from rtstream.receiver.config import ReceiverConfig, default_outbox
+from rtstream.receiver.config import ReceiverConfig, default_outbox, identity_context
 from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
 from rtstream.receiver.readers import VideoReader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Capture", "StoreEventCallback", "StoredCallback"]
+__all__ = [
+    "IDENTITY_FLAGS", "Capture", "StoreEventCallback", "StoredCallback", "session_series_numbers",
+]
+
+#: How the site gives an identity to a stream without metadata (named in refusals).
+IDENTITY_FLAGS = "--patient-id and --patient-name (ReceiverConfig.context)"
+
+#: Snapshots remembered per session for idempotent requests (frames recent enough to ask for).
+RECENT_SNAPSHOTS = 256
 
 #: ``callback(instance)`` for every instance handed to the store client.
 StoredCallback = Callable[[StoredInstance], None]
@@ -61,12 +85,54 @@ class _Recording:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class _Series:
+    """One series of the session: its UID, its number and the last instance number used."""
+
+    uid: str
+    number: int
+    instances: int = 0
+
+
 @dataclass(frozen=True)
 class _Provenance:
     rtv_sop_instance_uid: str
     origin: PtpTimestamp
     series_instance_uid: str
+    series_number: int
     instance_number: int
+
+
+_SERIES_BASE = 10_000
+_series_lock = threading.Lock()
+_last_series = 0
+
+
+def session_series_numbers(now_ns: int) -> tuple[int, int]:
+    """Series Numbers of one receiving session: ``(stills, clips)``.
+
+    Series Number (IS, PS3.3 C.7.3.1) only has to tell series of one study apart, but a
+    study is shared by everyone storing from one stream: the source's own series (the
+    real-time series is usually 1), and every receiver on that stream, in any session.
+    A counter would need coordination between receivers (two hosts, or two state
+    folders, would both count 1, 2, ...), so the number comes from the session's start
+    instant instead: ``10000 + 2 * (milliseconds mod 10**9)`` for stills and the next
+    number for clips. Two sessions collide only if they start in the same millisecond
+    modulo about 11.6 days; the sessions of one process always get increasing numbers;
+    the values stay above the small numbers sources use and below IS's 2**31 - 1.
+
+    Parameters
+    ----------
+    now_ns : int
+        The session's start, in nanoseconds of any steady scale (the receiver's clock).
+    """
+    global _last_series
+    stills = _SERIES_BASE + 2 * ((now_ns // 1_000_000) % 1_000_000_000)
+    with _series_lock:
+        if stills <= _last_series < stills + 2 * 1000:
+            stills = _last_series + 2  # same millisecond (or just after) in this process
+        _last_series = stills
+    return stills, stills + 1
 
 
 class Capture:
@@ -88,11 +154,19 @@ class Capture:
         self.clock = clock
         self.video = video
         self.store_client: StoreClient | None = None
-        # One series per receiving session: every snapshot and clip it stores goes there.
-        self.series_instance_uid: str = generate_uid()
+        # One series per kind per receiving session: stills in one, clips in the other.
+        stills, clips = session_series_numbers(clock.now_ns())
+        self.stills = _Series(generate_uid(), stills)
+        self.clips = _Series(generate_uid(), clips)
+        self.series_instance_uid: str = self.stills.uid
         self.snapshots: list[SnapshotResult] = []
         self.store_counters: dict[str, int] | None = None  # of the closed store client
-        self._instance_number = 0
+        # The site's identity for flows without metadata: one study for the session.
+        self._identity: StreamContext | None = (
+            identity_context(cfg.context) if cfg.context is not None else None)
+        self._identity_static: dict[str, Dataset] = {}  # per video flow, built once
+        self._recent: OrderedDict[tuple[str, int, str], asyncio.Future[StoredInstance]] = (
+            OrderedDict())
         self._recording: _Recording | None = None
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtstream-rx-build")
         self._store_futures: set[asyncio.Future[StoreResult]] = set()
@@ -164,6 +238,30 @@ class Capture:
         for cb in list(self._event_observers):
             cb(event, detail)
 
+    # -- identity ---------------------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """Refuse at start periodic snapshots or a recording nobody could store.
+
+        Raises
+        ------
+        ConfigError
+            With ``snapshot_every`` or ``record`` when a video flow they may capture has
+            no DICOM-RTV metadata flow and no identity was given.
+        """
+        cfg = self.cfg
+        if cfg.snapshot_every is None and cfg.record is None:
+            return
+        flows = self.video if cfg.snapshot_every is not None else self.video[:1]
+        bare = [vf.name for vf in flows if vf.meta is None]
+        if bare and self._identity is None:
+            flag = "--snapshot-every" if cfg.snapshot_every is not None else "--record"
+            raise ConfigError(
+                flag, cfg.snapshot_every if cfg.snapshot_every is not None else cfg.record,
+                f"a stream with DICOM-RTV metadata, or an identity for it: flow(s) "
+                f"{', '.join(bare)} carry no metadata; give {IDENTITY_FLAGS}",
+            )
+
     # -- which frame ------------------------------------------------------------------
 
     def video_flow(self, name: str | None) -> VideoReader:
@@ -214,43 +312,75 @@ class Capture:
         self, rtp_timestamp: int | None = None, *, flow: str | None = None
     ) -> Dataset:
         """Build (in a worker thread) the stored single-frame instance of a recent frame."""
-        _, _, ds = await self._build_snapshot(flow, rtp_timestamp)
-        return ds
+        vf, item = self.pick_frame(flow=flow, rtp_timestamp=rtp_timestamp)
+        return await self._build_snapshot(vf, item)
 
-    async def _build_snapshot(
-        self, flow: str | None, rtp_timestamp: int | None
-    ) -> tuple[VideoReader, ReceivedItem, Dataset]:
+    async def _build_snapshot(self, vf: VideoReader, item: ReceivedItem) -> Dataset:
         from rtstream.dicom.stored import build_snapshot
 
-        vf, item = self.pick_frame(flow=flow, rtp_timestamp=rtp_timestamp)
         assert item.frame is not None
         frame = item.frame.copy()
         static = self._static_for(vf, item)
         fmt = vf.fmt
-        p = self._provenance(vf, item)
+        p = self._provenance(vf, item, self.stills)
 
         def build() -> Dataset:
             ds: Dataset = build_snapshot(
                 frame, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
                 origin=p.origin, series_instance_uid=p.series_instance_uid,
-                instance_number=p.instance_number,
+                series_number=p.series_number, instance_number=p.instance_number,
             )
             return ds
 
-        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
-        return vf, item, ds
+        return await asyncio.get_running_loop().run_in_executor(self._work, build)
 
     async def queue_snapshot(
         self, *, flow: str | None = None, rtp_timestamp: int | None = None
     ) -> StoredInstance:
         """Build the snapshot of a recent frame and make it durable in the outbox.
 
-        Returns once it is queued; its ``future`` is done when the archive answered.
+        Returns once it is queued; its ``future`` is done when the archive answered. A
+        frame already stored in this session (same flow, RTP timestamp and RTV instance)
+        is not stored again: the answer is that instance.
         """
+        inst, _ = await self._queue_snapshot(flow, rtp_timestamp)
+        return inst
+
+    async def _queue_snapshot(
+        self, flow: str | None, rtp_timestamp: int | None
+    ) -> tuple[StoredInstance, bool]:
+        """The stored instance of a recent frame, and whether it is new (not a repeat)."""
         if self.store_client is None:
             raise LocalProtocolError("snapshot: configure store or store_dir first")
-        vf, item, ds = await self._build_snapshot(flow, rtp_timestamp)
-        return await self._enqueue(ds, vf, item.rtp_timestamp, clip=False, frames=1)
+        vf, item = self.pick_frame(flow=flow, rtp_timestamp=rtp_timestamp)
+        key = (vf.name, item.rtp_timestamp, self._rtv_uid(vf, item))
+        known = self._recent.get(key)
+        if known is not None and not known.cancelled():
+            self._recent.move_to_end(key)
+            log.debug("snapshot of %s at %d: already stored", vf.name, item.rtp_timestamp)
+            return await asyncio.shield(known), False
+        fut: asyncio.Future[StoredInstance] = asyncio.get_running_loop().create_future()
+        self._recent[key] = fut
+        while len(self._recent) > RECENT_SNAPSHOTS:
+            self._recent.popitem(last=False)
+        try:
+            ds = await self._build_snapshot(vf, item)
+            inst = await self._enqueue(ds, vf, item.rtp_timestamp, clip=False, frames=1)
+        except asyncio.CancelledError:
+            self._forget(key, fut)
+            fut.cancel()
+            raise
+        except Exception as exc:
+            self._forget(key, fut)  # a later request may try again
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters (if any) get it, nobody else must
+            raise
+        fut.set_result(inst)
+        return inst, True
+
+    def _forget(self, key: tuple[str, int, str], fut: asyncio.Future[StoredInstance]) -> None:
+        if self._recent.get(key) is fut:
+            del self._recent[key]
 
     async def snapshot(
         self, rtp_timestamp: int | None = None, *, flow: str | None = None
@@ -258,12 +388,14 @@ class Capture:
         """Store the latest complete frame (or the recent frame of ``rtp_timestamp``).
 
         The instance is built in a worker thread, made durable in the outbox and sent
-        (C-STORE) or saved (``store_dir``); the result names its SOP Instance UID.
+        (C-STORE) or saved (``store_dir``); the result names its SOP Instance UID. Asking
+        again for a frame already stored answers with the same instance (not a copy).
         """
-        inst = await self.queue_snapshot(flow=flow, rtp_timestamp=rtp_timestamp)
-        res = await inst.future
+        inst, new = await self._queue_snapshot(flow, rtp_timestamp)
+        res = await asyncio.shield(inst.future)
         result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, inst.dataset)
-        self.snapshots.append(result)
+        if new:
+            self.snapshots.append(result)
         return result
 
     async def snapshot_every(self, period: float) -> None:
@@ -275,13 +407,16 @@ class Capture:
         while True:
             await asyncio.sleep(period)
             try:
-                inst = await self.queue_snapshot()
+                inst, new = await self._queue_snapshot(None, None)
             except LocalProtocolError as exc:
                 log.info("snapshot skipped: %s", exc)
                 continue
             except OSError as exc:  # pydicom wraps ENOSPC: its last line says what failed
                 reason = exc.strerror or (str(exc).strip().splitlines() or ["?"])[-1]
                 log.error("snapshot not queued: the outbox cannot be written (%s)", reason)
+                continue
+            if not new:
+                log.info("snapshot skipped: no new frame since %s", inst.sop_instance_uid)
                 continue
             uid = inst.sop_instance_uid
 
@@ -311,6 +446,8 @@ class Capture:
         if self._recording is not None and not self._recording.done.is_set():
             raise LocalProtocolError("record: a recording is already running")
         vf = self.video[0]
+        if vf.meta is None and self._identity is None:
+            raise LocalProtocolError(_no_identity("record", vf))
         limit = self.cfg.record_max_frames
         if seconds is not None:
             limit = min(limit, max(1, round(float(vf.fmt.exactframerate) * seconds)))
@@ -366,13 +503,13 @@ class Capture:
         static = rec.static if rec.static is not None else self._static_for(vf, first)
         frames = rec.frames
         fmt = vf.fmt
-        p = self._provenance(vf, first)
+        p = self._provenance(vf, first, self.clips)
 
         def build() -> Dataset:
             ds: Dataset = build_clip(
                 frames, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
                 origin=p.origin, series_instance_uid=p.series_instance_uid,
-                instance_number=p.instance_number,
+                series_number=p.series_number, instance_number=p.instance_number,
             )
             return ds
 
@@ -394,36 +531,64 @@ class Capture:
             cb(inst)
         return inst
 
-    def _provenance(self, vf: VideoReader, item: ReceivedItem) -> _Provenance:
-        """Provenance of a stored instance: RTV instance, capture time, session's series."""
-        rtv_uid = item.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
-        self._instance_number += 1
+    def _rtv_uid(self, vf: VideoReader, item: ReceivedItem) -> str:
+        """The RTV SOP Instance a frame belongs to (the session's own for a bare flow)."""
+        uid = item.rtv_sop_instance_uid or (vf.meta.static_uid if vf.meta else None)
+        if uid:
+            return uid
+        return str(self._static_for(vf, item).SOPInstanceUID)
+
+    def _provenance(self, vf: VideoReader, item: ReceivedItem, series: _Series) -> _Provenance:
+        """Provenance of a stored instance: RTV instance, capture time, its series."""
+        rtv_uid = self._rtv_uid(vf, item)
+        series.instances += 1
         return _Provenance(
-            rtv_sop_instance_uid=rtv_uid or generate_uid(),
+            rtv_sop_instance_uid=rtv_uid,
             origin=item.origin or PtpTimestamp.from_ns(self.clock.now_ns()),
-            series_instance_uid=self.series_instance_uid,
-            instance_number=self._instance_number,
+            series_instance_uid=series.uid,
+            series_number=series.number,
+            instance_number=series.instances,
         )
 
-    @staticmethod
-    def _static_for(vf: VideoReader, item: ReceivedItem) -> Dataset:
-        """The latest static part; for a flow without metadata, a made-up one."""
+    def _static_for(self, vf: VideoReader, item: ReceivedItem) -> Dataset:
+        """The latest static part; for a flow without metadata, the site's identity.
+
+        Raises
+        ------
+        LocalProtocolError
+            When the flow's metadata has not brought a static part yet, or the flow has
+            no metadata flow and no identity was given.
+        """
         if item.static is not None:
             return item.static
-        if vf.meta is not None and vf.meta.static is not None:
-            return vf.meta.static
-        return _fallback_static(vf)
+        if vf.meta is not None:
+            if vf.meta.static is not None:
+                return vf.meta.static
+            raise LocalProtocolError(
+                f"snapshot: no static part (patient, study) received on {vf.meta.name} yet")
+        static = self._identity_static.get(vf.name)
+        if static is None:
+            if self._identity is None:
+                raise LocalProtocolError(_no_identity("snapshot", vf))
+            static = self._identity_static[vf.name] = _identity_static(vf, self._identity)
+        return static
 
 
-def _fallback_static(vf: VideoReader) -> Dataset:
+def _no_identity(what: str, vf: VideoReader) -> str:
+    return (f"{what}: flow {vf.name} carries no DICOM-RTV metadata (no patient or study), "
+            f"so nothing is stored without an identity from the site: start the receiver "
+            f"with {IDENTITY_FLAGS}")
+
+
+def _identity_static(vf: VideoReader, identity: StreamContext) -> Dataset:
     """A static part for a stream without DICOM-RTV metadata (a third-party ST 2110 SDP).
 
-    Identity is unknown, so the default test context ("Anonymous^Test") is used; the
-    bulk flow is the video flow itself, identified by a UUID derived from its SDP port.
+    Built once per flow and session from the site's identity (one StreamContext, so
+    one Study Instance UID per session); the bulk flow is the video flow itself,
+    identified by a UUID derived from its SDP port.
     """
     import uuid
 
-    from rtstream.dicom.context import StreamContext
     from rtstream.dicom.realtime import BulkFlowRef, RtvSop, static_part
 
     key = f"rtstream:{vf.media.address}:{vf.media.port}"
@@ -435,7 +600,7 @@ def _fallback_static(vf: VideoReader) -> Dataset:
     )
     ds: Dataset = static_part(
         RtvSop.PHOTOGRAPHIC,
-        StreamContext(),
+        identity,
         sop_instance_uid=generate_uid(),
         bulk_flows=(ref,),
         video=vf.fmt,

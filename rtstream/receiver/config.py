@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtstream.dicom.context import StreamContext
 from rtstream.errors import ConfigError
 from rtstream.pacs.store import TlsSettings
 
-__all__ = ["IncompletePolicy", "ReceiverConfig", "default_outbox"]
+__all__ = ["IncompletePolicy", "ReceiverConfig", "default_outbox", "identity_context"]
 
 
 class IncompletePolicy(enum.Enum):
@@ -24,6 +27,32 @@ def default_outbox() -> Path:
     """``$XDG_STATE_HOME/rtstream/outbox``: where stored instances wait for the archive."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "rtstream" / "outbox"
+
+
+def identity_context(context: Mapping[str, str], *, key: str = "context") -> StreamContext:
+    """The :class:`~rtstream.dicom.context.StreamContext` of a site's identity mapping.
+
+    The keys are StreamContext's fields; ``patient_id`` is required (an archive files by
+    it) and a missing ``patient_name`` is empty, never the test source's placeholder.
+    Each call makes a new Study Instance UID unless the mapping gives one.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key, a non-text value, no ``patient_id``, or a value that is not
+        valid for its DICOM VR (the message names ``context.<key>``).
+    """
+    names = {f.name for f in dataclasses.fields(StreamContext)}
+    for k, v in context.items():
+        if k not in names:
+            raise ConfigError(f"{key}.{k}", v, f"one of {', '.join(sorted(names))}")
+        if not isinstance(v, str):
+            raise ConfigError(f"{key}.{k}", v, "text")
+    if not context.get("patient_id"):
+        raise ConfigError(f"{key}.patient_id", context.get("patient_id"),
+                          "a Patient ID (--patient-id) when the site gives an identity")
+    values = {"patient_name": "", **context}
+    return StreamContext(**values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +102,14 @@ class ReceiverConfig:
         DICOM TLS for the C-STORE association (PS3.15 Annex B.1); None for plain TCP.
     queue_size : int
         Items buffered for a slow consumer; beyond it the oldest are dropped (counted).
+    context : dict or None
+        The identity the site gives a stream without DICOM-RTV metadata (a third-party
+        ST 2110 SDP): keys of :class:`~rtstream.dicom.context.StreamContext`
+        (``patient_id`` required, ``patient_name``, ``accession_number``,
+        ``study_description``, ``study_instance_uid``, ...), from ``--patient-id``,
+        ``--patient-name``, ``--accession-number``, ``--study-description``. Snapshots and
+        clips of such a stream are refused without it; flows with metadata keep their
+        own identity. One study per receiving session unless it names one.
     """
 
     sdp: str
@@ -95,6 +132,7 @@ class ReceiverConfig:
     calling_aet: str = "RTSTREAM"
     store_tls: TlsSettings | None = None
     queue_size: int = 256
+    context: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sdp, str) or not self.sdp:
@@ -132,6 +170,11 @@ class ReceiverConfig:
             from rtstream.pacs.store import parse_store_target
 
             parse_store_target(self.store)
+        if self.context is not None:
+            if not isinstance(self.context, Mapping):
+                raise ConfigError("context", self.context, "a table of patient/study keys")
+            object.__setattr__(self, "context", dict(self.context))
+            identity_context(self.context)  # validate now; the session makes its own
 
     @property
     def stores(self) -> bool:

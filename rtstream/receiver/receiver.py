@@ -132,6 +132,7 @@ class Receiver:
             for d in (cfg.dump_frames, cfg.dump_metadata):
                 if d is not None:
                     d.mkdir(parents=True, exist_ok=True)
+            self._capture.check_identity()  # --snapshot-every/--record on a bare stream
             if cfg.stores:
                 await self._capture.open_store()
             if self.metadata:
@@ -332,7 +333,7 @@ class Receiver:
 
     @property
     def series_instance_uid(self) -> str:
-        """The series every snapshot and clip of this session is stored in."""
+        """The series every snapshot of this session is stored in (clips: ``capture.clips``)."""
         return self._capture.series_instance_uid
 
     async def snapshot_dataset(self, rtp_timestamp: int | None = None) -> Dataset:

@@ -277,9 +277,11 @@ def test_snapshot_and_clip_to_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
     assert int(clip_tags["NumberOfFrames"]) == 12
     snap_tags = [orthanc.tags(i) for i in orthanc.instances()
                  if orthanc.tags(i)["SOPInstanceUID"] == snap.sop_instance_uid][0]  # type: ignore[attr-defined]
-    # one series per receiving session, numbered in the order they were made
-    assert snap_tags["SeriesInstanceUID"] == clip_tags["SeriesInstanceUID"]
-    assert {snap_tags["InstanceNumber"], clip_tags["InstanceNumber"]} == {"1", "2"}
+    # one series per kind per receiving session (stills, clips), each numbered from 1
+    assert snap_tags["StudyInstanceUID"] == clip_tags["StudyInstanceUID"]
+    assert snap_tags["SeriesInstanceUID"] != clip_tags["SeriesInstanceUID"]
+    assert snap_tags["SeriesNumber"] != clip_tags["SeriesNumber"]
+    assert snap_tags["InstanceNumber"] == clip_tags["InstanceNumber"] == "1"
 
 
 @pytest.mark.peer("orthanc")
