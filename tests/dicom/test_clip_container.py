@@ -170,7 +170,10 @@ def test_audio_is_refused_not_dropped() -> None:
 def test_1080p_clip_syntax_matches_stream(rate: int, ts: str, level: int) -> None:
     ds = clip(sized(FMT_1080, rate), 3)
     assert ds.file_meta.TransferSyntaxUID == ts
-    (stream,) = ffprobe(pixel_bytes(ds))["streams"]  # type: ignore[misc]
+    assert bot_and_fragments(ds) == (b"", 1)
+    probe = ffprobe(pixel_bytes(ds))
+    assert probe["format"]["format_name"].startswith("mov,mp4")  # type: ignore[index]
+    (stream,) = probe["streams"]  # type: ignore[misc]
     assert stream["codec_name"] == "h264" and int(stream["level"]) == level
     assert int(stream["nb_read_frames"]) == ds.NumberOfFrames == 3
     assert ds.CineRate == rate
