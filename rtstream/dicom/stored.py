@@ -317,12 +317,13 @@ def build_clip(
     crf: int = 20,
     anatomic_region: tuple[str, str, str] = ENTIRE_BODY,
 ) -> Dataset:
-    """A run of frames as Video Endoscopic / Video Photographic Image (H.264).
+    """A run of frames as Video Endoscopic / Video Photographic Image (H.264 or HEVC).
 
-    Pixel data: H.264 High Profile, yuv420p, encapsulated as MPEG-4 AVC/H.264 High
-    Profile / Level 4.1 (1.2.840.10008.1.2.4.102) up to 30 frames/s, Level 4.2
-    (1.2.840.10008.1.2.4.104) above (PS3.5 §8.2.8). Cine and Multi-frame modules from
-    the stream's frame rate; Acquisition DateTime from the first frame's origin.
+    Pixel data: :func:`rtstream.dicom.video.encode_clip` (H.264 High Level 4.1/4.2 or
+    HEVC Main, 4:2:0 8-bit, in MP4, transfer syntax from geometry and rate, PS3.5
+    §8.2.7/8.2.8/8.2.10), one fragment after an empty Basic Offset Table. Cine and
+    Multi-frame modules from the stream's frame rate; Acquisition DateTime from the
+    first frame's origin.
 
     Parameters
     ----------
@@ -336,7 +337,8 @@ def build_clip(
     Raises
     ------
     LocalProtocolError
-        For an unknown real-time SOP class in ``static`` or an empty clip.
+        For an unknown real-time SOP class in ``static``, an empty clip, or a size and
+        rate no DICOM video transfer syntax carries (the message names both).
     """
     rtv_class = str(static.get("SOPClassUID", ""))
     if rtv_class not in CLIP_CLASS:

@@ -228,3 +228,16 @@ def test_container_is_even_and_fits_one_fragment() -> None:
         enc = encode_clip(frames, VIDEO_FMT, Fraction(30), crf=crf)
         assert len(enc.data) % 2 == 0 and enc.number_of_frames == 5
         assert enc.data[4:8] == b"ftyp"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rtstream/media/sources.py DicomSource opens PS3.5 video as a raw elementary "
+    "stream (format='h264'/'hevc'); MP4/MPEG-TS Pixel Data needs probing (issue 19)",
+)
+def test_stored_clip_replays_as_dicom_source(tmp_path: Path) -> None:
+    from rtstream.media.sources import DicomSource
+
+    path = save_new(clip(VIDEO_FMT, 6), tmp_path)
+    frames = list(DicomSource(f"dicom:{path}", path)._rgb_frames())
+    assert len(frames) == 6
