@@ -9,35 +9,40 @@ frame rate alone, the first row of this table whose limits hold:
 =================  =========  ==========================================  =============
 codec / profile    level      PS3.5 transfer syntax                        when
 =================  =========  ==========================================  =============
-H.264 High         4.1        1.2.840.10008.1.2.4.102 (§8.2.7)            <= 30 frame/s
+H.264 High         4.1        1.2.840.10008.1.2.4.102 (§8.2.7)            MBPS fits 4.1
 H.264 High         4.2        1.2.840.10008.1.2.4.104 (§8.2.8, 2D)        <= 60 frame/s
 HEVC Main          <= 5.1     1.2.840.10008.1.2.4.107 (§8.2.10)           <= 60 frame/s
 =================  =========  ==========================================  =============
 
 The H.264 rows hold while the frame fits MaxFS = 8,192 macroblocks and the macroblock
 rate fits MaxMBPS (245,760 /s at Level 4.1, 522,240 /s at Level 4.2; ITU-T H.264
-Table A-1); a frame of more than 8,192 macroblocks (3840x2160 is 32,400) goes to HEVC
-Main, labelled with the lowest level whose MaxLumaPs and MaxLumaSr hold (ITU-T H.265
-Table A.8: Level 5.1 allows 8,912,896 luma samples per picture and 534,773,760 per
-second, i.e. 2160p60). Nothing above 60 frames/s, and nothing over HEVC Level 5.1, has a
-transfer syntax here: :class:`~rtstream.errors.LocalProtocolError` says so, with the
-alternatives (scale down or lower the rate). The clips are always 8-bit 4:2:0, so
-HEVC Main (not Main 10, .108) suffices for every depth on the wire.
+Table A-1): 1080p (8,160 macroblocks) up to 30 frames/s and 720p up to 60 are Level
+4.1, 1080p50/60 Level 4.2. A frame of more than 8,192 macroblocks (3840x2160 is 32,400)
+goes to HEVC Main, labelled with the lowest level whose MaxLumaPs and MaxLumaSr hold
+(ITU-T H.265 Table A.8: Level 5.1 allows 8,912,896 luma samples per picture and
+534,773,760 per second, i.e. 2160p60). Nothing above 60 frames/s, and nothing over HEVC
+Level 5.1, has a transfer syntax here: :class:`~rtstream.errors.LocalProtocolError` says
+so, with the alternatives (scale down or lower the rate). The clips are always 8-bit
+4:2:0, so HEVC Main (not Main 10, .108) suffices for every depth on the wire.
 
 Container (PS3.5 §8.2.7/§8.2.8/§8.2.10): the bit stream shall be in an MPEG-2 Transport
-Stream or an MP4 (ISO/IEC 14496-12/-14) container whose PTS/DTS drive decoding. We write
-**MP4** (PyAV ``mp4`` muxer, ``+faststart`` so the ``moov`` box precedes the media data):
-it is the container browsers, DICOMweb rendered video (``video/mp4``) and PACS web
-viewers play as is, the sample table gives the exact frame count, and decode/presentation
-times travel in ``stts``/``ctts`` (DTS and composition offsets). HEVC is tagged ``hvc1``
+Stream or an MP4 (ISO/IEC 14496-12/-14) container, and the container's PTS/DTS drive
+decoding; both are allowed for all three syntaxes. We write **MP4** (PyAV ``mp4`` muxer,
+``+faststart`` so the ``moov`` box precedes the media data): browsers, DICOMweb rendered
+video (``video/mp4``) and PACS web viewers play it as is, where MPEG-TS needs a
+transmuxer; its sample table gives the exact frame count; decode and presentation times
+travel in ``stts``/``ctts`` (DTS and composition offsets). HEVC is tagged ``hvc1``
 (parameter sets in the sample entry), as players expect.
 
-Encapsulation (PS3.5 A.4 and the Pixel Data notes of §8.2.7-8.2.10): these are the
-non-fragmentable transfer syntaxes, so the whole container is **one fragment** after an
-**empty Basic Offset Table**; the fragment length must be even and below 2**32 - 1 bytes
-(a 32-bit item length, 0xFFFFFFFF being undefined length), so an odd-sized MP4 gets a
-9-byte ``free`` box appended (ISO/IEC 14496-12 §8.1.2: its contents are ignored), and a
-clip that would not fit one fragment is refused (split it into several instances).
+Encapsulation (PS3.5 A.4 and the Pixel Data notes of §8.2.7-8.2.10): .102/.104/.107 are
+the non-fragmentable syntaxes every current toolkit knows (dcmtk 3.6.7, Orthanc 1.10,
+pydicom); the "Fragmentable" .102.1/.104.1 added later are not used. So the whole
+container is **one fragment** after an **empty Basic Offset Table** (``encapsulate(...,
+has_bot=False)``); an item length is 32 bits, even, and FFFFFFFFH means undefined, so
+one fragment holds at most 0xFFFFFFFE bytes and a larger clip is refused (split it into
+several instances, as PS3.5's note suggests). An odd-sized MP4 gets a 9-byte ``free``
+box appended (ISO/IEC 14496-12: its contents are ignored) instead of a stray pad byte
+after the last box.
 
 Colour: frames are converted RGB -> Y'CbCr with the BT.601 matrix into narrow ("tv")
 range, as Photometric Interpretation YBR_PARTIAL_420 says, and the RGB they come from is
@@ -169,8 +174,6 @@ def choose_video_syntax(fmt: VideoFormat, rate: Fraction) -> VideoSyntax:
     max_side = math.isqrt(8 * H264_MAX_FS)
     if mbs <= H264_MAX_FS and mb_w <= max_side and mb_h <= max_side:
         for level, ts in (("4.1", MPEG4HP41), ("4.2", MPEG4HP422D)):
-            if level == "4.1" and rate > 30:
-                continue
             if mbs * rate <= _H264_MAX_MBPS[level]:
                 return VideoSyntax(
                     codec="libx264",
@@ -241,17 +244,32 @@ def _mux(
             stream.codec_tag = "hvc1"
             options |= {
                 "profile": syntax.profile,
-                "x265-params": f"{_VUI}:range=limited:level-idc={syntax.level}:log-level=error",
+                # bframes=0: FFmpeg's libx265 wrapper intermittently hands out packets
+                # with unset or garbage DTS on short clips (the mp4 muxer then fails
+                # "pts < dts"); without reordering, decode order is presentation order
+                # and the timestamps are restamped below.
+                "x265-params": (
+                    f"{_VUI}:range=limited:level-idc={syntax.level}:bframes=0:log-level=error"
+                ),
             }
         stream.options = options
+        restamp = syntax.codec == "libx265"
+        out = 0
+
+        def mux(packets: list[Any]) -> None:
+            nonlocal out
+            for packet in packets:
+                if restamp:
+                    packet.pts = packet.dts = out
+                out += 1
+                container.mux(packet)
+
         for i, wire in enumerate(frames):
             rgb = av.VideoFrame.from_ndarray(_wire_to_rgb(wire, fmt), format="rgb24")
             frame = rgb.reformat(format="yuv420p", dst_colorspace="ITU601")
             frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+            mux(stream.encode(frame))
+        mux(stream.encode(None))
 
 
 def encode_clip(

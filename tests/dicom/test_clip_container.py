@@ -25,7 +25,7 @@ from pydicom.uid import HEVCMP51, MPEG4HP41, MPEG4HP422D, generate_uid
 
 from rtstream.dicom.realtime import RtvSop
 from rtstream.dicom.stored import build_clip, save_new
-from rtstream.dicom.video import choose_video_syntax, encode_clip
+from rtstream.dicom.video import _even, choose_video_syntax, encode_clip
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.formats import VideoFormat
 from rtstream.proto.pixfmt import to_wire
@@ -75,6 +75,33 @@ def ffmpeg_decode(data: bytes, *extra: str) -> subprocess.CompletedProcess[bytes
     )  # fmt: skip
 
 
+def vui(data: bytes) -> dict[str, int]:
+    """The SPS VUI colour fields as FFmpeg's ``trace_headers`` bitstream filter reads them."""
+    prog = require_program("ffmpeg")
+    out = subprocess.run(
+        [prog, "-hide_banner", "-i", "-", "-c", "copy", "-bsf:v", "trace_headers",
+         "-f", "null", "-"],
+        input=data, capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    fields = ("colour_primaries", "transfer_characteristics", "matrix_coefficients",
+              "video_full_range_flag", "aspect_ratio_idc")  # fmt: skip
+    found: dict[str, int] = {}
+    for line in out.stderr.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[-4] in fields:
+            found[parts[-4]] = int(parts[-1])
+    return found
+
+
+COLOUR = {
+    "colour_primaries": 1,  # BT.709 = sRGB primaries (the ICC profile)
+    "transfer_characteristics": 13,  # IEC 61966-2-1 (sRGB)
+    "matrix_coefficients": 6,  # SMPTE 170M = BT.601 (YBR_PARTIAL_420 as converted)
+    "video_full_range_flag": 0,  # narrow range (YBR_PARTIAL)
+    "aspect_ratio_idc": 1,  # square samples (PS3.5 §8.2.7)
+}
+
+
 def bot_and_fragments(ds: pydicom.Dataset) -> tuple[bytes, int]:
     """The Basic Offset Table's value and the number of fragments (PS3.5 A.4 items)."""
     raw = bytes(ds.PixelData)
@@ -110,6 +137,7 @@ def test_small_clip_is_mp4_with_every_frame(tmp_path: Path) -> None:
     assert stream["color_transfer"] == "iec61966-2-1"
     assert stream["color_space"] == "smpte170m" and stream["color_range"] == "tv"
     assert ds.ColorSpace == "SRGB" and ds.PhotometricInterpretation == "YBR_PARTIAL_420"
+    assert vui(data) == COLOUR  # in the SPS itself, not only in the MP4 colr box
     # FFmpeg decodes every frame without error, and the first is close to the source.
     run = ffmpeg_decode(data, "-f", "null", "-")
     assert run.returncode == 0 and run.stderr == b"", run.stderr
@@ -131,6 +159,7 @@ def test_small_clip_is_mp4_with_every_frame(tmp_path: Path) -> None:
         (FMT_1080, 30, MPEG4HP41, "4.1"),
         (FMT_1080, 25, MPEG4HP41, "4.1"),
         (FMT_1080, 50, MPEG4HP422D, "4.2"),
+        (dataclasses.replace(FMT_1080, width=1280, height=720), 60, MPEG4HP41, "4.1"),
         (FMT_1080, 60, MPEG4HP422D, "4.2"),
         (FMT_2160, 30, HEVCMP51, "5"),
         (FMT_2160, 60, HEVCMP51, "5.1"),
@@ -193,6 +222,7 @@ def test_2160p60_clip_is_hevc_main_level_5_1(tmp_path: Path) -> None:
     assert int(stream["level"]) == 153  # general_level_idc = 30 x 5.1
     assert int(stream["nb_read_frames"]) == ds.NumberOfFrames == 2
     assert (stream["width"], stream["height"]) == (3840, 2160)
+    assert vui(data) == COLOUR
     run = ffmpeg_decode(data, "-f", "null", "-")
     assert run.returncode == 0 and run.stderr == b"", run.stderr
     run = ffmpeg_decode(data, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
@@ -228,6 +258,8 @@ def test_container_is_even_and_fits_one_fragment() -> None:
         enc = encode_clip(frames, VIDEO_FMT, Fraction(30), crf=crf)
         assert len(enc.data) % 2 == 0 and enc.number_of_frames == 5
         assert enc.data[4:8] == b"ftyp"
+    assert _even(b"odd") == b"odd" + b"\x00\x00\x00\x09free\x00"
+    assert _even(b"even") == b"even"
 
 
 @pytest.mark.xfail(
