@@ -24,7 +24,6 @@ one to a directory without ever replacing an existing file (``O_EXCL``).
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -33,11 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
 from pydicom.tag import Tag
 from pydicom.uid import (
-    MPEG4HP41,
-    MPEG4HP422D,
     UID,
     ExplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
@@ -49,6 +45,7 @@ from pydicom.uid import (
 )
 
 from rtstream.dicom.realtime import dicom_dt, tai_ns_to_datetime
+from rtstream.dicom.video import encode_clip
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import VideoFormat
@@ -297,41 +294,11 @@ def _ds_number(value: float) -> str:
 def encode_h264(
     frames: Sequence[np.ndarray], fmt: VideoFormat, rate: Fraction, *, crf: int = 20
 ) -> bytes:
-    """H.264 High Profile Annex B elementary stream of ``frames`` (PyAV, libx264).
+    """The clip's container bytes (MP4, H.264 or HEVC); see :func:`rtstream.dicom.video.encode_clip`.
 
-    Raises
-    ------
-    LocalProtocolError
-        For an empty clip or odd dimensions (4:2:0 needs even width and height).
+    Kept for callers of the old name; the bytes are no longer a raw Annex B stream.
     """
-    import av  # PyAV only here: clip encoding (DESIGN.md §2)
-
-    if not frames:
-        raise LocalProtocolError("frames: a clip needs at least one frame")
-    if fmt.width % 2 or fmt.height % 2:
-        raise LocalProtocolError("fmt: H.264 4:2:0 needs even width and height")
-    level = "4.1" if rate <= 30 else "4.2"
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="h264") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width = fmt.width
-        stream.height = fmt.height
-        stream.pix_fmt = "yuv420p"
-        stream.options = {
-            "profile": "high",
-            "level": level,
-            "preset": "veryfast",
-            "crf": str(crf),
-            "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m",
-        }
-        for i, wire in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(wire_to_rgb(wire, fmt), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    return encode_clip(frames, fmt, rate, crf=crf).data
 
 
 def build_clip(
@@ -350,12 +317,13 @@ def build_clip(
     crf: int = 20,
     anatomic_region: tuple[str, str, str] = ENTIRE_BODY,
 ) -> Dataset:
-    """A run of frames as Video Endoscopic / Video Photographic Image (H.264).
+    """A run of frames as Video Endoscopic / Video Photographic Image (H.264 or HEVC).
 
-    Pixel data: H.264 High Profile, yuv420p, encapsulated as MPEG-4 AVC/H.264 High
-    Profile / Level 4.1 (1.2.840.10008.1.2.4.102) up to 30 frames/s, Level 4.2
-    (1.2.840.10008.1.2.4.104) above (PS3.5 §8.2.8). Cine and Multi-frame modules from
-    the stream's frame rate; Acquisition DateTime from the first frame's origin.
+    Pixel data: :func:`rtstream.dicom.video.encode_clip` (H.264 High Level 4.1/4.2 or
+    HEVC Main, 4:2:0 8-bit, in MP4, transfer syntax from geometry and rate, PS3.5
+    §8.2.7/8.2.8/8.2.10), one fragment after an empty Basic Offset Table. Cine and
+    Multi-frame modules from the stream's frame rate; Acquisition DateTime from the
+    first frame's origin.
 
     Parameters
     ----------
@@ -369,7 +337,8 @@ def build_clip(
     Raises
     ------
     LocalProtocolError
-        For an unknown real-time SOP class in ``static`` or an empty clip.
+        For an unknown real-time SOP class in ``static``, an empty clip, or a size and
+        rate no DICOM video transfer syntax carries (the message names both).
     """
     rtv_class = str(static.get("SOPClassUID", ""))
     if rtv_class not in CLIP_CLASS:
@@ -377,8 +346,8 @@ def build_clip(
             f"static.SOPClassUID: {rtv_class!r} is not a real-time video class"
         )
     rate = frame_rate or fmt.exactframerate
-    stream = encode_h264(frames, fmt, rate, crf=crf)
-    ts = MPEG4HP41 if rate <= 30 else MPEG4HP422D
+    clip = encode_clip(frames, fmt, rate, crf=crf)
+    ts = clip.transfer_syntax
     sop_class = CLIP_CLASS[rtv_class]
     uid = sop_instance_uid or generate_uid()
     ds = _new_dataset(sop_class, uid, ts)
@@ -395,7 +364,7 @@ def build_clip(
     )
     n = len(frames)
     frame_ms = 1000.0 / float(rate)
-    ds.DerivationDescription = _derivation(fmt, "H.264 High Profile 4:2:0 8-bit")
+    ds.DerivationDescription = _derivation(fmt, clip.syntax.description)
     # Cine (C.7.6.5) and Multi-frame (C.7.6.6)
     ds.NumberOfFrames = n
     ds.FrameIncrementPointer = Tag("FrameTime")
@@ -410,10 +379,10 @@ def build_clip(
     # Image Pixel for H.264 (PS3.5 §8.2.8): YBR_PARTIAL_420, 8-bit
     _pixel_module(ds, fmt, "YBR_PARTIAL_420")
     ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionMethod = "ISO_14496_10"
+    ds.LossyImageCompressionMethod = clip.syntax.lossy_method
     raw_size = n * fmt.width * fmt.height * 3
-    ds.LossyImageCompressionRatio = _ds_number(raw_size / max(1, len(stream)))
-    ds.PixelData = encapsulate([stream])
+    ds.LossyImageCompressionRatio = _ds_number(raw_size / max(1, len(clip.data)))
+    ds.PixelData = clip.pixel_data()  # one fragment, empty Basic Offset Table (PS3.5 A.4)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     _strip_group_0006(ds)

@@ -141,7 +141,7 @@ def test_clip_content(sop: RtvSop, cls: str, tmp_path: Path) -> None:
     assert not any(tag.group == 0x0006 for tag in ds.keys())
     back = pydicom.dcmread(save_new(ds, tmp_path))
     (stream,) = list(generate_frames(back.PixelData, number_of_frames=1))
-    container = av.open(io.BytesIO(stream), format="h264")
+    container = av.open(io.BytesIO(stream))  # MP4, found by probing
     decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 12 and decoded[0].shape == (48, 64, 3)
     ctx = container.streams.video[0].codec_context
