@@ -45,11 +45,10 @@ from pydicom.uid import (
 )
 
 from rtstream.dicom.realtime import dicom_dt, tai_ns_to_datetime
-from rtstream.dicom.video import encode_clip
+from rtstream.dicom.video import encode_clip, wire_to_rgb
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import VideoFormat
-from rtstream.proto.pixfmt import from_wire
 from rtstream.proto.rtv_metadata import (
     RTV_VIDEO_ENDOSCOPIC,
     RTV_VIDEO_PHOTOGRAPHIC,
@@ -198,12 +197,6 @@ def _common(
     ds.BurnedInAnnotation = "YES" if burned_in_annotation else "NO"
     ds.ImageType = ["DERIVED", "PRIMARY"]
     _reference_rtv(static, ds, rtv_sop_instance_uid)
-
-
-def wire_to_rgb(frame_wire: np.ndarray, fmt: VideoFormat) -> np.ndarray:
-    """RGB 8-bit ``(height, width, 3)`` from a wire-order frame (BT.601, via pixfmt)."""
-    rgb = from_wire(np.ascontiguousarray(frame_wire).reshape(-1), fmt, "rgb24")
-    return np.ascontiguousarray(rgb, dtype=np.uint8).reshape(fmt.height, fmt.width, 3)
 
 
 def build_snapshot(

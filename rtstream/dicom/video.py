@@ -200,7 +200,7 @@ def choose_video_syntax(fmt: VideoFormat, rate: Fraction) -> VideoSyntax:
     )
 
 
-def _wire_to_rgb(frame_wire: np.ndarray, fmt: VideoFormat) -> np.ndarray:
+def wire_to_rgb(frame_wire: np.ndarray, fmt: VideoFormat) -> np.ndarray:
     """RGB 8-bit ``(height, width, 3)`` from a wire-order frame (BT.601, via pixfmt)."""
     rgb = from_wire(np.ascontiguousarray(frame_wire).reshape(-1), fmt, "rgb24")
     return np.ascontiguousarray(rgb, dtype=np.uint8).reshape(fmt.height, fmt.width, 3)
@@ -265,7 +265,7 @@ def _mux(
                 container.mux(packet)
 
         for i, wire in enumerate(frames):
-            rgb = av.VideoFrame.from_ndarray(_wire_to_rgb(wire, fmt), format="rgb24")
+            rgb = av.VideoFrame.from_ndarray(wire_to_rgb(wire, fmt), format="rgb24")
             frame = rgb.reformat(format="yuv420p", dst_colorspace="ITU601")
             frame.pts = i
             mux(stream.encode(frame))
