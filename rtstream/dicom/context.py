@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from pydicom.uid import generate_uid
 
@@ -92,7 +93,8 @@ def anatomic_region_for(value: str) -> tuple[str, str, str] | None:
     if not want:
         return None
     for keyword in _cid_dict.cid_concepts[4031].get("SCT", []):
-        for code, (meaning, _cids) in _concepts_dict.concepts["SCT"][keyword].items():
+        entries = cast(dict[str, tuple[str, list[int]]], _concepts_dict.concepts["SCT"][keyword])
+        for code, (meaning, _cids) in entries.items():
             if want in (code, re.sub(r"[^A-Z0-9]", "", meaning.upper())):
                 return code, "SCT", meaning
     return None

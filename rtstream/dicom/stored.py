@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import (
     MPEG4HP41,
@@ -255,8 +256,8 @@ def _lossy_history(static: Dataset, ds: Dataset, added: tuple[str, str] | None) 
 def _values(value: object) -> list[object]:
     if value is None or value == "":
         return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return list(value)  # type: ignore[call-overload]
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
     return [value]
 
 
