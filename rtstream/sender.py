@@ -416,7 +416,7 @@ class Sender:
         if not ctx_values.get("device_serial"):
             ctx_values["device_serial"] = _host_serial()
         self.context: StreamContext = from_mapping(StreamContext, ctx_values, "context.")
-        self.rtv_sop: RtvSop = _rtv_sop_for(cfg.rtv_sop, self.context.modality)
+        self.rtv_sop: RtvSop = rtv_sop_for(cfg.rtv_sop, self.context.modality)
         rnd = random.SystemRandom()
         self._ssrc = [rnd.getrandbits(32) for _ in range(4)]
         self._ids = {name: uuid.uuid4() for name in ("video_source", "video_flow", "vmeta_source", "vmeta_flow",
@@ -762,7 +762,7 @@ def _generate_uid(uid_root: str = "") -> str:
     return new_uid(uid_root)
 
 
-def _rtv_sop_for(configured: RtvSop, modality: str) -> RtvSop:
+def rtv_sop_for(configured: RtvSop, modality: str) -> RtvSop:
     """The real-time video class for the imaged ``modality``.
 
     PS3.22's real-time video IODs are Endoscopic (Modality ES, PS3.3 A.32.9) and

@@ -84,6 +84,20 @@ def check_uid_root(key: str, value: str) -> None:
         raise ConfigError(key, value, "a UID root (digits and dots, at most 40 characters)")
 
 
+PAIRED_REGIONS = frozenset({
+    "Eye", "Eye region", "Orbital structure", "Breast", "Hand", "Foot", "Finger", "Thumb",
+    "Toe", "Knee", "Shoulder", "Hip", "Hip joint", "Elbow joint", "Wrist joint",
+    "Ankle joint", "Upper limb", "Lower limb", "Forearm", "Upper arm", "Thigh", "Lower leg",
+    "Humerus", "Femur", "Fibula", "Clavicle", "Scapula", "Patella", "Calcaneus",
+    "Parotid gland", "Submandibular gland", "Acromioclavicular joint",
+    "Sternoclavicular joint", "Sacroiliac joint", "Temporomandibular joint", "Extremity",
+    "Bone of upper limb", "Bone of lower limb", "Muscle of upper limb", "Muscle of lower limb",
+    "Rib", "Tarsal joint", "Sesamoid bones of foot", "Zygoma", "Ureter",
+})  # fmt: skip
+"""CID 4031 regions that are paired structures: Laterality (0020,0060) is then type 2C
+(General Series, PS3.3 C.7.3.1), written empty when the side is not known."""
+
+
 def anatomic_region_for(value: str) -> tuple[str, str, str] | None:
     """The CID 4031 (SCT) code named by a code value, a code meaning or a Body Part
     Examined term (e.g. ``818981001``, ``Abdomen``, ``ABDOMEN``); None when not found."""
@@ -174,6 +188,9 @@ class StreamContext:
     timezone_offset : str
         ``+HHMM``/``-HHMM`` Timezone Offset From UTC (PS3.3 C.12.1.1.8) of a source study's
         dates; empty means the local offset of this machine.
+    laterality : str
+        ``R``/``L`` Laterality of a paired body part (General Series, PS3.3 C.7.3.1);
+        empty when unknown (written empty, type 2C, for a paired region).
     anatomic_region : str
         Anatomic Region (CID 4031): a SNOMED CT code value or meaning, e.g. ``Abdomen``;
         empty: from ``body_part``, else the stored object's default.
@@ -219,6 +236,7 @@ class StreamContext:
     study_time: str = ""
     timezone_offset: str = ""
     anatomic_region: str = ""
+    laterality: str = ""
     burned_in_annotation: str = ""
     lossy_compression: str = ""
     lossy_method: str = ""
@@ -274,6 +292,8 @@ class StreamContext:
                 "context.anatomic_region", self.anatomic_region,
                 "a CID 4031 SNOMED CT code value or meaning, e.g. Abdomen",
             )  # fmt: skip
+        if self.laterality not in ("", "R", "L"):
+            raise ConfigError("context.laterality", self.laterality, "R, L or empty")
         if self.burned_in_annotation not in ("", "YES", "NO"):
             raise ConfigError("context.burned_in_annotation", self.burned_in_annotation, "YES, NO or empty")
         if self.lossy_compression not in ("", "00", "01"):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from rtstream.dicom.context import IMAGED_MODALITIES, StreamContext, new_uid
+from rtstream.dicom.context import IMAGED_MODALITIES, PAIRED_REGIONS, StreamContext, new_uid
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.proto.clock import NS_PER_S, TAI_UTC_OFFSET_S, PtpTimestamp, tai_to_utc_ns
 from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
@@ -352,6 +352,11 @@ def static_part(
         ds.OperatorsName = ctx.operator_name
     if ctx.body_part:
         ds.BodyPartExamined = ctx.body_part
+    region = ctx.anatomic_region_code
+    if ctx.laterality:
+        ds.Laterality = ctx.laterality
+    elif region is not None and region[2] in PAIRED_REGIONS:
+        ds.Laterality = ""  # type 2C for a paired structure; the side is not known
     # General Equipment (C.7.5.1) + Enhanced General Equipment (C.7.5.2)
     ds.Manufacturer = ctx.manufacturer or "UNKNOWN"
     ds.ManufacturerModelName = ctx.model_name or "UNKNOWN"

@@ -64,6 +64,7 @@ from rtstream import __version__
 from rtstream.dicom.context import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    PAIRED_REGIONS,
     anatomic_region_for,
     new_uid,
 )
@@ -334,9 +335,12 @@ def _common(
     ds.ContentDate = captured.strftime("%Y%m%d")
     ds.ContentTime = captured.strftime("%H%M%S.%f")
     ds.PatientOrientation = ""
-    if static.get("Laterality"):  # paired body parts only; absent for the default region
+    region = anatomic_region or _anatomic_region(static)
+    ds.AnatomicRegionSequence = [code_item(*region)]
+    if static.get("Laterality"):
         ds.Laterality = static.Laterality
-    ds.AnatomicRegionSequence = [code_item(*(anatomic_region or _anatomic_region(static)))]
+    elif region[2] in PAIRED_REGIONS:  # type 2C for a paired structure (C.7.3.1)
+        ds.Laterality = ""
     if burned_in_annotation is None:
         burned_in_annotation = static.get("BurnedInAnnotation", "NO") == "YES"
     ds.BurnedInAnnotation = "YES" if burned_in_annotation else "NO"

@@ -407,6 +407,7 @@ _DICOM_CONTEXT = {
     "TimezoneOffsetFromUTC": "timezone_offset",
     "Modality": "modality",
     "BodyPartExamined": "body_part",
+    "Laterality": "laterality",
     "BurnedInAnnotation": "burned_in_annotation",
     "Manufacturer": "manufacturer",
     "StationName": "station_name",
