@@ -24,7 +24,6 @@ from typing import cast
 
 from pydicom.uid import generate_uid
 
-from rtstream import __version__
 from rtstream.errors import ConfigError
 from rtstream.proto.rtv_metadata import is_valid_uid
 
@@ -38,7 +37,19 @@ IMPLEMENTATION_CLASS_UID = "2.25.162411748421048724904004577347982264869"
 """rtstream's Implementation Class UID (PS3.7 D.3.3.2, PS3.10 §7.1): the UUID
 ``7a2f5d6e-0c1b-4f3e-9a8d-2b6c4e1f0a25`` as a ``2.25`` UID, fixed for the software."""
 
-IMPLEMENTATION_VERSION_NAME = f"RTSTREAM_{__version__}"[:16]
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rtstream")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0"
+
+
+RTSTREAM_VERSION = _version()
+"""rtstream's version (package metadata), for Software Versions of Contributing Equipment."""
+
+IMPLEMENTATION_VERSION_NAME = f"RTSTREAM_{RTSTREAM_VERSION}"[:16]
 """Implementation Version Name (SH, at most 16 characters)."""
 
 # PS3.3 C.7.3.1.1.1 Modality defined terms that name an acquisition (CID 29), i.e. what
@@ -101,11 +112,11 @@ PAIRED_REGIONS = frozenset({
 def anatomic_region_for(value: str) -> tuple[str, str, str] | None:
     """The CID 4031 (SCT) code named by a code value, a code meaning or a Body Part
     Examined term (e.g. ``818981001``, ``Abdomen``, ``ABDOMEN``); None when not found."""
-    from pydicom.sr import _cid_dict, _concepts_dict
-
     want = re.sub(r"[^A-Z0-9]", "", value.upper())
     if not want:
         return None
+    from pydicom.sr import _cid_dict, _concepts_dict  # large tables: only when needed
+
     for keyword in _cid_dict.cid_concepts[4031].get("SCT", []):
         entries = cast(dict[str, tuple[str, list[int]]], _concepts_dict.concepts["SCT"][keyword])
         for code, (meaning, _cids) in entries.items():

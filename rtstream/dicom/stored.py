@@ -60,11 +60,11 @@ from pydicom.uid import (
     VLPhotographicImageStorage,
 )
 
-from rtstream import __version__
 from rtstream.dicom.context import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     PAIRED_REGIONS,
+    RTSTREAM_VERSION,
     anatomic_region_for,
     new_uid,
 )
@@ -228,7 +228,7 @@ def _contributing_equipment(ds: Dataset, when: _dt.datetime, description: str) -
     item = Dataset()
     item.Manufacturer = "rtstream"
     item.ManufacturerModelName = "rtstream"
-    item.SoftwareVersions = __version__
+    item.SoftwareVersions = RTSTREAM_VERSION
     item.PurposeOfReferenceCodeSequence = [code_item(*PROCESSING_EQUIPMENT)]
     item.ContributionDateTime = dicom_dt(when)
     item.ContributionDescription = description[:1024]
