@@ -352,3 +352,32 @@ def test_file_meta_survives_save(tmp_path: Path) -> None:
     assert back.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
     assert back.Modality == "US" and back.TimezoneOffsetFromUTC
     assert np.frombuffer(back.PixelData, np.uint8).size == FMT.width * FMT.height * 3
+
+
+def test_non_es_modality_is_sent_as_photographic() -> None:
+    assert rtv_sop_for(RtvSop.ENDOSCOPIC, "US") is RtvSop.PHOTOGRAPHIC
+    assert rtv_sop_for(RtvSop.ENDOSCOPIC, "ES") is RtvSop.ENDOSCOPIC
+    assert rtv_sop_for(RtvSop.ENDOSCOPIC, "") is RtvSop.ENDOSCOPIC  # unknown: as configured
+    assert rtv_sop_for(RtvSop.PHOTOGRAPHIC, "ES") is RtvSop.PHOTOGRAPHIC
+
+
+@pytest.mark.peer("dciodvfy")
+@pytest.mark.parametrize("kind", ["US", "OPT", "H264"])
+def test_static_part_with_source_context_only_unknown_iod(kind: str, tmp_path: Path) -> None:
+    """The added static-part attributes (Acquisition Context item, Source Image, Common
+    Instance Reference, lossy method, offset) raise nothing but dciodvfy's unknown IOD."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian
+
+    ds = make_static(kind)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
+    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    path = tmp_path / "static.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    lines = dciodvfy(path)
+    assert [line for line in lines if line.startswith(("Error", "Warning"))] == [
+        "Error - Information Object Not found"
+    ], "\n".join(lines)
