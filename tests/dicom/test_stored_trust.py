@@ -56,6 +56,30 @@ STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "Acce
                   "ReferringPhysicianName", "StudyDescription")  # fmt: skip
 
 
+_OCT_CINE: list[Path] = []
+
+
+def oct_cine() -> Path:
+    """The synthetic OCT cine of ``scripts/make_samples.py --oct`` (Modality OPT), made once."""
+    if not _OCT_CINE:
+        import importlib.util
+        import tempfile
+
+        spec = importlib.util.spec_from_file_location("make_samples", ROOT / "scripts" / "make_samples.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        import atexit
+        import shutil
+
+        folder = tempfile.mkdtemp(prefix="rtstream-oct-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = Path(folder) / "oct-cine.dcm"
+        module.write_oct_cine(path)
+        _OCT_CINE.append(path)
+    return _OCT_CINE[0]
+
+
 def _context(values: dict[str, str]) -> StreamContext:
     return StreamContext(**context_fields(values, StreamContext))
 
@@ -78,6 +102,10 @@ def source_context(kind: str) -> tuple[StreamContext, RtvSop]:
                             anatomic_region="Eye", laterality="R", study_date="20260102",
                             study_time="0930",
                             accession_number="OCT-7", study_id="OCT1")  # fmt: skip
+        return ctx, rtv_sop_for(RtvSop.ENDOSCOPIC, ctx.modality)
+    if kind == "OCTCINE":
+        path = oct_cine()
+        ctx = _context(DicomSource(f"dicom:{path}", path).context)
         return ctx, rtv_sop_for(RtvSop.ENDOSCOPIC, ctx.modality)
     if kind == "H264":
         av_src = AvVideoSource(f"file:{MP4}", str(MP4))
@@ -140,6 +168,8 @@ EXPECTED = {
            MultiFrameTrueColorSecondaryCaptureImageStorage),
     "OPT": (RtvSop.PHOTOGRAPHIC, SecondaryCaptureImageStorage,
             MultiFrameTrueColorSecondaryCaptureImageStorage),
+    "OCTCINE": (RtvSop.PHOTOGRAPHIC, SecondaryCaptureImageStorage,
+                MultiFrameTrueColorSecondaryCaptureImageStorage),
 }  # fmt: skip
 
 
@@ -148,10 +178,11 @@ def test_modality_and_sop_class_follow_what_was_imaged(kind: str) -> None:
     rtv, still, video = EXPECTED[kind]
     static = make_static(kind)
     assert static.SOPClassUID == rtv.value and static.Modality == rtv.modality
-    assert imaged_modality(static) == kind  # the receiver learns it from the flow
+    modality = "OPT" if kind == "OCTCINE" else kind
+    assert imaged_modality(static) == modality  # the receiver learns it from the flow
     snap, movie = snapshot(static), clip(static)
-    assert (snap.SOPClassUID, snap.Modality) == (still, kind)
-    assert (movie.SOPClassUID, movie.Modality) == (video, kind)
+    assert (snap.SOPClassUID, snap.Modality) == (still, modality)
+    assert (movie.SOPClassUID, movie.Modality) == (video, modality)
     if still == SecondaryCaptureImageStorage:
         assert snap.ConversionType == "DV" and movie.ConversionType == "DV"
 
@@ -177,6 +208,8 @@ def test_dciodvfy_clean_and_dcentvfy_with_source(kind: str, tmp_path: Path) -> N
         assert not bad, "\n".join(lines)
     if kind == "US":
         paths.append(US_CINE)
+    if kind == "OCTCINE":
+        paths.append(oct_cine())
     lines = dcentvfy(paths)
     assert not [line for line in lines if "Error" in line], "\n".join(lines)
 
@@ -184,13 +217,15 @@ def test_dciodvfy_clean_and_dcentvfy_with_source(kind: str, tmp_path: Path) -> N
 # -- study consistency (finding 3) ----------------------------------------------------------
 
 
-def test_study_attributes_are_the_cines() -> None:
-    cine = pydicom.dcmread(US_CINE, stop_before_pixels=True)
-    static = make_static("US")
+@pytest.mark.parametrize("kind", ["US", "OCTCINE"])
+def test_study_attributes_are_the_cines(kind: str) -> None:
+    cine = pydicom.dcmread(US_CINE if kind == "US" else oct_cine(), stop_before_pixels=True)
+    static = make_static(kind)
     for ds in (static, snapshot(static), clip(static)):
         for keyword in STUDY_KEYWORDS:
             assert ds.get(keyword) == cine.get(keyword), keyword
         assert (ds.PatientName, ds.PatientID) == (cine.PatientName, cine.PatientID)
+        assert ds.TimezoneOffsetFromUTC == cine.get("TimezoneOffsetFromUTC", ds.TimezoneOffsetFromUTC)
     snap = snapshot(static)
     assert snap.SeriesNumber == 101 and snap.SeriesInstanceUID != cine.SeriesInstanceUID
 
