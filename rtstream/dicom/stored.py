@@ -321,7 +321,8 @@ def _common(
     ds.SeriesInstanceUID = series_instance_uid
     ds.SeriesNumber = series_number
     ds.InstanceNumber = instance_number
-    ds.SeriesDescription = series_description
+    if series_description:
+        ds.SeriesDescription = series_description
     # One offset for every date and time (C.12.1.1.8): the stream's (its static part's)
     # when it says one, else this machine's at the capture instant.
     captured_utc = tai_ns_to_datetime(origin.to_ns())
