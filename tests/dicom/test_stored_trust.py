@@ -416,3 +416,47 @@ def test_static_part_with_source_context_only_unknown_iod(kind: str, tmp_path: P
     assert [line for line in lines if line.startswith(("Error", "Warning"))] == [
         "Error - Information Object Not found"
     ], "\n".join(lines)
+
+
+@pytest.mark.peer("dciodvfy")
+async def test_us_cine_sender_to_receiver_snapshot_is_ultrasound(tmp_path: Path) -> None:
+    """End to end on 127.0.0.1: dicom:us-cine -> Sender -> Receiver -> snapshot on disk is
+    a Secondary Capture with Modality US in the cine's study (dcentvfy with the cine)."""
+    import asyncio
+
+    from rtstream.receiver import ItemKind, Receiver, ReceiverConfig
+    from rtstream.sender import Sender, load_sender_config
+    from tests.peers import free_port
+
+    port = free_port(count=4, step=2)
+    cfg = load_sender_config(None, {
+        "source": f"dicom:{US_CINE}", "frames": 20,
+        "video": {"depth": 8},
+        "network": {"dest": "127.0.0.1", "port": port},
+    })  # fmt: skip
+    store_dir = tmp_path / "store"
+    async with Sender(cfg) as tx:
+        assert tx.rtv_sop is RtvSop.PHOTOGRAPHIC
+        sdp = tmp_path / "tx.sdp"
+        sdp.write_text(tx.sdp_text())
+        async with Receiver(ReceiverConfig(sdp=str(sdp), store_dir=store_dir)) as rx:
+            run = asyncio.create_task(tx.run())
+            try:
+                async with asyncio.timeout(20):
+                    async for item in rx:
+                        if item.kind is ItemKind.VIDEO and item.metadata is not None:
+                            break
+                result = await rx.snapshot(item.rtp_timestamp)
+            finally:
+                await run
+    assert result.ok
+    (path,) = store_dir.rglob("*.dcm")
+    ds = pydicom.dcmread(path)
+    cine = pydicom.dcmread(US_CINE, stop_before_pixels=True)
+    assert (ds.SOPClassUID, ds.Modality, ds.ConversionType) == (SecondaryCaptureImageStorage, "US", "DV")
+    for keyword in STUDY_KEYWORDS:
+        assert ds.get(keyword) == cine.get(keyword), keyword
+    assert ds.SourceImageSequence[-1].ReferencedSOPInstanceUID == cine.SOPInstanceUID
+    assert ds.TimezoneOffsetFromUTC
+    assert not [line for line in dciodvfy(path) if line.startswith(("Error", "Warning"))]
+    assert not [line for line in dcentvfy([path, US_CINE]) if "Error" in line]
