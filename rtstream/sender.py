@@ -269,7 +269,8 @@ class SenderConfig:
         source ends).
     sop : str
         RTV Video Endoscopic or Photographic (PS3.22 Table 7.2-1): ``endoscopic`` or
-        ``photographic``.
+        ``photographic``. A source whose imaged modality (``context.modality``, or a
+        DICOM cine's Modality) is known and is not ES is sent as ``photographic``.
     static_interval_ms : int
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
@@ -412,7 +413,10 @@ class Sender:
         self.audio_fmt = cfg.audio.format() if cfg.audio.enabled else None
         ctx_values = dict(context_fields(self.source.context, StreamContext))
         ctx_values.update(cfg.context)
+        if not ctx_values.get("device_serial"):
+            ctx_values["device_serial"] = _host_serial()
         self.context: StreamContext = from_mapping(StreamContext, ctx_values, "context.")
+        self.rtv_sop: RtvSop = rtv_sop_for(cfg.rtv_sop, self.context.modality)
         rnd = random.SystemRandom()
         self._ssrc = [rnd.getrandbits(32) for _ in range(4)]
         self._ids = {name: uuid.uuid4() for name in ("video_source", "video_flow", "vmeta_source", "vmeta_flow",
@@ -511,7 +515,7 @@ class Sender:
                        bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,
                        ssrc: int, port: int, duration: Fraction | None,
                        bulk_sender: UdpSender, video: VideoFormat | None = None) -> _OutFlow:
-        sop_uid = _generate_uid()
+        sop_uid = _generate_uid(self.context.uid_root)
         meta = RtvMetaInfo(
             transfer_syntax_uid=bulk_ts,
             sop_class_uid=sop.value,
@@ -537,7 +541,7 @@ class Sender:
         try:
             vport, vmport, aport, amport = self.cfg.network.ports()
             self._video = self._metadata_flow(
-                sop=self.cfg.rtv_sop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
+                sop=self.rtv_sop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
                 bulk_source=self._ids["video_source"], bulk_flow=self._ids["video_flow"],
                 meta_source=self._ids["vmeta_source"], meta_flow=self._ids["vmeta_flow"],
                 ssrc=self._ssrc[1], port=vmport, duration=1 / self.fmt.exactframerate,
@@ -752,10 +756,41 @@ class Sender:
             self._status(live)
 
 
-def _generate_uid() -> str:
-    from pydicom.uid import generate_uid
+def _generate_uid(uid_root: str = "") -> str:
+    from rtstream.dicom.context import new_uid
 
-    return str(generate_uid())
+    return new_uid(uid_root)
+
+
+def rtv_sop_for(configured: RtvSop, modality: str) -> RtvSop:
+    """The real-time video class for the imaged ``modality``.
+
+    PS3.22's real-time video IODs are Endoscopic (Modality ES, PS3.3 A.32.9) and
+    Photographic (XC, A.32.10): a source known to image anything but ES is sent as
+    Photographic, the general visible-light class, with its own modality in the static
+    part's Acquisition Context (README "Conformance"). ES or unknown: the configured class.
+    """
+    if modality and modality != "ES" and configured is not RtvSop.PHOTOGRAPHIC:
+        log.info("modality %s: sending the Photographic real-time class (not %s)", modality,
+                 configured.name.lower())
+        return RtvSop.PHOTOGRAPHIC
+    return configured
+
+
+def _host_serial() -> str:
+    """A stable identifier of this installation for Device Serial Number (Enhanced
+    General Equipment, type 1): a hash of systemd's machine-id (never the id itself),
+    ``UNKNOWN`` where there is none. Set ``context.device_serial`` to override."""
+    import hashlib
+
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if machine:
+            return "RTS-" + hashlib.sha256(b"rtstream:" + machine.encode()).hexdigest()[:16].upper()
+    return "UNKNOWN"
 
 
 def _ptp_disciplined(clock: Clock) -> bool:

@@ -12,6 +12,9 @@ licence or privacy question. Run from the repository root::
 * ``us-cine.dcm``: an Ultrasound Multi-frame Image (PS3.3 A.7), 20 frames of 160x120
   MONOCHROME2 at 25 fps (Frame Time 40 ms, Cine Module C.7.6.5); for
   ``--source dicom:samples/us-cine.dcm``.
+* ``oct-cine.dcm`` (only with ``--oct``; not committed): a Multi-frame Grayscale Byte
+  Secondary Capture (PS3.3 A.8.3) with Modality OPT, 10 synthetic OCT B-scans, for the
+  stored-object tests of a modality that is neither ES nor XC.
 * ``<config>.sdp`` for every ``samples/*.toml``: what ``rtstream sdp --config`` prints.
 """
 
@@ -130,6 +133,66 @@ def write_cine(path: Path, *, width: int = 160, height: int = 120, count: int = 
     ds.save_as(path, enforce_file_format=True)
 
 
+def write_oct_cine(path: Path, *, width: int = 160, height: int = 96, count: int = 10,
+                   frame_time_ms: float = 100.0) -> None:
+    """A synthetic OCT cine: Multi-frame Grayscale Byte SC Image, Modality OPT (SC
+    Equipment C.8.6.1, Conversion Type WSD), layered retina-like B-scans."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+        generate_uid,
+    )
+
+    def uid(name: str) -> str:
+        return str(generate_uid(entropy_srcs=["rtstream sample oct", name]))
+
+    rng = np.random.default_rng(SEED + 2)
+    y = np.arange(height)[:, None]
+    x = np.arange(width)[None, :]
+    frames = []
+    for i in range(count):
+        surface = height * 0.3 + 6 * np.sin(x / 17 + i / 3)
+        layers = sum(np.exp(-((y - surface - d) ** 2) / 8) * a for d, a in ((0, 220), (12, 150), (30, 190)))
+        noise = rng.normal(0, 12, (height, width))
+        frames.append(np.clip(layers + noise + 10, 0, 255).astype(np.uint8))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = uid("instance")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+    ds.PatientName, ds.PatientID = "Sample^Retina", "RTS-SAMPLE-OCT"
+    ds.PatientBirthDate = ds.PatientSex = ""
+    ds.StudyDate = ds.ContentDate = "20260102"
+    ds.StudyTime = ds.ContentTime = "093000"
+    ds.TimezoneOffsetFromUTC = "+0100"
+    ds.AccessionNumber, ds.StudyID = "SAMPLE-2", "OCT1"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "rtstream sample OCT (synthetic)"
+    ds.Modality, ds.ConversionType = "OPT", "WSD"
+    ds.Laterality = "R"
+    ds.BodyPartExamined = "EYE"
+    ds.PatientOrientation = ""
+    ds.SeriesNumber = ds.InstanceNumber = 1
+    ds.BurnedInAnnotation = "NO"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = height, width
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    ds.NumberOfFrames = count
+    ds.FrameIncrementPointer = (0x0018, 0x1063)  # Frame Time
+    ds.FrameTime = f"{frame_time_ms:g}"
+    ds.PixelData = np.stack(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
 def write_sdps(out: Path) -> list[Path]:
     """``rtstream sdp --config X.toml > X.sdp`` for every sample configuration."""
     written = []
@@ -149,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SAMPLES, help="output directory")
     parser.add_argument("--no-sdp", action="store_true", help="skip the SDP files")
+    parser.add_argument("--oct", action="store_true", help="also write oct-cine.dcm (Modality OPT)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     write_clip(args.out / "clip.mp4")
     write_cine(args.out / "us-cine.dcm")
     paths = [args.out / "clip.mp4", args.out / "us-cine.dcm"]
+    if args.oct:
+        write_oct_cine(args.out / "oct-cine.dcm")
+        paths.append(args.out / "oct-cine.dcm")
     if not args.no_sdp:
         paths += write_sdps(args.out)
     for p in paths:

@@ -66,9 +66,9 @@ def parse_dt(value: str) -> dt.datetime:
     return dt.datetime.strptime(str(value), "%Y%m%d%H%M%S.%f%z")
 
 
-def parse_da_tm(date: str, time: str) -> dt.datetime:
-    """A DA + TM pair written by rtstream (UTC, no offset attribute yet)."""
-    return dt.datetime.strptime(str(date) + str(time), "%Y%m%d%H%M%S.%f").replace(tzinfo=UTC)
+def parse_da_tm(date: str, time: str, offset: str = "+0000") -> dt.datetime:
+    """A DA + TM pair written by rtstream in its Timezone Offset From UTC (C.12.1.1.8)."""
+    return dt.datetime.strptime(str(date) + str(time) + str(offset), "%Y%m%d%H%M%S.%f%z")
 
 
 def near(value: dt.datetime, wall: dt.datetime, bound: dt.timedelta = CLOCK_TOLERANCE) -> bool:
@@ -109,8 +109,9 @@ def test_snapshot_times_are_the_capture_time(clock: SystemClock) -> None:
     wall, origin = capture(clock)
     ds = snapshot(origin)
     assert near(parse_dt(ds.AcquisitionDateTime), wall)
-    assert near(parse_da_tm(ds.ContentDate, ds.ContentTime), wall)
-    assert near(parse_da_tm(ds.InstanceCreationDate, ds.InstanceCreationTime), wall)
+    tz = ds.TimezoneOffsetFromUTC
+    assert near(parse_da_tm(ds.ContentDate, ds.ContentTime, tz), wall)
+    assert near(parse_da_tm(ds.InstanceCreationDate, ds.InstanceCreationTime, tz), wall)
 
 
 def test_static_part_times_are_now(clock: SystemClock) -> None:
@@ -118,8 +119,9 @@ def test_static_part_times_are_now(clock: SystemClock) -> None:
     wall = dt.datetime.now(UTC)
     for static in (make_static(clock.now_ns()), make_static()):
         assert near(parse_dt(static.AcquisitionDateTime), wall)
-        assert near(parse_da_tm(static.ContentDate, static.ContentTime), wall)
-        assert near(parse_da_tm(static.InstanceCreationDate, static.InstanceCreationTime), wall)
+        tz = static.TimezoneOffsetFromUTC
+        assert near(parse_da_tm(static.ContentDate, static.ContentTime, tz), wall)
+        assert near(parse_da_tm(static.InstanceCreationDate, static.InstanceCreationTime, tz), wall)
 
 
 def test_nmos_origin_grain_origin_and_stored_time_agree(clock: SystemClock) -> None:
@@ -155,13 +157,14 @@ def test_nmos_origin_grain_origin_and_stored_time_agree(clock: SystemClock) -> N
     # the grain's own civil time (PS3.3 Frame Content macro) is the same instant
     item = event.grain.dataset[0x00060001].value[0]
     frame_dt = item[0x00209111].value[0][0x00189074].value
-    assert frame_dt == stored.AcquisitionDateTime == tai_to_dicom_datetime(origin.to_ns())
+    # the same instant; the stored object writes it in its own offset (C.12.1.1.8)
+    assert parse_dt(frame_dt) == acquired == parse_dt(tai_to_dicom_datetime(origin.to_ns()))
     assert dicom_dt(tai_ns_to_datetime(origin.to_ns())) == tai_to_dicom_datetime(origin.to_ns())
 
 
 def test_viewer_time_is_the_stored_time(clock: SystemClock) -> None:
     wall, origin = capture(clock)
-    stored = parse_dt(snapshot(origin).AcquisitionDateTime)
+    stored = parse_dt(snapshot(origin).AcquisitionDateTime).astimezone(UTC)
     shown = _origin_time(origin.to_ns())
     assert shown == stored.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert near(dt.datetime.fromisoformat(shown), wall)
@@ -208,7 +211,8 @@ async def test_sender_to_receiver_snapshot_is_stored_at_capture_time(
     acquired = parse_dt(ds.AcquisitionDateTime)
     # captured before it was received, at most the transit earlier
     assert received - TRANSIT_BOUND <= acquired <= received + CLOCK_TOLERANCE
-    assert near(parse_da_tm(ds.ContentDate, ds.ContentTime), acquired, dt.timedelta(0))
+    assert near(parse_da_tm(ds.ContentDate, ds.ContentTime, ds.TimezoneOffsetFromUTC), acquired,
+                dt.timedelta(0))
 
 
 @pytest.mark.parametrize(("grandmaster", "kernel_offset", "ptp"), [

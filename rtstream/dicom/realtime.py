@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
-from rtstream.dicom.context import StreamContext
+from rtstream.dicom.context import IMAGED_MODALITIES, PAIRED_REGIONS, StreamContext, new_uid
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.proto.clock import NS_PER_S, TAI_UTC_OFFSET_S, PtpTimestamp, tai_to_utc_ns
 from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
@@ -143,8 +142,79 @@ def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
 
 
 def dicom_dt(moment: _dt.datetime) -> str:
-    """DT value with microseconds and UTC offset."""
-    return moment.strftime("%Y%m%d%H%M%S.%f") + "+0000"
+    """DT value with microseconds and the moment's own UTC offset (``+0000`` for UTC)."""
+    return moment.strftime("%Y%m%d%H%M%S.%f") + format_offset(moment)
+
+
+def format_offset(moment: _dt.datetime) -> str:
+    """``+HHMM``/``-HHMM`` of an aware datetime (PS3.3 C.12.1.1.8)."""
+    delta = moment.utcoffset() or _dt.timedelta(0)
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+
+
+def parse_offset(text: str) -> _dt.timezone | None:
+    """The fixed zone of a Timezone Offset From UTC value, None if it is not one."""
+    text = str(text).strip()
+    if len(text) != 5 or text[0] not in "+-" or not text[1:].isdigit():
+        return None
+    minutes = int(text[1:3]) * 60 + int(text[3:])
+    return _dt.timezone(_dt.timedelta(minutes=-minutes if text[0] == "-" else minutes))
+
+
+def civil_zone(moment: _dt.datetime, offset: str = "") -> _dt.timezone:
+    """The one fixed offset an instance writes its dates and times in (C.12.1.1.8).
+
+    ``offset`` when given (e.g. a source study's, or the static part's), else this
+    machine's local offset at ``moment`` (``TZ``; UTC where none is set). One offset per
+    instance, so Instance Creation, Content, Acquisition and Study times agree even
+    across a daylight-saving change.
+    """
+    zone = parse_offset(offset) if offset else None
+    if zone is not None:
+        return zone
+    local = moment.astimezone()
+    return _dt.timezone(local.utcoffset() or _dt.timedelta(0))
+
+
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """A Code Sequence item (PS3.3 Table 8.8-1)."""
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+MODALITY_CONCEPT = ("121139", "DCM", "Modality")
+"""Concept name of the Acquisition Context item that carries the imaged modality."""
+
+
+def modality_context_item(modality: str) -> Dataset:
+    """Acquisition Context item (C.7.6.14, Content Item macro) naming the imaged
+    modality: (121139, DCM, "Modality") = (<term>, DCM, <CID 29 meaning>)."""
+    item = Dataset()
+    item.ValueType = "CODE"
+    item.ConceptNameCodeSequence = [code_item(*MODALITY_CONCEPT)]
+    item.ConceptCodeSequence = [code_item(modality, "DCM", IMAGED_MODALITIES[modality])]
+    return item
+
+
+def imaged_modality(static: Dataset) -> str:
+    """The imaged modality a static part says: its Acquisition Context Modality item,
+    else its own Modality (ES or XC for the real-time IODs)."""
+    for item in static.get("AcquisitionContextSequence", []):
+        names = item.get("ConceptNameCodeSequence", [])
+        codes = item.get("ConceptCodeSequence", [])
+        if (
+            names
+            and codes
+            and names[0].get("CodeValue") == MODALITY_CONCEPT[0]
+            and names[0].get("CodingSchemeDesignator") == MODALITY_CONCEPT[1]
+        ):
+            return str(codes[0].CodeValue)
+    return str(static.get("Modality", ""))
 
 
 def _bulk_flow_sequence(bulk_flows: Sequence[BulkFlowRef]) -> list[Dataset]:
@@ -184,7 +254,7 @@ def static_part(
     ptp_synchronized: bool = False,
     synchronization_uid: str | None = None,
     time_source: str = "",
-    burned_in_annotation: bool = False,
+    burned_in_annotation: bool | None = None,
     stereo_pairs: bool = False,
     icc_profile: bytes | None = None,
 ) -> Dataset:
@@ -219,6 +289,15 @@ def static_part(
     synchronization_uid : str or None
         Synchronization Frame of Reference UID of a free-running clock (generated
         when None and not PTP-synchronized).
+    burned_in_annotation : bool or None
+        None: ``ctx.burned_in_annotation`` (NO when that is empty).
+
+    What the real-time IODs cannot say in their own attributes travels in modules they
+    include (README "Conformance"): the imaged modality as an Acquisition Context item
+    (C.7.6.14) (121139, DCM, "Modality"); a replayed cine as General Image Source Image
+    Sequence (C.7.6.1) plus Common Instance Reference (C.12.2); the source's lossy
+    history in Lossy Image Compression (C.7.6.1.1.5); dates and times in one offset,
+    written as Timezone Offset From UTC (C.12.1.1.8).
 
     Raises
     ------
@@ -231,8 +310,12 @@ def static_part(
         raise ConfigError("video", None, "a VideoFormat for a real-time video IOD")
     if created_ns is None:
         created_ns = time.time_ns() + TAI_UTC_OFFSET_S * NS_PER_S
-    created = tai_ns_to_datetime(created_ns)
-    acquired = tai_ns_to_datetime(created_ns if acquisition_ns is None else acquisition_ns)
+    created_utc = tai_ns_to_datetime(created_ns)
+    zone = civil_zone(created_utc, ctx.timezone_offset)
+    created = created_utc.astimezone(zone)
+    acquired = tai_ns_to_datetime(
+        created_ns if acquisition_ns is None else acquisition_ns
+    ).astimezone(zone)
     date, tm = created.strftime("%Y%m%d"), created.strftime("%H%M%S.%f")
 
     ds = Dataset()
@@ -242,15 +325,18 @@ def static_part(
     ds.InstanceCreationTime = tm
     ds.SOPClassUID = sop.value
     ds.SOPInstanceUID = sop_instance_uid
+    ds.TimezoneOffsetFromUTC = format_offset(created)
     # Patient (C.7.1.1)
     ds.PatientName = ctx.patient_name
     ds.PatientID = ctx.patient_id
+    if ctx.issuer_of_patient_id:
+        ds.IssuerOfPatientID = ctx.issuer_of_patient_id
     ds.PatientBirthDate = ctx.birth_date
     ds.PatientSex = ctx.sex
-    # General Study (C.7.2.1)
+    # General Study (C.7.2.1): a source study's values unchanged, else this session's
     ds.StudyInstanceUID = ctx.study_uid
     ds.StudyDate = ctx.study_date or date
-    ds.StudyTime = "" if ctx.study_date else tm
+    ds.StudyTime = ctx.study_time if ctx.study_date else tm
     ds.ReferringPhysicianName = ctx.referring_physician
     ds.StudyID = ctx.study_id
     ds.AccessionNumber = ctx.accession_number
@@ -258,7 +344,7 @@ def static_part(
         ds.StudyDescription = ctx.study_description
     # General Series (C.7.3.1)
     ds.Modality = sop.modality
-    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
+    ds.SeriesInstanceUID = series_instance_uid or new_uid(ctx.uid_root)
     ds.SeriesNumber = series_number
     if ctx.series_description:
         ds.SeriesDescription = ctx.series_description
@@ -266,6 +352,11 @@ def static_part(
         ds.OperatorsName = ctx.operator_name
     if ctx.body_part:
         ds.BodyPartExamined = ctx.body_part
+    region = ctx.anatomic_region_code
+    if ctx.laterality:
+        ds.Laterality = ctx.laterality
+    elif region is not None and region[2] in PAIRED_REGIONS:
+        ds.Laterality = ""  # type 2C for a paired structure; the side is not known
     # General Equipment (C.7.5.1) + Enhanced General Equipment (C.7.5.2)
     ds.Manufacturer = ctx.manufacturer or "UNKNOWN"
     ds.ManufacturerModelName = ctx.model_name or "UNKNOWN"
@@ -279,14 +370,16 @@ def static_part(
     if ptp_synchronized:
         ds.SynchronizationFrameOfReferenceUID = UTC_SYNCHRONIZATION_UID
     else:
-        ds.SynchronizationFrameOfReferenceUID = synchronization_uid or generate_uid()
+        ds.SynchronizationFrameOfReferenceUID = synchronization_uid or new_uid(ctx.uid_root)
     ds.SynchronizationTrigger = "NO TRIGGER"
     ds.AcquisitionTimeSynchronized = "Y" if ptp_synchronized else "N"
     if time_source:
         ds.TimeSource = time_source
     ds.TimeDistributionProtocol = "PTP"
-    # Acquisition Context (C.7.6.14)
-    ds.AcquisitionContextSequence = []
+    # Acquisition Context (C.7.6.14): the imaged modality when known (README Conformance)
+    ds.AcquisitionContextSequence = (
+        [modality_context_item(ctx.modality)] if ctx.modality else []
+    )
     # Real-Time Bulk Data Flow (C.7.6.26)
     ds.RealTimeBulkDataFlowSequence = _bulk_flow_sequence(bulk_flows)
     if sop.is_video:
@@ -299,8 +392,14 @@ def static_part(
         ds.PatientOrientation = ""
         ds.ContentDate = date
         ds.ContentTime = tm
-        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.ImageType = ctx.image_type.split("\\")[:2] if ctx.image_type else ["ORIGINAL", "PRIMARY"]
+        if burned_in_annotation is None:
+            burned_in_annotation = ctx.burned_in_annotation == "YES"
         ds.BurnedInAnnotation = "YES" if burned_in_annotation else "NO"
+        _source_reference(ds, ctx)
+        region = ctx.anatomic_region_code
+        if region is not None:
+            ds.AnatomicRegionSequence = [code_item(*region)]
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = photometric
         ds.PlanarConfiguration = 0
@@ -308,7 +407,7 @@ def static_part(
         ds.BitsStored = stored
         ds.HighBit = stored - 1
         ds.PixelRepresentation = 0
-        ds.LossyImageCompression = "00"
+        _lossy_history(ds, ctx)
         # ICC Profile (C.11.15)
         ds.ICCProfile = icc_profile if icc_profile is not None else srgb_icc_profile()
         ds.ColorSpace = "SRGB"
@@ -322,6 +421,49 @@ def static_part(
         ds.ContentTime = tm
         ds.AcquisitionDateTime = dicom_dt(acquired)
     return ds
+
+
+def _lossy_history(ds: Dataset, ctx: StreamContext) -> None:
+    """Lossy Image Compression (C.7.6.1.1.5) of the source: once lossy, always lossy."""
+    ds.LossyImageCompression = ctx.lossy_compression or "00"
+    if ctx.lossy_compression == "01":
+        if ctx.lossy_method:
+            ds.LossyImageCompressionMethod = ctx.lossy_method.split("\\")
+        if ctx.lossy_ratio:
+            ds.LossyImageCompressionRatio = ctx.lossy_ratio.split("\\")
+
+
+def _source_reference(ds: Dataset, ctx: StreamContext) -> None:
+    """A replayed stored instance (``dicom:`` cine) as General Image Source Image
+    Sequence (C.7.6.1, Purpose of Reference CID 7202 "Source image for image processing
+    operation") and Common Instance Reference (C.12.2)."""
+    if not (ctx.source_sop_class_uid and ctx.source_sop_instance_uid):
+        return
+    src = Dataset()
+    src.ReferencedSOPClassUID = ctx.source_sop_class_uid
+    src.ReferencedSOPInstanceUID = ctx.source_sop_instance_uid
+    src.PurposeOfReferenceCodeSequence = [code_item(*SOURCE_IMAGE_PURPOSE)]
+    ds.SourceImageSequence = [src]
+    if not ctx.source_series_instance_uid:
+        return
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = ctx.source_sop_class_uid
+    ref.ReferencedSOPInstanceUID = ctx.source_sop_instance_uid
+    series = Dataset()
+    series.SeriesInstanceUID = ctx.source_series_instance_uid
+    series.ReferencedInstanceSequence = [ref]
+    study = ctx.source_study_instance_uid or ctx.study_uid
+    if study == ctx.study_uid:
+        ds.ReferencedSeriesSequence = [series]
+    else:
+        other = Dataset()
+        other.StudyInstanceUID = study
+        other.ReferencedSeriesSequence = [series]
+        ds.StudiesContainingOtherReferencedInstancesSequence = [other]
+
+
+SOURCE_IMAGE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+"""CID 7202 Purpose of Reference of a source the frames were taken from."""
 
 
 class GrainBuilder:

@@ -260,7 +260,8 @@ class TestSource(VideoSource):
         super().__init__(spec, loop=loop)
         self.native_size = None
         self.native_rate = None
-        self.context = {"manufacturer": "rtstream", "station_name": "testsrc"}
+        # The picture draws a clock and labels: burned-in annotation (PS3.3 C.7.6.1.1.11).
+        self.context = {"manufacturer": "rtstream", "station_name": "testsrc", "burned_in_annotation": "YES"}
         self._gen: SectorGenerator | None = None
 
     def _prepare(self, fmt: VideoFormat) -> None:
@@ -327,6 +328,7 @@ class AvVideoSource(VideoSource):
         self.native_size = (vs.codec_context.width, vs.codec_context.height)
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         self.native_rate = Fraction(rate) if rate else None
+        self.context.update(_lossy_context_of_stream(vs, self.native_rate))
 
     def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
         import av
@@ -395,17 +397,114 @@ class RawSource(VideoSource):
 _DICOM_CONTEXT = {
     "PatientName": "patient_name",
     "PatientID": "patient_id",
+    "IssuerOfPatientID": "issuer_of_patient_id",
     "PatientBirthDate": "birth_date",
     "PatientSex": "sex",
     "StudyInstanceUID": "study_instance_uid",
     "StudyDescription": "study_description",
-    "AccessionNumber": "accession_number",
-    "ReferringPhysicianName": "referring_physician",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "TimezoneOffsetFromUTC": "timezone_offset",
+    "Modality": "modality",
+    "BodyPartExamined": "body_part",
+    "Laterality": "laterality",
+    "BurnedInAnnotation": "burned_in_annotation",
     "Manufacturer": "manufacturer",
     "StationName": "station_name",
     "InstitutionName": "institution",
     "DeviceSerialNumber": "device_serial",
+    "SOPClassUID": "source_sop_class_uid",
+    "SOPInstanceUID": "source_sop_instance_uid",
+    "SeriesInstanceUID": "source_series_instance_uid",
 }
+# Study-level values a derived object must repeat unchanged, empty ones included
+# (PS3.3 C.7.2.1; dcentvfy compares them across the study's instances).
+_DICOM_STUDY_KEPT_EMPTY = {
+    "StudyID": "study_id",
+    "AccessionNumber": "accession_number",
+    "ReferringPhysicianName": "referring_physician",
+}
+# Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1) of the lossy-only codecs.
+_LOSSY_METHOD_OF_CODEC = {
+    "h264": "ISO_14496_10", "hevc": "ISO_23008_2", "mpeg2video": "ISO_13818_2",
+    "mpeg1video": "ISO_13818_2", "mjpeg": "ISO_10918_1",
+}  # fmt: skip
+_LOSSY_CODECS_WITHOUT_METHOD = frozenset({"mpeg4", "msmpeg4v3", "h263", "vp8", "vp9", "av1", "theora", "wmv3"})
+_LOSSY_METHOD_OF_TS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.100": "ISO_13818_2", "1.2.840.10008.1.2.4.101": "ISO_13818_2",
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_14496_10" for n in range(102, 107)},
+    "1.2.840.10008.1.2.4.107": "ISO_23008_2", "1.2.840.10008.1.2.4.108": "ISO_23008_2",
+}  # fmt: skip
+
+
+def _lossy_context_of_stream(vs: Any, rate: Fraction | None) -> dict[str, str]:
+    """Lossy history of a PyAV video stream (PS3.3 C.7.6.1.1.5): ``01`` with the method
+    for a lossy codec, and the ratio when the bit rate is known; nothing for others."""
+    name = str(vs.codec_context.name)
+    method = _LOSSY_METHOD_OF_CODEC.get(name, "")
+    if not method and name not in _LOSSY_CODECS_WITHOUT_METHOD:
+        return {}
+    out = {"lossy_compression": "01"}
+    if method:
+        out["lossy_method"] = method
+        try:
+            import av
+
+            bpp = av.VideoFormat(vs.codec_context.pix_fmt).bits_per_pixel
+            width, height = vs.codec_context.width, vs.codec_context.height
+            bit_rate = vs.bit_rate or vs.codec_context.bit_rate
+            if bpp and bit_rate and rate and width and height:
+                ratio = width * height * bpp * float(rate) / bit_rate
+                out["lossy_ratio"] = f"{ratio:.4g}"
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return out
+
+
+def _acceptable_context(values: dict[str, str], spec: str) -> dict[str, str]:
+    """The values :class:`~rtstream.dicom.context.StreamContext` accepts; a file's odd
+    value (e.g. a Modality that is not a defined term) is logged and left out."""
+    from rtstream.dicom.context import StreamContext
+
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        try:
+            StreamContext(**{name: value})
+        except ConfigError as exc:
+            log.warning("source %s: its %s is not a usable context value, left out", spec, name)
+            log.debug("source %s: %s", spec, exc)  # may name patient data: debug only
+            continue
+        out[name] = value
+    return out
+
+
+def _multi(value: Any) -> list[str]:
+    """The values of a possibly multi-valued element as strings."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def _lossy_context_of_dicom(ds: Any, ts: str) -> dict[str, str]:
+    """A cine's lossy history: its Lossy Image Compression attributes, or its transfer
+    syntax when that is lossy only (PS3.3 C.7.6.1.1.5, PS3.5 §8.2)."""
+    flag = str(ds.get("LossyImageCompression", "") or "")
+    method_of_ts = _LOSSY_METHOD_OF_TS.get(ts, "")
+    if flag != "01" and not method_of_ts:
+        return {"lossy_compression": flag} if flag == "00" else {}
+    out = {"lossy_compression": "01"}
+    methods = _multi(ds.get("LossyImageCompressionMethod"))
+    ratios = _multi(ds.get("LossyImageCompressionRatio"))
+    if methods:
+        out["lossy_method"] = "\\".join(methods)
+    elif method_of_ts:
+        out["lossy_method"] = method_of_ts
+    if ratios and len(ratios) == len(methods):
+        out["lossy_ratio"] = "\\".join(ratios)
+    return out
 _H264_TS_PREFIX = ("1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104",
                    "1.2.840.10008.1.2.4.105", "1.2.840.10008.1.2.4.106")
 _MPEG_TS = ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.107",
@@ -456,6 +555,16 @@ class DicomSource(VideoSource):
             v = ds.get(kw)
             if v not in (None, ""):
                 self.context[name] = str(v)
+        for kw, name in _DICOM_STUDY_KEPT_EMPTY.items():
+            if kw in ds:
+                self.context[name] = str(ds.get(kw) or "")
+        if ds.get("StudyInstanceUID"):
+            self.context["source_study_instance_uid"] = str(ds.StudyInstanceUID)
+        image_type = [str(v) for v in (ds.get("ImageType") or [])][:2]
+        if len(image_type) == 2:
+            self.context["image_type"] = "\\".join(image_type)
+        self.context.update(_lossy_context_of_dicom(ds, self.ts))
+        self.context = _acceptable_context(self.context, spec)
 
     def _rgb_frames(self) -> Iterator[np.ndarray]:
         if self.ts.startswith(_H264_TS_PREFIX) or self.ts in _MPEG_TS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import uuid
 from pathlib import Path
@@ -84,8 +85,13 @@ def test_snapshot_content(sop: RtvSop, cls: str, fmt: VideoFormat, tmp_path: Pat
     assert ds.SeriesInstanceUID == "1.2.3.99" and ds.Modality == static.Modality
     assert list(ds.ImageType) == ["DERIVED", "PRIMARY"]
     assert ds.BurnedInAnnotation == "YES"
-    assert ds.AcquisitionDateTime == "20231114221320.250000+0000"
-    assert (ds.ContentDate, ds.ContentTime) == ("20231114", "221320.250000")
+    # the capture instant, written in the instance's Timezone Offset From UTC
+    tz = ds.TimezoneOffsetFromUTC
+    instant = _dt.datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=_dt.UTC)
+    assert _dt.datetime.strptime(ds.AcquisitionDateTime, "%Y%m%d%H%M%S.%f%z") == instant
+    assert ds.AcquisitionDateTime.endswith(tz)
+    content = _dt.datetime.strptime(ds.ContentDate + ds.ContentTime + tz, "%Y%m%d%H%M%S.%f%z")
+    assert content == instant
     (src,) = ds.SourceImageSequence
     assert (src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID) == (
         sop.value,
