@@ -582,10 +582,13 @@ class DicomSource(VideoSource):
 
         ds = pydicom.dcmread(self.path)
         data = b"".join(generate_fragments(ds.PixelData))
-        fmt = "h264" if self.ts.startswith(_H264_TS_PREFIX) else "mpegvideo"
+        # PS3.5 §8.2.7-8.2.10: the fragments hold an MPEG-TS or MP4 container; older
+        # writers (and rtstream before it) put a bare elementary stream there.
+        elementary = "h264" if self.ts.startswith(_H264_TS_PREFIX) else "mpegvideo"
         if self.ts in ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"):
-            fmt = "hevc"
-        c: Any = av.open(io.BytesIO(data), format=fmt)
+            elementary = "hevc"
+        container = data[4:8] == b"ftyp" or data[:1] == b"\x47"  # MP4 box / TS sync byte
+        c: Any = av.open(io.BytesIO(data), format=None if container else elementary)
         with c:
             for frame in c.decode(video=0):
                 yield frame.to_ndarray(format="rgb24")

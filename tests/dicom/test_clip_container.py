@@ -262,11 +262,6 @@ def test_container_is_even_and_fits_one_fragment() -> None:
     assert _even(b"even") == b"even"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rtstream/media/sources.py DicomSource opens PS3.5 video as a raw elementary "
-    "stream (format='h264'/'hevc'); MP4/MPEG-TS Pixel Data needs probing (issue 19)",
-)
 def test_stored_clip_replays_as_dicom_source(tmp_path: Path) -> None:
     from rtstream.media.sources import DicomSource
 
