@@ -26,10 +26,9 @@ import pydicom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.pacs.conftest import secondary_capture  # noqa: E402
-
 from rtstream.pacs.store import StoreClient, StoreConfig  # noqa: E402
 from tests.orthanc import Orthanc  # noqa: E402
+from tests.pacs.conftest import secondary_capture  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
