@@ -64,6 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN/TURN URL (repeatable; none by default)")
+    parser.add_argument("--ice-interface", action="append", default=[], metavar="NAME|ADDR",
+                        help="gather ICE candidates on this interface only (repeatable; "
+                             "default: the interface of the --http address)")
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--store", metavar="AET@HOST:PORT", help="archive snapshots by C-STORE")
     store.add_argument("--store-dir", metavar="DIR", type=Path,
@@ -125,6 +128,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=port,
         token=args.token,
         ice_servers=tuple(args.ice_server),
+        ice_interfaces=tuple(args.ice_interface),
         encoder=EncoderConfig(
             codec=Codec(args.codec),
             bitrate=parse_bitrate(args.bitrate),
