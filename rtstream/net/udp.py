@@ -629,6 +629,12 @@ class UdpReceiver:
                     self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
         except OSError as exc:
             self._sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    "--sdp", f"{address}:{port}",
+                    "UDP port already in use by another program (the port is the SDP's m= line): "
+                    "stop that program, or have the sender use other ports (--dest HOST:PORT, "
+                    "TOML network.port)") from None
             raise ConfigError(
                 "network.address", f"{address}:{port}", f"an address this host can receive on ({exc})"
             ) from None
