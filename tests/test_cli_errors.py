@@ -146,3 +146,37 @@ def test_receiving_port_in_use(tmp_path: Path, command: str) -> None:
         extra = ["--http", "127.0.0.1:0"] if command == "view" else ["--duration", "2"]
         res = rtstream("--log-level", "ERROR", command, "--sdp", str(sdp), *extra)
     assert_one_line(res, str(port), "--sdp")
+
+
+# -- multicast needs an interface -----------------------------------------------------------
+
+
+def isolated(*args: str) -> subprocess.CompletedProcess[str]:
+    """``rtstream ARGS`` in a fresh network namespace: nothing it sends can leave."""
+    from tests.peers import require_program, require_root
+
+    require_root("a network namespace")
+    return subprocess.run([require_program("unshare"), "--net", "--", sys.executable, "-m",
+                           "rtstream", "--log-level", "ERROR", *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_sending_to_a_group_needs_an_interface(tmp_path: Path) -> None:
+    res = isolated("send", "--dest", "239.255.0.9:5004", "--video", "64x48@10", "--frames", "2")
+    assert res.returncode == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "--interface" in lines[0] and "network.interface" in lines[0], lines[0]
+    assert "239.255.0.9" in lines[0] and "lo" in lines[0], lines[0]
+
+
+def test_joining_a_group_needs_an_interface(tmp_path: Path) -> None:
+    sdp = tmp_path / "m.sdp"
+    made = rtstream("sdp", "--dest", "239.255.0.9:5004", "--video", "64x48@10")
+    assert made.returncode == 0, made
+    sdp.write_text(made.stdout)
+    res = isolated("receive", "--sdp", str(sdp), "--duration", "1")
+    assert res.returncode == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "--interface" in lines[0] and "239.255.0.9" in lines[0] and "lo" in lines[0], lines[0]

@@ -67,6 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ice-interface", action="append", default=[], metavar="NAME|ADDR",
                         help="gather ICE candidates on this interface only (repeatable; "
                              "default: the interface of the --http address)")
+    parser.add_argument("--interface", help="interface to join a multicast SDP's groups on (name or IPv4)")
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--store", metavar="AET@HOST:PORT", help="archive snapshots by C-STORE")
     store.add_argument("--store-dir", metavar="DIR", type=Path,
@@ -171,7 +172,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from rtstream.receiver import Receiver, ReceiverConfig
 
     # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.
-    rx_kwargs: dict[str, Any] = {"sdp": args.sdp}
+    rx_kwargs: dict[str, Any] = {"sdp": args.sdp, "interface": args.interface}
     if args.store:
         parse_store_target(args.store)  # validate early; the receiver takes the text
         rx_kwargs["store"] = args.store
