@@ -86,3 +86,77 @@ def test_the_page_runs_the_watchdog_and_has_where_to_say_it() -> None:
     js = JS.read_text()
     assert "setInterval(watchdog, 1000)" in js and "rtsDiagnose({" in js
     assert 'id="diag"' in (STATIC / "index.html").read_text()
+
+
+# -- one real case in Chromium: the page is reachable, the viewer's ICE candidates are not --
+
+
+async def _unreachable_ice_body() -> dict[str, Any]:
+    """Viewer in a namespace of its own, serving on a veth, ICE told to use its ``lo``.
+
+    The browser (in the test's namespace, across the veth) loads the page but its
+    connectivity checks to the viewer's 127.0.0.1 candidate reach its own loopback: ICE
+    can never succeed, which is what a viewer bound to the wrong interface looks like.
+    """
+    import os
+    import sys
+
+    from playwright.async_api import async_playwright
+
+    from tests.peers import wait_for_tcp
+    from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    ns = f"rtsdiag-{os.getpid()}"
+    token = "diagnosis-test-token"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", ns)
+    proc = None
+    try:
+        ip("link", "add", "rtsx0", "type", "veth", "peer", "name", "rtsx1")
+        ip("link", "set", "rtsx1", "netns", ns)
+        ip("addr", "add", "10.99.0.2/24", "dev", "rtsx0")
+        ip("link", "set", "rtsx0", "up")
+        ip("-n", ns, "addr", "add", "10.99.0.1/24", "dev", "rtsx1")
+        ip("-n", ns, "link", "set", "rtsx1", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "rtstream", "view",
+             "--test-pattern", "--size", "160x120", "--fps", "10", "--token", token,
+             "--http", "10.99.0.1:8080", "--ice-interface", "lo"],
+            cwd=STATIC.parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_tcp(8080, host="10.99.0.1", timeout=60)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+            try:
+                page = await (await browser.new_context()).new_page()
+                await page.goto(f"http://10.99.0.1:8080/?token={token}")
+                await page.wait_for_function("window.rtsViewer && window.rtsViewer.diagnosis",
+                                             timeout=30_000)
+                return {
+                    "diag": await page.inner_text("#diag"),
+                    "visible": await page.is_visible("#diag"),
+                    "conn": await page.inner_text("#conn"),
+                    "candidates": await page.evaluate("window.rtsViewer.candidates"),
+                }
+            finally:
+                await browser.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(20)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_chromium_says_why_ice_fails() -> None:
+    from tests.viewer.netns import run_in_netns
+
+    require_program("chromium")
+    res = run_in_netns("tests.viewer.test_page_diagnosis:_unreachable_ice_body", {}, timeout=120)
+    assert res["visible"] and res["conn"] == "failed", res
+    assert "No connection to the viewer's media" in res["diag"], res
+    assert "127.0.0.1" in res["diag"] and "--http" in res["diag"], res
+    assert "--ice-interface" in res["diag"], res
