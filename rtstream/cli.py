@@ -40,6 +40,9 @@ class _Parser(argparse.ArgumentParser):
     ``--vide`` is an unknown flag with a suggestion, never silently ``--video``.
     """
 
+    #: the words being parsed, set by :func:`main`: a "required" error may hide a typo
+    argv: tuple[str, ...] = ()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
@@ -53,10 +56,17 @@ class _Parser(argparse.ArgumentParser):
             choices = [c.strip().strip("'") for c in m.group(2).split(",")]
             near = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
             return f"; did you mean {near[0]!r}?" if near else ""
+        words: list[str] = []
         if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+        elif "required" in message:  # `view --test-patern`: say the typo, not only what is missing
+            known = set(self._option_string_actions)
+            words = [w for w in _Parser.argv if w.startswith("--") and w.split("=", 1)[0] not in known]
+            words = [w for w in words if w.split("=", 1)[0] not in ("--log-level", "--log-format")]
+        if words:
             flags = [f for f in self._option_string_actions if f.startswith("--")]
             hints = []
-            for word in message.split(":", 1)[1].split():
+            for word in words:
                 if not word.startswith("-"):
                     continue
                 name = word.split("=", 1)[0]
@@ -116,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rtstream.control.observe import LOG_FORMATS, configure_logging
 
     parser = build_parser()
+    _Parser.argv = tuple(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # say it as the command's own parser, which knows the flags to suggest
         sub = _command_parser(parser, args.command)

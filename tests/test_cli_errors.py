@@ -59,6 +59,13 @@ def test_abbreviated_flags_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "s.sdp").exists()
 
 
+def test_typo_of_a_required_flag_is_named() -> None:
+    # argparse says "one of --sdp --test-pattern is required" before it looks at the typo
+    res = rtstream("view", "--test-pattrn")
+    assert res.returncode == 2
+    assert "did you mean --test-pattern?" in last_error_line(res)
+
+
 def test_choice_typo_suggests_the_choice() -> None:
     res = rtstream("view", "--test-pattern", "--codec", "h256")
     assert res.returncode == 2
