@@ -209,3 +209,36 @@ def test_mdns_candidates_are_dropped_from_offers() -> None:
     host = "a=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host\r\n"
     assert drop_mdns_candidates("v=0\r\n" + MDNS_CANDIDATE + host) == "v=0\r\n" + host
     assert json.dumps(drop_mdns_candidates(host)) == json.dumps(host)
+
+
+async def test_whip_offer_gathers_on_the_named_interface() -> None:
+    from aiohttp import web
+
+    from rtstream.errors import RemoteProtocolError
+    from rtstream.viewer.encoder import EncoderConfig, EncoderRegistry
+    from rtstream.viewer.whip import WhipPublisher
+
+    offers: list[str] = []
+
+    async def whip(request: web.Request) -> web.Response:
+        offers.append(await request.text())
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/whip", whip)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    reg = EncoderRegistry(EncoderConfig(bitrate=1_000_000, fps=30))
+    try:
+        pub = WhipPublisher(f"http://127.0.0.1:{port}/whip", stream_id="s", encoders=reg,
+                            ice_interfaces=["lo"])
+        with pytest.raises(RemoteProtocolError):
+            await pub.start()
+    finally:
+        await reg.close()
+        await runner.cleanup()
+    cands = [ln.split()[4] for ln in offers[0].splitlines() if ln.startswith("a=candidate:")]
+    assert cands and set(cands) <= {"127.0.0.1", "::1"}, cands

@@ -106,7 +106,7 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
     stream = await viewer.wait_stream(args.whip_stream, timeout=60)
     whip = WhipPublisher(
         args.whip, stream_id=stream, encoders=viewer.registry, bearer_token=args.whip_token,
-        ice_servers=tuple(args.ice_server),
+        ice_servers=tuple(args.ice_server), ice_interfaces=tuple(args.ice_interface),
     )
     await stack.enter_async_context(whip)
     print(f"rtstream view: publishing stream {stream} by WHIP, session {whip.resource_url}",
