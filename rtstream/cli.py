@@ -13,12 +13,15 @@ for log shippers. In JSON mode the errors that end a command are logged the same
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import rtstream
 import rtstream.commands
@@ -27,9 +30,61 @@ from rtstream.errors import ConfigError, RtstreamError
 log = logging.getLogger("rtstream")
 
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that suggests the nearest command, flag or choice on a typo.
+
+    Long flags must be spelled out (``allow_abbrev=False``): an abbreviation such as
+    ``--vide`` is an unknown flag with a suggestion, never silently ``--video``.
+    """
+
+    #: the words being parsed, set by :func:`main`: a "required" error may hide a typo
+    argv: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + self._did_you_mean(message))
+
+    def _did_you_mean(self, message: str) -> str:
+        m = _INVALID_CHOICE.search(message)
+        if m:
+            choices = [c.strip().strip("'") for c in m.group(2).split(",")]
+            near = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
+            return f"; did you mean {near[0]!r}?" if near else ""
+        words: list[str] = []
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+        elif "required" in message:  # `view --test-patern`: say the typo, not only what is missing
+            known = set(self._option_string_actions)
+            words = [w for w in _Parser.argv if w.startswith("--") and w.split("=", 1)[0] not in known]
+            words = [w for w in words if w.split("=", 1)[0] not in ("--log-level", "--log-format")]
+        if words:
+            flags = [f for f in self._option_string_actions if f.startswith("--")]
+            hints = []
+            for word in words:
+                if not word.startswith("-"):
+                    continue
+                name = word.split("=", 1)[0]
+                near = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+                starts = [f for f in flags if f.startswith(name)] if len(name) > 2 else []
+                if near or starts:
+                    hints.append((name, (near or starts)[0]))
+            if len(hints) == 1:
+                return f"; did you mean {hints[0][1]}? (long flags are never abbreviated)"
+            if hints:
+                said = ", ".join(f"{good} for {bad}" for bad, good in hints)
+                return f"; did you mean {said}? (long flags are never abbreviated)"
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command module."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rtstream",
         description="Real-time DICOM PS3.22 (DICOM-RTV) streaming: send, receive, view and "
         "archive live medical video with its DICOM identity.",
@@ -59,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=mod.HELP,
             description=getattr(mod, "DESCRIPTION", mod.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         mod.configure(p)
         p.set_defaults(_run=mod.run)
@@ -70,7 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rtstream.control.observe import LOG_FORMATS, configure_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _Parser.argv = tuple(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # say it as the command's own parser, which knows the flags to suggest
+        sub = _command_parser(parser, args.command)
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.log_format not in LOG_FORMATS:  # a bad $RTSTREAM_LOG_FORMAT
         parser.error(f"--log-format: {args.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     configure_logging(args.log_level, args.log_format)
@@ -92,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       extra={"command": args.command, "exit_status": 1})
         return 1
     return rc
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    """The subparser of command ``name`` in ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(name)
+            return found if isinstance(found, argparse.ArgumentParser) else None
+    return None
 
 
 def _fail(as_json: bool, command: str, text: str, status: int) -> None:

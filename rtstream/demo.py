@@ -228,7 +228,9 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
             last = exc
             await server.close()
             log.info("viewer port %d is taken, trying another", port)
-    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", f"a free TCP port ({last and last.allowed})")
+    if last is not None:  # the last port tried says why, in one line
+        raise last
+    raise ConfigError("--http", f"{cfg.http_host}:{ports[-1]}", "a free TCP port")
 
 
 async def run_demo(
@@ -283,7 +285,8 @@ async def run_demo(
             else:
                 from rtstream.pacs.archive import Archive
 
-                archive = Archive(cfg.archive_dir, cfg.archive_port, "RTSTREAM-ARCH")
+                archive = Archive(cfg.archive_dir, cfg.archive_port, "RTSTREAM-ARCH",
+                                  port_key="--archive-port")
                 await stack.enter_async_context(archive)
                 target = archive.target
             result.archive = target

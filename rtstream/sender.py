@@ -35,6 +35,7 @@ import logging
 import random
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from rtstream.config import from_mapping, load_toml, merge
+from rtstream.config import expand_text_forms, from_mapping, load_toml, merge, parse_size_rate
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop, static_part
 from rtstream.endpoints import check_port, parse_endpoint
@@ -299,6 +300,9 @@ class SenderConfig:
     http: str | None = None
     dump_frames: Path | None = None
     stats_json: Path | None = None
+    #: ``video = "1280x720@30"`` is the ``--video`` spelling of the ``[video]`` table
+    config_text_forms: typing.ClassVar[dict[str, Callable[[str, str], dict[str, Any]]]] = {
+        "video": parse_size_rate}
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames < 1:
@@ -337,6 +341,7 @@ class SenderConfig:
 def load_sender_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SenderConfig:
     """Build a :class:`SenderConfig` from a TOML file with ``overrides`` laid over it."""
     data: dict[str, Any] = load_toml(path) if path is not None else {}
+    data = expand_text_forms(SenderConfig, data)  # video = "1280x720@30", as --video
     if overrides:
         data = merge(data, overrides)
     return from_mapping(SenderConfig, data)

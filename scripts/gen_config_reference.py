@@ -221,7 +221,11 @@ def render_readme_section() -> str:
              "`rtstream send --config FILE.toml` (and `rtstream sdp --config`) read a TOML file "
              "whose tables mirror `rtstream.sender.SenderConfig`; command-line flags override "
              "it, and a bad key or value stops the sender at start naming the key, the value "
-             "and what is allowed. Every key is optional. The receiver, viewer, archive "
+             "and what is allowed (a value of the wrong type, such as `width = \"1280\"`, "
+             "names the key, the type and an example; an unknown key gets the nearest known "
+             "one). The file and the flags take the same spellings: `video = \"1280x720@30\"` "
+             "is the `--video 1280x720@30` form of the `[video]` table's `width`, `height` "
+             "and `fps`. Every key is optional. The receiver, viewer, archive "
              "client, MQTT and demo options are in "
              "[docs/config-reference.md](docs/config-reference.md).", ""]
     for title, body in _sender_tables():

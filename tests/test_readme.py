@@ -7,6 +7,7 @@ import importlib.util
 import io
 import re
 import shlex
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -99,3 +100,131 @@ def test_commands_parse_with_the_real_cli(argv: list[str]) -> None:
         from rtstream.sender import load_sender_config
 
         load_sender_config(ROOT / config)
+
+
+# -- the step-by-step section runs as written ----------------------------------------------
+#
+# Each use's commands run in a network namespace holding only loopback (the fixed ports of
+# the README cannot collide with anything, and multicast stays inside), from a scratch
+# directory with `samples` linked in. Commands that serve (send, view, archive) start in
+# the background, in the README's order, and are stopped with SIGINT at the end; the others
+# run to completion. Shortened, never rewritten: `receive` gets `--duration`, `/tmp/` paths
+# point into the scratch directory, the heavy multicast video gets a smaller `--video`.
+
+SERVING = {"send", "view", "archive"}
+
+
+def _use_commands(n: int) -> list[list[str]]:
+    text = README.read_text()
+    start = text.index(f"### {n}. ")
+    end = min(i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i > 0)
+    out = []
+    for lang, block in code_blocks(text[start:end]):
+        if lang != "sh":
+            continue
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("rtstream "):
+                out.append(shlex.split(line)[1:])
+    return out
+
+
+def _shorten(argv: list[str], tmp: str, use: int) -> list[str]:
+    argv = [a.replace("/tmp/", f"{tmp}/") for a in argv]
+    if argv[0] == "receive":
+        argv += ["--duration", "8"]
+    if argv[0] == "send" and use == 2:
+        argv += ["--video", "320x240@30"]
+    if argv[0] == "send" and "--config" in argv:
+        from rtstream.config import load_toml
+
+        sdp_out = load_toml(ROOT / argv[argv.index("--config") + 1]).get("sdp_out")
+        if isinstance(sdp_out, str) and sdp_out.startswith("/tmp/"):
+            argv += ["--sdp-out", sdp_out.replace("/tmp/", f"{tmp}/")]
+    return argv
+
+
+def _ports(argv: list[str]) -> list[int]:
+    """TCP ports a serving command listens on, to wait for (from its flags or config)."""
+    from rtstream.config import load_toml
+
+    ports = []
+    for flag in ("--http", "--port"):
+        if flag in argv:
+            ports.append(int(argv[argv.index(flag) + 1].rsplit(":", 1)[-1]))
+    if "--config" in argv:
+        http = load_toml(ROOT / argv[argv.index("--config") + 1]).get("http")
+        if isinstance(http, str):
+            ports.append(int(http.rsplit(":", 1)[1]))
+    return ports
+
+
+def _run_use(use: int) -> dict[str, object]:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.peers import wait_for_tcp
+
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="rts-readme-") as tmp:
+        os.symlink(ROOT / "samples", Path(tmp) / "samples")
+        env = {**os.environ, "HOME": tmp, "XDG_STATE_HOME": tmp}
+        background: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        try:
+            for i, argv in enumerate(_use_commands(use)):
+                argv = _shorten(argv, tmp, use)
+                name = f"{i}: rtstream {shlex.join(argv)}"
+                log = Path(tmp) / f"cmd{i}.log"
+                cmd = [sys.executable, "-m", "rtstream", *argv]
+                if argv[0] in SERVING:
+                    with open(log, "wb") as out:
+                        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out,
+                                                stderr=subprocess.STDOUT)
+                    background.append((name, proc, log))
+                    for port in _ports(argv):
+                        for _ in range(600):
+                            if proc.poll() is not None:
+                                break  # it stopped: its exit status and output say why
+                            try:
+                                wait_for_tcp(port, timeout=0.1)
+                                break
+                            except TimeoutError:
+                                continue
+                    if argv[0] == "send":
+                        time.sleep(1.0)  # the first frames and the SDP file
+                else:
+                    res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True,
+                                         timeout=90)
+                    results[name] = (res.returncode, (res.stdout + res.stderr)[-2000:])
+            for name, proc, log in reversed(background):
+                proc.send_signal(signal.SIGINT)
+                try:
+                    rc = proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = -9
+                results[name] = (rc, log.read_text(errors="replace")[-2000:])
+            results["files"] = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*.dcm")
+                                      if "samples" not in p.parts)
+        finally:
+            for _, proc, _ in background:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return results
+
+
+@pytest.mark.parametrize("use", [1, 2, 3])
+def test_step_by_step_commands_run(use: int) -> None:
+    from tests.viewer.netns import run_in_netns
+
+    assert _use_commands(use), f"no commands in use {use}"
+    res = run_in_netns("tests.test_readme:_run_use", {"use": use}, timeout=240)
+    files = res.pop("files")
+    for name, (rc, output) in res.items():
+        assert rc == 0, f"`{name}` exited {rc}:\n{output}"
+    if use == 3:  # snapshots and the clip reached the archive
+        assert any(f.startswith("archive/") for f in files), files

@@ -56,7 +56,7 @@ A TOML --config file may hold every option (tables [video], [audio], [network],
 
 examples:
   rtstream send --dest 127.0.0.1:5004 --video 1920x1080@60 --sdp-out /tmp/rtv.sdp
-  rtstream send --source dicom:cine.dcm --loop --dest 239.1.1.1:5004 --ttl 2 --http 0.0.0.0:8080
+  rtstream send --source dicom:cine.dcm --loop --dest 239.1.1.1:5004 --interface eth0 --ttl 2 --http 0.0.0.0:8080
   rtstream send --source file:clip.mp4 --dest 127.0.0.1:5004 --sampling RGB --depth 8 --audio
 """
 
@@ -96,7 +96,7 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
     parser.add_argument("--sop", choices=list(VIDEO_SOPS), help="RTV SOP class (default endoscopic)")
     parser.add_argument("--ttl", type=int, help="multicast TTL (default 1)")
-    parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
+    parser.add_argument("--interface", help="multicast interface (name or IPv4 address; required for a group)")
     parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
     parser.add_argument("--dscp", type=int, help="DSCP 0..63 for all flows (e.g. 34 = AF41)")
     parser.add_argument("--patient-name", help="Patient's Name (PN, e.g. Doe^Jane)")

@@ -65,6 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN/TURN URL (repeatable; none by default)")
+    parser.add_argument("--ice-interface", action="append", default=[], metavar="NAME|ADDR",
+                        help="gather ICE candidates on this interface only (repeatable; "
+                             "default: the interface of the --http address)")
+    parser.add_argument("--interface", help="interface to join a multicast SDP's groups on (name or IPv4)")
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--store", metavar="AET@HOST:PORT", help="archive snapshots by C-STORE")
     store.add_argument("--store-dir", metavar="DIR", type=Path,
@@ -104,7 +108,7 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
     stream = await viewer.wait_stream(args.whip_stream, timeout=60)
     whip = WhipPublisher(
         args.whip, stream_id=stream, encoders=viewer.registry, bearer_token=args.whip_token,
-        ice_servers=tuple(args.ice_server),
+        ice_servers=tuple(args.ice_server), ice_interfaces=tuple(args.ice_interface),
     )
     await stack.enter_async_context(whip)
     print(f"rtstream view: publishing stream {stream} by WHIP, session {whip.resource_url}",
@@ -127,6 +131,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=port,
         token=args.token,
         ice_servers=tuple(args.ice_server),
+        ice_interfaces=tuple(args.ice_interface),
         encoder=EncoderConfig(
             codec=Codec(args.codec),
             bitrate=parse_bitrate(args.bitrate),
@@ -169,7 +174,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from rtstream.receiver import Receiver, ReceiverConfig
 
     # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.
-    rx_kwargs: dict[str, Any] = {"sdp": args.sdp}
+    rx_kwargs: dict[str, Any] = {"sdp": args.sdp, "interface": args.interface}
     if args.store:
         parse_store_target(args.store)  # validate early; the receiver takes the text
         rx_kwargs["store"] = args.store

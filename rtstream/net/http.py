@@ -7,9 +7,31 @@ than the private ``TCPSite._server`` to learn the port the kernel chose for port
 
 from __future__ import annotations
 
+import errno
+
 from aiohttp import web
 
 from rtstream.errors import ConfigError
+
+
+def address_in_use(key: str, shown: str, kind: str = "TCP", *, fix: str | None = None) -> ConfigError:
+    """The one-line error for a listening address another program holds.
+
+    Parameters
+    ----------
+    key : str
+        The flag (``--http``) or TOML key (``http``) that chose the address.
+    shown : str
+        The address as ``HOST:PORT``.
+    kind : str
+        ``TCP`` or ``UDP``.
+    fix : str or None
+        What to do; by default: stop the other program or choose another port with ``key``.
+    """
+    flag = key if key.startswith("-") else f"--{key.replace('_', '-')} (TOML {key})"
+    if fix is None:
+        fix = f"stop the program using it, or choose another port with {flag} (0 picks a free one)"
+    return ConfigError(key, shown, f"{kind} port already in use by another program: {fix}")
 
 
 async def start_site(
@@ -44,6 +66,8 @@ async def start_site(
     except OSError as exc:
         await runner.cleanup()
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise address_in_use(key, shown, "TCP") from None
         raise ConfigError(key, shown, f"a free local address to listen on ({exc})") from None
     bound = port
     for address in runner.addresses:  # (host, port) or (host, port, flow, scope) per socket

@@ -119,6 +119,30 @@ def is_multicast(address: str) -> bool:
     return 224 <= first <= 239
 
 
+def host_interfaces() -> str:
+    """The host's interfaces, for error messages (``lo, eth0``)."""
+    return ", ".join(name for _, name in socket.if_nameindex())
+
+
+def require_multicast_interface(group: str, interface: str | None, key: str) -> None:
+    """Refuse a multicast ``group`` without an interface.
+
+    Without one the kernel sends by (and joins on) the default route's interface: a
+    stream meant for the room or the machine leaves by whatever network that is.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` and listing the host's interfaces.
+    """
+    if interface is None:
+        raise ConfigError(
+            key, group,
+            f"a multicast group needs the interface it goes out of or is joined on, or it "
+            f"follows the default route: set it (this host has {host_interfaces()}; "
+            f"lo keeps it on this machine)")
+
+
 def _interface_address(interface: str | None) -> tuple[bytes, int]:
     """(IPv4 address bytes, ifindex) for an interface given by name or address."""
     if interface is None:
@@ -131,7 +155,8 @@ def _interface_address(interface: str | None) -> tuple[bytes, int]:
         return socket.inet_aton("0.0.0.0"), socket.if_nametoindex(interface)
     except OSError:
         raise ConfigError(
-            "network.interface", interface, "an interface name (ip link) or an IPv4 address"
+            "network.interface", interface,
+            f"an interface name or an IPv4 address of this host (it has {host_interfaces()})",
         ) from None
 
 
@@ -147,7 +172,8 @@ class UdpSender:
     ttl : int
         Multicast TTL (``IP_MULTICAST_TTL``); 1 keeps the flow on the local link.
     interface : str or None
-        Outgoing interface for multicast, by name (``eth0``) or IPv4 address.
+        Outgoing interface for multicast, by name (``eth0``) or IPv4 address; required
+        for a multicast ``dest`` (:func:`require_multicast_interface`).
     dscp : int or None
         DiffServ code point 0..63 written into the IP TOS byte.
     sndbuf : int
@@ -178,6 +204,8 @@ class UdpSender:
         if dscp is not None and not 0 <= dscp <= 63:
             raise ConfigError("network.dscp", dscp, "0..63")
         addr = resolve(host, key="network.dest")
+        if is_multicast(addr):
+            require_multicast_interface(addr, interface, "--interface (TOML network.interface)")
         self.dest = (addr, port)
         self.stats = UdpSendCounters()
         self.gso = gso
@@ -556,7 +584,8 @@ class UdpReceiver:
     source : str or None
         Source address for a source-specific join (SDP ``a=source-filter``).
     interface : str or None
-        Interface (name or IPv4 address) on which to join a multicast group.
+        Interface (name or IPv4 address) on which to join a multicast group; required
+        for a group (:func:`require_multicast_interface`).
     rcvbuf : int
         Requested ``SO_RCVBUF``; a WARNING names ``net.core.rmem_max`` when capped.
     max_datagram : int
@@ -581,6 +610,8 @@ class UdpReceiver:
     ) -> None:
         check_port(port, "network.port", allow_zero=True, what="UDP port")
         addr = resolve(address, key="network.address")
+        if is_multicast(addr):
+            require_multicast_interface(addr, interface, "--interface (ReceiverConfig.interface)")
         self.stats = ReceiverStats()
         self._buf = np.zeros((batch, max_datagram), np.uint8)
         self._lengths = np.zeros(batch, np.int64)
@@ -629,6 +660,12 @@ class UdpReceiver:
                     self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
         except OSError as exc:
             self._sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    "--sdp", f"{address}:{port}",
+                    "UDP port already in use by another program (the port is the SDP's m= line): "
+                    "stop that program, or have the sender use other ports (--dest HOST:PORT, "
+                    "TOML network.port)") from None
             raise ConfigError(
                 "network.address", f"{address}:{port}", f"an address this host can receive on ({exc})"
             ) from None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -36,6 +37,7 @@ from pydicom.uid import AllTransferSyntaxes as PYDICOM_TRANSFER_SYNTAXES
 
 from rtstream.endpoints import check_aet
 from rtstream.errors import ConfigError, RemoteProtocolError
+from rtstream.net.http import address_in_use
 from rtstream.pacs.store import _fsync_dir, _link_no_replace, check_uid
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,9 @@ class Archive:
         Address to bind; loopback unless asked otherwise.
     on_stored : callable or None
         ``on_stored(path, duplicate)`` after each instance, in the SCP thread.
+    port_key : str
+        The flag or key named when the port is taken (``--port``; the demo's
+        ``--archive-port``).
 
     Attributes
     ----------
@@ -103,7 +108,9 @@ class Archive:
         *,
         host: str = "127.0.0.1",
         on_stored: Callable[[Path, bool], None] | None = None,
+        port_key: str = "--port",
     ) -> None:
+        self.port_key = port_key
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError("port", port, "a TCP port number 0..65535")
         self.directory = Path(directory)
@@ -152,7 +159,9 @@ class Archive:
                 evt_handlers=[(evt.EVT_C_STORE, self._on_c_store)],
             )
         except OSError as exc:
-            raise ConfigError("port", self._port, f"a free TCP port ({exc})") from exc
+            if exc.errno == errno.EADDRINUSE:
+                raise address_in_use(self.port_key, f"{self.host}:{self._port}") from None
+            raise ConfigError(self.port_key, self._port, f"a free TCP port ({exc})") from exc
         log.info(
             "archive %s listening on %s:%d, writing to %s",
             self.aet,

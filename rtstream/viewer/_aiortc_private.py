@@ -14,6 +14,13 @@ Why each reach is needed (no public API does it in aiortc 1.16):
     answers the checks arriving on it. Reading the candidates uses the public
     ``RTCIceGatherer.getLocalCandidates()``; only the append needs the private list
     (``Connection.local_candidates`` returns a copy).
+``aioice.Connection._local_candidates_start`` / ``_local_candidates_end``
+    aioice gathers host candidates on every interface of the machine
+    (``get_host_addresses``), with no parameter to name them. :func:`gather_only_on`
+    gathers on the given addresses with the public ``get_component_candidates`` (which
+    also asks the configured STUN/TURN servers, and nothing else), appends them as
+    gathering does and marks gathering started and ended, so aiortc's own
+    ``gather_candidates`` call finds nothing left to do and binds nothing more.
 ``RTCRtpSender._send_keyframe``
     aiortc turns a remote PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) into this method,
     which only flags the sender's own encoder -- unused, since our tracks hand it
@@ -45,6 +52,8 @@ CHECKED_AGAINST = {"aiortc": "1.16.0", "aioice": "0.13.0"}
 REACHES = (
     ("aiortc.RTCIceGatherer", "_connection"),
     ("aioice.Connection", "_local_candidates"),
+    ("aioice.Connection", "_local_candidates_start"),
+    ("aioice.Connection", "_local_candidates_end"),
     ("aiortc.RTCRtpSender", "_send_keyframe"),
     ("aiortc.RTCRtpSender", "_RTCRtpSender__rtp_timestamp"),
 )
@@ -77,6 +86,36 @@ async def add_host_candidates(ice: RTCIceTransport, address: str) -> int:
         return 0
     cands = await conn.get_component_candidates(component=1, addresses=[address])
     local.extend(cands)
+    return len(cands)
+
+
+async def gather_only_on(ice: RTCIceTransport, addresses: list[str]) -> int:
+    """Gather ``ice``'s candidates on ``addresses`` only, instead of every interface.
+
+    Call before aiortc gathers (before ``setLocalDescription``). Host candidates are
+    bound on each address (port chosen by the kernel); server-reflexive and relayed ones
+    come only from the STUN/TURN servers the peer connection was configured with.
+
+    Returns
+    -------
+    int
+        How many candidates were gathered; 0 (and a warning, aiortc then gathers on
+        every interface) when the aioice internals changed.
+    """
+    conn = _ice_connection(ice)
+    local = getattr(conn, "_local_candidates", None)
+    if (conn is None or not isinstance(local, list)
+            or not isinstance(getattr(conn, "_local_candidates_start", None), bool)
+            or not isinstance(getattr(conn, "_local_candidates_end", None), bool)):
+        log.warning("cannot limit ICE gathering to %s: aioice internals changed",
+                    ", ".join(addresses))
+        return 0
+    if conn._local_candidates_start:
+        return 0
+    conn._local_candidates_start = True
+    cands = await conn.get_component_candidates(component=1, addresses=list(addresses))
+    local.extend(cands)
+    conn._local_candidates_end = True
     return len(cands)
 
 

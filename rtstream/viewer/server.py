@@ -34,10 +34,13 @@ The page also pings (``{"t": "ping", "c": page_ms}`` -> ``{"t": "pong", "c", "s_
 to learn the offset between its clock (UTC) and the server's (TAI), so latency = display
 time - origin; the readout shows the offset less TAI - UTC.
 
-ICE: no STUN/TURN unless configured. aioice never offers 127.0.0.1 as a host candidate,
-so (unless disabled) the server binds an extra ICE socket on 127.0.0.1 for every peer
-and adds its candidate to the answer: viewing works on loopback, including inside a
-network namespace that holds only ``lo``. (Chromium, for its part, gathers loopback
+ICE: no STUN/TURN unless configured. Candidates are gathered only on the address the
+HTTP server binds (127.0.0.1 by default: viewing works on loopback, including inside a
+network namespace that holds only ``lo``), or on the interfaces named in
+``ice_interfaces``; only a wildcard HTTP address (``0.0.0.0``) lets aioice gather on
+every interface, plus an extra 127.0.0.1 socket (aioice never offers loopback) unless
+``offer_loopback`` is off. A browser's mDNS (``*.local``) candidates are dropped from its
+offer unless ``mdns`` is set, so no multicast DNS socket opens on port 5353. (Chromium, for its part, gathers loopback
 candidates only with ``--allow-loopback-in-peer-connection`` *and* when the page may
 enumerate networks, i.e. holds camera/microphone permission; elsewhere it offers its
 real interfaces, which aioice's own host candidates pair with.)
@@ -82,7 +85,14 @@ from rtstream.proto.formats import Sampling, VideoFormat
 from rtstream.sysclock import SystemClock
 from rtstream.viewer._aiortc_private import last_sent_rtp_timestamp
 from rtstream.viewer.encoder import Codec, EncoderConfig, EncoderRegistry, PacketTrack
-from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_requests, prefer_codec
+from rtstream.viewer.rtc import (
+    add_loopback_candidates,
+    drop_mdns_candidates,
+    forward_keyframe_requests,
+    gather_on,
+    ice_addresses,
+    prefer_codec,
+)
 
 if TYPE_CHECKING:
     from rtstream.control.metrics import Registry
@@ -174,8 +184,15 @@ class ViewerConfig:
         Codec, bitrate and frame rate of the shared encodes.
     ice_servers : tuple of str
         STUN/TURN URLs; empty by default (host candidates only).
+    ice_interfaces : tuple of str
+        Interface names or local addresses ICE gathers on; empty (the default): the
+        address ``host`` names, so a loopback viewer has loopback candidates only.
     offer_loopback : bool
-        Add a 127.0.0.1 ICE candidate to every answer (aioice leaves it out).
+        With a wildcard ``host`` and no ``ice_interfaces``: add a 127.0.0.1 ICE
+        candidate to every answer (aioice leaves it out).
+    mdns : bool
+        Resolve a browser's mDNS (``*.local``) candidates (opens UDP port 5353); off by
+        default, the candidates are dropped from the offer.
     max_viewers : int
         Peer connections at once; more get 503.
     """
@@ -185,7 +202,9 @@ class ViewerConfig:
     token: str | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     ice_servers: tuple[str, ...] = ()
+    ice_interfaces: tuple[str, ...] = ()
     offer_loopback: bool = True
+    mdns: bool = False
     max_viewers: int = 16
 
     def __post_init__(self) -> None:
@@ -195,6 +214,8 @@ class ViewerConfig:
             raise ConfigError("token", "<hidden>", "at least 8 characters")
         if not 1 <= self.max_viewers <= 1000:
             raise ConfigError("max_viewers", self.max_viewers, "1..1000")
+        if isinstance(self.ice_interfaces, str):
+            raise ConfigError("ice_interfaces", self.ice_interfaces, "a list of interface names")
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError("ice_servers", url, "stun:, turn: or turns: URLs")
@@ -299,6 +320,7 @@ class ViewerServer:
         self.token = cfg.token or secrets.token_urlsafe(24)
         self._feed = feed
         self._snapshot = snapshot
+        self._ice_addresses = ice_addresses(cfg.host, cfg.ice_interfaces)
         self._clock = SystemClock()
         self.streams: dict[str, StreamInfo] = {}
         self.registry = EncoderRegistry(cfg.encoder)
@@ -595,9 +617,13 @@ class ViewerServer:
             )
             self._wire_peer(peer)
             forward_keyframe_requests(transceiver.sender, encoder.request_keyframe)
+            if not self.cfg.mdns:
+                offer_sdp = drop_mdns_candidates(offer_sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer = await pc.createAnswer()
-            if self.cfg.offer_loopback:
+            if self._ice_addresses is not None:
+                await gather_on(pc, self._ice_addresses)
+            elif self.cfg.offer_loopback:
                 await add_loopback_candidates(pc)
             await pc.setLocalDescription(answer)
         except BaseException:

@@ -42,7 +42,13 @@ from yarl import URL
 
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from rtstream.viewer.encoder import Codec, EncoderRegistry, PacketTrack
-from rtstream.viewer.rtc import add_loopback_candidates, forward_keyframe_requests, prefer_codec
+from rtstream.viewer.rtc import (
+    add_loopback_candidates,
+    forward_keyframe_requests,
+    gather_on,
+    ice_addresses,
+    prefer_codec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,10 @@ class WhipPublisher:
     ice_servers : sequence of str
         STUN/TURN URLs; none by default.
     offer_loopback : bool
-        Add a 127.0.0.1 ICE candidate to the offer.
+        Add a 127.0.0.1 ICE candidate to the offer (when ``ice_interfaces`` is empty).
+    ice_interfaces : sequence of str
+        Interface names or local addresses to gather on; empty (the default): every
+        interface, since a media server is usually elsewhere.
     timeout : float
         Seconds allowed for each HTTP exchange.
 
@@ -102,6 +111,7 @@ class WhipPublisher:
         codec: Codec | None = None,
         ice_servers: Sequence[str] = (),
         offer_loopback: bool = True,
+        ice_interfaces: Sequence[str] = (),
         timeout: float = 10.0,
     ) -> None:
         self.endpoint = _check_url(endpoint_url, "whip.endpoint_url")
@@ -124,6 +134,8 @@ class WhipPublisher:
         self.bearer_token = bearer_token
         self.ice_servers = tuple(ice_servers)
         self.offer_loopback = offer_loopback
+        self.ice_addresses = (ice_addresses("0.0.0.0", ice_interfaces, key="whip.ice_interfaces")
+                              if ice_interfaces else None)
         self.timeout = timeout
         self.resource_url: URL | None = None
         self.etag: str | None = None
@@ -179,7 +191,9 @@ class WhipPublisher:
                     self._failed.set()
 
             offer = await pc.createOffer()
-            if self.offer_loopback:
+            if self.ice_addresses is not None:
+                await gather_on(pc, self.ice_addresses)
+            elif self.offer_loopback:
                 await add_loopback_candidates(pc)
             await pc.setLocalDescription(offer)  # gathers every candidate (non-trickle)
             answer = await self._post(pc.localDescription.sdp)

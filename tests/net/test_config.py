@@ -55,12 +55,12 @@ def test_from_mapping_converts_nested_types() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "allowed"),
     [
-        ({"nmae": "a"}, "nmae", "a known key (flag, inner, name, path)"),
-        ({"flag": "yes"}, "flag", "true or false"),
-        ({"inner": {"n": "three"}}, "inner.n", "an integer"),
+        ({"nmae": "a"}, "nmae", "a known key (did you mean 'name'? known: flag, inner, name, path)"),
+        ({"flag": "yes"}, "flag", "true or false, e.g. flag = false"),
+        ({"inner": {"n": "three"}}, "inner.n", "an integer (no quotes), e.g. n = 1"),
         ({"inner": {"n": -1}}, "inner.n", "a non-negative integer"),
-        ({"inner": {"color": "green"}}, "inner.color", "one of 'red', 'blue'"),
-        ({"inner": {"rate": "1/0"}}, "inner.rate", "a number or a ratio like 60000/1001"),
+        ({"inner": {"color": "green"}}, "inner.color", "one of 'red', 'blue', e.g. color = \"red\""),
+        ({"inner": {"rate": "1/0"}}, "inner.rate", "a number or a ratio like 60000/1001, e.g. rate = 30"),
         ({"inner": 5}, "inner", "a table"),
     ],
 )
@@ -147,3 +147,81 @@ def test_cli_sdp_prints_the_session() -> None:
     assert [m.port for m in s.media] == [7000, 7002, 7004, 7006]
     assert s.video()[0].address == "239.1.2.3" and s.video()[0].ttl == 1
     assert s.video()[0].video is not None and s.video()[0].video.tp == "2110TPW"
+
+
+# -- TOML values of the wrong type, unknown keys, one spelling for flags and files ----------
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected", "example"),
+    [
+        ('[video]\nwidth = "1280"\n', "video.width", "an integer", "width = "),
+        ('[network]\nport = "5004"\n', "network.port", "an integer", "port = 5004"),
+        ('[pacing]\nwindow = "0.5"\n', "pacing.window", "a number", "window = 0.8"),
+        ('loop = "yes"\n', "loop", "true or false", "loop = false"),
+        ('[audio]\nenabled = 1\n', "audio.enabled", "true or false", "enabled = false"),
+        ('network = "239.1.1.1"\n', "network", "a table", None),
+    ],
+)
+def test_wrong_type_names_key_type_and_example(tmp_path: Path, text: str, key: str,
+                                               expected: str, example: str | None) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_sender_config(_toml(tmp_path, text))
+    assert err.value.key == key
+    assert expected in err.value.allowed
+    if example is not None:
+        assert f"e.g. {example}" in err.value.allowed, err.value.allowed
+
+
+def test_a_table_given_as_a_value_is_not_dropped_by_flags(tmp_path: Path) -> None:
+    # the --depth/--sampling defaults (None) used to replace `network = "..."` silently
+    with pytest.raises(ConfigError) as err:
+        load_sender_config(_toml(tmp_path, 'network = "x"\n'),
+                           {"network": {"ttl": None}, "video": {"depth": None}})
+    assert err.value.key == "network"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "near"),
+    [
+        ('[video]\nwidht = 1280\n', "video.widht", "width"),
+        ('[network]\ninterfase = "lo"\n', "network.interfase", "interface"),
+        ('sdp_ot = "x.sdp"\n', "sdp_ot", "sdp_out"),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest(tmp_path: Path, text: str, key: str, near: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_sender_config(_toml(tmp_path, text))
+    assert err.value.key == key
+    assert f"did you mean {near!r}?" in err.value.allowed
+
+
+def test_video_text_form_works_in_the_file_as_on_the_command_line(tmp_path: Path) -> None:
+    cfg = load_sender_config(_toml(tmp_path, 'video = "640x480@25"\n'))
+    assert (cfg.video.width, cfg.video.height, cfg.video.fps) == (640, 480, Fraction(25))
+    # a flag setting one key of the table keeps the others the text gave
+    cfg = load_sender_config(_toml(tmp_path, 'video = "640x480@60000/1001"\n'),
+                             {"video": {"depth": 8, "sampling": None}})
+    assert (cfg.video.width, cfg.video.fps, cfg.video.depth) == (640, Fraction(60000, 1001), 8)
+    # ... and what the flag refuses, the file refuses
+    with pytest.raises(ConfigError) as err:
+        load_sender_config(_toml(tmp_path, 'video = "640x480x3"\n'))
+    assert err.value.key == "video" and "WxH@FPS" in err.value.allowed
+    r = run_cli("sdp", "--config", str(_toml(tmp_path, 'video = "320x240@30"\n')))
+    assert r.returncode == 0, r.stderr
+    r2 = run_cli("sdp", "--video", "320x240@30")
+    assert "width=320; height=240; exactframerate=30" in r.stdout
+    assert "width=320; height=240; exactframerate=30" in r2.stdout
+
+
+def test_cli_wrong_type_is_one_line_with_the_example(tmp_path: Path) -> None:
+    r = run_cli("sdp", "--config", str(_toml(tmp_path, '[video]\nwidth = "1280"\n')))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "rtstream sdp: invalid video.width = '1280': an integer (no quotes), e.g. width = 1"]

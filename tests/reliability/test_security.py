@@ -165,7 +165,8 @@ def test_http_servers_and_archive_bind_loopback_by_default(tmp_path: Path) -> No
 async def test_multicast_ttl_is_1_by_default(tmp_path: Path) -> None:
     from rtstream.sender import NetworkConfig, Sender, SenderConfig
 
-    cfg = SenderConfig(network=NetworkConfig(dest="239.255.77.1", port=free_port(count=4, step=2)),
+    cfg = SenderConfig(network=NetworkConfig(dest="239.255.77.1", port=free_port(count=4, step=2),
+                                             interface="lo"),
                        video=dataclass_video(), frames=1)
     assert cfg.network.ttl == 1
     async with Sender(cfg) as tx:

@@ -92,3 +92,16 @@ async def test_missing_internals_degrade_with_a_warning(caplog: pytest.LogCaptur
     assert priv.last_sent_rtp_timestamp(bare) is None
     assert priv.on_keyframe_request(bare, lambda: None) is False
     assert "internals changed" in caplog.text
+
+
+async def test_gathering_only_on_named_addresses(pc: RTCPeerConnection) -> None:
+    ice = _sender(pc).transport.transport
+    conn = ice.iceGatherer._connection
+    assert conn._local_candidates_start is False and conn._local_candidates_end is False, (
+        "aioice Connection._local_candidates_start/_end changed")
+    assert "if not self._local_candidates_start:" in inspect.getsource(
+        aioice.Connection.gather_candidates), "aioice gathering no longer checks the start flag"
+    assert await priv.gather_only_on(ice, ["127.0.0.1"]) == 1
+    await ice.iceGatherer.gather()  # what setLocalDescription does: must add nothing
+    assert [c.ip for c in ice.iceGatherer.getLocalCandidates()] == ["127.0.0.1"]
+    assert await priv.gather_only_on(ice, ["127.0.0.1"]) == 0

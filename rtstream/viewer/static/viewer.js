@@ -5,7 +5,57 @@
 // rtpTimestamp minus the sender's constant offset (sent by the server as "offset").
 "use strict";
 
-(function () {
+// -- diagnosis of a page that does not play (pure; tests/viewer/test_page_diagnosis.py) ----
+// The page never sits on "connecting": past these limits it says what is wrong and what to do.
+const CONNECT_TIMEOUT_MS = 10000;   // from the offer to a connected peer connection
+const STALL_MS = 10000;             // connected, but no new video frame for this long
+
+// s: {connState, everConnected, sinceConnectMs, lastFrameAgoMs, candidates, pageHost,
+//     streamListed}; returns null (all well, or too early to say) or {title, cause, fix}.
+function rtsDiagnose(s) {
+  const where = (s.candidates && s.candidates.length) ? s.candidates.join(", ") : "none offered";
+  const noIce = !s.everConnected &&
+    (s.connState === "failed" || (s.connState !== "connected" && s.sinceConnectMs >= CONNECT_TIMEOUT_MS));
+  if (noIce) {
+    return {
+      title: "No connection to the viewer's media (" + (s.connState === "failed" ? "ICE failed" :
+        "not connected after " + Math.round(s.sinceConnectMs / 1000) + " s") + ")",
+      cause: "this browser cannot reach the viewer's ICE candidates (" + where + "); the page " +
+        "itself came from " + s.pageHost + ".",
+      fix: "Start the viewer with --http on an address this browser reaches (ICE follows it), " +
+        "or name the interface with --ice-interface; across networks add --ice-server " +
+        "stun:/turn:. On the same machine, open the page there (127.0.0.1).",
+    };
+  }
+  const gone = s.streamListed === false;
+  const stalled = s.everConnected && s.lastFrameAgoMs >= STALL_MS;
+  if (gone || stalled || (s.everConnected && (s.connState === "failed" || s.connState === "closed"))) {
+    return {
+      title: gone ? "The stream is gone" : "No video for " + Math.round(s.lastFrameAgoMs / 1000) + " s",
+      cause: "the sender stopped, or its packets no longer reach the viewer.",
+      fix: "Check the sender, and that the SDP the viewer was started with (--sdp) still " +
+        "describes it: address, ports and, for multicast, --interface. Reload the page " +
+        "when it is back.",
+    };
+  }
+  return null;
+}
+
+// The addresses of the a=candidate lines of an SDP.
+function rtsCandidates(sdp) {
+  const out = [];
+  for (const line of (sdp || "").split(/\r?\n/)) {
+    const f = line.split(" ");
+    if (line.startsWith("a=candidate:") && f.length > 5 && !out.includes(f[4])) out.push(f[4]);
+  }
+  return out;
+}
+
+if (typeof module !== "undefined") {
+  module.exports = { rtsDiagnose, rtsCandidates, CONNECT_TIMEOUT_MS, STALL_MS };
+}
+
+if (typeof document !== "undefined") (function () {
   const token = new URLSearchParams(location.search).get("token") || "";
   if (token) history.replaceState(null, "", location.pathname);  // keep it out of the bar
   const $ = (id) => document.getElementById(id);
@@ -23,6 +73,8 @@
     latencies: [],              // origin -> display, ms
     framesPresented: 0, rvfcSupported: "requestVideoFrameCallback" in HTMLVideoElement.prototype,
     lastStats: null, connState: "new", snapshots: [],
+    connectStart: null, everConnected: false, candidates: [], lastFrameAt: null,
+    framesDecoded: 0, streamListed: null, diagnosis: null,
     late: new Map(),            // source rtp -> display time, for frames shown before their metadata
     matched: 0, lateMatched: 0,
   };
@@ -43,6 +95,7 @@
     const ul = $("streams");
     if (!r.ok) { ul.innerHTML = '<li class="muted">cannot list streams (' + r.status + ")</li>"; return; }
     const streams = r.body.streams;
+    if (state.stream) state.streamListed = streams.some((x) => x.id === state.stream);
     ul.innerHTML = "";
     if (!streams.length) { ul.innerHTML = '<li class="muted">no streams yet</li>'; }
     for (const s of streams) {
@@ -62,6 +115,7 @@
   // -- connection ---------------------------------------------------------------
   function setConn(s) {
     state.connState = s;
+    if (s === "connected") { state.everConnected = true; state.lastFrameAt = Date.now(); }
     const el = $("conn");
     el.textContent = s;
     el.className = "pill " + ({ connected: "connected", failed: "failed", closed: "closed",
@@ -87,6 +141,9 @@
     for (const li of document.querySelectorAll("#streams li.stream"))
       li.classList.toggle("active", li.dataset.stream === streamId);
     $("placeholder").style.display = "none";
+    Object.assign(state, { connectStart: Date.now(), everConnected: false, candidates: [],
+      lastFrameAt: null, framesDecoded: 0, streamListed: null });
+    showDiagnosis(null);
     setConn("connecting");
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
@@ -107,6 +164,7 @@
       body: JSON.stringify({ stream: streamId, type: "offer", sdp: pc.localDescription.sdp }),
     });
     if (!r.ok) { setConn("failed"); $("snap-result").textContent = r.body.error; return; }
+    state.candidates = rtsCandidates(r.body.sdp);
     state.peer = r.body.peer; state.codec = r.body.codec;
     $("s-codec").textContent = r.body.codec.toUpperCase();
     await pc.setRemoteDescription({ type: "answer", sdp: r.body.sdp });
@@ -194,6 +252,9 @@
       if (s.type === "inbound-rtp" && s.kind === "video") {
         const prev = state.lastStats;
         state.lastStats = s;
+        if ((s.framesDecoded || 0) > state.framesDecoded) {
+          state.framesDecoded = s.framesDecoded; state.lastFrameAt = Date.now();
+        }
         $("s-res").textContent = (s.frameWidth || 0) + "×" + (s.frameHeight || 0);
         $("s-fps").textContent = s.framesPerSecond !== undefined ? s.framesPerSecond.toFixed(1) : "–";
         const lost = s.packetsLost || 0, recv = s.packetsReceived || 0;
@@ -212,6 +273,31 @@
     if (sorted.length)
       $("s-latp").textContent = pct(sorted, 0.5).toFixed(0) + " / " + pct(sorted, 0.95).toFixed(0) + " ms";
     if (state.clockOffsetMs !== null) $("s-clk").textContent = (state.clockOffsetMs - state.taiUtcMs).toFixed(1) + " ms";
+  }
+
+  // -- what is wrong, said on the page -----------------------------------------------
+  function showDiagnosis(d) {
+    state.diagnosis = d;
+    const el = $("diag");
+    if (!d) { el.hidden = true; el.textContent = ""; return; }
+    el.hidden = false;
+    el.innerHTML = "<b></b><div></div><div></div>";
+    el.children[0].textContent = d.title;
+    el.children[1].textContent = "Likely cause: " + d.cause;
+    el.children[2].textContent = "Fix: " + d.fix;
+  }
+
+  function watchdog() {
+    if (state.connectStart === null) return;
+    const now = Date.now();
+    const d = rtsDiagnose({
+      connState: state.connState, everConnected: state.everConnected,
+      sinceConnectMs: now - state.connectStart,
+      lastFrameAgoMs: state.lastFrameAt === null ? 0 : now - state.lastFrameAt,
+      candidates: state.candidates, pageHost: location.host, streamListed: state.streamListed,
+    });
+    if (JSON.stringify(d) !== JSON.stringify(state.diagnosis)) showDiagnosis(d);
+    if (d && state.connState === "connecting") setConn("failed");
   }
 
   // -- snapshot -----------------------------------------------------------------------
@@ -237,4 +323,5 @@
   setInterval(loadStreams, 5000);
   setInterval(pollStats, 1000);
   setInterval(ping, 2000);
+  setInterval(watchdog, 1000);
 })();
