@@ -857,7 +857,9 @@ class StoreClient:
             if not self._order:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.idle_timeout)
+                    # not wait_for: on 3.11 it can swallow aclose's cancel (see delivery.py)
+                    async with asyncio.timeout(self.cfg.idle_timeout):
+                        await self._wake.wait()
                 except TimeoutError:
                     await self._call(scu.release)
                     await self._wake.wait()
