@@ -7,19 +7,20 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import Stopper, add_flush_argument, echo_archive, queued_line
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
+from rtstream.receiver.config import default_outbox
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9100")
     add_tls_arguments(parser)
     add_cli_arguments(parser)
+    add_flush_argument(parser)
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -125,6 +127,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         outbox=args.outbox,
         calling_aet=args.calling_aet,
         store_tls=tls_from_args(args),
+        flush_timeout=args.flush_timeout,
     )
 
 
@@ -169,20 +172,34 @@ async def _main(
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, main_task.cancel)
+    # First signal: media stops now (the item stream ends; before the receiver is up, the
+    # start is cancelled); leaving the Receiver drains the outbox for --flush-timeout s.
+    # A second signal ends the process at once (status 130) saying what stays queued.
+    receiving: list[Receiver] = []
+
+    def stop_media() -> None:
+        if receiving:
+            receiving[0].stop()
+        else:
+            main_task.cancel()
+
+    stopper = Stopper("receive", stop_media, _outbox(cfg))
+    stopper.__enter__()
     tty_err = sys.stderr.isatty()
     tty_in = sys.stdin.isatty() and cfg.stores
     stats: dict[str, Any] = {}
     keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
     snapshot_tasks: set[asyncio.Task[Any]] = set()
+    side_tasks: list[asyncio.Task[Any]] = []
     try:
         async with (
             Receiver(cfg) as rx,
             control_for_receiver(mqtt, rx, role="receive") as node,
             serve_receiver(http, rx, plane=node.plane),
         ):
+            receiving.append(rx)
+            side_tasks.append(
+                loop.create_task(echo_archive("receive", rx.store_client), name="rx-echo"))
 
             async def snap() -> None:
                 try:
@@ -212,7 +229,7 @@ async def _main(
                                 sys.stderr.write(_status_line(rx.stats, now - started))
                                 sys.stderr.flush()
                     if snapshot_tasks:
-                        await asyncio.wait(list(snapshot_tasks), timeout=30)
+                        await asyncio.wait(list(snapshot_tasks), timeout=cfg.flush_timeout)
                 except asyncio.CancelledError:
                     log.info("interrupted: stopping, queued instances stay in the outbox")
                 finally:
@@ -222,9 +239,9 @@ async def _main(
             # leaving the Receiver flushes the outbox state and the dump writers
         stats = rx.stats
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        for t in [*snapshot_tasks, *side_tasks]:
+            t.cancel()
+        stopper.__exit__(None, None, None)
         if tty_err:
             sys.stderr.write("\n")
         if stats_json is not None and stats:
@@ -238,15 +255,26 @@ def run(args: argparse.Namespace) -> int:
     mqtt = config_from_args(args, role="receive")
     try:
         stats = asyncio.run(_main(cfg, args.stats_json, mqtt, getattr(args, "http", None)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        # A second Ctrl-C/SIGTERM while the store client was still flushing: nothing is
-        # lost, whatever was not stored yet waits in the outbox for the next run.
-        print("rtstream receive: stopped before the outbox was flushed; queued instances "
-              "stay in the outbox for the next run", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # Stopped before the receiver was up (0), or a signal after the flush (130):
+        # nothing is lost, whatever was not stored yet waits in the outbox.
+        outbox = _outbox(cfg)
+        if outbox is not None:
+            print(queued_line("receive", outbox), file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 0
     summary = {k: stats.get(k) for k in (
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
         "metadata_unmatched", "latency_p50_us", "latency_p99_us",
     )}
     print(json.dumps(summary), file=sys.stderr)
+    outbox = _outbox(cfg)
+    if outbox is not None:
+        print(queued_line("receive", outbox), file=sys.stderr)
     return 0
+
+
+def _outbox(cfg: ReceiverConfig) -> Path | None:
+    """The outbox of a receiver that stores instances, else None."""
+    if not cfg.stores:
+        return None
+    return cfg.outbox or default_outbox()
