@@ -98,6 +98,8 @@ class DemoConfig:
         Persistent outbox of instances not yet stored (``./outbox``).
     duration : float or None
         Stop after this many seconds (None: until Ctrl-C or the end of the source).
+    flush_timeout : float
+        At exit, the most seconds the outbox gets to drain (what is left stays queued).
     snapshot_every : float or None
         Store a snapshot every S seconds.
     audio : bool
@@ -123,6 +125,7 @@ class DemoConfig:
     pacs: str | None = None
     outbox: Path = Path("outbox")
     duration: float | None = None
+    flush_timeout: float = 5.0
     snapshot_every: float | None = None
     audio: bool = False
     loop: bool = True
@@ -290,7 +293,10 @@ async def run_demo(
             rx = await stack.enter_async_context(Receiver(ReceiverConfig(
                 sdp=str(sdp_path), store=target, outbox=cfg.outbox,
                 snapshot_every=cfg.snapshot_every, pairing_wait_frames=10,
+                flush_timeout=cfg.flush_timeout,
             )))
+            echo = asyncio.ensure_future(_echo(rx, say))
+            stack.callback(echo.cancel)
             viewer = await _start_viewer(cfg, rx)
             stack.push_async_callback(viewer.close)
             result.url = viewer.url
@@ -366,6 +372,18 @@ async def run_demo(
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
            if cfg.pacs is None else ""))
     return result
+
+
+async def _echo(rx: Any, say: Callable[[str], None]) -> None:
+    """C-ECHO the archive once at start; one line when it does not answer."""
+    client = rx.store_client
+    if client is None:
+        return
+    error = await client.echo()
+    if error is not None:
+        c = client.cfg
+        say(f"PACS {c.called_aet} at {c.host}:{c.port} does not answer C-ECHO ({error}); "
+            f"instances stay queued in {c.outbox} until it does")
 
 
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import Stopper, add_flush_argument, echo_archive, queued_line
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
@@ -82,6 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stream to publish by WHIP (default: the first one seen)")
     add_tls_arguments(parser)
     add_cli_arguments(parser)
+    add_flush_argument(parser)
 
 
 def _store_config(args: argparse.Namespace) -> Any:
@@ -111,13 +113,7 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
 
 async def _serve(args: argparse.Namespace) -> int:
     from rtstream.viewer.encoder import Codec, EncoderConfig
-    from rtstream.viewer.server import (
-        TestPattern,
-        ViewerConfig,
-        ViewerServer,
-        feed_from_receiver,
-        snapshot_from_receiver,
-    )
+    from rtstream.viewer.server import ViewerConfig
 
     host, port = parse_hostport(args.http)
     cfg = ViewerConfig(
@@ -133,9 +129,23 @@ async def _serve(args: argparse.Namespace) -> int:
         ),
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # First signal: stop serving and close the receiver (outbox gets --flush-timeout s);
+    # a second one ends the process at once (status 130) saying what stays queued.
+    stores = bool(args.store or args.store_dir)
+    with Stopper("view", stop.set, _store_config(args).outbox if stores else None):
+        rc = await _serve_until(args, cfg, stop)
+    if stores:
+        print(queued_line("view", _store_config(args).outbox), file=sys.stderr)
+    return rc
+
+
+async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) -> int:
+    from rtstream.viewer.server import (
+        TestPattern,
+        ViewerServer,
+        feed_from_receiver,
+        snapshot_from_receiver,
+    )
 
     if args.test_pattern:
         m = re.fullmatch(r"(\d+)x(\d+)", args.size)
@@ -176,6 +186,7 @@ async def _serve(args: argparse.Namespace) -> int:
         rx_kwargs["store_dir"] = args.store_dir
     if args.outbox:
         rx_kwargs["outbox"] = args.outbox
+    rx_kwargs["flush_timeout"] = args.flush_timeout
     async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
         snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
         async with contextlib.AsyncExitStack() as stack:
@@ -185,6 +196,8 @@ async def _serve(args: argparse.Namespace) -> int:
             mqtt = config_from_args(args, role="view")
             await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))
             print(f"rtstream view: open {viewer.url}", flush=True)
+            echo = asyncio.ensure_future(echo_archive("view", rx.store_client))
+            stack.callback(echo.cancel)
             if args.whip:
                 await _start_whip(stack, viewer, args)
             done = asyncio.ensure_future(viewer.wait())
