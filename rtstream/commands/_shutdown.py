@@ -97,7 +97,7 @@ class Stopper:
     """
 
     def __init__(
-        self, command: str, on_stop: Callable[[], None], outbox: Path | None = None
+        self, command: str, on_stop: Callable[[], object], outbox: Path | None = None
     ) -> None:
         self.command = command
         self.on_stop = on_stop

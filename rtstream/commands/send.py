@@ -7,13 +7,13 @@ import asyncio
 import dataclasses
 import json
 import re
-import signal
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import Stopper
 from rtstream.control.metrics import metrics_handler
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
@@ -187,11 +187,10 @@ def _status_line(stats: SenderStats) -> None:
 
 
 async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStats:
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+    stopper = Stopper("send", task.cancel)  # a second signal exits at once (130)
+    stopper.__enter__()
     status = _status_line if sys.stderr.isatty() else None
     senders: list[Sender] = []
     http: SdpHttpServer | None = None
@@ -223,6 +222,7 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
     finally:
         if http is not None:
             await http.stop()
+        stopper.__exit__(None, None, None)
     return senders[-1].stats if senders else SenderStats()
 
 
