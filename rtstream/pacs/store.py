@@ -765,6 +765,7 @@ class StoreClient:
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._scu: _Scu | _SaveDir | None = None
+        self._adding = 0  # enqueue calls making a file durable right now
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -837,11 +838,14 @@ class StoreClient:
             self._entries[uid].waiters.append(fut)
             return fut
         await self._slots.acquire()
+        self._adding += 1
         try:
             _, new = await asyncio.to_thread(outbox.add, ds)
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._adding -= 1
         if uid in self._entries:  # queued by a concurrent call meanwhile
             self._slots.release()
             self._entries[uid].waiters.append(fut)
@@ -858,7 +862,15 @@ class StoreClient:
         return await fut
 
     async def flush(self) -> None:
-        """Wait until every queued instance (replayed ones included) is resolved."""
+        """Wait until every queued instance (replayed ones included) is resolved.
+
+        Files in the outbox that no call is still adding and nothing tracks (an
+        :meth:`enqueue` cancelled while its file was being made durable) are queued too.
+        """
+        if self.outbox is not None and self._worker is not None and not self._adding:
+            for uid in await asyncio.to_thread(self.outbox.pending):
+                if uid not in self._entries and not self._adding:
+                    self._track(uid, slot=False)
         await self._idle.wait()
 
     @property
