@@ -42,6 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._status import Sample, running_status
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import observe_plane, observe_sender
 from rtstream.control.schema import Action
@@ -100,6 +101,8 @@ class DemoConfig:
         Stop after this many seconds (None: until Ctrl-C or the end of the source).
     flush_timeout : float
         At exit, the most seconds the outbox gets to drain (what is left stays queued).
+    status_interval : float
+        Seconds between status lines on stderr (0: none).
     snapshot_every : float or None
         Store a snapshot every S seconds.
     audio : bool
@@ -126,6 +129,7 @@ class DemoConfig:
     outbox: Path = Path("outbox")
     duration: float | None = None
     flush_timeout: float = 5.0
+    status_interval: float = 0.0
     snapshot_every: float | None = None
     audio: bool = False
     loop: bool = True
@@ -346,7 +350,9 @@ async def run_demo(
             if cfg.duration is not None:
                 waiters.append(asyncio.ensure_future(asyncio.sleep(cfg.duration)))
             try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                async with running_status(lambda: _sample(rx, snode, viewer),
+                                          cfg.status_interval):
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waiters:
                     w.cancel()
@@ -372,6 +378,18 @@ async def run_demo(
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
            if cfg.pacs is None else ""))
     return result
+
+
+def _sample(rx: Any, snode: Any, viewer: Any) -> Sample:
+    """Sender, receiver and viewer counters for the status line."""
+    st = rx.stats
+    store = rx.store_client
+    tx = snode.sender
+    return Sample(
+        frames=int(st["frames_delivered"]), bytes=tx.stats.bytes if tx is not None else None,
+        lost=int(st["packets_lost"]), late=tx.stats.late_frames if tx is not None else None,
+        queued=store.depth if store is not None else None, viewers=len(viewer.peers),
+    )
 
 
 async def _echo(rx: Any, say: Callable[[str], None]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import Stopper, add_flush_argument, queued_line
+from rtstream.commands._status import add_status_argument, status_interval
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
 from rtstream.demo import DemoConfig, run_demo
@@ -63,6 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     add_cli_arguments(parser)
     add_flush_argument(parser)
+    add_status_argument(parser)
 
 
 def build_config(args: argparse.Namespace) -> DemoConfig:
@@ -90,6 +92,7 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
         snapshot_every=args.snapshot_every,
         duration=args.duration,
         flush_timeout=args.flush_timeout,
+        status_interval=status_interval(args.status_interval),
     )
 
 

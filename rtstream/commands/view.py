@@ -13,6 +13,7 @@ from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import Stopper, add_flush_argument, echo_archive, queued_line
+from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
@@ -84,6 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
     add_cli_arguments(parser)
     add_flush_argument(parser)
+    add_status_argument(parser)
 
 
 def _store_config(args: argparse.Namespace) -> Any:
@@ -202,10 +204,23 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
                 await _start_whip(stack, viewer, args)
             done = asyncio.ensure_future(viewer.wait())
             halt = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
+            async with running_status(lambda: _sample(rx, viewer),
+                                      status_interval(args.status_interval)):
+                await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
             for t in (done, halt):
                 t.cancel()
     return 0
+
+
+def _sample(rx: Any, viewer: Any) -> Sample:
+    """Receiver and viewer counters for the status line."""
+    st = rx.stats
+    store = rx.store_client
+    return Sample(
+        frames=int(st["frames_delivered"]), packets=int(st["packets"]),
+        lost=int(st["packets_lost"]), late=int(st["late"]),
+        queued=store.depth if store is not None else None, viewers=len(viewer.peers),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
