@@ -42,6 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._shutdown import queued_line
 from rtstream.commands._status import Sample, running_status
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import observe_plane, observe_sender
@@ -373,6 +374,8 @@ async def run_demo(
             result.stored = int(rx.stats["store"].get("stored", 0))
         if archive is not None:
             result.archive_received = int(archive.counters["received"])
+    if out is not None:  # what stays queued, before the summary line (the last one)
+        print(queued_line("demo", cfg.outbox), file=out, flush=True)
     say(f"sent {result.frames_sent} frames, received {result.frames_received} "
         f"(lost packets {result.packets_lost}), stored {result.stored} instance(s)"
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
-from rtstream.commands._shutdown import Stopper, add_flush_argument, queued_line
+from rtstream.commands._shutdown import Stopper, add_flush_argument
 from rtstream.commands._status import add_status_argument, status_interval
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
@@ -100,8 +100,7 @@ async def _main(cfg: DemoConfig, mqtt: MqttConfig | None) -> int:
     stop = asyncio.Event()
     # First signal: stop (the outbox gets --flush-timeout s); a second one exits at once.
     with Stopper("demo", stop.set, cfg.outbox):
-        await run_demo(cfg, mqtt=mqtt, out=sys.stdout, stop=stop)
-    print(queued_line("demo", cfg.outbox), flush=True)
+        await run_demo(cfg, mqtt=mqtt, out=sys.stdout, stop=stop)  # ends with what stays queued
     return 0
 
 
