@@ -302,3 +302,32 @@ def test_second_signal_during_flush_exits_130_at_once(
     m = QUEUED.search(p.output)
     assert m, p.output
     assert int(m.group(1)) == len(list(outbox.glob("*.dcm"))) >= 2
+
+
+def test_archive_that_never_answers_does_not_hold_the_exit(
+    tmp_path: Path, sender: Path, cpu_pressure: None
+) -> None:
+    """TCP accepted, no A-ASSOCIATE answer: the store thread waits for its ACSE timeout
+    (10 s); the process must not wait for that thread at exit."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    outbox = tmp_path / "outbox"
+    flush = 1.0
+    p = Proc("receive", "--sdp", str(sender), "--store", f"MUTE@127.0.0.1:{port}",
+             "--outbox", str(outbox), "--snapshot-every", "0.2", "--flush-timeout", str(flush))
+    try:
+        p.wait_for(r"PACS MUTE at 127\.0\.0\.1:\d+ does not answer C-ECHO", timeout=60)
+        deadline = time.monotonic() + 60
+        while len(list(outbox.glob("*.dcm"))) < 2:
+            assert time.monotonic() < deadline, p.output
+            time.sleep(0.1)
+        rc, took = p.exit_within(p.interrupt(), flush + STOP_BOUND)
+    finally:
+        p.kill()
+        silent.close()
+    assert rc == 0, p.output
+    assert took < flush + STOP_BOUND, f"{took:.2f} s:\n{p.output}"
+    m = QUEUED.search(p.output)
+    assert m and int(m.group(1)) == len(list(outbox.glob("*.dcm"))) >= 2, p.output

@@ -20,6 +20,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +29,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Stopper", "add_flush_argument", "echo_archive", "queued_line"]
+__all__ = ["Stopper", "add_flush_argument", "echo_archive", "exit_promptly", "queued_line"]
 
 #: Status of a process ended by a second signal (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -146,3 +148,37 @@ class Stopper:
             sys.stderr.flush()
             sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)
+
+
+#: Our worker threads (store, builds, dumps) and asyncio's default executor's.
+_WORKER_PREFIXES = ("rtstream-", "asyncio_")
+
+
+def exit_promptly(rc: int, grace: float = 0.5) -> int:
+    """Return ``rc``, or end the process with it now when a worker thread is stuck.
+
+    The interpreter joins every executor thread at exit: a store thread still waiting on
+    an archive that accepted TCP but never answers would hold the exit for its ACSE or
+    DIMSE timeout (10-60 s) after ``--flush-timeout`` was over. Its instance is durable
+    in the outbox, so after ``grace`` seconds the process leaves without it.
+    """
+    me = threading.current_thread()
+
+    def busy() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t is not me and not t.daemon and t.is_alive()
+                and t.name.startswith(_WORKER_PREFIXES)]
+
+    deadline = time.monotonic() + grace
+    for t in busy():
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = busy()
+    if not left:
+        return rc
+    log.info("leaving %d busy worker thread(s) behind: %s", len(left),
+             ", ".join(t.name for t in left))
+    logging.shutdown()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(rc)

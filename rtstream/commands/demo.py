@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
-from rtstream.commands._shutdown import Stopper, add_flush_argument
+from rtstream.commands._shutdown import Stopper, add_flush_argument, exit_promptly
 from rtstream.commands._status import add_status_argument, status_interval
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
@@ -108,4 +108,4 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo until --duration, the end of the source or Ctrl-C."""
     cfg = build_config(args)
     mqtt = config_from_args(args, role="demo")
-    return asyncio.run(_main(cfg, mqtt))
+    return exit_promptly(asyncio.run(_main(cfg, mqtt)))

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
-from rtstream.commands._shutdown import Stopper, add_flush_argument, echo_archive, queued_line
+from rtstream.commands._shutdown import (
+    Stopper,
+    add_flush_argument,
+    echo_archive,
+    exit_promptly,
+    queued_line,
+)
 from rtstream.commands._status import (
     Sample,
     add_status_argument,
@@ -290,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         outbox = _outbox(cfg)
         if outbox is not None:
             print(queued_line("receive", outbox), file=sys.stderr)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 0
+        return exit_promptly(130 if isinstance(exc, KeyboardInterrupt) else 0)
     summary = {k: stats.get(k) for k in (
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
         "metadata_unmatched", "latency_p50_us", "latency_p99_us",
@@ -304,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
               f"({stats.get('snapshots', 0)} snapshot(s) and clips) in {where}, "
               f"failed {store.get('failed', 0)}", file=sys.stderr)
         print(queued_line("receive", outbox), file=sys.stderr)
-    return 0
+    return exit_promptly(0)
 
 
 def _outbox(cfg: ReceiverConfig) -> Path | None:

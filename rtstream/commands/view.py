@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
-from rtstream.commands._shutdown import Stopper, add_flush_argument, echo_archive, queued_line
+from rtstream.commands._shutdown import (
+    Stopper,
+    add_flush_argument,
+    echo_archive,
+    exit_promptly,
+    queued_line,
+)
 from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.endpoints import Endpoint, parse_endpoint
@@ -225,4 +231,4 @@ def _sample(rx: Any, viewer: Any) -> Sample:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted (or until the receiver's streams end)."""
-    return asyncio.run(_serve(args))
+    return exit_promptly(asyncio.run(_serve(args)))

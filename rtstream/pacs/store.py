@@ -803,7 +803,7 @@ class StoreClient:
             # outbox file and is sent again, once, at the next start.
             scu = self._scu
             release = asyncio.get_running_loop().run_in_executor(self._executor, scu.shutdown)
-            _, pending = await asyncio.wait([release], timeout=1.0)
+            _, pending = await asyncio.wait([release], timeout=0.5)
             if pending:
                 log.info("store: the association is still busy at close; leaving it behind")
             self._scu = None
