@@ -176,9 +176,10 @@ def test_send_stops_within_bound(tmp_path: Path, cpu_pressure: None) -> None:
 
 
 def test_receive_stops_within_bound(tmp_path: Path, sender: Path, cpu_pressure: None) -> None:
+    http = free_port(socket.SOCK_STREAM)  # the metrics server must not hold the exit either
     p = Proc("receive", "--sdp", str(sender), "--store-dir", str(tmp_path / "saved"),
              "--outbox", str(tmp_path / "outbox"), "--snapshot-every", "0.3",
-             "--duration", "120")
+             "--duration", "120", "--http", f"127.0.0.1:{http}")
     try:
         p.wait_for(r"snapshot \S+ stored ok=True")
         out = _assert_stops(p)
@@ -331,3 +332,64 @@ def test_archive_that_never_answers_does_not_hold_the_exit(
     assert took < flush + STOP_BOUND, f"{took:.2f} s:\n{p.output}"
     m = QUEUED.search(p.output)
     assert m and int(m.group(1)) == len(list(outbox.glob("*.dcm"))) >= 2, p.output
+
+
+def test_instance_half_sent_at_exit_is_sent_again_once(tmp_path: Path) -> None:
+    """The store client closes while the archive is still answering a C-STORE: the file
+    stays in the outbox (no answer seen), the next start sends it exactly once more, and
+    nothing else sends it (the abandoned thread finishes its one C-STORE and stops)."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
+
+    from rtstream.pacs.store import StoreClient, StoreConfig
+    from tests.pacs.conftest import secondary_capture
+
+    received: list[str] = []
+    entered = threading.Event()
+    slow = threading.Event()
+    slow.set()
+
+    def on_store(event: evt.Event) -> int:
+        entered.set()
+        if slow.is_set():
+            time.sleep(2.0)  # the answer comes after we closed
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="SLOW")
+    ae.add_supported_context(SecondaryCaptureImageStorage, ["1.2.840.10008.1.2.1",
+                                                            "1.2.840.10008.1.2"])
+    scp = ae.start_server(("127.0.0.1", 0), block=False,
+                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        port = scp.server_address[1]
+        cfg = StoreConfig(outbox=tmp_path / "outbox", host="127.0.0.1", port=port,
+                          called_aet="SLOW")
+        ds = secondary_capture()
+        uid = str(ds.SOPInstanceUID)
+
+        async def first_run() -> None:
+            async with StoreClient(cfg) as sc:
+                await sc.enqueue(ds)
+                assert await asyncio.to_thread(entered.wait, 10)
+            # closed mid-send: the outbox keeps the instance
+
+        asyncio.run(first_run())
+        assert [p.stem for p in (tmp_path / "outbox").glob("*.dcm")] == [uid]
+        deadline = time.monotonic() + 10
+        while len(received) < 1:  # the abandoned C-STORE completes on the archive
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        slow.clear()
+
+        async def second_run() -> None:
+            async with StoreClient(cfg) as sc:
+                await sc.flush()
+
+        asyncio.run(second_run())
+        time.sleep(0.5)  # anything else would have arrived by now
+        assert received == [uid, uid]  # half-sent once, sent again once: never a third
+        assert not list((tmp_path / "outbox").glob("*.dcm"))
+        assert not list((tmp_path / "outbox" / "failed").glob("*"))
+    finally:
+        scp.shutdown()
