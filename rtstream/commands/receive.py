@@ -306,8 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if outbox is not None:
         store = stats.get("store") or {}
         where = cfg.store if cfg.store is not None else f"folder {cfg.store_dir}"
-        print(f"rtstream receive: stored {store.get('stored', 0)} instance(s) "
-              f"({stats.get('snapshots', 0)} snapshot(s) and clips) in {where}, "
+        print(f"rtstream receive: stored {store.get('stored', 0)} instance(s) in {where}, "
               f"failed {store.get('failed', 0)}", file=sys.stderr)
         print(queued_line("receive", outbox), file=sys.stderr)
     return exit_promptly(0)
