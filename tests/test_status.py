@@ -80,3 +80,28 @@ def test_status_lines_silence_warning_and_quiet_libraries(
         assert noise not in out, out
     for noise in ("Accepting Association", "Received Store Request"):
         assert noise not in arch.output, arch.output
+
+
+def test_format_status_rates_and_fields() -> None:
+    from rtstream.commands._status import Sample, format_status, status_interval
+
+    before = Sample(frames=100, bytes=1_000_000, lost=0, late=1, queued=0, viewers=1)
+    now = Sample(frames=130, bytes=2_250_000, lost=3, late=2, queued=4, viewers=2,
+                 recording="rec 30/150")
+    line = format_status(now, before, 1.0, 12.0)
+    assert line == ("12s | 30.0 fps | 10.0 Mbit/s | lost 3 | late 2 | queued 4 | viewers 2 "
+                    "| rec 30/150")
+    rx = format_status(Sample(frames=60, packets=7000, lost=0, late=0), None, 2.0, 2.0)
+    assert rx == "2s | 30.0 fps | 3500 pkt/s | lost 0 | late 0"
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    class Pipe:
+        def isatty(self) -> bool:
+            return False
+
+    assert status_interval(None, Tty()) == 1.0  # type: ignore[arg-type]
+    assert status_interval(None, Pipe()) == 10.0  # type: ignore[arg-type]
+    assert status_interval(0.0, Tty()) == 0.0  # type: ignore[arg-type]
