@@ -42,6 +42,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._shutdown import queued_line
+from rtstream.commands._status import Sample, running_status
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import observe_plane, observe_sender
 from rtstream.control.schema import Action
@@ -98,6 +100,10 @@ class DemoConfig:
         Persistent outbox of instances not yet stored (``./outbox``).
     duration : float or None
         Stop after this many seconds (None: until Ctrl-C or the end of the source).
+    flush_timeout : float
+        At exit, the most seconds the outbox gets to drain (what is left stays queued).
+    status_interval : float
+        Seconds between status lines on stderr (0: none).
     snapshot_every : float or None
         Store a snapshot every S seconds.
     audio : bool
@@ -123,6 +129,8 @@ class DemoConfig:
     pacs: str | None = None
     outbox: Path = Path("outbox")
     duration: float | None = None
+    flush_timeout: float = 5.0
+    status_interval: float = 0.0
     snapshot_every: float | None = None
     audio: bool = False
     loop: bool = True
@@ -293,7 +301,10 @@ async def run_demo(
             rx = await stack.enter_async_context(Receiver(ReceiverConfig(
                 sdp=str(sdp_path), store=target, outbox=cfg.outbox,
                 snapshot_every=cfg.snapshot_every, pairing_wait_frames=10,
+                flush_timeout=cfg.flush_timeout,
             )))
+            echo = asyncio.ensure_future(_echo(rx, say))
+            stack.callback(echo.cancel)
             viewer = await _start_viewer(cfg, rx)
             stack.push_async_callback(viewer.close)
             result.url = viewer.url
@@ -343,7 +354,9 @@ async def run_demo(
             if cfg.duration is not None:
                 waiters.append(asyncio.ensure_future(asyncio.sleep(cfg.duration)))
             try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                async with running_status(lambda: _sample(rx, snode, viewer),
+                                          cfg.status_interval):
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waiters:
                     w.cancel()
@@ -364,11 +377,37 @@ async def run_demo(
             result.stored = int(rx.stats["store"].get("stored", 0))
         if archive is not None:
             result.archive_received = int(archive.counters["received"])
+    if out is not None:  # what stays queued, before the summary line (the last one)
+        print(queued_line("demo", cfg.outbox), file=out, flush=True)
     say(f"sent {result.frames_sent} frames, received {result.frames_received} "
         f"(lost packets {result.packets_lost}), stored {result.stored} instance(s)"
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
            if cfg.pacs is None else ""))
     return result
+
+
+def _sample(rx: Any, snode: Any, viewer: Any) -> Sample:
+    """Sender, receiver and viewer counters for the status line."""
+    st = rx.stats
+    store = rx.store_client
+    tx = snode.sender
+    return Sample(
+        frames=int(st["frames_delivered"]), bytes=tx.stats.bytes if tx is not None else None,
+        lost=int(st["packets_lost"]), late=tx.stats.late_frames if tx is not None else None,
+        queued=store.depth if store is not None else None, viewers=len(viewer.peers),
+    )
+
+
+async def _echo(rx: Any, say: Callable[[str], None]) -> None:
+    """C-ECHO the archive once at start; one line when it does not answer."""
+    client = rx.store_client
+    if client is None:
+        return
+    error = await client.echo()
+    if error is not None:
+        c = client.cfg
+        say(f"PACS {c.called_aet} at {c.host}:{c.port} does not answer C-ECHO ({error}); "
+            f"instances stay queued in {c.outbox} until it does")
 
 
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import Stopper, add_flush_argument, exit_promptly
+from rtstream.commands._status import add_status_argument, status_interval
 from rtstream.commands.send import parse_video
 from rtstream.control.mqtt import MqttConfig
-from rtstream.demo import DemoConfig, install_signal_handlers, run_demo
+from rtstream.demo import DemoConfig, run_demo
 from rtstream.endpoints import parse_endpoint
 from rtstream.media.sources import SPEC_HELP
 from rtstream.proto.formats import Sampling
@@ -61,6 +63,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also store a snapshot every S seconds")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     add_cli_arguments(parser)
+    add_flush_argument(parser)
+    add_status_argument(parser)
 
 
 def build_config(args: argparse.Namespace) -> DemoConfig:
@@ -87,16 +91,16 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
         outbox=args.outbox,
         snapshot_every=args.snapshot_every,
         duration=args.duration,
+        flush_timeout=args.flush_timeout,
+        status_interval=status_interval(args.status_interval),
     )
 
 
 async def _main(cfg: DemoConfig, mqtt: MqttConfig | None) -> int:
     stop = asyncio.Event()
-    remove = install_signal_handlers(stop)
-    try:
-        await run_demo(cfg, mqtt=mqtt, out=sys.stdout, stop=stop)
-    finally:
-        remove()
+    # First signal: stop (the outbox gets --flush-timeout s); a second one exits at once.
+    with Stopper("demo", stop.set, cfg.outbox):
+        await run_demo(cfg, mqtt=mqtt, out=sys.stdout, stop=stop)  # ends with what stays queued
     return 0
 
 
@@ -104,4 +108,4 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo until --duration, the end of the source or Ctrl-C."""
     cfg = build_config(args)
     mqtt = config_from_args(args, role="demo")
-    return asyncio.run(_main(cfg, mqtt))
+    return exit_promptly(asyncio.run(_main(cfg, mqtt)))

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,12 +14,26 @@ from typing import Any, TextIO
 
 from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import (
+    Stopper,
+    add_flush_argument,
+    echo_archive,
+    exit_promptly,
+    queued_line,
+)
+from rtstream.commands._status import (
+    Sample,
+    add_status_argument,
+    running_status,
+    status_interval,
+)
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.receiver import IncompletePolicy, ItemKind, Receiver, ReceiverConfig
+from rtstream.receiver import IncompletePolicy, Receiver, ReceiverConfig
+from rtstream.receiver.config import default_outbox
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +107,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_identity_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
+    add_flush_argument(parser)
+    add_status_argument(parser)
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -133,18 +148,46 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         calling_aet=args.calling_aet,
         store_tls=tls_from_args(args),
         context=context_from_args(args),
+        flush_timeout=args.flush_timeout,
     )
 
 
-def _status_line(stats: dict[str, Any], elapsed: float) -> str:
-    p99 = stats.get("latency_p99_us")
-    lat = f"{p99:.0f}us" if p99 is not None else "-"
-    return (
-        f"\r{elapsed:6.1f}s frames {stats['frames_delivered']} "
-        f"(incomplete {stats['frames_incomplete']}) lost {stats['packets_lost']} "
-        f"meta {stats['metadata_matched']}/{stats['metadata_matched'] + stats['metadata_unmatched']} "
-        f"p99 {lat} snapshots {stats['snapshots']}   "
+def _sample(rx: Receiver) -> Sample:
+    """The receiver's counters for the status line."""
+    st = rx.stats
+    store = rx.store_client
+    rec = rx.capture.recording
+    return Sample(
+        frames=int(st["frames_delivered"]), packets=int(st["packets"]),
+        lost=int(st["packets_lost"]), late=int(st["late"]),
+        queued=store.depth if store is not None else None,
+        recording=f"rec {rec.frames}/{rec.limit}" if rec is not None else None,
     )
+
+
+#: Seconds without a packet after which a flow is said to be silent (issue #17 §5).
+SILENCE_S = 2.0
+
+
+async def _watch_silence(rx: Receiver, period: float = 0.25) -> None:
+    """Warn once when a flow got no packet for SILENCE_S seconds, and once when it resumes."""
+    last: dict[str, tuple[int, float]] = {}
+    silent: set[str] = set()
+    while True:
+        now = time.monotonic()
+        for f in rx.flows.all():
+            seen = last.get(f.name)
+            if seen is None or f.packets != seen[0]:
+                last[f.name] = (f.packets, now)
+                if f.name in silent:
+                    silent.discard(f.name)
+                    log.info("flow %s (%s port %d): packets again", f.name,
+                             f.media.address, f.media.port)
+            elif f.name not in silent and now - seen[1] >= SILENCE_S and not f.paused:
+                silent.add(f.name)
+                log.warning("flow %s (%s port %d): no packet for %.0f s", f.name,
+                            f.media.address, f.media.port, now - seen[1])
+        await asyncio.sleep(period)
 
 
 class _Keys:
@@ -172,25 +215,39 @@ class _Keys:
 
 async def _main(
     cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None,
-    http: tuple[str, int] | None = None,
+    http: tuple[str, int] | None = None, status_every: float = 0.0,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, main_task.cancel)
-    tty_err = sys.stderr.isatty()
+    # First signal: media stops now (the item stream ends; before the receiver is up, the
+    # start is cancelled); leaving the Receiver drains the outbox for --flush-timeout s.
+    # A second signal ends the process at once (status 130) saying what stays queued.
+    receiving: list[Receiver] = []
+
+    def stop_media() -> None:
+        if receiving:
+            receiving[0].stop()
+        else:
+            main_task.cancel()
+
+    stopper = Stopper("receive", stop_media, _outbox(cfg))
+    stopper.__enter__()
     tty_in = sys.stdin.isatty() and cfg.stores
     stats: dict[str, Any] = {}
     keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
     snapshot_tasks: set[asyncio.Task[Any]] = set()
+    side_tasks: list[asyncio.Task[Any]] = []
     try:
         async with (
             Receiver(cfg) as rx,
             control_for_receiver(mqtt, rx, role="receive") as node,
             serve_receiver(http, rx, plane=node.plane),
         ):
+            receiving.append(rx)
+            side_tasks.append(
+                loop.create_task(echo_archive("receive", rx.store_client), name="rx-echo"))
+            side_tasks.append(loop.create_task(_watch_silence(rx), name="rx-silence"))
 
             async def snap() -> None:
                 try:
@@ -209,18 +266,12 @@ async def _main(
             with keys:
                 if tty_in:
                     loop.add_reader(sys.stdin.fileno(), on_key)
-                started = time.monotonic()
-                last = 0.0
                 try:
-                    async for item in rx:
-                        if tty_err and item.kind is ItemKind.VIDEO:
-                            now = time.monotonic()
-                            if now - last >= 0.25:
-                                last = now
-                                sys.stderr.write(_status_line(rx.stats, now - started))
-                                sys.stderr.flush()
+                    async with running_status(lambda: _sample(rx), status_every):
+                        async for _item in rx:
+                            pass
                     if snapshot_tasks:
-                        await asyncio.wait(list(snapshot_tasks), timeout=30)
+                        await asyncio.wait(list(snapshot_tasks), timeout=cfg.flush_timeout)
                 except asyncio.CancelledError:
                     log.info("interrupted: stopping, queued instances stay in the outbox")
                 finally:
@@ -230,11 +281,9 @@ async def _main(
             # leaving the Receiver flushes the outbox state and the dump writers
         stats = rx.stats
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        if tty_err:
-            sys.stderr.write("\n")
+        for t in [*snapshot_tasks, *side_tasks]:
+            t.cancel()
+        stopper.__exit__(None, None, None)
         if stats_json is not None and stats:
             stats_json.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
@@ -245,16 +294,34 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     mqtt = config_from_args(args, role="receive")
     try:
-        stats = asyncio.run(_main(cfg, args.stats_json, mqtt, getattr(args, "http", None)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        # A second Ctrl-C/SIGTERM while the store client was still flushing: nothing is
-        # lost, whatever was not stored yet waits in the outbox for the next run.
-        print("rtstream receive: stopped before the outbox was flushed; queued instances "
-              "stay in the outbox for the next run", file=sys.stderr)
-        return 130
+        stats = asyncio.run(_main(
+            cfg, args.stats_json, mqtt, getattr(args, "http", None),
+            status_every=status_interval(getattr(args, "status_interval", None)),
+        ))
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # Stopped before the receiver was up (0), or a signal after the flush (130):
+        # nothing is lost, whatever was not stored yet waits in the outbox.
+        outbox = _outbox(cfg)
+        if outbox is not None:
+            print(queued_line("receive", outbox), file=sys.stderr)
+        return exit_promptly(130 if isinstance(exc, KeyboardInterrupt) else 0)
     summary = {k: stats.get(k) for k in (
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
         "metadata_unmatched", "latency_p50_us", "latency_p99_us",
     )}
     print(json.dumps(summary), file=sys.stderr)
-    return 0
+    outbox = _outbox(cfg)
+    if outbox is not None:
+        store = stats.get("store") or {}
+        where = cfg.store if cfg.store is not None else f"folder {cfg.store_dir}"
+        print(f"rtstream receive: stored {store.get('stored', 0)} instance(s) in {where}, "
+              f"failed {store.get('failed', 0)}", file=sys.stderr)
+        print(queued_line("receive", outbox), file=sys.stderr)
+    return exit_promptly(0)
+
+
+def _outbox(cfg: ReceiverConfig) -> Path | None:
+    """The outbox of a receiver that stores instances, else None."""
+    if not cfg.stores:
+        return None
+    return cfg.outbox or default_outbox()

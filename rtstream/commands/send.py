@@ -7,13 +7,14 @@ import asyncio
 import dataclasses
 import json
 import re
-import signal
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import Stopper
+from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
 from rtstream.control.metrics import metrics_handler
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
@@ -176,23 +177,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="Scheduled Station AE Title to match, also our calling AE title "
                          "(default RTSTREAM)")
     add_cli_arguments(parser)
+    add_status_argument(parser)
 
 
-def _status_line(stats: SenderStats) -> None:
-    sys.stderr.write(
-        f"\rframes {stats.frames}  {stats.fps:5.1f} fps  {stats.mbps:8.1f} Mbit/s  "
-        f"late {stats.late_frames}  packets {stats.packets}   "
-    )
-    sys.stderr.flush()
+def _sample(senders: list[Sender]) -> Sample:
+    """The current sender's counters for the status line."""
+    st = senders[-1].stats if senders else SenderStats()
+    return Sample(frames=st.frames, bytes=st.bytes, late=st.late_frames)
 
 
-async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStats:
-    loop = asyncio.get_running_loop()
+async def _main(
+    cfg: SenderConfig, mqtt: MqttConfig | None = None, status_every: float = 0.0
+) -> SenderStats:
     task = asyncio.current_task()
     assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    status = _status_line if sys.stderr.isatty() else None
+    stopper = Stopper("send", task.cancel)  # a second signal exits at once (130)
+    stopper.__enter__()
     senders: list[Sender] = []
     http: SdpHttpServer | None = None
     if cfg.http is not None:
@@ -204,7 +204,7 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
         await http.start()
 
     def make_sender(c: SenderConfig) -> Sender:
-        tx = Sender(c, status=status)
+        tx = Sender(c)
         senders.append(tx)
         if http is not None:
             http.set_session(tx.sdp)
@@ -217,12 +217,14 @@ async def _main(cfg: SenderConfig, mqtt: MqttConfig | None = None) -> SenderStat
     try:
         # A stream_stop/stream_start command (with --mqtt) replaces the Sender; without a
         # broker this is exactly one Sender run to its end.
-        await run_sender_node(cfg, mqtt, make_sender=make_sender, on_started=on_started)
+        async with running_status(lambda: _sample(senders), status_every):
+            await run_sender_node(cfg, mqtt, make_sender=make_sender, on_started=on_started)
     except asyncio.CancelledError:
         pass  # Ctrl-C / SIGTERM: sockets are closed by the context manager
     finally:
         if http is not None:
             await http.stop()
+        stopper.__exit__(None, None, None)
     return senders[-1].stats if senders else SenderStats()
 
 
@@ -230,9 +232,7 @@ def run(args: argparse.Namespace) -> int:
     """Send until done or interrupted; exit 0 on a clean stop."""
     cfg = build_config(args)
     mqtt = config_from_args(args, role="send")
-    stats = asyncio.run(_main(cfg, mqtt))
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+    stats = asyncio.run(_main(cfg, mqtt, status_interval(args.status_interval)))
     summary = {k: stats.as_dict()[k] for k in ("frames", "packets", "bytes", "late_frames", "fps", "mbps")}
     print(json.dumps(summary), file=sys.stderr)
     return 0

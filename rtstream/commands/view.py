@@ -7,12 +7,20 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
+from rtstream.commands._shutdown import (
+    Stopper,
+    add_flush_argument,
+    echo_archive,
+    exit_promptly,
+    queued_line,
+)
+from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
 from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.endpoints import Endpoint, parse_endpoint
 from rtstream.errors import ConfigError
@@ -88,6 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_identity_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
+    add_flush_argument(parser)
+    add_status_argument(parser)
 
 
 def _store_config(args: argparse.Namespace) -> Any:
@@ -117,13 +127,7 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
 
 async def _serve(args: argparse.Namespace) -> int:
     from rtstream.viewer.encoder import Codec, EncoderConfig
-    from rtstream.viewer.server import (
-        TestPattern,
-        ViewerConfig,
-        ViewerServer,
-        feed_from_receiver,
-        snapshot_from_receiver,
-    )
+    from rtstream.viewer.server import ViewerConfig
 
     host, port = parse_hostport(args.http)
     cfg = ViewerConfig(
@@ -140,9 +144,23 @@ async def _serve(args: argparse.Namespace) -> int:
         ),
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # First signal: stop serving and close the receiver (outbox gets --flush-timeout s);
+    # a second one ends the process at once (status 130) saying what stays queued.
+    stores = bool(args.store or args.store_dir)
+    with Stopper("view", stop.set, _store_config(args).outbox if stores else None):
+        rc = await _serve_until(args, cfg, stop)
+    if stores:
+        print(queued_line("view", _store_config(args).outbox), file=sys.stderr)
+    return rc
+
+
+async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) -> int:
+    from rtstream.viewer.server import (
+        TestPattern,
+        ViewerServer,
+        feed_from_receiver,
+        snapshot_from_receiver,
+    )
 
     if args.test_pattern:
         m = re.fullmatch(r"(\d+)x(\d+)", args.size)
@@ -184,6 +202,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.outbox:
         rx_kwargs["outbox"] = args.outbox
     rx_kwargs["context"] = context_from_args(args)
+    rx_kwargs["flush_timeout"] = args.flush_timeout
     async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
         snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
         async with contextlib.AsyncExitStack() as stack:
@@ -193,16 +212,31 @@ async def _serve(args: argparse.Namespace) -> int:
             mqtt = config_from_args(args, role="view")
             await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))
             print(f"rtstream view: open {viewer.url}", flush=True)
+            echo = asyncio.ensure_future(echo_archive("view", rx.store_client))
+            stack.callback(echo.cancel)
             if args.whip:
                 await _start_whip(stack, viewer, args)
             done = asyncio.ensure_future(viewer.wait())
             halt = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
+            async with running_status(lambda: _sample(rx, viewer),
+                                      status_interval(args.status_interval)):
+                await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
             for t in (done, halt):
                 t.cancel()
     return 0
 
 
+def _sample(rx: Any, viewer: Any) -> Sample:
+    """Receiver and viewer counters for the status line."""
+    st = rx.stats
+    store = rx.store_client
+    return Sample(
+        frames=int(st["frames_delivered"]), packets=int(st["packets"]),
+        lost=int(st["packets_lost"]), late=int(st["late"]),
+        queued=store.depth if store is not None else None, viewers=len(viewer.peers),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted (or until the receiver's streams end)."""
-    return asyncio.run(_serve(args))
+    return exit_promptly(asyncio.run(_serve(args)))

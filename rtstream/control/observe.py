@@ -531,6 +531,10 @@ LOG_FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+#: Third-party loggers kept at WARNING unless the level is DEBUG (issue #17 §5).
+QUIET_LIBRARIES = ("pynetdicom", "aioice", "aiortc", "aiohttp.access")
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Set up the root logger on stderr, as text lines or JSON lines.
 
@@ -548,3 +552,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=getattr(logging, level), handlers=[handler])
+    # Libraries talk a lot at INFO (pynetdicom: a line per association and C-STORE, aiohttp
+    # one per request): they stay at WARNING unless --log-level DEBUG asks for everything.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -658,6 +658,40 @@ class _Scu:
             self.ae.shutdown()
 
 
+def _echo(
+    cfg: StoreConfig, timeout: float, tls_args: tuple[ssl.SSLContext, str] | None
+) -> str | None:
+    """One C-ECHO to the archive of ``cfg``; None on success, else the reason."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=cfg.calling_aet)
+    ae.acse_timeout = ae.connection_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    try:
+        assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.called_aet, tls_args=tls_args)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"association request failed: {exc}"
+    try:
+        if not assoc.is_established:
+            if assoc.is_rejected:
+                return "association rejected"
+            return "connection refused or no answer" if assoc.is_aborted else "no association"
+        rsp = assoc.send_c_echo()
+        status = rsp.get("Status") if rsp else None
+        if status is None:
+            return "no C-ECHO response"
+        if int(status) != 0x0000:
+            return f"C-ECHO status 0x{int(status):04X}"
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            if assoc.is_established:
+                assoc.release()
+        with contextlib.suppress(Exception):
+            ae.shutdown()
+
+
 class _SaveDir:
     """The ``save_dir`` stand-in for :class:`_Scu`: copies files into a folder."""
 
@@ -731,6 +765,7 @@ class StoreClient:
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._scu: _Scu | _SaveDir | None = None
+        self._adding = 0  # enqueue calls making a file durable right now
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -762,8 +797,15 @@ class StoreClient:
                 await self._worker
             self._worker = None
         if self._scu is not None and self._executor is not None:
+            # The store thread may still be inside a C-STORE or an association attempt
+            # (up to connect_timeout / dimse_timeout): release behind it, but never wait
+            # for it longer than a moment. An instance abandoned mid-send keeps its
+            # outbox file and is sent again, once, at the next start.
             scu = self._scu
-            await self._call(scu.shutdown)
+            release = asyncio.get_running_loop().run_in_executor(self._executor, scu.shutdown)
+            _, pending = await asyncio.wait([release], timeout=0.5)
+            if pending:
+                log.info("store: the association is still busy at close; leaving it behind")
             self._scu = None
         if self._executor is not None:
             self._executor.shutdown(wait=False)
@@ -796,11 +838,14 @@ class StoreClient:
             self._entries[uid].waiters.append(fut)
             return fut
         await self._slots.acquire()
+        self._adding += 1
         try:
             _, new = await asyncio.to_thread(outbox.add, ds)
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._adding -= 1
         if uid in self._entries:  # queued by a concurrent call meanwhile
             self._slots.release()
             self._entries[uid].waiters.append(fut)
@@ -817,13 +862,62 @@ class StoreClient:
         return await fut
 
     async def flush(self) -> None:
-        """Wait until every queued instance (replayed ones included) is resolved."""
+        """Wait until every queued instance (replayed ones included) is resolved.
+
+        Files in the outbox that no call is still adding and nothing tracks (an
+        :meth:`enqueue` cancelled while its file was being made durable) are queued too.
+        """
+        if self.outbox is not None and self._worker is not None and not self._adding:
+            for uid in await asyncio.to_thread(self.outbox.pending):
+                if uid not in self._entries and not self._adding:
+                    self._track(uid, slot=False)
         await self._idle.wait()
 
     @property
     def depth(self) -> int:
         """Instances queued or in flight."""
         return len(self._entries)
+
+    def queued(self) -> int:
+        """Instances still in the outbox on disk (queued, in flight or replayed)."""
+        return len(Outbox(self.cfg.outbox).pending()) if self.cfg.outbox.is_dir() else 0
+
+    @property
+    def target(self) -> str:
+        """``AET@HOST:PORT`` of the archive, or the save folder."""
+        if self.cfg.save_dir is not None:
+            return str(self.cfg.save_dir)
+        return f"{self.cfg.called_aet}@{self.cfg.host}:{self.cfg.port}"
+
+    async def echo(self, timeout: float = 3.0) -> str | None:
+        """C-ECHO the archive (PS3.7 §9.1.5) within ``timeout`` seconds.
+
+        Runs in a daemon thread of its own (never delays the process's exit). Returns
+        None when the archive answered success (or there is no archive: ``save_dir``),
+        else why not, in a few words.
+        """
+        if self.cfg.save_dir is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str | None] = loop.create_future()
+        cfg = self.cfg
+        tls_args = (cfg.tls.context(), cfg.tls.server_hostname or cfg.host) if cfg.tls else None
+
+        def settle(result: str | None) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        def run() -> None:
+            result = _echo(cfg, timeout, tls_args)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result)
+
+        threading.Thread(target=run, name="rtstream-echo", daemon=True).start()
+        try:
+            async with asyncio.timeout(timeout + 1.0):
+                return await fut
+        except TimeoutError:
+            return f"no answer within {timeout:g} s"
 
     # -- internals --------------------------------------------------------------------------
 
@@ -857,7 +951,9 @@ class StoreClient:
             if not self._order:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.idle_timeout)
+                    # not wait_for: on 3.11 it can swallow aclose's cancel (see delivery.py)
+                    async with asyncio.timeout(self.cfg.idle_timeout):
+                        await self._wake.wait()
                 except TimeoutError:
                     await self._call(scu.release)
                     await self._wake.wait()

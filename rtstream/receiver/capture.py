@@ -167,6 +167,7 @@ class Capture:
         self._identity_static: dict[str, Dataset] = {}  # per video flow, built once
         self._recent: OrderedDict[tuple[str, int, str], asyncio.Future[StoredInstance]] = (
             OrderedDict())
+        self.queued_at_close = 0  # instances left in the outbox by aclose
         self._recording: _Recording | None = None
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtstream-rx-build")
         self._store_futures: set[asyncio.Future[StoreResult]] = set()
@@ -209,16 +210,21 @@ class Capture:
                 await self.record_stop()
             except Exception as exc:  # noqa: BLE001 - closing: say so and go on
                 log.warning("clip not stored at close: %s", exc)
-        if self._store_futures:
-            await asyncio.wait(list(self._store_futures), timeout=30)
         store = self.store_client
         if store is not None:
+            # One bound for the whole drain (--flush-timeout); what is left stays durable
+            # in the outbox and is sent at the next start.
             try:
-                await asyncio.wait_for(store.flush(), timeout=30)
-            except Exception:  # noqa: BLE001 - TimeoutError included
-                log.warning("store: instances still queued stay in the outbox for the next run")
+                async with asyncio.timeout(self.cfg.flush_timeout):
+                    await store.flush()
+            except TimeoutError:
+                pass
             self.store_counters = dict(store.counters)
             await store.aclose()
+            self.queued_at_close = await asyncio.to_thread(store.queued)
+            if self.queued_at_close:
+                log.warning("store: %d instance(s) stay queued in %s for the next run",
+                            self.queued_at_close, store.cfg.outbox)
             self.store_client = None
         await asyncio.get_running_loop().run_in_executor(None, self._work.shutdown)
 

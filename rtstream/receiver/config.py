@@ -90,6 +90,9 @@ class ReceiverConfig:
         Record a clip of this many seconds from the first frame on, then store it.
     record_max_frames : int
         Bound on the frames one clip may hold in memory.
+    flush_timeout : float
+        At close, the most seconds the outbox gets to drain; what is left stays queued
+        on disk and is sent at the next start (``--flush-timeout``).
     store : str or None
         ``AET@HOST:PORT`` of the archive for C-STORE.
     store_dir : Path or None
@@ -133,6 +136,7 @@ class ReceiverConfig:
     store_tls: TlsSettings | None = None
     queue_size: int = 256
     context: dict[str, str] | None = None
+    flush_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.sdp, str) or not self.sdp:
@@ -160,6 +164,8 @@ class ReceiverConfig:
             raise ConfigError("record_max_frames", self.record_max_frames, "at least 1")
         if self.queue_size < 1:
             raise ConfigError("queue_size", self.queue_size, "at least 1")
+        if not 0 <= self.flush_timeout <= 3600:
+            raise ConfigError("flush_timeout", self.flush_timeout, "0..3600 seconds")
         for key in ("dump_frames", "dump_metadata", "store_dir", "outbox"):
             value = getattr(self, key)
             if value is not None:

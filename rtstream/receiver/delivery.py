@@ -106,8 +106,12 @@ class ItemQueue:
             timeout = None
             if self.deadline is not None:
                 timeout = max(0.0, self.deadline - time.monotonic())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the inner
+            # result when a wake and a cancel land in the same loop iteration, swallowing
+            # the cancel (Ctrl-C ignored until --duration ran out, on a busy machine).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def take_queued(self) -> list[ReceivedItem]:
         """Remove and return what is queued now, without waiting (not counted delivered)."""

@@ -160,6 +160,18 @@ class Receiver:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def stop(self) -> None:
+        """Stop media now (the first Ctrl-C): close the flows and end ``async for``.
+
+        Safe from a signal handler on the loop. :meth:`aclose` still stores a clip being
+        recorded and gives the outbox ``cfg.flush_timeout`` seconds to drain.
+        """
+        self._queue.close()
+        for f in self.flows.all():
+            f.close()
+        if self._timer is not None:
+            self._timer.cancel()
+
     async def aclose(self) -> None:
         """Stop receiving, finish pending stores and dump writes, close everything."""
         if self._closed:
