@@ -538,7 +538,8 @@ class ControlPlane:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a session is up (``TimeoutError`` after ``timeout`` seconds)."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
+            await self._connected.wait()
 
     def publish_event(self, kind: EventKind | str, /, **fields: Any) -> None:
         """Queue an event for ``…/events``; returns at once, broker or not.
@@ -656,7 +657,8 @@ class ControlPlane:
         task, self._session_task = self._session_task, None
         if self.connected:
             try:
-                await asyncio.wait_for(asyncio.shield(task), self.config.shutdown_timeout)
+                async with asyncio.timeout(self.config.shutdown_timeout):
+                    await asyncio.shield(task)
             except (TimeoutError, Exception):
                 log.warning("control plane: %d messages unsent at shutdown", self.outbox.depth())
         task.cancel()
@@ -869,7 +871,8 @@ class ControlPlane:
             return
         log.info("command %s (%s)", action, cmd.id)
         try:
-            result = await asyncio.wait_for(handler(cmd), self.config.command_timeout)
+            async with asyncio.timeout(self.config.command_timeout):  # keeps a cancel (3.11)
+                result = await handler(cmd)
         except CommandFailed as exc:
             self.counters.failed_commands += 1
             self._reply(cmd.id, False, action=action, error=str(exc))

@@ -423,7 +423,8 @@ class ReceiverNode:
                                  "sop_class_uid": str(inst.dataset.SOPClassUID),
                                  "rtp_timestamp": inst.rtp_timestamp}
         try:
-            result = await asyncio.wait_for(asyncio.shield(inst.future), self.config.snapshot_wait)
+            async with asyncio.timeout(self.config.snapshot_wait):  # keeps a cancel (3.11)
+                result = await asyncio.shield(inst.future)
         except TimeoutError:
             reply.update(stored=False, queued=True)
             return reply

@@ -401,7 +401,8 @@ class PacketTrack(MediaStreamTrack):
             # second until one arrives (a request is a flag, so repeats cost nothing).
             self.encoder.request_keyframe()
             try:
-                await asyncio.wait_for(self._wait_queued(), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: 3.11's can swallow a cancel
+                    await self._wait_queued()
             except TimeoutError:
                 continue
         enc = await self._queue.get()
