@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
@@ -409,19 +408,3 @@ async def _echo(rx: Any, say: Callable[[str], None]) -> None:
         say(f"PACS {c.called_aet} at {c.host}:{c.port} does not answer C-ECHO ({error}); "
             f"instances stay queued in {c.outbox} until it does")
 
-
-def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM set ``stop``; returns a function that removes the handlers."""
-    loop = asyncio.get_running_loop()
-    installed: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-
-    def remove() -> None:
-        for sig in installed:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-
-    return remove

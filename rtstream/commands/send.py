@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import Stopper
 from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
@@ -100,10 +101,7 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address; required for a group)")
     parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
     parser.add_argument("--dscp", type=int, help="DSCP 0..63 for all flows (e.g. 34 = AF41)")
-    parser.add_argument("--patient-name", help="Patient's Name (PN, e.g. Doe^Jane)")
-    parser.add_argument("--patient-id", help="Patient ID")
-    parser.add_argument("--study-description", help="Study Description")
-    parser.add_argument("--accession-number", help="Accession Number")
+    add_identity_arguments(parser, title="patient and study context (override [context])")
     parser.add_argument("--session-name", help="SDP s= line")
 
 
@@ -123,9 +121,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         host, port = parse_endpoint(args.dest, key="--dest", allow_ipv6=False)
         net.update(dest=host, port=port)
     o["network"] = net
-    o["context"] = {"patient_name": args.patient_name, "patient_id": args.patient_id,
-                    "study_description": args.study_description,
-                    "accession_number": args.accession_number}
+    o["context"] = context_from_args(args) or {}
     for key in ("frames", "duration", "loop", "sdp_out", "http", "dump_frames", "stats_json"):
         if hasattr(args, key):
             v = getattr(args, key)
