@@ -44,12 +44,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from rtstream.dicom.context import StreamContext
+from rtstream.dicom.video import choose_video_syntax
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.pacs.store import StoreClient, StoreEvent, StoreResult
 from rtstream.proto.clock import Clock, PtpTimestamp
@@ -454,6 +456,8 @@ class Capture:
         vf = self.video[0]
         if vf.meta is None and self._identity is None:
             raise LocalProtocolError(_no_identity("record", vf))
+        # a picture or rate no clip syntax carries is refused now, not after recording
+        choose_video_syntax(vf.fmt, Fraction(vf.fmt.exactframerate))
         limit = self.cfg.record_max_frames
         if seconds is not None:
             limit = min(limit, max(1, round(float(vf.fmt.exactframerate) * seconds)))
@@ -481,7 +485,11 @@ class Capture:
         rec = self._recording
         assert rec is not None
         await rec.done.wait()
-        result = await self.record_stop()
+        try:
+            result = await self.record_stop()
+        except LocalProtocolError as exc:  # nothing recorded, or a clip that cannot be built
+            log.error("clip not stored: %s", exc)
+            return
         log.info("clip stored: %s ok=%s", result.sop_instance_uid, result.ok)
 
     async def record_stop(self) -> SnapshotResult:
