@@ -96,14 +96,18 @@ class Stopper:
         Called on the event loop at the first signal: stop media now.
     outbox : Path or None
         The outbox, when the command stores instances (for the second signal's line).
+    last_words : callable or None
+        Called before a second signal ends the process (quick: e.g. ``--stats-json``).
     """
 
     def __init__(
-        self, command: str, on_stop: Callable[[], object], outbox: Path | None = None
+        self, command: str, on_stop: Callable[[], object], outbox: Path | None = None,
+        *, last_words: Callable[[], object] | None = None,
     ) -> None:
         self.command = command
         self.on_stop = on_stop
         self.outbox = outbox
+        self.last_words = last_words
         self.stopping = False
         self._installed: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,6 +144,9 @@ class Stopper:
 
     def exit_now(self) -> None:
         """Print what stays queued and end the process now, status 130."""
+        if self.last_words is not None:
+            with contextlib.suppress(Exception):
+                self.last_words()
         with contextlib.suppress(Exception):
             if self.outbox is not None:
                 print(queued_line(self.command, self.outbox), file=sys.stderr)

@@ -231,7 +231,11 @@ async def _main(
         else:
             main_task.cancel()
 
-    stopper = Stopper("receive", stop_media, _outbox(cfg))
+    def write_stats() -> None:
+        if stats_json is not None and receiving:
+            stats_json.write_text(json.dumps(receiving[0].stats, indent=2, sort_keys=True) + "\n")
+
+    stopper = Stopper("receive", stop_media, _outbox(cfg), last_words=write_stats)
     stopper.__enter__()
     tty_in = sys.stdin.isatty() and cfg.stores
     stats: dict[str, Any] = {}
