@@ -38,19 +38,10 @@ EXIT_INTERRUPTED = 130
 def add_flush_argument(parser: Any) -> None:
     """``--flush-timeout S``: the most seconds the outbox gets to drain at exit."""
 
-    def seconds(text: str) -> float:
-        import argparse
-
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value <= 3600:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: seconds, 0..3600")
-        return value
+    from rtstream.commands._status import seconds_up_to
 
     parser.add_argument(
-        "--flush-timeout", type=seconds, default=5.0, metavar="S",
+        "--flush-timeout", type=seconds_up_to(3600, "seconds, 0..3600"), default=5.0, metavar="S",
         help="at exit, give the outbox at most S seconds to drain (default 5); what is "
              "left stays queued on disk and is sent at the next start",
     )

@@ -38,20 +38,26 @@ class Sample:
     recording: str | None = None  # e.g. "rec 42/150"
 
 
-def add_status_argument(parser: argparse.ArgumentParser) -> None:
-    """``--status-interval S``: 1 s redrawn on a terminal, a log line every 10 s otherwise."""
+def seconds_up_to(maximum: float, hint: str) -> Callable[[str], float]:
+    """An argparse type: a number of seconds in ``0..maximum``, else ``hint`` in the error."""
 
     def seconds(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not 0 <= value <= 86400:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: seconds >= 0 (0 = off)")
+        if not 0 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {hint}")
         return value
 
+    return seconds
+
+
+def add_status_argument(parser: argparse.ArgumentParser) -> None:
+    """``--status-interval S``: 1 s redrawn on a terminal, a log line every 10 s otherwise."""
+
     parser.add_argument(
-        "--status-interval", type=seconds, default=None, metavar="S",
+        "--status-interval", type=seconds_up_to(86400, "seconds >= 0 (0 = off)"), default=None, metavar="S",
         help="status line every S seconds (default: redrawn each second on a terminal, "
              "a log line every 10 s otherwise; 0 = off)",
     )

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import re
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +14,12 @@ from rtstream.commands._identity_args import add_identity_arguments, context_fro
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import Stopper
 from rtstream.commands._status import Sample, add_status_argument, running_status, status_interval
+from rtstream.config import parse_size_rate
 from rtstream.control.metrics import metrics_handler
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
 from rtstream.endpoints import parse_endpoint
-from rtstream.errors import ConfigError
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
 from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.pacs.context import context_with_worklist
@@ -62,25 +60,10 @@ examples:
   rtstream send --source file:clip.mp4 --dest 127.0.0.1:5004 --sampling RGB --depth 8 --audio
 """
 
-_VIDEO = re.compile(r"^(?:(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?(?:/\d+)?))?$")
-
-
 def parse_video(text: str) -> dict[str, Any]:
-    """``WxH@FPS`` (either part optional) -> ``[video]`` overrides."""
-    m = _VIDEO.match(text)
-    if not m or not text:
-        raise ConfigError("--video", text, "WxH@FPS like 1920x1080@60, 1280x720@60000/1001 or 640x480")
-    out: dict[str, Any] = {}
-    if m.group(1):
-        out["width"] = int(m.group(1))
-        out["height"] = int(m.group(2))
-    if m.group(3):
-        try:
-            fps = Fraction(m.group(3))
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError("--video", text, "a positive frame rate after '@'") from None
-        out["fps"] = fps
-    return out
+    """``--video WxH@FPS`` (either part optional) -> ``[video]`` overrides; the one spelling
+    the TOML's ``video = "..."`` takes too (:func:`rtstream.config.parse_size_rate`)."""
+    return parse_size_rate(text, "--video")
 
 
 def add_sender_options(parser: argparse.ArgumentParser) -> None:
