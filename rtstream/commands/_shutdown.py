@@ -59,7 +59,7 @@ def queued_line(command: str, outbox: Path) -> str:
     """``rtstream receive: 3 instance(s) stay queued in DIR; the next start sends them``."""
     n = queued_count(outbox)
     if n == 0:
-        return f"rtstream {command}: outbox {outbox} is empty, every instance was stored"
+        return f"rtstream {command}: nothing stays queued in {outbox}, every instance was stored"
     return (f"rtstream {command}: {n} instance(s) stay queued in {outbox}; "
             f"the next start sends them")
 
