@@ -177,11 +177,7 @@ class Receiver:
         if self._closed:
             return
         self._closed = True
-        self._queue.close()
-        for f in self.flows.all():
-            f.close()
-        if self._timer is not None:
-            self._timer.cancel()
+        self.stop()
         await self._capture.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._dumps.drain)
         self._dumps.shutdown()
