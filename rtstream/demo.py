@@ -302,8 +302,9 @@ async def run_demo(
                 snapshot_every=cfg.snapshot_every, pairing_wait_frames=10,
                 flush_timeout=cfg.flush_timeout,
             )))
-            echo = asyncio.ensure_future(_echo(rx, say))
-            stack.callback(echo.cancel)
+            if archive is None:  # a real PACS: say at once when it does not answer
+                echo = asyncio.ensure_future(_echo(rx, say))
+                stack.callback(echo.cancel)
             viewer = await _start_viewer(cfg, rx)
             stack.push_async_callback(viewer.close)
             result.url = viewer.url
