@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             allow_abbrev=False,
         )
         mod.configure(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)  # _parser: for errors in its own words
     return parser
 
 
@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _Parser.argv = tuple(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # say it as the command's own parser, which knows the flags to suggest
-        sub = _command_parser(parser, args.command)
-        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        sub: argparse.ArgumentParser = getattr(args, "_parser", parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.log_format not in LOG_FORMATS:  # a bad $RTSTREAM_LOG_FORMAT
         parser.error(f"--log-format: {args.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     configure_logging(args.log_level, args.log_format)
@@ -152,15 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                       extra={"command": args.command, "exit_status": 1})
         return 1
     return rc
-
-
-def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
-    """The subparser of command ``name`` in ``parser``."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found = action.choices.get(name)
-            return found if isinstance(found, argparse.ArgumentParser) else None
-    return None
 
 
 def _fail(as_json: bool, command: str, text: str, status: int) -> None:
