@@ -103,18 +103,28 @@ def cpu_pressure() -> Iterator[None]:
             h.wait()
 
 
-@pytest.fixture
-def sender(tmp_path: Path) -> Iterator[Path]:
-    """A running ``rtstream send`` (small test picture); yields its SDP file."""
+def start_sender(tmp_path: Path, video: str = "160x120@30") -> tuple[Proc, Path]:
+    """Start ``rtstream send`` (test picture, 8-bit) and wait for its SDP file."""
     port = free_port(count=4, step=2)
     sdp = tmp_path / "tx.sdp"
-    tx = Proc("send", "--dest", f"127.0.0.1:{port}", "--video", "160x120@30", "--depth", "8",
+    tx = Proc("send", "--dest", f"127.0.0.1:{port}", "--video", video, "--depth", "8",
               "--sdp-out", str(sdp), "--duration", "120")
     try:
         deadline = time.monotonic() + 60
         while not sdp.exists():
             assert tx.proc.poll() is None and time.monotonic() < deadline, tx.output
             time.sleep(0.05)
+    except BaseException:
+        tx.kill()
+        raise
+    return tx, sdp
+
+
+@pytest.fixture
+def sender(tmp_path: Path) -> Iterator[Path]:
+    """A running ``rtstream send`` (small test picture); yields its SDP file."""
+    tx, sdp = start_sender(tmp_path)
+    try:
         yield sdp
     finally:
         tx.kill()
@@ -160,15 +170,8 @@ def test_cancel_is_not_swallowed_when_a_frame_arrives_in_the_same_iteration() ->
 
 
 def test_send_stops_within_bound(tmp_path: Path, cpu_pressure: None) -> None:
-    port = free_port(count=4, step=2)
-    sdp = tmp_path / "tx.sdp"
-    p = Proc("send", "--dest", f"127.0.0.1:{port}", "--video", "320x240@30", "--depth", "8",
-             "--sdp-out", str(sdp), "--duration", "120")
+    p, _ = start_sender(tmp_path, "320x240@30")
     try:
-        deadline = time.monotonic() + 60
-        while not sdp.exists():
-            assert p.proc.poll() is None and time.monotonic() < deadline, p.output
-            time.sleep(0.05)
         time.sleep(1.0)
         _assert_stops(p)
     finally:

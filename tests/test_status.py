@@ -17,22 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import free_port
-from tests.test_shutdown import Proc
+from tests.test_shutdown import Proc, start_sender
 
 
 @pytest.fixture
 def frozen_sender(tmp_path: Path) -> Iterator[tuple[Proc, Path]]:
     """A running ``rtstream send``; yields the process and its SDP file."""
-    port = free_port(count=4, step=2)
-    sdp = tmp_path / "tx.sdp"
-    tx = Proc("send", "--dest", f"127.0.0.1:{port}", "--video", "160x120@30", "--depth", "8",
-              "--sdp-out", str(sdp), "--duration", "120")
+    tx, sdp = start_sender(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not sdp.exists():
-            assert tx.proc.poll() is None and time.monotonic() < deadline, tx.output
-            time.sleep(0.05)
         yield tx, sdp
     finally:
         if tx.proc.poll() is None:

@@ -327,20 +327,7 @@ class Capture:
         from rtstream.dicom.stored import build_snapshot
 
         assert item.frame is not None
-        frame = item.frame.copy()
-        static = self._static_for(vf, item)
-        fmt = vf.fmt
-        p = self._provenance(vf, item, self.stills)
-
-        def build() -> Dataset:
-            ds: Dataset = build_snapshot(
-                frame, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
-                origin=p.origin, series_instance_uid=p.series_instance_uid,
-                series_number=p.series_number, instance_number=p.instance_number,
-            )
-            return ds
-
-        return await asyncio.get_running_loop().run_in_executor(self._work, build)
+        return await self._build(build_snapshot, item.frame.copy(), vf, item, self.stills)
 
     async def queue_snapshot(
         self, *, flow: str | None = None, rtp_timestamp: int | None = None
@@ -513,19 +500,24 @@ class Capture:
     async def _build_clip(self, rec: _Recording, first: ReceivedItem) -> Dataset:
         from rtstream.dicom.stored import build_clip
 
-        vf = rec.flow
-        static = rec.static if rec.static is not None else self._static_for(vf, first)
-        frames = rec.frames
+        return await self._build(build_clip, rec.frames, rec.flow, first, self.clips, rec.static)
+
+    async def _build(
+        self, builder: Callable[..., Dataset], pixels: object, vf: VideoReader,
+        item: ReceivedItem, series: _Series, static: Dataset | None = None,
+    ) -> Dataset:
+        """Build a stored instance in the worker thread with its provenance: ``builder``
+        is :func:`~rtstream.dicom.stored.build_snapshot` or ``build_clip``."""
+        static = static if static is not None else self._static_for(vf, item)  # may refuse
+        p = self._provenance(vf, item, series)
         fmt = vf.fmt
-        p = self._provenance(vf, first, self.clips)
 
         def build() -> Dataset:
-            ds: Dataset = build_clip(
-                frames, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
+            return builder(
+                pixels, fmt, static, rtv_sop_instance_uid=p.rtv_sop_instance_uid,
                 origin=p.origin, series_instance_uid=p.series_instance_uid,
                 series_number=p.series_number, instance_number=p.instance_number,
             )
-            return ds
 
         return await asyncio.get_running_loop().run_in_executor(self._work, build)
 
