@@ -277,9 +277,11 @@ if (typeof document !== "undefined") (function () {
       video.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
       video.play().catch(() => {});
     };
-    pc.ondatachannel = (ev) => {
-      state.dc = ev.channel;
-      ev.channel.onmessage = (m) => {
+    // Janus relays the data port on a channel of the association the browser opens
+    // (janus.js opens one too); any channel Janus opens itself is read the same way.
+    const listen = (ch) => {
+      state.dc = ch;
+      ch.onmessage = (m) => {
         let msg;
         try { msg = JSON.parse(typeof m.data === "string" ? m.data : new TextDecoder().decode(m.data)); }
         catch (e) { return; }
@@ -290,8 +292,10 @@ if (typeof document !== "undefined") (function () {
         onMessage(msg);
       };
     };
+    pc.ondatachannel = (ev) => listen(ev.channel);
     pc.onconnectionstatechange = () => setConn(pc.connectionState);
     await pc.setRemoteDescription(offer);
+    if (/^m=application/m.test(offer.sdp)) listen(pc.createDataChannel("rtstream"));
     state.candidates = rtsCandidates(offer.sdp);
     await pc.setLocalDescription(await pc.createAnswer());
     await waitGathering(pc, 3000);
