@@ -674,23 +674,34 @@ class JanusFeeder:
                 self._encoders.get(self.stream_id, Codec.H264).request_keyframe()
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.check_interval_s)
-            mp = self.mountpoint
-            try:
-                async with JanusApi(self.cfg.url, timeout=2.0) as api:
+        """Look at Janus every ``check_interval_s`` through one session of its own (each
+        request keeps it alive); a failed request drops the session and marks Janus down."""
+        api: JanusApi | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.cfg.check_interval_s)
+                mp = self.mountpoint
+                try:
+                    if api is None:
+                        api = await JanusApi(self.cfg.url, timeout=2.0).__aenter__()
                     if self.state is FeedState.JANUS_DOWN:
                         await self._reconnect_with(api)
                     elif mp is not None:
                         await self._check(api, mp)
-            except JanusUnavailable as exc:
-                if self.state is FeedState.FEEDING:
-                    self.state = FeedState.JANUS_DOWN
-                    self.stats.janus_losses += 1
-                    log.warning("janus: %s; still encoding, will feed it again when it "
-                                "answers", exc)
-            except ConfigError as exc:
-                log.warning("janus: the mountpoint came back refused: %s", exc)
+                except JanusUnavailable as exc:
+                    if api is not None:
+                        await api.__aexit__()
+                        api = None
+                    if self.state is FeedState.FEEDING:
+                        self.state = FeedState.JANUS_DOWN
+                        self.stats.janus_losses += 1
+                        log.warning("janus: %s; still encoding, will feed it again when it "
+                                    "answers", exc)
+                except ConfigError as exc:
+                    log.warning("janus: the mountpoint came back refused: %s", exc)
+        finally:
+            if api is not None:
+                await api.__aexit__()
 
     async def _check(self, api: JanusApi, mp: Mountpoint) -> None:
         """Is our mountpoint still there (a fast Janus restart loses a created one)?"""
