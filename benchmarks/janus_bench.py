@@ -137,7 +137,8 @@ async def run_once(args: argparse.Namespace, mode: str, viewers: int,
         "cpu_percent": round(100 * (cpu1 - cpu0) / window, 1),
         "janus_cpu_percent": round(100 * (j1 - j0) / window, 1) if jpid else None,
         "latency_ms": {"samples": len(pooled), "p50": vb._round(vb.percentile(pooled, 0.5)),
-                       "p95": vb._round(vb.percentile(pooled, 0.95))},
+                       "p95": vb._round(vb.percentile(pooled, 0.95)),
+                       "per_page_p50": [vb._round(vb.percentile(s, 0.5)) for s in samples]},
         "page_fps": [round(f, 1) for f in fps],
     }
 

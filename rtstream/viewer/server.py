@@ -930,6 +930,10 @@ class TestPattern:
         """The kept image sent with ``rtp_timestamp``, or ``None`` if too old or unknown."""
         return self._keep.get(rtp_timestamp)
 
+    def kept(self) -> list[int]:
+        """RTP timestamps of the kept frames, oldest first."""
+        return list(self._order)
+
     def origin_at(self, rtp_timestamp: int) -> int | None:
         """The capture (origin) time in ns of the kept frame sent with ``rtp_timestamp``."""
         return self._origins.get(rtp_timestamp)

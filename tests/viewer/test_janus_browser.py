@@ -47,6 +47,56 @@ async def _wait(cond: Any, timeout: float, what: str) -> None:
             await asyncio.sleep(0.1)
 
 
+# In the page: for a few presented frames, the source RTP timestamp the page names (through
+# the offset it learnt) and 8x8 block means of the picture drawn from the video element.
+_GRAB = """() => new Promise((resolve) => {
+  const v = document.getElementById('video'), c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const out = [], B = 8, bw = (c.width / B) | 0, bh = (c.height / B) | 0;
+  let n = 0;
+  const cb = (now, md) => {
+    const s = window.rtsViewer;
+    if (s.rtpOffset !== null && md.rtpTimestamp !== undefined && n++ % 7 === 0) {
+      g.drawImage(v, 0, 0);
+      const d = g.getImageData(0, 0, c.width, c.height).data, m = new Array(bw * bh).fill(0);
+      for (let y = 0; y < bh * B; y++) for (let x = 0; x < bw * B; x++) {
+        const i = (y * c.width + x) * 4;
+        m[((y / B) | 0) * bw + ((x / B) | 0)] += d[i] + d[i + 1] + d[i + 2];
+      }
+      out.push({rtp: (md.rtpTimestamp - s.rtpOffset) >>> 0, blocks: m.map((x) => x / (B * B * 3))});
+    }
+    if (out.length < 8) v.requestVideoFrameCallback(cb); else resolve(out);
+  };
+  v.requestVideoFrameCallback(cb);
+})"""
+
+
+def _nearest_frames(feed: Any, grabs: list[dict[str, Any]]) -> list[int | None]:
+    """For each grabbed picture: how many frames away from the one the page named is the
+    kept frame it looks most like (0: the page named the frame on screen)."""
+    import numpy as np
+
+    order = feed.kept()
+    out: list[int | None] = []
+    for grab in grabs:
+        if grab["rtp"] not in order:
+            out.append(None)
+            continue
+        i = order.index(grab["rtp"])
+        seen = np.asarray(grab["blocks"], dtype=np.float64)
+        best, best_err = None, float("inf")
+        for k in range(max(0, i - 3), min(len(order), i + 4)):
+            img = feed.frame_at(order[k]).astype(np.float64)
+            h, w = (img.shape[0] // 8) * 8, (img.shape[1] // 8) * 8
+            blocks = img[:h, :w].mean(axis=2).reshape(h // 8, 8, w // 8, 8).mean(axis=(1, 3))
+            err = float(np.abs(blocks.ravel() - seen).mean())
+            if err < best_err:
+                best, best_err = k - i, err
+        out.append(best)
+    return out
+
+
 async def _until(page: Any, cond: str, timeout_ms: int, janus: Any) -> None:
     """``page.wait_for_function``, failing with what the page and Janus knew."""
     try:
@@ -139,6 +189,8 @@ async def _body(artifacts: str, workdir: str) -> dict[str, Any]:
                             "[window.rtsViewer.matched, window.rtsViewer.lateMatched, "
                             "window.rtsViewer.rtpOffset]")
                         out["codec_text"] = await page.inner_text("#s-codec")
+                        out["frame_named_vs_shown"] = _nearest_frames(
+                            feed, await page.evaluate(_GRAB))
                         await page.click("#snap")
                         await page.wait_for_selector("#snap-result.ok, #snap-result.err",
                                                      timeout=15_000)
@@ -208,6 +260,8 @@ def test_viewer_through_janus_in_chromium(artifacts_dir: Path, tmp_path: Path) -
     assert res["overlay_name"] == OVERLAY["patient_name"]
     assert int(res["overlay_frame"]) > 0
     assert len(res["latencies"]) > 100, res["matched"]
+    # The frame the page names (overlay, latency, snapshot) is the one on screen.
+    assert res["frame_named_vs_shown"] == [0] * 8, res["frame_named_vs_shown"]
 
     (snap,) = res["snapped"]
     assert snap["ok"], snap

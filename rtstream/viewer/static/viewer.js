@@ -53,9 +53,10 @@ function rtsCandidates(sdp) {
 
 // -- through Janus: which source RTP timestamp is the frame on screen? (pure; tested with node) --
 // Janus gives every viewer its own RTP timestamp base, so browser rtp - source rtp is a
-// constant the page must learn. Each overlay message arrives just before its frame's
-// packets; a frame is paired with the message that arrived closest before its receive
-// time, and the difference that wins most of the votes is taken.
+// constant the page must learn. Each overlay message is sent just before its frame's
+// packets, but arrives on another path (SCTP) that may lag the video a little; a frame is
+// paired with the message whose arrival is nearest its receive time (either side, within
+// a window below half a frame period), and the difference that wins most votes is taken.
 const OFFSET_VOTES = 8;          // agreeing pairs needed
 const OFFSET_SHARE = 0.75;       // ... and this share of all votes cast
 
@@ -64,8 +65,8 @@ const OFFSET_SHARE = 0.75;       // ... and this share of all votes cast
 function rtsPairOffset(messages, frameRtp, frameAt, windowMs) {
   let best = null, bestGap = Infinity;
   for (const m of messages) {
-    const gap = frameAt - m.at;
-    if (gap >= -2 && gap <= windowMs && Math.abs(gap) < bestGap) { best = m; bestGap = Math.abs(gap); }
+    const gap = Math.abs(frameAt - m.at);
+    if (gap <= windowMs && gap < bestGap) { best = m; bestGap = gap; }
   }
   return best === null ? null : ((frameRtp - best.rtp) >>> 0);
 }
@@ -108,7 +109,7 @@ if (typeof document !== "undefined") (function () {
     via: "rtstream",            // or "janus": watching a Janus mountpoint
     janus: null,                // {url, session, handle} while watching through Janus
     arrivals: [],               // [{rtp, at}] recent overlay messages (Janus offset learning)
-    offsetVotes: new Map(), offsetMisses: 0,
+    offsetVotes: new Map(), offsetRecent: [],
     streamsById: {},
   };
   window.rtsViewer = state;   // read by tests and handy in the console
@@ -171,7 +172,7 @@ if (typeof document !== "undefined") (function () {
     if (state.pc) { state.pc.close(); state.pc = null; }
     leaveJanus();
     Object.assign(state, { stream: streamId, rtpOffset: null, shown: null, latencies: [],
-      framesPresented: 0, matched: 0, lateMatched: 0, arrivals: [], offsetMisses: 0 });
+      framesPresented: 0, matched: 0, lateMatched: 0, arrivals: [], offsetRecent: [] });
     state.offsetVotes.clear();
     state.late.clear();
     state.frames.clear(); state.order = [];
@@ -374,26 +375,28 @@ if (typeof document !== "undefined") (function () {
       const src = (md.rtpTimestamp - state.rtpOffset) >>> 0;
       const info = state.frames.get(src);
       const shownAt = performance.timeOrigin + (md.expectedDisplayTime || now);
-      if (info) { state.matched++; state.offsetMisses = 0; showInfo(src, info, shownAt); }
+      if (info) { state.matched++; showInfo(src, info, shownAt); }
       else { state.late.set(src, shownAt); if (state.late.size > 120) state.late.delete(state.late.keys().next().value); }
     }
     video.requestVideoFrameCallback(onVideoFrame);
   }
   if (state.rvfcSupported) video.requestVideoFrameCallback(onVideoFrame);
 
+  // Pairs keep being counted over a sliding window, so a wrong early decision (a loaded
+  // machine delaying the data channel) or a new Janus base is corrected by later frames.
   function learnOffset(now, md) {
-    if (state.rtpOffset !== null) {
-      // A new Janus timestamp base (its restart) shows as frames that match nothing.
-      if (!state.frames.has((md.rtpTimestamp - state.rtpOffset) >>> 0) && ++state.offsetMisses > 90) {
-        state.rtpOffset = null; state.offsetVotes.clear(); state.offsetMisses = 0;
-      }
-      return;
-    }
     const at = md.receiveTime !== undefined ? md.receiveTime : now;
-    const cand = rtsPairOffset(state.arrivals, md.rtpTimestamp, at, 8);
+    const cand = rtsPairOffset(state.arrivals, md.rtpTimestamp, at, 12);
+    if (cand === null) return;
+    state.offsetRecent.push(cand);
+    if (state.offsetRecent.length > 60) {
+      const old = state.offsetRecent.shift(), n = state.offsetVotes.get(old) - 1;
+      if (n > 0) state.offsetVotes.set(old, n); else state.offsetVotes.delete(old);
+    }
     const decided = rtsVoteOffset(state.offsetVotes, cand);
     if (decided !== null) state.rtpOffset = decided;
   }
+
 
   function pct(sorted, p) {
     if (!sorted.length) return NaN;
