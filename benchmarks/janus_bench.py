@@ -55,6 +55,12 @@ def summarize(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
         if len(counts) >= 2 and by_n[counts[0]]["cpu_percent"]:
             ratio = by_n[counts[-1]]["cpu_percent"] / by_n[counts[0]]["cpu_percent"]
             out[f"{mode}_cpu_ratio_{counts[-1]}_vs_{counts[0]}"] = round(ratio, 3)
+            # A saturated machine encodes fewer frames; CPU per frame shows whether the
+            # ratio above means anything (see benchmarks/viewer_bench.py).
+            per = [by_n[n].get("cpu_ms_per_frame") for n in (counts[0], counts[-1])]
+            if per[0] and per[1]:
+                out[f"{mode}_cpu_per_frame_ratio_{counts[-1]}_vs_{counts[0]}"] = round(
+                    per[1] / per[0], 3)
             if mode == "janus":
                 out["janus_cpu_ratio_ok"] = ratio <= TARGETS["janus_cpu_ratio"]
     if "janus" in runs:
@@ -108,6 +114,7 @@ async def run_once(args: argparse.Namespace, mode: str, viewers: int,
                 for page in pages:
                     await page.evaluate(grab)
                 first = [await page.evaluate(probe) for page in pages]
+                enc0 = await asyncio.to_thread(vb._frames_encoded, port)
                 jpid = janus.proc.pid if janus is not None and janus.proc is not None else None
                 cpu0, t0 = vb._cpu_seconds(server.pid), time.monotonic()
                 j0 = vb._cpu_seconds(jpid) if jpid else 0.0
@@ -119,6 +126,7 @@ async def run_once(args: argparse.Namespace, mode: str, viewers: int,
                         samples[i] += await page.evaluate(grab)
                 cpu1, t1 = vb._cpu_seconds(server.pid), time.monotonic()
                 j1 = vb._cpu_seconds(jpid) if jpid else 0.0
+                enc1 = await asyncio.to_thread(vb._frames_encoded, port)
                 last = [await page.evaluate(probe) for page in pages]
             finally:
                 await browser.close()
@@ -135,6 +143,8 @@ async def run_once(args: argparse.Namespace, mode: str, viewers: int,
     return {
         "mode": mode, "viewers": viewers, "window_s": round(window, 2),
         "cpu_percent": round(100 * (cpu1 - cpu0) / window, 1),
+        "encoded_fps": round((enc1 - enc0) / window, 1),
+        "cpu_ms_per_frame": round(1000 * (cpu1 - cpu0) / max(1, enc1 - enc0), 2),
         "janus_cpu_percent": round(100 * (j1 - j0) / window, 1) if jpid else None,
         "latency_ms": {"samples": len(pooled), "p50": vb._round(vb.percentile(pooled, 0.5)),
                        "p95": vb._round(vb.percentile(pooled, 0.95)),
