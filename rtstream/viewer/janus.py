@@ -488,6 +488,7 @@ class FeederStats:
     keyframe_requests: int = 0
     rtcp_bad: int = 0
     send_refused: int = 0
+    send_errors: int = 0
     janus_losses: int = 0
     janus_returns: int = 0
     packetizer: PacketizerStats = field(default_factory=PacketizerStats)
@@ -531,6 +532,12 @@ class JanusFeeder:
             return None
         return {"url": self.cfg.page_url or self.cfg.url, "mountpoint": mp.id, "pin": mp.pin,
                 "state": self.state.value}
+
+    def stats_json(self) -> dict[str, Any]:
+        """The counters, flat, for ``/api/stats``."""
+        out: dict[str, Any] = {k: v for k, v in vars(self.stats).items() if k != "packetizer"}
+        out.update({f"packetizer_{k}": v for k, v in vars(self.stats.packetizer).items()})
+        return out
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -619,7 +626,11 @@ class JanusFeeder:
         assert self._track is not None
         while True:
             enc = await self._track.next_frame()
-            self._send_frame(enc)
+            try:
+                self._send_frame(enc)
+            except OSError as exc:  # anything the socket layer did not classify: go on
+                self.stats.send_errors += 1
+                log.debug("janus: frame %d not sent: %s", enc.rtp_timestamp, exc)
 
     def _send_frame(self, enc: EncodedFrame) -> None:
         video = self._video

@@ -12,7 +12,7 @@ serves an aiohttp application:
 ``POST /api/offer``        ``{"stream", "sdp", "type": "offer"}`` -> the answer (non-trickle)
 ``POST /api/snapshot``     ``{"stream", "rtp_timestamp"}`` -> ``{"ok", "sop_instance_uid"|"error"}``
 ``GET /api/overlay``       ``?stream=`` the latest frame's overlay (for pages without a data channel)
-``GET /api/stats``         encoder and per-viewer sender statistics
+``GET /api/stats``         encoder, per-viewer sender and Janus feeder statistics
 ``GET /api/clock``         ``?c=page_ms`` -> ``{"c", "s_ns", "tai_utc_s"}`` (the ping of pages
                            that watch through Janus, whose data channel is one-way)
 ``GET /metrics``           Prometheus text 0.0.4 (:attr:`ViewerServer.metrics`; the receiver's
@@ -306,6 +306,10 @@ class JanusFeed(Protocol):
         """``{"url", "mountpoint", "pin", "state"}``, or None while not known."""
         ...
 
+    def stats_json(self) -> dict[str, Any]:
+        """The feeder's counters."""
+        ...
+
 
 class ViewerServer:
     """The viewer's HTTP + WebRTC server.
@@ -578,8 +582,13 @@ class ViewerServer:
             except Exception as exc:  # stats are best effort; the connection may be closing
                 log.debug("stats of peer %s: %s", p.id, exc)
             peers.append(entry)
+        janus = [{"stream": stream, **(feed.page_info() or {}), **feed.stats_json()}
+                 for stream, feed in self.janus.items()]
+        for entry in janus:
+            entry.pop("pin", None)  # stats are for operators' tools, not for watching
         return web.json_response(
-            {"encoders": encoders, "encoders_created": len(encoders), "peers": peers}
+            {"encoders": encoders, "encoders_created": len(encoders), "peers": peers,
+             "janus": janus}
         )
 
     async def _api_snapshot(self, request: web.Request) -> web.StreamResponse:

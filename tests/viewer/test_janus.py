@@ -353,3 +353,66 @@ def test_page_needs_a_clear_majority_to_decide() -> None:
     script = """(() => { const v = new Map(); let d = null;
       for (let i = 0; i < 12; i++) d = m.rtsVoteOffset(v, i % 2 ? 100 : 200); return d; })()"""
     assert _node(script) is None
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+@pytest.mark.peer("janus")
+@pytest.mark.timeout(90)
+def test_view_command_feeds_janus_and_cleans_up(janus: Any, tmp_path: Path) -> None:
+    """``rtstream view --test-pattern --janus ... --janus-admin-key``: the mountpoint is made
+    and fed, the page's stream list names it (pin only with the token), /api/stats counts
+    the feed, and SIGINT destroys the mountpoint."""
+    import os
+    import re
+    import signal
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.viewer.janus_peer import ADMIN_KEY
+
+    token = "janus-cli-token-1"
+    port = free_port(kind=socket.SOCK_STREAM)
+    log = tmp_path / "view.log"
+    env = {**os.environ, "RTSTREAM_JANUS_ADMIN_KEY": ADMIN_KEY, "XDG_STATE_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "rtstream", "view", "--test-pattern", "--size", "320x240",
+           "--fps", "15", "--bitrate", "500k", "--http", f"127.0.0.1:{port}", "--token", token,
+           "--janus", janus.url, "--janus-mountpoint", "777", "--janus-pin", "pin-777",
+           "--gop", "1"]
+
+    def get(path: str, auth: bool = True) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if auth else {}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        while "goes to Janus mountpoint 777 (created)" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1.5)
+        info = janus.streaming({"request": "info", "id": 777, "secret": None})
+        assert info["info"]["id"] == 777 and "pin" not in info["info"]  # no secret, no pin
+        (stream,) = get("/api/streams")["streams"]
+        assert stream["janus"] == {"url": janus.url, "mountpoint": 777, "pin": "pin-777",
+                                   "state": "feeding"}
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            get("/api/streams", auth=False)
+        assert denied.value.code == 401
+        (feed,) = get("/api/stats")["janus"]
+        assert feed["frames"] > 0 and feed["packets"] > feed["frames"] and "pin" not in feed
+        assert re.search(r"open http://127\.0\.0\.1:\d+/\?token=", log.read_text())
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    gone = janus.streaming({"request": "info", "id": 777})
+    assert gone.get("error_code") == 455, (gone, log.read_text())
