@@ -257,7 +257,8 @@ def test_feeder_finds_the_mountpoint_by_its_secret(janus: Any) -> None:
                                                          "secret": SECRET})
         media = info["info"]["media"]
         fresh = all(m.get("age_ms", 1e9) < 1000 for m in media)
-        return media if fresh and feeder.stats.frames > 20 else None
+        # age_ms counts from the mountpoint's creation until a packet arrives: wait 1.5 s
+        return media if fresh and feeder.stats.frames > 45 else None
 
     feeder, media = asyncio.run(_feed(janus, cfg, media_arrives))
     assert {m["type"] for m in media} == {"video", "data"}
@@ -305,7 +306,7 @@ def test_admin_key_creates_a_mountpoint_and_destroys_it_on_exit(janus: Any) -> N
         info = await asyncio.to_thread(janus.streaming, {"request": "info", "id": mp.id,
                                                          "secret": mp.secret})
         media = info["info"]["media"]
-        ok = feeder.stats.frames > 20 and all(m.get("age_ms", 1e9) < 1000 for m in media)
+        ok = feeder.stats.frames > 45 and all(m.get("age_ms", 1e9) < 1000 for m in media)
         return (info["info"], feeder.page_info()) if ok else None
 
     feeder, (info, page) = asyncio.run(_feed(janus, cfg, fed))
@@ -316,6 +317,53 @@ def test_admin_key_creates_a_mountpoint_and_destroys_it_on_exit(janus: Any) -> N
     assert feeder.state is FeedState.CLOSED
     gone = janus.streaming({"request": "info", "id": 4242})
     assert gone.get("error_code") == 455, gone  # no such mountpoint any more
+
+
+@pytest.mark.peer("janus")
+@pytest.mark.timeout(90)
+def test_created_mountpoint_comes_back_after_removal_and_janus_restart(janus: Any) -> None:
+    """Someone destroys the mountpoint, then Janus is killed and started again: each time
+    the feeder makes it again (same id and pin) and feeds it; rtstream never stops."""
+    from tests.viewer.janus_peer import ADMIN_KEY
+
+    cfg = JanusConfig(url=janus.url, admin_key=ADMIN_KEY, mountpoint=4343, pin="pin-4343",
+                      check_interval_s=0.3)
+    steps: list[str] = []
+
+    async def info(mp_id: int, secret: str | None) -> dict[str, Any]:
+        return await asyncio.to_thread(janus.streaming, {"request": "info", "id": mp_id,
+                                                         "secret": secret})
+
+    async def scenario(feeder: JanusFeeder) -> Any:
+        mp = feeder.mountpoint
+        assert mp is not None
+        if not steps and feeder.stats.frames > 10:
+            await asyncio.to_thread(janus.streaming, {"request": "destroy", "id": mp.id,
+                                                      "secret": mp.secret})
+            steps.append("destroyed")
+        elif steps == ["destroyed"] and feeder.stats.janus_returns == 1:
+            steps.append("recreated")
+            await asyncio.to_thread(janus.kill)
+            while feeder.state is not FeedState.JANUS_DOWN:
+                await asyncio.sleep(0.1)
+            frames = feeder.stats.frames
+            await asyncio.sleep(1.0)
+            assert feeder.stats.frames == frames  # nothing sent while Janus is away ...
+            await asyncio.to_thread(janus.start)
+            steps.append("restarted")
+        elif steps == ["destroyed", "recreated", "restarted"] and feeder.stats.janus_returns == 2:
+            steps.append(f"fed-from:{feeder.stats.frames}")
+        elif len(steps) == 4 and feeder.stats.frames > int(steps[3].split(":")[1]) + 45:
+            fresh = await info(mp.id, mp.secret)
+            media = fresh["info"]["media"]
+            if all(m.get("age_ms", 1e9) < 1000 for m in media):
+                return fresh["info"], feeder.stats.janus_losses
+        return None
+
+    feeder, (final, losses) = asyncio.run(_feed(janus, cfg, scenario))
+    assert steps[:3] == ["destroyed", "recreated", "restarted"]  # ... and fed again since
+    assert final["id"] == 4343 and final["pin"] == "pin-4343"
+    assert losses == 2 and feeder.stats.janus_returns == 2
 
 
 # -- the page's offset learning (pure; node) ----------------------------------------------------
