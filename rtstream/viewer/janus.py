@@ -425,8 +425,11 @@ async def resolve_mountpoint(api: JanusApi, cfg: JanusConfig, *, pin: str | None
             raise ConfigError("--janus-mountpoint", cfg.mountpoint,
                               f"a mountpoint with H.264 video (it has {video.get('codec')})")
         data_media = next((m for m in media if m.get("type") == "data"), None)
+        host = str(info.get("host") or "")
+        if host in ("", "0.0.0.0"):  # a mountpoint bound to every interface: Janus's host
+            host = URL(cfg.url).host or "127.0.0.1"
         return Mountpoint(
-            id=cfg.mountpoint, host=str(info.get("host") or URL(cfg.url).host),
+            id=cfg.mountpoint, host=host,
             video_port=int(video["port"]), video_rtcp_port=_opt_int(video.get("rtcpport")),
             data_port=None if data_media is None else _opt_int(data_media.get("port")),
             pin=info.get("pin") or None, secret=cfg.secret, created=False,
@@ -479,7 +482,12 @@ class FeedState(enum.Enum):
 
 @dataclass
 class FeederStats:
-    """Counters of one :class:`JanusFeeder`."""
+    """Counters of one :class:`JanusFeeder`.
+
+    ``send_refused`` counts datagrams lost to a full socket buffer or refused by the
+    network (nothing listening: Janus away); ``janus_losses``/``janus_returns`` count the
+    times the watchdog found Janus (or the mountpoint) gone and back.
+    """
 
     frames: int = 0
     packets: int = 0
@@ -645,13 +653,15 @@ class JanusFeeder:
             self._data.send(msg)
             self.stats.data_messages += 1
         self._last_rtp = enc.rtp_timestamp
+        dropped = video.stats.dropped
         for datagram in self._packetizer.packetize(enc.data, enc.rtp_timestamp):
-            if not video.send(datagram):
+            if not video.send(datagram):  # socket buffer full: this datagram is lost
                 self.stats.send_refused += 1
+        # refused by the network (ICMP: nothing listens, e.g. Janus restarting)
+        self.stats.send_refused += video.stats.dropped - dropped
         self.stats.frames += 1
         self.stats.packets = self._packetizer.stats.packets
         self.stats.octets = self._packetizer.stats.octets
-        self.stats.send_refused = video.stats.dropped + video.stats.blocked
 
     async def _rtcp_loop(self) -> None:
         while True:
