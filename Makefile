@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Debian packages of the real peers the suite talks to (and the demo may use).
 DEB_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly ffmpeg orthanc dcmtk dicom3tools mosquitto \
-	chromium chromium-driver iproute2 procps python3-venv nodejs
+	chromium chromium-driver iproute2 procps python3-venv nodejs janus
 DEMO_DEB_PACKAGES := python3-venv
 PYTEST_ARGS ?=
 

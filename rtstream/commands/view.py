@@ -39,6 +39,12 @@ examples:
   rtstream view --sdp stream.sdp --http 127.0.0.1:8080 --store ORTHANC@127.0.0.1:4242
   rtstream view --test-pattern --http 127.0.0.1:8080 --bitrate 8M --fps 60
   rtstream view --test-pattern --whip https://sfu.example/whip/room1 --whip-token T
+  rtstream view --sdp stream.sdp --janus http://127.0.0.1:8088/janus --janus-mountpoint 7 \
+      --janus-secret S --gop 1
+
+Many viewers: with --janus the stream's one encode goes to a Janus Streaming-plugin RTP
+mountpoint (found with its secret, or created with --janus-admin-key) and the page
+watches through Janus; overlay, latency and the snapshot button work as before.
 """
 
 
@@ -70,7 +76,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=60, help="encoder frame rate (default 60)")
     parser.add_argument("--codec", choices=["h264", "vp8"], default="h264",
                         help="preferred codec; the other is used if the browser lacks it")
-    parser.add_argument("--keyframe-interval", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--keyframe-interval", "--gop", dest="keyframe_interval", type=float,
+                        default=2.0, metavar="SECONDS",
+                        help="seconds between key frames (default 2; Janus viewers start at one)")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN/TURN URL (repeatable; none by default)")
     parser.add_argument("--ice-interface", action="append", default=[], metavar="NAME|ADDR",
@@ -93,6 +101,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bearer token for the WHIP endpoint")
     parser.add_argument("--whip-stream", metavar="ID",
                         help="stream to publish by WHIP (default: the first one seen)")
+    janus = parser.add_argument_group("many viewers through Janus")
+    janus.add_argument("--janus", metavar="URL",
+                       help="feed the stream to Janus's Streaming plugin, whose HTTP API is at "
+                            "URL (e.g. http://127.0.0.1:8088/janus); pages watch through Janus")
+    janus.add_argument("--janus-mountpoint", type=int, metavar="ID",
+                       help="the RTP mountpoint to feed (created with this id given "
+                            "--janus-admin-key)")
+    janus.add_argument("--janus-secret", metavar="SECRET",
+                       default=os.environ.get("RTSTREAM_JANUS_SECRET"),
+                       help="the mountpoint's secret (or $RTSTREAM_JANUS_SECRET)")
+    janus.add_argument("--janus-admin-key", metavar="KEY",
+                       default=os.environ.get("RTSTREAM_JANUS_ADMIN_KEY"),
+                       help="the Streaming plugin's admin_key: create the mountpoint and "
+                            "destroy it on exit (or $RTSTREAM_JANUS_ADMIN_KEY)")
+    janus.add_argument("--janus-pin", metavar="PIN",
+                       help="viewers' pin of a mountpoint rtstream creates (default: random)")
+    janus.add_argument("--janus-page-url", metavar="URL",
+                       help="Janus's HTTP API as browsers reach it (default: --janus)")
+    janus.add_argument("--janus-stream", metavar="ID",
+                       help="stream to feed to Janus (default: the first one seen)")
     add_identity_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
@@ -125,6 +153,38 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
           flush=True)
 
 
+def _janus_config(args: argparse.Namespace) -> Any:
+    """The :class:`~rtstream.viewer.janus.JanusConfig` of ``--janus*``, or None."""
+    from rtstream.viewer.janus import JanusConfig
+
+    if not args.janus:
+        for flag in ("janus_mountpoint", "janus_pin", "janus_page_url", "janus_stream"):
+            if getattr(args, flag) is not None:
+                raise ConfigError("--" + flag.replace("_", "-"), getattr(args, flag),
+                                  "only with --janus URL")
+        return None
+    return JanusConfig(
+        url=args.janus, mountpoint=args.janus_mountpoint, secret=args.janus_secret,
+        admin_key=args.janus_admin_key, pin=args.janus_pin, page_url=args.janus_page_url,
+        stream=args.janus_stream,
+    )
+
+
+async def _start_janus(stack: contextlib.AsyncExitStack, viewer: Any, cfg: Any) -> None:
+    """Feed a stream of ``viewer`` to Janus once it has appeared (stopped with ``stack``)."""
+    from rtstream.viewer.janus import JanusFeeder
+
+    stream = await viewer.wait_stream(cfg.stream, timeout=60)
+    feeder = await stack.enter_async_context(JanusFeeder(cfg, viewer.registry, stream))
+    viewer.add_janus(feeder)
+    stack.callback(viewer.remove_janus, stream)
+    mp = feeder.mountpoint
+    assert mp is not None  # known once the feeder has started
+    print(f"rtstream view: stream {stream} goes to Janus mountpoint {mp.id} "
+          f"({'created' if mp.created else 'existing'}); pages watch through {cfg.url}",
+          flush=True)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from rtstream.viewer.encoder import Codec, EncoderConfig
     from rtstream.viewer.server import ViewerConfig
@@ -143,6 +203,7 @@ async def _serve(args: argparse.Namespace) -> int:
             keyframe_interval_s=args.keyframe_interval,
         ),
     )
+    args.janus_cfg = _janus_config(args)
     stop = asyncio.Event()
     # First signal: stop serving and close the receiver (outbox gets --flush-timeout s);
     # a second one ends the process at once (status 130) saying what stays queued.
@@ -184,6 +245,8 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
             print(f"rtstream view: open {viewer.url}", flush=True)
             if args.whip:
                 await _start_whip(stack, viewer, args)
+            if args.janus_cfg is not None:
+                await _start_janus(stack, viewer, args.janus_cfg)
             await stop.wait()
         return 0
 
@@ -216,6 +279,8 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
             stack.callback(echo.cancel)
             if args.whip:
                 await _start_whip(stack, viewer, args)
+            if args.janus_cfg is not None:
+                await _start_janus(stack, viewer, args.janus_cfg)
             done = asyncio.ensure_future(viewer.wait())
             halt = asyncio.ensure_future(stop.wait())
             async with running_status(lambda: _sample(rx, viewer),

@@ -1,6 +1,7 @@
 """The remote viewer: live streams in a browser over WebRTC (see :mod:`.server`)."""
 
 from rtstream.viewer.encoder import Codec, EncoderConfig, SharedEncoder
+from rtstream.viewer.janus import JanusConfig, JanusFeeder
 from rtstream.viewer.server import (
     FrameFeed,
     SnapshotFn,
@@ -18,6 +19,8 @@ __all__ = [
     "Codec",
     "EncoderConfig",
     "FrameFeed",
+    "JanusConfig",
+    "JanusFeeder",
     "SharedEncoder",
     "SnapshotFn",
     "SnapshotReply",

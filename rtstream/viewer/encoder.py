@@ -394,6 +394,15 @@ class PacketTrack(MediaStreamTrack):
 
     async def recv(self) -> Any:
         """The next encoded frame as a packet with 90 kHz ``pts`` = source RTP timestamp."""
+        enc = await self.next_frame()
+        packet = av.Packet(enc.data)
+        packet.pts = enc.rtp_timestamp
+        packet.time_base = _TIME_BASE
+        return packet
+
+    async def next_frame(self) -> EncodedFrame:
+        """The next encoded frame itself (for senders that packetize on their own, such as
+        :mod:`rtstream.viewer.janus`); the first one is a key frame."""
         if self.readyState != "live":
             raise MediaStreamError
         while not self._synced and self._queue.empty():
@@ -408,11 +417,8 @@ class PacketTrack(MediaStreamTrack):
         enc = await self._queue.get()
         for listener in self.frame_listeners:
             listener(enc)
-        packet = av.Packet(enc.data)
-        packet.pts = enc.rtp_timestamp
-        packet.time_base = _TIME_BASE
         self.frames_sent += 1
-        return packet
+        return enc
 
     async def _wait_queued(self) -> None:
         while self._queue.empty():

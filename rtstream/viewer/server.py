@@ -12,7 +12,9 @@ serves an aiohttp application:
 ``POST /api/offer``        ``{"stream", "sdp", "type": "offer"}`` -> the answer (non-trickle)
 ``POST /api/snapshot``     ``{"stream", "rtp_timestamp"}`` -> ``{"ok", "sop_instance_uid"|"error"}``
 ``GET /api/overlay``       ``?stream=`` the latest frame's overlay (for pages without a data channel)
-``GET /api/stats``         encoder and per-viewer sender statistics
+``GET /api/stats``         encoder, per-viewer sender and Janus feeder statistics
+``GET /api/clock``         ``?c=page_ms`` -> ``{"c", "s_ns", "tai_utc_s"}`` (the ping of pages
+                           that watch through Janus, whose data channel is one-way)
 ``GET /metrics``           Prometheus text 0.0.4 (:attr:`ViewerServer.metrics`; the receiver's
                            counters when fed by :func:`feed_from_receiver`; Prometheus sends
                            the token as ``Authorization: Bearer``)
@@ -33,6 +35,12 @@ offset, which the server reads once from the sender and sends as ``{"t": "offset
 The page also pings (``{"t": "ping", "c": page_ms}`` -> ``{"t": "pong", "c", "s_ns", "tai_utc_s"}``)
 to learn the offset between its clock (UTC) and the server's (TAI), so latency = display
 time - origin; the readout shows the offset less TAI - UTC.
+
+A stream can also be watched through Janus (:mod:`rtstream.viewer.janus`): a feeder
+registered with :meth:`ViewerServer.add_janus` adds ``"janus": {"url", "mountpoint",
+"pin"}`` to the stream's entry in ``/api/streams`` -- only pages holding the token ever
+see the pin -- and the page then attaches to that mountpoint instead of offering to
+rtstream; the overlay arrives on Janus's data channel, pings and snapshots still come here.
 
 ICE: no STUN/TURN unless configured. Candidates are gathered only on the address the
 HTTP server binds (127.0.0.1 by default: viewing works on loopback, including inside a
@@ -289,6 +297,20 @@ def _offer_codecs(sdp: str) -> set[Codec]:
     return found
 
 
+class JanusFeed(Protocol):
+    """What the server needs of a Janus feeder (:class:`rtstream.viewer.janus.JanusFeeder`)."""
+
+    stream_id: str
+
+    def page_info(self) -> dict[str, Any] | None:
+        """``{"url", "mountpoint", "pin", "state"}``, or None while not known."""
+        ...
+
+    def stats_json(self) -> dict[str, Any]:
+        """The feeder's counters."""
+        ...
+
+
 class ViewerServer:
     """The viewer's HTTP + WebRTC server.
 
@@ -325,6 +347,7 @@ class ViewerServer:
         self.streams: dict[str, StreamInfo] = {}
         self.registry = EncoderRegistry(cfg.encoder)
         self.peers: dict[str, _Peer] = {}
+        self.janus: dict[str, JanusFeed] = {}
         self.metrics = metrics if metrics is not None else _default_metrics(self, feed)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
@@ -351,6 +374,14 @@ class ViewerServer:
         """The page's address including the token (print it for the user)."""
         host = self.cfg.host if ":" not in self.cfg.host else f"[{self.cfg.host}]"
         return f"http://{host}:{self.port}/?token={self.token}"
+
+    def add_janus(self, feed: JanusFeed) -> None:
+        """Let pages watch ``feed.stream_id`` through Janus (see the module doc)."""
+        self.janus[feed.stream_id] = feed
+
+    def remove_janus(self, stream_id: str) -> None:
+        """Pages watch ``stream_id`` from rtstream again."""
+        self.janus.pop(stream_id, None)
 
     async def wait(self) -> None:
         """Wait until the feed ends."""
@@ -422,6 +453,7 @@ class ViewerServer:
         app.router.add_post("/api/snapshot", self._api_snapshot)
         app.router.add_get("/api/overlay", self._api_overlay)
         app.router.add_get("/api/stats", self._api_stats)
+        app.router.add_get("/api/clock", self._api_clock)
         app.router.add_get("/metrics", self._metrics)
         return app
 
@@ -477,7 +509,9 @@ class ViewerServer:
 
     def _stream_json(self, info: StreamInfo) -> dict[str, Any]:
         encs = self.registry.for_stream(info.stream_id)
+        janus = self.janus.get(info.stream_id)
         return {
+            "janus": None if janus is None else janus.page_info(),
             "id": info.stream_id,
             "width": info.width,
             "height": info.height,
@@ -490,6 +524,15 @@ class ViewerServer:
 
     async def _api_streams(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"streams": [self._stream_json(i) for i in self.streams.values()]})
+
+    async def _api_clock(self, request: web.Request) -> web.StreamResponse:
+        # s_ns is TAI like the frames' origins; the page's ping through HTTP.
+        try:
+            c = float(request.query.get("c", ""))
+        except ValueError:
+            return web.json_response({"error": "c: the page's clock in ms"}, status=400)
+        return web.json_response({"c": c, "s_ns": str(self._clock.now_ns()),
+                                  "tai_utc_s": TAI_UTC_OFFSET_S})
 
     async def _api_overlay(self, request: web.Request) -> web.StreamResponse:
         info = self.streams.get(request.query.get("stream", ""))
@@ -539,8 +582,13 @@ class ViewerServer:
             except Exception as exc:  # stats are best effort; the connection may be closing
                 log.debug("stats of peer %s: %s", p.id, exc)
             peers.append(entry)
+        janus = [{"stream": stream, **(feed.page_info() or {}), **feed.stats_json()}
+                 for stream, feed in self.janus.items()]
+        for entry in janus:
+            entry.pop("pin", None)  # stats are for operators' tools, not for watching
         return web.json_response(
-            {"encoders": encoders, "encoders_created": len(encoders), "peers": peers}
+            {"encoders": encoders, "encoders_created": len(encoders), "peers": peers,
+             "janus": janus}
         )
 
     async def _api_snapshot(self, request: web.Request) -> web.StreamResponse:
@@ -890,6 +938,10 @@ class TestPattern:
     def frame_at(self, rtp_timestamp: int) -> np.ndarray | None:
         """The kept image sent with ``rtp_timestamp``, or ``None`` if too old or unknown."""
         return self._keep.get(rtp_timestamp)
+
+    def kept(self) -> list[int]:
+        """RTP timestamps of the kept frames, oldest first."""
+        return list(self._order)
 
     def origin_at(self, rtp_timestamp: int) -> int | None:
         """The capture (origin) time in ns of the kept frame sent with ``rtp_timestamp``."""

@@ -60,3 +60,29 @@ def test_bench_runs_two_seconds() -> None:
     assert run["viewers"] == 1 and run["cpu_seconds"] > 0
     assert run["latency_ms"]["samples"] > 0 and run["latency_ms"]["p50"] is not None
     assert set(result) >= {"config", "runs", "targets", "latency_ok"}
+
+
+JANUS_BENCH = BENCH.parent / "janus_bench.py"
+
+
+@pytest.mark.netns
+@pytest.mark.peer("chromium")
+@pytest.mark.peer("janus")
+@pytest.mark.timeout(120)
+def test_janus_bench_runs_briefly() -> None:
+    """benchmarks/janus_bench.py, short: both modes, one viewer; figures reported, not judged."""
+    require_root("a network namespace")
+    for program in ("chromium", "unshare", "janus"):
+        require_program(program)
+    proc = subprocess.run(
+        [sys.executable, str(JANUS_BENCH), "--seconds", "2", "--warmup", "0.5", "--viewers", "1",
+         "--size", "320x240", "--fps", "30", "--bitrate", "1M"],
+        capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    janus, direct = result["runs"]["janus"]["1"], result["runs"]["direct"]["1"]
+    assert janus["mode"] == "janus" and direct["mode"] == "direct"
+    assert janus["cpu_percent"] > 0 and janus["janus_cpu_percent"] is not None
+    assert janus["latency_ms"]["samples"] > 0 and direct["latency_ms"]["samples"] > 0
+    assert set(result) >= {"config", "runs", "targets", "janus_latency_ok"}

@@ -51,8 +51,37 @@ function rtsCandidates(sdp) {
   return out;
 }
 
+// -- through Janus: which source RTP timestamp is the frame on screen? (pure; tested with node) --
+// Janus gives every viewer its own RTP timestamp base, so browser rtp - source rtp is a
+// constant the page must learn. Each overlay message is sent just before its frame's
+// packets, but arrives on another path (SCTP) that may lag the video a little; a frame is
+// paired with the message whose arrival is nearest its receive time (either side, within
+// a window below half a frame period), and the difference that wins most votes is taken.
+const OFFSET_VOTES = 8;          // agreeing pairs needed
+const OFFSET_SHARE = 0.75;       // ... and this share of all votes cast
+
+// messages: [{rtp, at}] (source rtp, arrival ms); frameAt: the frame's receive time (ms).
+// Returns the candidate difference (uint32) or null when no message arrived near it.
+function rtsPairOffset(messages, frameRtp, frameAt, windowMs) {
+  let best = null, bestGap = Infinity;
+  for (const m of messages) {
+    const gap = Math.abs(frameAt - m.at);
+    if (gap <= windowMs && gap < bestGap) { best = m; bestGap = gap; }
+  }
+  return best === null ? null : ((frameRtp - best.rtp) >>> 0);
+}
+
+// votes: Map(offset -> count), updated in place; returns the decided offset or null.
+function rtsVoteOffset(votes, candidate) {
+  if (candidate !== null) votes.set(candidate, (votes.get(candidate) || 0) + 1);
+  let total = 0, best = null, bestN = 0;
+  for (const [k, n] of votes) { total += n; if (n > bestN) { best = k; bestN = n; } }
+  return bestN >= OFFSET_VOTES && bestN >= OFFSET_SHARE * total ? best : null;
+}
+
 if (typeof module !== "undefined") {
-  module.exports = { rtsDiagnose, rtsCandidates, CONNECT_TIMEOUT_MS, STALL_MS };
+  module.exports = { rtsDiagnose, rtsCandidates, rtsPairOffset, rtsVoteOffset,
+    CONNECT_TIMEOUT_MS, STALL_MS, OFFSET_VOTES };
 }
 
 if (typeof document !== "undefined") (function () {
@@ -77,6 +106,11 @@ if (typeof document !== "undefined") (function () {
     framesDecoded: 0, streamListed: null, diagnosis: null,
     late: new Map(),            // source rtp -> display time, for frames shown before their metadata
     matched: 0, lateMatched: 0,
+    via: "rtstream",            // or "janus": watching a Janus mountpoint
+    janus: null,                // {url, session, handle} while watching through Janus
+    arrivals: [],               // [{rtp, at}] recent overlay messages (Janus offset learning)
+    offsetVotes: new Map(), offsetRecent: [],
+    streamsById: {},
   };
   window.rtsViewer = state;   // read by tests and handy in the console
 
@@ -95,6 +129,8 @@ if (typeof document !== "undefined") (function () {
     const ul = $("streams");
     if (!r.ok) { ul.innerHTML = '<li class="muted">cannot list streams (' + r.status + ")</li>"; return; }
     const streams = r.body.streams;
+    state.streamsById = {};
+    for (const x of streams) state.streamsById[x.id] = x;
     if (state.stream) state.streamListed = streams.some((x) => x.id === state.stream);
     ul.innerHTML = "";
     if (!streams.length) { ul.innerHTML = '<li class="muted">no streams yet</li>'; }
@@ -134,8 +170,10 @@ if (typeof document !== "undefined") (function () {
 
   async function connect(streamId) {
     if (state.pc) { state.pc.close(); state.pc = null; }
+    leaveJanus();
     Object.assign(state, { stream: streamId, rtpOffset: null, shown: null, latencies: [],
-      framesPresented: 0, matched: 0, lateMatched: 0 });
+      framesPresented: 0, matched: 0, lateMatched: 0, arrivals: [], offsetRecent: [] });
+    state.offsetVotes.clear();
     state.late.clear();
     state.frames.clear(); state.order = [];
     for (const li of document.querySelectorAll("#streams li.stream"))
@@ -145,6 +183,10 @@ if (typeof document !== "undefined") (function () {
       lastFrameAt: null, framesDecoded: 0, streamListed: null });
     showDiagnosis(null);
     setConn("connecting");
+    const info = state.streamsById[streamId];
+    const direct = new URLSearchParams(location.search).has("direct");
+    if (info && info.janus && info.janus.mountpoint && !direct) return connectJanus(info.janus);
+    state.via = "rtstream";
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -171,8 +213,108 @@ if (typeof document !== "undefined") (function () {
     $("snap").disabled = false;
   }
 
+  // -- through Janus (its documented HTTP API: session, handle, watch, start) ----------
+  async function janusPost(path, body) {
+    body.transaction = Math.random().toString(36).slice(2);
+    // A text/plain body keeps this a simple cross-origin request (no preflight).
+    const r = await fetch(state.janus.url + path, { method: "POST", body: JSON.stringify(body) });
+    const j = await r.json();
+    if (j.janus === "error") throw new Error("Janus: " + (j.error && j.error.reason));
+    return j;
+  }
+
+  function leaveJanus() {
+    const j = state.janus;
+    if (!j || !j.session) { state.janus = null; return; }
+    j.closed = true;
+    fetch(j.url + "/" + j.session, { method: "POST",
+      body: JSON.stringify({ janus: "destroy", transaction: "bye" }) }).catch(() => {});
+    state.janus = null;
+  }
+
+  async function connectJanus(info) {
+    state.via = "janus";
+    state.janus = { url: info.url.replace(/\/$/, ""), session: null, handle: null, closed: false };
+    const me = state.janus;
+    try {
+      me.session = (await janusPost("", { janus: "create" })).data.id;
+      me.handle = (await janusPost("/" + me.session,
+        { janus: "attach", plugin: "janus.plugin.streaming" })).data.id;
+      janusPoll(me);
+      const body = { request: "watch", id: info.mountpoint };
+      if (info.pin) body.pin = info.pin;
+      await janusPost("/" + me.session + "/" + me.handle, { janus: "message", body });
+    } catch (e) {
+      setConn("failed"); $("snap-result").className = "err";
+      $("snap-result").textContent = "Janus: " + e.message;
+    }
+  }
+
+  // Long poll: Janus's events (the offer) and, by itself, the session's keep-alive.
+  async function janusPoll(me) {
+    while (!me.closed && state.janus === me) {
+      let evs;
+      try {
+        const r = await fetch(me.url + "/" + me.session + "?maxev=10&rid=" + Date.now());
+        evs = await r.json();
+      } catch (e) { await new Promise((ok) => setTimeout(ok, 1000)); continue; }
+      for (const ev of Array.isArray(evs) ? evs : [evs]) {
+        const pd = ev.plugindata && ev.plugindata.data;
+        if (pd && pd.error) {
+          setConn("failed"); $("snap-result").className = "err";
+          $("snap-result").textContent = "Janus: " + pd.error;
+        }
+        if (ev.jsep && ev.jsep.type === "offer") await janusAnswer(me, ev.jsep);
+        if (ev.janus === "hangup") setConn("closed");
+      }
+    }
+  }
+
+  async function janusAnswer(me, offer) {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    state.pc = pc;
+    pc.ontrack = (ev) => {
+      if (ev.track.kind !== "video") return;
+      video.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
+      video.play().catch(() => {});
+    };
+    // Janus relays the data port on a channel of the association the browser opens
+    // (janus.js opens one too); any channel Janus opens itself is read the same way.
+    const listen = (ch) => {
+      state.dc = ch;
+      ch.onmessage = (m) => {
+        let msg;
+        try { msg = JSON.parse(typeof m.data === "string" ? m.data : new TextDecoder().decode(m.data)); }
+        catch (e) { return; }
+        if (msg.t === "frame") {
+          state.arrivals.push({ rtp: msg.rtp, at: performance.now() });
+          if (state.arrivals.length > 240) state.arrivals.shift();
+        }
+        onMessage(msg);
+      };
+    };
+    pc.ondatachannel = (ev) => listen(ev.channel);
+    pc.onconnectionstatechange = () => setConn(pc.connectionState);
+    await pc.setRemoteDescription(offer);
+    if (/^m=application/m.test(offer.sdp)) listen(pc.createDataChannel("rtstream"));
+    state.candidates = rtsCandidates(offer.sdp);
+    await pc.setLocalDescription(await pc.createAnswer());
+    await waitGathering(pc, 3000);
+    await janusPost("/" + me.session + "/" + me.handle, { janus: "message",
+      body: { request: "start" }, jsep: { type: "answer", sdp: pc.localDescription.sdp } });
+    state.codec = "h264";
+    $("s-codec").textContent = "H264 via Janus";
+    $("snap").disabled = false;
+    ping();
+  }
+
   // -- data channel ---------------------------------------------------------------
-  function ping() {
+  async function ping() {
+    if (state.via === "janus") {   // Janus's data channel only carries the overlay: ask rtstream
+      const r = await api("api/clock?c=" + Date.now());
+      if (r.ok) onMessage(Object.assign({ t: "pong" }, r.body));
+      return;
+    }
     if (state.dc && state.dc.readyState === "open")
       state.dc.send(JSON.stringify({ t: "ping", c: Date.now() }));
   }
@@ -228,6 +370,7 @@ if (typeof document !== "undefined") (function () {
   // -- per displayed frame -----------------------------------------------------------
   function onVideoFrame(now, md) {
     state.framesPresented = md.presentedFrames;
+    if (state.via === "janus" && md.rtpTimestamp !== undefined) learnOffset(now, md);
     if (md.rtpTimestamp !== undefined && state.rtpOffset !== null) {
       const src = (md.rtpTimestamp - state.rtpOffset) >>> 0;
       const info = state.frames.get(src);
@@ -238,6 +381,22 @@ if (typeof document !== "undefined") (function () {
     video.requestVideoFrameCallback(onVideoFrame);
   }
   if (state.rvfcSupported) video.requestVideoFrameCallback(onVideoFrame);
+
+  // Pairs keep being counted over a sliding window, so a wrong early decision (a loaded
+  // machine delaying the data channel) or a new Janus base is corrected by later frames.
+  function learnOffset(now, md) {
+    const at = md.receiveTime !== undefined ? md.receiveTime : now;
+    const cand = rtsPairOffset(state.arrivals, md.rtpTimestamp, at, 12);
+    if (cand === null) return;
+    state.offsetRecent.push(cand);
+    if (state.offsetRecent.length > 60) {
+      const old = state.offsetRecent.shift(), n = state.offsetVotes.get(old) - 1;
+      if (n > 0) state.offsetVotes.set(old, n); else state.offsetVotes.delete(old);
+    }
+    const decided = rtsVoteOffset(state.offsetVotes, cand);
+    if (decided !== null) state.rtpOffset = decided;
+  }
+
 
   function pct(sorted, p) {
     if (!sorted.length) return NaN;
