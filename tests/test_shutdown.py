@@ -203,6 +203,30 @@ def test_view_stops_within_bound(tmp_path: Path, sender: Path, cpu_pressure: Non
         p.kill()
 
 
+def test_view_waiting_for_its_janus_stream_stops_within_bound(tmp_path: Path) -> None:
+    """--janus starts feeding once the stream shows a frame, however late; until then a
+    signal still stops the command at once (it used to sit out a 60 s wait, then crash)."""
+    sdp = tmp_path / "silent.sdp"  # a stream that never sends
+    video = free_port()
+    sdp.write_text(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=silent\r\nt=0 0\r\n"
+        f"m=video {video} RTP/AVP 96\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:96 raw/90000\r\n"
+        "a=fmtp:96 sampling=YCbCr-4:2:2; width=320; height=240; exactframerate=30; depth=8; "
+        "TCS=SDR; colorimetry=BT601; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPN\r\n"
+        "a=mediaclk:direct=0\r\n")
+    http = free_port(socket.SOCK_STREAM)
+    p = Proc("view", "--sdp", str(sdp), "--http", f"127.0.0.1:{http}",
+             "--janus", f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}/janus",
+             "--janus-mountpoint", "7", "--janus-secret", "s")
+    try:
+        p.wait_for(r"rtstream view: open http://")
+        time.sleep(1.0)
+        out = _assert_stops(p)
+        assert "Traceback" not in out
+    finally:
+        p.kill()
+
+
 def test_demo_stops_within_bound(tmp_path: Path, cpu_pressure: None) -> None:
     http = free_port(socket.SOCK_STREAM)
     p = Proc("demo", "--http", f"127.0.0.1:{http}", "--video", "320x240@30",

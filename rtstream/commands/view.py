@@ -143,7 +143,7 @@ async def _start_whip(stack: contextlib.AsyncExitStack, viewer: Any, args: argpa
     """Publish a stream of ``viewer`` by WHIP once it has appeared (stopped with ``stack``)."""
     from rtstream.viewer.whip import WhipPublisher
 
-    stream = await viewer.wait_stream(args.whip_stream, timeout=60)
+    stream = await viewer.wait_stream(args.whip_stream, timeout=None)
     whip = WhipPublisher(
         args.whip, stream_id=stream, encoders=viewer.registry, bearer_token=args.whip_token,
         ice_servers=tuple(args.ice_server), ice_interfaces=tuple(args.ice_interface),
@@ -174,7 +174,7 @@ async def _start_janus(stack: contextlib.AsyncExitStack, viewer: Any, cfg: Any) 
     """Feed a stream of ``viewer`` to Janus once it has appeared (stopped with ``stack``)."""
     from rtstream.viewer.janus import JanusFeeder
 
-    stream = await viewer.wait_stream(cfg.stream, timeout=60)
+    stream = await viewer.wait_stream(cfg.stream, timeout=None)
     feeder = await stack.enter_async_context(JanusFeeder(cfg, viewer.registry, stream))
     viewer.add_janus(feeder)
     stack.callback(viewer.remove_janus, stream)
@@ -243,11 +243,7 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
                 snap = PatternSnapshots(pattern, client)
             viewer = await stack.enter_async_context(ViewerServer(cfg, pattern, snap))
             print(f"rtstream view: open {viewer.url}", flush=True)
-            if args.whip:
-                await _start_whip(stack, viewer, args)
-            if args.janus_cfg is not None:
-                await _start_janus(stack, viewer, args.janus_cfg)
-            await stop.wait()
+            await _serve_viewer(stack, viewer, args, stop)
         return 0
 
     from rtstream.control.wiring import control_for_viewer
@@ -277,18 +273,44 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
             print(f"rtstream view: open {viewer.url}", flush=True)
             echo = asyncio.ensure_future(echo_archive("view", rx.store_client))
             stack.callback(echo.cancel)
-            if args.whip:
-                await _start_whip(stack, viewer, args)
-            if args.janus_cfg is not None:
-                await _start_janus(stack, viewer, args.janus_cfg)
-            done = asyncio.ensure_future(viewer.wait())
-            halt = asyncio.ensure_future(stop.wait())
             async with running_status(lambda: _sample(rx, viewer),
                                       status_interval(args.status_interval)):
-                await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (done, halt):
-                t.cancel()
+                await _serve_viewer(stack, viewer, args, stop)
     return 0
+
+
+async def _serve_viewer(stack: contextlib.AsyncExitStack, viewer: Any, args: argparse.Namespace,
+                        stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set or the feed ends.
+
+    WHIP and Janus start in the meantime, once their stream has shown a frame however late
+    that is (the viewer may well start before the sender); ``stop`` interrupts that wait
+    too, and an error while starting them (Janus unreachable, a refused WHIP offer) ends
+    the command with its message.
+    """
+
+    async def publish() -> None:
+        if args.whip:
+            await _start_whip(stack, viewer, args)
+        if args.janus_cfg is not None:
+            await _start_janus(stack, viewer, args.janus_cfg)
+
+    pub = asyncio.ensure_future(publish())
+    done = asyncio.ensure_future(viewer.wait())
+    halt = asyncio.ensure_future(stop.wait())
+    waiting = {pub, done, halt}
+    try:
+        while True:
+            finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if pub in finished:
+                pub.result()  # a publisher that failed to start ends the command
+                waiting.discard(pub)
+            if finished - {pub}:
+                return
+    finally:
+        for t in (pub, done, halt):
+            t.cancel()
+        await asyncio.gather(pub, done, halt, return_exceptions=True)
 
 
 def _sample(rx: Any, viewer: Any) -> Sample:

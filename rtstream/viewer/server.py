@@ -387,10 +387,12 @@ class ViewerServer:
         """Wait until the feed ends."""
         await self._feed_done.wait()
 
-    async def wait_stream(self, stream_id: str | None = None, *, timeout: float = 30.0) -> str:
+    async def wait_stream(self, stream_id: str | None = None, *,
+                          timeout: float | None = 30.0) -> str:
         """Wait until ``stream_id`` (or, when None, any stream) has shown a frame.
 
-        Returns the stream's id; raises :class:`TimeoutError` after ``timeout`` seconds.
+        Returns the stream's id; raises :class:`TimeoutError` after ``timeout`` seconds
+        (None: wait as long as it takes).
         """
         async with asyncio.timeout(timeout):
             while True:
