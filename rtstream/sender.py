@@ -69,7 +69,7 @@ from rtstream.proto.formats import (
 )
 from rtstream.proto.nmos_ext import ExtMap
 from rtstream.proto.rfc4175 import VideoPacketizer
-from rtstream.proto.rtv_metadata import MetadataPacketizer, RtvMetaInfo
+from rtstream.proto.rtv_metadata import MetadataPacketizer, RtvMetaInfo, audio_packet_grains
 from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, write_sdp
 from rtstream.proto.st2110_30 import AudioPacketizer
 from rtstream.sysclock import SystemClock
@@ -358,6 +358,7 @@ class SenderStats:
     metadata_grains: int = 0
     static_parts: int = 0
     audio_packets: int = 0
+    audio_grains: int = 0
     icmp_errors: int = 0
     dropped: int = 0
     started_ns: int = 0
@@ -553,7 +554,8 @@ class Sender:
                 bulk_sender=self._udp(vport), video=self.fmt)
             self.sop_instance_uid = self._video.builder.meta.sop_instance_uid
             if self.audio_fmt is not None:
-                chunk = Fraction(self.audio_fmt.samples_per_packet * 10, self.audio_fmt.sample_rate)
+                # one grain per audio packet: each lasts one packet time (ptime)
+                chunk = Fraction(self.audio_fmt.samples_per_packet, self.audio_fmt.sample_rate)
                 self._audio = self._metadata_flow(
                     sop=RtvSop.AUDIO, bulk_ts=self.audio_fmt.transfer_syntax_uid,
                     rate=self.audio_fmt.sample_rate, bulk_source=self._ids["audio_source"],
@@ -738,14 +740,26 @@ class Sender:
             if stop.is_set():
                 break
             ts = rtp_timestamp(chunk.capture_ns, fmt.sample_rate)
-            origin = PtpTimestamp.from_ns(chunk.capture_ns)
-            number += 1
-            grain = flow.builder.grain(origin=origin, frame_number=number, now=self.clock.now_ns())
-            for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                await flow.meta_sender.send_async(d)
+            await self._audio_grains(flow, ts, chunk.capture_ns, len(chunk.samples), number)
+            number += len(chunk.samples) // fmt.samples_per_packet
             batch = packetizer.packetize(chunk.samples, ts)
             await flow.sender.send_batch_async(batch)
             self.stats.audio_packets += len(batch.sizes)
+
+    async def _audio_grains(self, flow: _OutFlow, ts: int, capture_ns: int, samples: int,
+                            number: int) -> None:
+        """One metadata grain per audio packet of a chunk (PS3.17 PPPP.9 "for every
+        sample", read per packet: :func:`~rtstream.proto.rtv_metadata.audio_packet_grains`)."""
+        assert self.audio_fmt is not None
+        spp = self.audio_fmt.samples_per_packet
+        now = self.clock.now_ns()
+        for i, (pts, origin) in enumerate(audio_packet_grains(
+                ts, capture_ns, packets=samples // spp, samples_per_packet=spp,
+                sample_rate=self.audio_fmt.sample_rate)):
+            grain = flow.builder.grain(origin=origin, frame_number=number + i + 1, now=now)
+            for d in flow.meta_packetizer.packetize(grain, pts, sync=origin, origin=origin):
+                await flow.meta_sender.send_async(d)
+            self.stats.audio_grains += 1
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         assert self._status is not None

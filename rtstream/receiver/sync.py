@@ -181,6 +181,7 @@ class Synchronizer:
         meta = reader.meta
         if meta is not None:
             ev = meta.recent.pop(item.rtp_timestamp, None)
+            _forget_packet_grains(meta, item, reader.fmt.samples_per_packet)
             if ev is not None:
                 item.metadata = ev.grain.dataset
                 item.grain_raw = ev.grain.raw
@@ -211,3 +212,13 @@ class Synchronizer:
         for af in self.audio:
             for item in af.orderer.poll(now):
                 self._deliver_audio(af, item, now)
+
+
+def _forget_packet_grains(meta: MetadataReader, item: ReceivedItem, samples_per_packet: int) -> None:
+    """Drop the grains of a chunk's later packets: the sender sends one grain per audio
+    packet (:func:`~rtstream.proto.rtv_metadata.audio_packet_grains`), the chunk keeps the
+    first packet's grain, and the others would only wait in ``recent`` until evicted."""
+    if item.audio is None or samples_per_packet < 1:
+        return
+    for i in range(1, len(item.audio) // samples_per_packet):
+        meta.recent.pop((item.rtp_timestamp + i * samples_per_packet) & 0xFFFFFFFF, None)
