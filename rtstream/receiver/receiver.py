@@ -106,8 +106,9 @@ class Receiver:
         self._queue = ItemQueue(queue_size=cfg.queue_size, frames=cfg.frames, clock=self.clock)
         self._dumps = DumpWriter()
         self._sync = Synchronizer(cfg, self._queue, self._dumps)
-        self._capture = Capture(cfg, self.clock, self.flows.video)
+        self._capture = Capture(cfg, self.clock, self.flows.video, self.flows.audio)
         self._sync.observer = self._capture
+        self._sync.audio_observer = self._capture
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
@@ -155,6 +156,8 @@ class Receiver:
                                 "rtstream-rx-snapshots")
         if cfg.record is not None and self.video:
             self._capture.record_start(seconds=cfg.record)
+        if cfg.record_audio is not None:
+            self._capture.record_audio_start(cfg.record_audio)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -40,7 +40,7 @@ from rtstream.receiver.readers import AudioReader, MetadataReader, VideoReader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameObserver", "Synchronizer"]
+__all__ = ["AudioObserver", "FrameObserver", "Synchronizer"]
 
 #: Grains of an audio flow's metadata kept while waiting for their chunk.
 _AUDIO_GRAINS = 512
@@ -50,6 +50,14 @@ class FrameObserver(Protocol):
     """Sees every video item delivered (before it is queued): the clip recorder."""
 
     def on_video(self, reader: VideoReader, item: ReceivedItem) -> None:
+        """``item`` of ``reader``'s flow is being delivered."""
+        ...
+
+
+class AudioObserver(Protocol):
+    """Sees every audio item delivered (before it is queued): the audio recorder."""
+
+    def on_audio(self, reader: AudioReader, item: ReceivedItem) -> None:
         """``item`` of ``reader``'s flow is being delivered."""
         ...
 
@@ -74,6 +82,7 @@ class Synchronizer:
         self.video: list[VideoReader] = []
         self.audio: list[AudioReader] = []
         self.observer: FrameObserver | None = None
+        self.audio_observer: AudioObserver | None = None
         self._statics = StaticTracker()
         self._drop_incomplete = cfg.incomplete is IncompletePolicy.DROP
 
@@ -191,6 +200,8 @@ class Synchronizer:
             item.static = meta.static
         if item.origin is None:
             item.origin = PtpTimestamp.from_ns(reader.media_clock.to_ns(item.rtp_timestamp, now))
+        if self.audio_observer is not None:
+            self.audio_observer.on_audio(reader, item)
         self.queue.push(item)
 
     # -- deadlines --------------------------------------------------------------------
