@@ -23,7 +23,7 @@ from rtstream.dicom.waveform import GENERAL_AUDIO_WAVEFORM_STORAGE, to_int16
 from rtstream.net.udp import UdpReceiver
 from rtstream.proto.formats import AudioEncoding
 from rtstream.proto.rtp import parse_rtp
-from rtstream.proto.sdp import SdpSession, parse_sdp, write_sdp
+from rtstream.proto.sdp import SdpSession, write_sdp
 from rtstream.receiver import ItemKind, ReceivedItem, Receiver, ReceiverConfig
 from rtstream.sender import Sender, load_sender_config
 from tests.net.test_sender import RTV_AUDIO, drain_all, grains, send
