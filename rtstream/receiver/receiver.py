@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ from rtstream.receiver.readers import (
     open_socket,
 )
 from rtstream.receiver.stats import ReceiverStats, collect
-from rtstream.receiver.sync import Synchronizer
+from rtstream.receiver.sync import RenditionGroup, StereoPair, Synchronizer
 from rtstream.receiver.timers import DeadlineTimer
 from rtstream.sysclock import SystemClock
 
@@ -329,6 +330,19 @@ class Receiver:
         per flow name).
         """
         return self.counters().as_dict()
+
+    # -- renditions -----------------------------------------------------------------------
+
+    @property
+    def renditions(self) -> list[RenditionGroup]:
+        """The renditions received (Rendition Selection Document flows), each resolved to
+        this receiver's flows."""
+        return self._sync.groups()
+
+    @property
+    def stereo_pairs(self) -> deque[StereoPair]:
+        """The latest left/right frame pairs of a stereo rendition (oldest first)."""
+        return self._sync.stereo_pairs
 
     # -- capture --------------------------------------------------------------------------
 
