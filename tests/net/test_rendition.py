@@ -1,0 +1,204 @@
+"""Renditions (PS3.22 SOP class 1.2.840.10008.10.4) end to end on 127.0.0.1.
+
+``rtstream send`` with two video sources (left and right views) and audio sends a
+Rendition Selection Document flow; these tests read it off the wire byte for byte
+(decoded with our own depacketizer, checked against the member flows' own grains), and
+run the real Sender into the real Receiver, which groups the flows and pairs the two
+views' frames by RTP timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+from rtstream.dicom.context import StreamContext
+from rtstream.dicom.realtime import (
+    RenditionMember,
+    RenditionRole,
+    RenditionTitle,
+    parse_rendition,
+    rendition_document,
+    uid_uuid,
+    uuid_uid,
+)
+from rtstream.errors import ConfigError, RemoteProtocolError
+from rtstream.net.udp import UdpReceiver
+from rtstream.proto.rtv_metadata import (
+    RTV_AUDIO_WAVEFORM,
+    RTV_RENDITION_SELECTION,
+    RTV_VIDEO_ENDOSCOPIC,
+    RtvMetaInfo,
+    decode_grain,
+    encode_grain,
+)
+from rtstream.proto.sdp import parse_sdp
+from rtstream.receiver import ItemKind, Receiver, ReceiverConfig
+from rtstream.sender import Sender, load_sender_config
+from tests.net.test_sender import drain_all, grains, send
+from tests.peers import free_port
+
+RIGHT = "lavfi:smptebars=size=160x120:rate=30"
+
+
+def member(role: RenditionRole, cls: str = RTV_VIDEO_ENDOSCOPIC) -> RenditionMember:
+    return RenditionMember(sop_class_uid=cls, sop_instance_uid=generate_uid(),
+                           source_id=uuid.uuid4(), flow_id=uuid.uuid4(), role=role)
+
+
+def test_document_round_trips_through_a_grain() -> None:
+    members = [member(RenditionRole.LEFT), member(RenditionRole.RIGHT),
+               member(RenditionRole.AUDIO, RTV_AUDIO_WAVEFORM)]
+    uid = generate_uid()
+    doc = rendition_document(StreamContext(patient_id="P-R", patient_name="Stereo^Test"),
+                             sop_instance_uid=uid, members=members,
+                             title=RenditionTitle.AUDIO_STEREO_VIDEO)
+    meta = RtvMetaInfo(transfer_syntax_uid="1.2.840.10008.1.2.7.1",
+                       sop_class_uid=RTV_RENDITION_SELECTION, sop_instance_uid=uid,
+                       source_id=uuid.uuid4(), flow_id=uuid.uuid4(), sampling_rate=None)
+    grain = decode_grain(encode_grain(meta, doc))
+    assert grain.has_static
+    back = parse_rendition(grain.dataset)
+    assert back.title is RenditionTitle.AUDIO_STEREO_VIDEO
+    assert back.members == tuple(members)
+    assert back.stereo == (members[0], members[1])
+    items = grain.dataset.ContentSequence
+    assert [i.ValueType for i in items] == ["IMAGE", "IMAGE", "WAVEFORM"]
+    assert grain.dataset.ConceptNameCodeSequence[0].CodeValue == "130373"
+
+
+def test_titles_and_uuid_uids() -> None:
+    assert RenditionTitle.for_members(video=1, audio=1, stereo=False) is RenditionTitle.AUDIO_VIDEO
+    assert RenditionTitle.for_members(video=2, audio=0, stereo=True) is RenditionTitle.STEREO_VIDEO
+    assert RenditionTitle.for_members(video=1, audio=0, stereo=False) is RenditionTitle.RENDITION
+    u = uuid.uuid4()
+    assert uid_uuid(uuid_uid(u)) == u
+    assert len(uuid_uid(uuid.UUID(int=(1 << 128) - 1))) <= 64  # a UI value fits
+    assert uid_uuid("1.2.3") is None and uid_uuid(f"2.25.{1 << 128}") is None
+
+
+def test_bad_documents_are_named() -> None:
+    doc = rendition_document(StreamContext(patient_id="P"), sop_instance_uid=generate_uid(),
+                             members=[member(RenditionRole.VIDEO)], title=RenditionTitle.RENDITION)
+    doc.ConceptNameCodeSequence[0].CodeValue = "130999"
+    with pytest.raises(RemoteProtocolError, match="Concept Name Code Sequence"):
+        parse_rendition(doc)
+    doc.ConceptNameCodeSequence[0].CodeValue = "130370"
+    doc.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    with pytest.raises(RemoteProtocolError, match="Referenced SOP Class UID"):
+        parse_rendition(doc)
+    with pytest.raises(ConfigError, match="rendition.members"):
+        rendition_document(StreamContext(patient_id="P"), sop_instance_uid=generate_uid(),
+                           members=[], title=RenditionTitle.RENDITION)
+
+
+def test_stereo_and_audio_rendition_on_the_wire(tmp_path: Path) -> None:
+    port = free_port(count=7, step=2)
+    offsets = (2, 6, 10, 12)  # left metadata, audio metadata, right metadata, rendition
+    rxs = [UdpReceiver("127.0.0.1", port + k, rcvbuf=64 << 20) for k in offsets]
+    try:
+        assert send("--source", "testsrc", "--source", RIGHT, "--video", "160x120@30",
+                    "--depth", "8", "--audio", "--duration", "2.5", "--dest", f"127.0.0.1:{port}",
+                    "--sdp-out", str(tmp_path / "s.sdp")) == 0
+        vmeta, ameta, rmeta, rend = (grains(drain_all(r)) for r in rxs)
+    finally:
+        for r in rxs:
+            r.close()
+    session = parse_sdp((tmp_path / "s.sdp").read_text())
+    (rend_media,) = [m for m in session.metadata() if m.rendition]
+    assert rend_media.mid == "REND" and rend_media.port == port + 12 and rend_media.describes is None
+    assert [m.mid for m in session.video()] == ["VID", "VIDR"]
+    # >= 1 Hz (PS3.22 §6.2.2): every grain is the whole document
+    assert len(rend) >= 3
+    origins = sorted(e.extension.origin_timestamp.to_ns() for e in rend)
+    assert max(np.diff(origins)) <= 1_000_000_000
+    first = rend[0]
+    assert first.grain.meta.sop_class_uid == RTV_RENDITION_SELECTION
+    assert first.extension.flow_id == first.grain.meta.flow_id  # the NMOS extension
+    assert first.extension.source_id == first.grain.meta.source_id
+    rendition = parse_rendition(first.grain.dataset)
+    assert rendition.title is RenditionTitle.AUDIO_STEREO_VIDEO
+    # each member is one metadata flow, named by its RTV instance and its identifiers
+    flows = {RenditionRole.LEFT: vmeta, RenditionRole.RIGHT: rmeta, RenditionRole.AUDIO: ameta}
+    assert [m.role for m in rendition.members] == list(flows)
+    for m in rendition.members:
+        meta = flows[m.role][0].grain.meta
+        assert (m.sop_class_uid, m.sop_instance_uid) == (meta.sop_class_uid, meta.sop_instance_uid)
+        assert (m.source_id, m.flow_id) == (meta.source_id, meta.flow_id)
+    # the same document in every grain
+    assert all(e.grain.raw == first.grain.raw for e in rend)
+
+
+def test_audio_alone_makes_an_audio_and_video_rendition(tmp_path: Path) -> None:
+    port = free_port(count=7, step=2)
+    rx = UdpReceiver("127.0.0.1", port + 12, rcvbuf=8 << 20)
+    try:
+        assert send("--video", "160x120@30", "--depth", "8", "--audio", "--frames", "10",
+                    "--dest", f"127.0.0.1:{port}") == 0
+        events = grains(drain_all(rx))
+    finally:
+        rx.close()
+    rendition = parse_rendition(events[0].grain.dataset)
+    assert rendition.title is RenditionTitle.AUDIO_VIDEO
+    assert [m.role for m in rendition.members] == [RenditionRole.VIDEO, RenditionRole.AUDIO]
+
+
+def stereo_config(port: int, **extra: Any) -> Any:
+    return load_sender_config(None, {
+        "source": "testsrc",
+        "stereo_source": RIGHT,
+        "video": {"width": 160, "height": 120, "fps": 30, "depth": 8},
+        "network": {"dest": "127.0.0.1", "port": port},
+        "context": {"patient_name": "Stereo^Test", "patient_id": "RTS-ST"},
+        **extra,
+    })
+
+
+async def test_receiver_groups_the_rendition_and_pairs_stereo_frames(tmp_path: Path) -> None:
+    port = free_port(count=7, step=2)
+    async with Sender(stereo_config(port, duration=6.0)) as tx:
+        sdp = tmp_path / "rx.sdp"
+        sdp.write_text(tx.sdp_text())
+        run = asyncio.create_task(tx.run())
+        frames: dict[str, dict[int, bytes]] = {"VID": {}, "VIDR": {}}
+        try:
+            async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx:
+                async with asyncio.timeout(20):
+                    async for item in rx:
+                        if item.kind is ItemKind.VIDEO and item.frame is not None:
+                            frames[item.flow][item.rtp_timestamp] = item.frame.tobytes()
+                        if len(rx.stereo_pairs) >= 40:
+                            break
+                (group,) = rx.renditions
+                pairs = list(rx.stereo_pairs)
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    assert group.rendition.title is RenditionTitle.STEREO_VIDEO
+    assert group.left is not None and group.left.name == "VID"
+    assert group.right is not None and group.right.name == "VIDR"
+    assert group.audio == []
+    # the last pairs may still be queued for the consumer when the loop stopped
+    pairs = [p for p in pairs if p.rtp_timestamp in frames["VID"] and p.rtp_timestamp in frames["VIDR"]]
+    assert len(pairs) >= 35
+    for pair in pairs:
+        assert pair.left.flow == "VID" and pair.right.flow == "VIDR"
+        assert pair.left.rtp_timestamp == pair.right.rtp_timestamp == pair.rtp_timestamp
+        assert pair.left.frame is not None and pair.right.frame is not None
+        # the views are the two sources' pictures, exactly as delivered on their flows
+        assert pair.left.frame.tobytes() == frames["VID"][pair.rtp_timestamp]
+        assert pair.right.frame.tobytes() == frames["VIDR"][pair.rtp_timestamp]
+        assert not np.array_equal(pair.left.frame, pair.right.frame)
+        assert pair.rendition == group.rendition.sop_instance_uid
+    timestamps = [p.rtp_timestamp for p in pairs]
+    assert timestamps == sorted(timestamps) and len(set(timestamps)) == len(timestamps)
+    # every frame delivered on both flows since the rendition was known is in a pair
+    both = set(frames["VID"]) & set(frames["VIDR"])
+    assert set(timestamps) <= both
+    assert len([t for t in both if timestamps[0] <= t <= timestamps[-1]]) == len(timestamps)
