@@ -572,12 +572,23 @@ class Sender:
                           session_id=self.session_id, media=tuple(media))
 
     def udp_senders(self) -> dict[str, UdpSender]:
-        """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA)."""
+        """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA, and
+        VIDR, VMETAR, REND of a rendition)."""
         out: dict[str, UdpSender] = {}
         for flow, media, meta in ((self._video, "VID", "VMETA"), (self._audio, "AUD", "AMETA")):
             if flow is not None:
                 out[media] = flow.sender
                 out[meta] = flow.meta_sender
+        out.update(self._rendition_udp_senders())
+        return out
+
+    def _rendition_udp_senders(self) -> dict[str, UdpSender]:
+        """The right view's (VIDR, VMETAR) and the rendition flow's (REND) senders."""
+        out: dict[str, UdpSender] = {}
+        if self._right is not None:
+            out["VIDR"], out["VMETAR"] = self._right.sender, self._right.meta_sender
+        if self._rendition_sender is not None:
+            out["REND"] = self._rendition_sender
         return out
 
     def sdp_text(self) -> str:

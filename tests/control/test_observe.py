@@ -228,7 +228,7 @@ async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> 
     assert final.types["rtstream_outbox_depth"] == "gauge"
     assert final.types["rtstream_store_failures_total"] == "counter"
     # one label per flow of the SDP, counters increasing while the stream runs
-    flows = {"VID", "VMETA", "AUD", "AMETA"}
+    flows = {"VID", "VMETA", "AUD", "AMETA", "REND"}  # REND: the rendition flow (audio + video)
     assert set(final.by_label("rtstream_packets_total", "flow")) == flows
     assert set(first.by_label("rtstream_packets_total", "flow")) == flows
     for f in flows:
@@ -251,7 +251,7 @@ async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> 
     assert final.value("rtstream_metadata_matched_total", flow="VID") == vid["metadata_matched"]
     assert final.value("rtstream_metadata_unmatched_total", flow="VID") \
         == vid["metadata_unmatched"]
-    for f in ("VMETA", "AMETA"):
+    for f in ("VMETA", "AMETA", "REND"):
         assert final.value("rtstream_grains_total", flow=f) == per_flow[f]["grains_complete"] > 0
         assert final.value("rtstream_grains_dropped_total", flow=f) == per_flow[f]["grains_dropped"]
     assert final.value("rtstream_frames_delivered_total") == stats["frames_delivered"] == 45
@@ -498,7 +498,7 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
     assert recv is not None and recv.returncode == 0, recv.stderr.read() if recv.stderr else ""
     assert send.returncode == 0
     first, last = scrapes[0], scrapes[-1]
-    flows = {"VID", "VMETA", "AUD", "AMETA"}
+    flows = {"VID", "VMETA", "AUD", "AMETA", "REND"}  # REND: the rendition flow (audio + video)
     assert set(last.by_label("rtstream_packets_total", "flow")) == flows
     for f in flows:
         assert first.value("rtstream_packets_total", flow=f) < \
