@@ -39,8 +39,14 @@ seconds stores itself when full.
 Waveform instance that references the clip and the RTV audio instance
 (:mod:`rtstream.dicom.waveform` says why audio is not put into the clip). On a stream
 without video, :meth:`Capture.record_audio_start` (``--record-audio SECONDS``) records the
-audio alone into such an instance. Audio is kept from the first chunk delivered after
-the start, up to the recording's length in samples.
+audio alone into such an instance. A clip's audio starts at its first frame's capture
+instant and covers the frames recorded; audio alone is kept from the first chunk
+delivered after the start, up to the recording's length in samples.
+
+**Stereo.** :meth:`Capture.stereo_snapshot` stores a pair of a stereo rendition (the
+left and right views' frames of one RTP timestamp, paired by the synchronizer) as one
+two-frame instance with Stereo Pairs Present YES (:mod:`rtstream.dicom.stereo`), in the
+stills series.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +73,7 @@ from rtstream.proto.clock import Clock, PtpTimestamp
 from rtstream.receiver.config import ReceiverConfig, default_outbox, identity_context
 from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
 from rtstream.receiver.readers import AudioReader, VideoReader
+from rtstream.receiver.sync import StereoPair
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +195,8 @@ class Capture:
         self.audio: list[AudioReader] = audio if audio is not None else []
         self._audio_rec: _AudioRecording | None = None
         self.audio_series: _Series | None = None  # made at the first audio instance
+        #: the synchronizer's recent stereo pairs (the receiver hands its deque over)
+        self.stereo_pairs: deque[StereoPair] = deque()
         self.store_client: StoreClient | None = None
         # One series per kind per receiving session: stills in one, clips in the other.
         stills, clips = session_series_numbers(clock.now_ns())
@@ -462,6 +471,58 @@ class Capture:
                 log.info("snapshot %s stored ok=%s", uid, res.ok)
 
             inst.future.add_done_callback(done)
+
+    # -- stereo -----------------------------------------------------------------------
+
+    def pick_stereo(self, rtp_timestamp: int | None = None) -> StereoPair:
+        """The latest complete stereo pair, or the recent pair of ``rtp_timestamp``.
+
+        Raises
+        ------
+        LocalProtocolError
+            When no stereo rendition paired frames yet, or the pair is not recent.
+        """
+        for pair in reversed(self.stereo_pairs):
+            if rtp_timestamp is None:
+                if pair.left.complete and pair.right.complete:
+                    return pair
+            elif pair.rtp_timestamp == rtp_timestamp:
+                return pair
+        if rtp_timestamp is None:
+            raise LocalProtocolError(
+                "stereo snapshot: no stereo pair received yet (a stereo rendition flow names "
+                "the left and right views)")
+        raise LocalProtocolError(
+            f"stereo snapshot: pair with RTP timestamp {rtp_timestamp} is not among the recent ones")
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store a stereo pair (left, right) as one instance, Stereo Pairs Present YES."""
+        from rtstream.dicom.stereo import build_stereo_snapshot
+
+        if self.store_client is None:
+            raise LocalProtocolError("stereo snapshot: configure store or store_dir first")
+        pair = self.pick_stereo(rtp_timestamp)
+        lf, rf = self.video_flow(pair.left.flow), self.video_flow(pair.right.flow)
+        assert pair.left.frame is not None and pair.right.frame is not None
+        left_static = self._static_for(lf, pair.left)
+        right_static = self._static_for(rf, pair.right)
+        right_uid = self._rtv_uid(rf, pair.right)
+        p = self._provenance(lf, pair.left, self.stills)
+        left, right, fmt = pair.left.frame.copy(), pair.right.frame.copy(), lf.fmt
+
+        def build() -> Dataset:
+            return build_stereo_snapshot(
+                left, right, fmt, left_static, right_static,
+                left_rtv_uid=p.rtv_sop_instance_uid, right_rtv_uid=right_uid, origin=p.origin,
+                series_instance_uid=p.series_instance_uid, series_number=p.series_number,
+                instance_number=p.instance_number)
+
+        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
+        inst = await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
+        res = await asyncio.shield(inst.future)
+        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, ds)
+        self.snapshots.append(result)
+        return result
 
     # -- clips ------------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class Receiver:
         self._capture = Capture(cfg, self.clock, self.flows.video, self.flows.audio)
         self._sync.observer = self._capture
         self._sync.audio_observer = self._capture
+        self._capture.stereo_pairs = self._sync.stereo_pairs
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
@@ -374,6 +375,10 @@ class Receiver:
     def record_start(self, *, seconds: float | None = None, frames: int | None = None) -> None:
         """Start recording a clip of the first video flow (complete frames only)."""
         self._capture.record_start(seconds=seconds, frames=frames)
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store the latest stereo pair (or that of ``rtp_timestamp``) as one instance."""
+        return await self._capture.stereo_snapshot(rtp_timestamp)
 
     async def record_stop(self) -> SnapshotResult:
         """Stop recording; build the clip (worker thread) and store it."""

@@ -10,12 +10,15 @@ views' frames by RTP timestamp.
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.encaps import generate_fragments
 from pydicom.uid import generate_uid
 
 from rtstream.dicom.context import StreamContext
@@ -28,8 +31,10 @@ from rtstream.dicom.realtime import (
     uid_uuid,
     uuid_uid,
 )
+from rtstream.dicom.video import wire_to_rgb
 from rtstream.errors import ConfigError, RemoteProtocolError
 from rtstream.net.udp import UdpReceiver
+from rtstream.pacs.store import StoreClient
 from rtstream.proto.rtv_metadata import (
     RTV_AUDIO_WAVEFORM,
     RTV_RENDITION_SELECTION,
@@ -41,7 +46,11 @@ from rtstream.proto.rtv_metadata import (
 from rtstream.proto.sdp import parse_sdp
 from rtstream.receiver import ItemKind, Receiver, ReceiverConfig
 from rtstream.sender import Sender, load_sender_config
+from tests.dicom.test_dciodvfy import dciodvfy
 from tests.net.test_sender import drain_all, grains, send
+from tests.orthanc import Orthanc
+from tests.pacs.conftest import orthanc  # noqa: F401 - the module's Orthanc fixture
+from tests.pacs.test_store import fast
 from tests.peers import free_port
 
 RIGHT = "lavfi:smptebars=size=160x120:rate=30"
@@ -202,3 +211,67 @@ async def test_receiver_groups_the_rendition_and_pairs_stereo_frames(tmp_path: P
     both = set(frames["VID"]) & set(frames["VIDR"])
     assert set(timestamps) <= both
     assert len([t for t in both if timestamps[0] <= t <= timestamps[-1]]) == len(timestamps)
+
+
+def decode_mp4_frames(ds: Any) -> list[np.ndarray]:
+    """The frames of a clip's MP4 (its one Pixel Data fragment) as RGB, with PyAV."""
+    import av
+
+    fragment = b"".join(generate_fragments(ds.PixelData))
+    with av.open(io.BytesIO(fragment)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.peer("Orthanc")
+async def test_stereo_snapshot_stores_both_views(tmp_path: Path, orthanc: Orthanc) -> None:  # noqa: F811
+    port = free_port(count=7, step=2)
+    store = tmp_path / "store"
+    async with Sender(stereo_config(port, duration=6.0)) as tx:
+        sdp = tmp_path / "rx.sdp"
+        sdp.write_text(tx.sdp_text())
+        run = asyncio.create_task(tx.run())
+        try:
+            cfg = ReceiverConfig(sdp=str(sdp), store_dir=store, outbox=tmp_path / "outbox")
+            async with Receiver(cfg) as rx:
+                async with asyncio.timeout(20):
+                    async for _item in rx:
+                        if len(rx.stereo_pairs) >= 5:
+                            break
+                pair = rx.stereo_pairs[-1]
+                result = await rx.stereo_snapshot(pair.rtp_timestamp)
+                left_uid = rx.flows.video[0].meta.static_uid  # type: ignore[union-attr]
+                right_uid = rx.flows.video[1].meta.static_uid  # type: ignore[union-attr]
+                fmt = rx.flows.video[0].fmt
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    assert result.ok
+    (path,) = store.glob("*.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.SOPInstanceUID == result.sop_instance_uid
+    assert ds.StereoPairsPresent == "YES" and int(ds.NumberOfFrames) == 2
+    assert ds.PatientID == "RTS-ST"
+    sources = [(s.ReferencedSOPInstanceUID, s.PurposeOfReferenceCodeSequence[0].CodeValue)
+               for s in ds.SourceImageSequence]
+    assert sources[:2] == [(left_uid, "121320"), (right_uid, "121320")]
+    referenced = {i.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence
+                  for i in s.ReferencedInstanceSequence}
+    assert {left_uid, right_uid} <= referenced
+    # frame 1 is the left view, frame 2 the right one (H.264: compare by error, not bytes)
+    decoded = decode_mp4_frames(ds)
+    assert len(decoded) == 2
+    views = [wire_to_rgb(pair.left.frame, fmt), wire_to_rgb(pair.right.frame, fmt)]  # type: ignore[arg-type]
+
+    def err(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+    assert err(decoded[0], views[0]) < 8 < err(decoded[0], views[1])
+    assert err(decoded[1], views[1]) < 8 < err(decoded[1], views[0])
+    errors = [line for line in dciodvfy(path) if line.startswith("Error")]
+    assert errors == []
+    # a real archive takes it as sent
+    async with StoreClient(fast(tmp_path / "outbox2", orthanc.target)) as sc:
+        sent = await sc.submit(ds)
+        assert sent.ok and sent.status == 0, sent
+    back = pydicom.dcmread(io.BytesIO(orthanc.file(ds.SOPInstanceUID)))
+    assert back.StereoPairsPresent == "YES" and back.PixelData == ds.PixelData
