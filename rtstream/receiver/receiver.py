@@ -341,6 +341,11 @@ class Receiver:
         return self._sync.groups()
 
     @property
+    def renditions_invalid(self) -> int:
+        """Rendition grains whose document could not be read (counted, then ignored)."""
+        return self._sync.renditions_invalid
+
+    @property
     def stereo_pairs(self) -> deque[StereoPair]:
         """The latest left/right frame pairs of a stereo rendition (oldest first)."""
         return self._sync.stereo_pairs

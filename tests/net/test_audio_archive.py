@@ -190,3 +190,29 @@ async def test_waveform_into_orthanc(orthanc: Orthanc, tmp_path: Path) -> None: 
     back = pydicom.dcmread(io.BytesIO(orthanc.file(wave.SOPInstanceUID)))
     assert back.SOPClassUID == GENERAL_AUDIO_WAVEFORM_STORAGE
     assert back.WaveformSequence[0].WaveformData == wave.WaveformSequence[0].WaveformData
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("receive", "--sdp", "x.sdp", "--record-audio", "2"), "--record-audio"),
+    (("receive", "--sdp", "x.sdp", "--record-audio", "0", "--store-dir", "d"), "--record-audio"),
+    (("send", "--source", "testsrc", "--source", "testsrc", "--source", "testsrc", "--frames", "1"),
+     "--source"),
+])
+def test_flag_errors_name_the_flag(args: tuple[str, ...], says: str, tmp_path: Path) -> None:
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "rtstream", *args], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode != 0
+    last = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]
+    assert says in last, res.stderr
+
+
+def test_record_audio_without_an_audio_flow_is_refused(tmp_path: Path) -> None:
+    from rtstream.errors import LocalProtocolError
+    from rtstream.receiver.capture import Capture
+    from rtstream.sysclock import SystemClock
+
+    cap = Capture(ReceiverConfig(sdp="x.sdp"), SystemClock(), [], [])
+    with pytest.raises(LocalProtocolError, match="no audio flow"):
+        cap.record_audio_start(1.0)

@@ -275,3 +275,66 @@ async def test_stereo_snapshot_stores_both_views(tmp_path: Path, orthanc: Orthan
         assert sent.ok and sent.status == 0, sent
     back = pydicom.dcmread(io.BytesIO(orthanc.file(ds.SOPInstanceUID)))
     assert back.StereoPairsPresent == "YES" and back.PixelData == ds.PixelData
+
+
+def test_sdp_rendition_flag_round_trips() -> None:
+    from rtstream.proto.nmos_ext import ExtMap
+    from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, write_sdp
+
+    rend = SdpMedia(kind=MediaKind.METADATA, port=5016, payload_type=104, address="127.0.0.1",
+                    clock_rate=90000, extmap=ExtMap.default(), mid="REND", rendition=True)
+    text = write_sdp(SdpSession(origin_address="127.0.0.1", session_name="r", session_id=1,
+                                media=(rend,)))
+    assert "a=x-rtstream-rendition\r\n" in text
+    (back,) = parse_sdp(text).media
+    assert back.rendition and back.describes is None
+    # a media that says both is read as describing its flow, not as a rendition
+    both = text.replace("a=x-rtstream-rendition", "a=x-rtstream-describes:VID\r\na=x-rtstream-rendition")
+    assert not parse_sdp(both).media[0].rendition
+    with pytest.raises(ConfigError, match="sdp.rendition"):
+        SdpMedia(kind=MediaKind.METADATA, port=5016, payload_type=104, address="127.0.0.1",
+                 clock_rate=90000, extmap=ExtMap.default(), describes="VID", rendition=True)
+
+
+async def test_a_bad_rendition_grain_is_counted_and_the_stream_goes_on(tmp_path: Path) -> None:
+    from rtstream.net.udp import UdpSender
+    from rtstream.proto.clock import PtpTimestamp
+    from rtstream.proto.nmos_ext import ExtMap
+    from rtstream.proto.rtv_metadata import MetadataPacketizer
+
+    port = free_port(count=7, step=2)
+    bad = rendition_document(StreamContext(patient_id="P"), sop_instance_uid=generate_uid(),
+                             members=[member(RenditionRole.VIDEO)], title=RenditionTitle.RENDITION)
+    bad.ConceptNameCodeSequence[0].CodeValue = "999999"  # no rendition title
+    meta = RtvMetaInfo(transfer_syntax_uid="1.2.840.10008.1.2.7.1",
+                       sop_class_uid=RTV_RENDITION_SELECTION, sop_instance_uid=bad.SOPInstanceUID,
+                       source_id=uuid.uuid4(), flow_id=uuid.uuid4(), sampling_rate=None)
+    pkt = MetadataPacketizer(ssrc=7, extmap=ExtMap.default(), source_id=meta.source_id,
+                             flow_id=meta.flow_id)
+    origin = PtpTimestamp(1_700_000_000, 0)
+    datagrams = pkt.packetize(encode_grain(meta, bad), 1234, sync=origin, origin=origin)
+    async with Sender(stereo_config(port, duration=6.0)) as tx:
+        sdp = tmp_path / "rx.sdp"
+        sdp.write_text(tx.sdp_text())
+        run = asyncio.create_task(tx.run())
+        intruder = UdpSender(("127.0.0.1", port + 12), gso=False)
+        delivered = 0
+        try:
+            async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx:
+                async with asyncio.timeout(20):
+                    async for item in rx:
+                        if item.kind is ItemKind.VIDEO:
+                            delivered += 1
+                        if delivered == 10:
+                            for d in datagrams:
+                                await intruder.send_async(d)
+                        if delivered >= 60 and rx.renditions_invalid:
+                            break
+                groups = rx.renditions
+        finally:
+            intruder.close()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    assert rx.renditions_invalid == 1
+    (group,) = groups  # the sender's rendition, untouched by the bad one
+    assert group.rendition.title is RenditionTitle.STEREO_VIDEO
