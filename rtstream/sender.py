@@ -284,9 +284,17 @@ class PacingConfig:
 class RenditionConfig:
     """``[rendition]``: the Rendition Selection Document flow and the right view's ports.
 
-    ``enabled`` None (default): a rendition flow whenever there is more than one media
-    flow (audio, or a stereo pair). Ports default to PORT+8 (right video), PORT+10 (its
-    metadata) and PORT+12 (the rendition flow).
+    Parameters
+    ----------
+    enabled : bool or None
+        Send a Rendition Selection Document flow (PS3.22 SOP class 10.4); unset: whenever
+        audio or a stereo right view joins the video.
+    port : int or None
+        The rendition flow's port (default PORT+12).
+    right_video_port, right_metadata_port : int or None
+        The stereo right view's video and metadata ports (default PORT+8, PORT+10).
+    interval_ms : int
+        Time between two rendition grains (<= 1000: PS3.22 asks >= 1 Hz).
     """
 
     enabled: bool | None = None
@@ -336,7 +344,8 @@ class SenderConfig:
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
         Patient/study/device values (:class:`~rtstream.dicom.context.StreamContext`
-        field names); a DICOM source's own values fill what is not given.    stereo_source : str or None
+        field names); a DICOM source's own values fill what is not given.
+    stereo_source : str or None
         A second video source: the right view of a stereo pair (``source`` is the left);
         sent as a second video flow with its own metadata, grouped with the first by a
         stereo rendition (``--source`` given twice).
