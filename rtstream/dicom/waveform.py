@@ -24,10 +24,11 @@ What comes from where (PS3.17 PPPP.8.1):
   Real-Time Audio Waveform IOD, A.34.11), as a stored image copies its video's;
 - Waveform Identification (C.10.8): Instance Number, Content Date/Time and Acquisition
   DateTime from the first sample's capture instant; Referenced Instance Sequence names
-  the RTV audio instance it was recorded from (Purpose of Reference CID 7004
-  "Uncompressed predecessor" is an image purpose, so CID 7004's waveform purpose
-  (121320) is not used: we use the real-time instance as "Source" of the waveform,
-  ``SOURCE_PURPOSE`` below) and, with a clip, the clip recorded at the same time;
+  the RTV audio instance it was recorded from, as (121320, DCM, "Uncompressed
+  predecessor") like a stored clip names its RTV video instance, and, with a clip, the
+  clip recorded at the same time as (122400, DCM, "Simultaneously Acquired"). PS3.16's
+  CID 7004 (waveform purposes) only has "Simultaneous <kind of waveform>" codes for an
+  image pointing at a waveform, none for a waveform pointing at video;
 - Waveform (C.10.9): one multiplex group; its channels as the flow sent them, samples
   interleaved, 16-bit signed (Waveform Sample Interpretation SS); L24 samples are
   rounded to 16 bits (the General Audio Waveform constraints allow 8 and 16 bits only;
@@ -67,11 +68,11 @@ GENERAL_AUDIO_WAVEFORM_STORAGE = "1.2.840.10008.5.1.4.1.1.9.4.2"
 AMBIENT_ROOM = ("109112", "DCM", "Ambient room environment")
 """CID 3000 Audio Channel Source of a room microphone (the only honest default)."""
 
-SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
-"""CID 7202 purpose naming the real-time instance the samples were recorded from."""
+SOURCE_PURPOSE = ("121320", "DCM", "Uncompressed predecessor")
+"""Purpose naming the real-time instance the samples were recorded from (CID 7202)."""
 
-CLIP_PURPOSE = ("121324", "DCM", "Source Image")
-"""Purpose naming the clip recorded at the same time (CID 7004 "Source Image")."""
+CLIP_PURPOSE = ("122400", "DCM", "Simultaneously Acquired")
+"""Purpose naming the clip recorded at the same time."""
 
 AUDIO_SERIES_DESCRIPTION = "rtstream audio"
 
