@@ -442,6 +442,7 @@ class SenderStats:
     static_parts: int = 0
     audio_packets: int = 0
     audio_grains: int = 0
+    rendition_grains: int = 0
     icmp_errors: int = 0
     dropped: int = 0
     started_ns: int = 0
@@ -878,7 +879,6 @@ class Sender:
         self._rendition: RenditionGrainBuilder | None = None
         self._rendition_packetizer: MetadataPacketizer | None = None
         self._rendition_sender: UdpSender | None = None
-        self.rendition_grains = 0
 
     def _rendition_media(self, common: dict[str, Any], extmap: ExtMap) -> list[SdpMedia]:
         """SDP media of the right view (VIDR, VMETAR) and the rendition flow (REND)."""
@@ -970,7 +970,7 @@ class Sender:
             for d in self._rendition_packetizer.packetize(
                     grain, rtp_timestamp(now, VIDEO_CLOCK_RATE), sync=origin, origin=origin):
                 await self._rendition_sender.send_async(d)
-            self.rendition_grains += 1
+            self.stats.rendition_grains += 1
             await asyncio.sleep(period)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:

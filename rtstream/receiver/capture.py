@@ -552,7 +552,10 @@ class Capture:
             limit = min(limit, frames)
         self._recording = _Recording(flow=vf, limit=limit)
         if self.audio:
-            self._start_audio(limit / float(vf.fmt.exactframerate), clip=True)
+            if self._audio_rec is not None and not self._audio_rec.done.is_set():
+                log.info("record: audio is being recorded on its own; the clip goes without it")
+            else:
+                self._start_audio(limit / float(vf.fmt.exactframerate), clip=True)
         if seconds is not None and self.store_client is not None:
             self.spawn(self._record_until_done(), "rtstream-rx-record")
         log.info("recording a clip of up to %d frames", limit)
