@@ -853,7 +853,7 @@ def parse_rendition(ds: Dataset) -> Rendition:
             concept = (p.get("ConceptNameCodeSequence") or [None])[0]
             if concept is None or concept.get("CodingSchemeDesignator") != RENDITION_SCHEME:
                 continue
-            found[str(concept.CodeValue)] = str(p.get("UID") or p.get("TextValue") or "")
+            found[str(concept.get("CodeValue", ""))] = str(p.get("UID") or p.get("TextValue") or "")
         source = uid_uuid(found.get(_SOURCE_CONCEPT[0], ""))
         flow = uid_uuid(found.get(_FLOW_CONCEPT[0], ""))
         try:
@@ -865,7 +865,7 @@ def parse_rendition(ds: Dataset) -> Rendition:
             flow_id=flow or uuid.UUID(int=0), role=role))
     if not members:
         raise RemoteProtocolError("(0040,A730) Content Sequence", "no IMAGE or WAVEFORM member")
-    return Rendition(title, tuple(members), str(ds.SOPInstanceUID))
+    return Rendition(title, tuple(members), str(ds.get("SOPInstanceUID", "")))
 
 
 class RenditionGrainBuilder:

@@ -676,8 +676,9 @@ class Capture:
                 samples = samples[max(0, lead):]
         if rec.first is None:
             rec.first = item
-            if rec.clip and rec.start_ns is not None:
-                rec.first_origin = PtpTimestamp.from_ns(rec.start_ns)
+            if rec.clip and rec.start_ns is not None and item.origin is not None:
+                # the first sample kept: the clip's start, or the chunk's if it came later
+                rec.first_origin = PtpTimestamp.from_ns(max(rec.start_ns, item.origin.to_ns()))
         if rec.static is None:
             rec.static = item.static
         take = min(len(samples), rec.limit - rec.samples)

@@ -339,3 +339,38 @@ async def test_a_bad_rendition_grain_is_counted_and_the_stream_goes_on(tmp_path:
     assert rx.renditions_invalid == 1
     (group,) = groups  # the sender's rendition, untouched by the bad one
     assert group.rendition.title is RenditionTitle.STEREO_VIDEO
+
+
+def _paths(ds: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every element of ``ds`` as a path of (tag) and (tag, item index) steps."""
+    out = []
+    for elem in ds:
+        out.append((*prefix, elem.tag))
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value):
+                out += _paths(item, (*prefix, elem.tag, i))
+    return out
+
+
+def test_every_element_removed_is_a_named_error_or_still_a_rendition() -> None:
+    """A rendition document from the network with any one element missing: parsed, or
+    refused with RemoteProtocolError (counted and dropped by the receiver), never
+    another exception."""
+    import copy
+
+    doc = rendition_document(StreamContext(patient_id="P"), sop_instance_uid=generate_uid(),
+                             members=[member(RenditionRole.LEFT), member(RenditionRole.RIGHT)],
+                             title=RenditionTitle.STEREO_VIDEO)
+    outcomes = set()
+    for path in _paths(doc):
+        broken = copy.deepcopy(doc)
+        node = broken
+        for step in path[:-1]:  # a sequence's tag, then an item's index
+            node = node[step] if isinstance(step, int) else node[step].value
+        del node[path[-1]]
+        try:
+            parse_rendition(broken)
+            outcomes.add("parsed")
+        except RemoteProtocolError:
+            outcomes.add("refused")
+    assert outcomes == {"parsed", "refused"}
