@@ -306,6 +306,12 @@ class Capture:
             no DICOM-RTV metadata flow and no identity was given.
         """
         cfg = self.cfg
+        if cfg.record_audio is not None and self.audio and self.audio[0].meta is None \
+                and self._identity is None and not self.video:
+            raise ConfigError(
+                "--record-audio", cfg.record_audio,
+                f"a stream with DICOM-RTV metadata, or an identity for it: audio flow "
+                f"{self.audio[0].name} carries no metadata; give {IDENTITY_FLAGS}")
         if cfg.snapshot_every is None and cfg.record is None:
             return
         flows = self.video if cfg.snapshot_every is not None else self.video[:1]
@@ -747,6 +753,11 @@ class Capture:
             if vf.last is not None:
                 static = self._static_for(vf, vf.last)
                 return static, self._rtv_uid(vf, vf.last)
+        if af.meta is None and self._identity is not None:
+            built = self._identity_static.get(af.name)
+            if built is None:
+                built = self._identity_static[af.name] = _identity_audio_static(af, self._identity)
+            return built, str(built.SOPInstanceUID)
         raise LocalProtocolError(
             f"record: no static part (patient, study) received for audio flow {af.name}")
 
@@ -831,6 +842,25 @@ class Capture:
                 raise LocalProtocolError(_no_identity("snapshot", vf))
             static = self._identity_static[vf.name] = _identity_static(vf, self._identity)
         return static
+
+
+def _identity_audio_static(af: AudioReader, identity: StreamContext) -> Dataset:
+    """A Real-Time Audio Waveform static part for an audio flow without DICOM-RTV metadata
+    (a third-party ST 2110-30 SDP), from the site's identity, as for video flows."""
+    import uuid
+
+    from rtstream.dicom.realtime import BulkFlowRef, RtvSop, static_part
+
+    key = f"rtstream:{af.media.address}:{af.media.port}"
+    ref = BulkFlowRef(
+        source_id=uuid.uuid5(uuid.NAMESPACE_URL, key + ":source"),
+        flow_id=uuid.uuid5(uuid.NAMESPACE_URL, key),
+        transfer_syntax_uid=af.fmt.transfer_syntax_uid,
+        sampling_rate=af.media.clock_rate,
+    )
+    ds: Dataset = static_part(RtvSop.AUDIO, identity, sop_instance_uid=generate_uid(),
+                              bulk_flows=(ref,))
+    return ds
 
 
 def _no_identity(what: str, vf: VideoReader) -> str:

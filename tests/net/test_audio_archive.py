@@ -216,3 +216,66 @@ def test_record_audio_without_an_audio_flow_is_refused(tmp_path: Path) -> None:
     cap = Capture(ReceiverConfig(sdp="x.sdp"), SystemClock(), [], [])
     with pytest.raises(LocalProtocolError, match="no audio flow"):
         cap.record_audio_start(1.0)
+
+
+@pytest.mark.peer("gst-launch-1.0")
+async def test_record_audio_from_gstreamer_without_metadata_is_sample_exact(tmp_path: Path) -> None:
+    """A third-party ST 2110-30 sender (GStreamer rtpL16pay, no DICOM-RTV metadata): with
+    the site's identity the receiver stores the audio, sample for sample what
+    audiotestsrc made."""
+    from rtstream.proto.formats import AudioFormat
+    from rtstream.proto.sdp import MediaKind, SdpMedia
+    from tests.interop.test_gst_audio import _raw_to_samples
+
+    gst = require_program("gst-launch-1.0")
+    src = ["audiotestsrc", "num-buffers=20", "samplesperbuffer=480", "wave=sine", "freq=997",
+           "volume=0.9", "!", "audio/x-raw,format=S16BE,rate=48000,channels=2"]
+    ref = tmp_path / "ref.raw"
+    subprocess.run([gst, "-q", *src, "!", "filesink", f"location={ref}"], check=True, timeout=60)
+    want = _raw_to_samples(ref.read_bytes(), AudioEncoding.L16, 2)
+    port = free_port(count=1, step=2)
+    afmt = AudioFormat(encoding=AudioEncoding.L16, sample_rate=48_000, channels=2)
+    session = SdpSession(origin_address="127.0.0.1", session_name="gst", session_id=1, media=(
+        SdpMedia(kind=MediaKind.AUDIO, port=port, payload_type=96, address="127.0.0.1",
+                 clock_rate=48_000, audio=afmt, mid="AUD"),))
+    sdp = tmp_path / "gst.sdp"
+    sdp.write_text(write_sdp(session))
+    store = tmp_path / "store"
+    cfg = ReceiverConfig(sdp=str(sdp), store_dir=store, outbox=tmp_path / "outbox",
+                         record_audio=len(want) / 48_000,
+                         context={"patient_id": "SITE-1", "patient_name": "Site^Given"})
+    async with Receiver(cfg) as rx:
+        await asyncio.to_thread(subprocess.run, [
+            gst, "-q", *src, "!", "rtpL16pay", "!", "udpsink", "host=127.0.0.1",
+            f"port={port}", "sync=true"], check=True, timeout=60)
+        async with asyncio.timeout(10):
+            while not list(store.glob("*.dcm")):
+                await asyncio.sleep(0.05)
+        assert rx.audio[0].lost == 0
+    (path,) = store.glob("*.dcm")
+    wave = pydicom.dcmread(path)
+    assert wave.PatientID == "SITE-1" and str(wave.PatientName) == "Site^Given"
+    assert np.array_equal(_samples(wave), want)
+    check_waveform_with_dciodvfy(wave, tmp_path)
+
+
+def test_record_audio_without_metadata_or_identity_is_refused(tmp_path: Path) -> None:
+    from rtstream.proto.formats import AudioFormat
+    from rtstream.proto.sdp import MediaKind, SdpMedia
+
+    afmt = AudioFormat(encoding=AudioEncoding.L16, sample_rate=48_000, channels=2)
+    session = SdpSession(origin_address="127.0.0.1", session_name="bare", session_id=1, media=(
+        SdpMedia(kind=MediaKind.AUDIO, port=free_port(), payload_type=96, address="127.0.0.1",
+                 clock_rate=48_000, audio=afmt, mid="AUD"),))
+    sdp = tmp_path / "bare.sdp"
+    sdp.write_text(write_sdp(session))
+
+    async def start() -> None:
+        async with Receiver(ReceiverConfig(sdp=str(sdp), store_dir=tmp_path / "s",
+                                           outbox=tmp_path / "o", record_audio=1.0)):
+            pass
+
+    from rtstream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--record-audio"):
+        asyncio.run(start())
