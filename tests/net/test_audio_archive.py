@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -199,8 +201,6 @@ async def test_waveform_into_orthanc(orthanc: Orthanc, tmp_path: Path) -> None: 
      "--source"),
 ])
 def test_flag_errors_name_the_flag(args: tuple[str, ...], says: str, tmp_path: Path) -> None:
-    import sys
-
     res = subprocess.run([sys.executable, "-m", "rtstream", *args], capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)
     assert res.returncode != 0
@@ -279,3 +279,31 @@ def test_record_audio_without_metadata_or_identity_is_refused(tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match="--record-audio"):
         asyncio.run(start())
+
+
+def test_cli_receive_record_audio(tmp_path: Path) -> None:
+    """``rtstream send --audio`` and ``rtstream receive --record-audio`` as processes."""
+
+    port = free_port(count=7, step=2)
+    sdp = tmp_path / "s.sdp"
+    rtstream = [sys.executable, "-m", "rtstream", "--log-level", "WARNING"]
+    tx = subprocess.Popen([*rtstream, "send", "--video", "160x120@30", "--depth", "8", "--audio",
+                           "--dest", f"127.0.0.1:{port}", "--duration", "6", "--sdp-out", str(sdp),
+                           "--patient-id", "CLI-AUD"], stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not sdp.exists():
+            assert time.monotonic() - t0 < 20, "no SDP from the sender"
+            time.sleep(0.05)
+        rx = subprocess.run([*rtstream, "receive", "--sdp", str(sdp), "--record-audio", "0.5",
+                             "--store-dir", str(tmp_path / "store"), "--outbox",
+                             str(tmp_path / "outbox"), "--duration", "2.5"],
+                            capture_output=True, text=True, timeout=60)
+        assert rx.returncode == 0, rx.stderr
+    finally:
+        tx.terminate()
+        tx.wait(timeout=20)
+    (path,) = (tmp_path / "store").glob("*.dcm")
+    wave = pydicom.dcmread(path)
+    assert str(wave.SOPClassUID) == GENERAL_AUDIO_WAVEFORM_STORAGE and wave.PatientID == "CLI-AUD"
+    assert int(wave.WaveformSequence[0].NumberOfWaveformSamples) == 24000
