@@ -824,7 +824,8 @@ class Sender:
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 await aclose()
-        stop.set()
+        if not right:  # the left view (or the only one) ends the run
+            stop.set()
 
     def _dump(self, frame: VideoFrame, wire: np.ndarray, ts: int) -> None:
         assert self.cfg.dump_frames is not None
