@@ -22,6 +22,16 @@ period + the pacing window slack), i.e. the sender did not keep up with real tim
 
 Ports: video PORT, video metadata PORT+2, audio PORT+4, audio metadata PORT+6 unless
 configured otherwise.
+
+Renditions: with a second video source (``stereo_source``, the right view of a stereo
+pair; ``source`` is the left) and/or audio, the sender also sends a Rendition Selection
+Document flow (PS3.22 SOP class 1.2.840.10008.10.4, :func:`rendition_document`) naming
+every metadata flow of the rendition by its RTV SOP instance and its Source and Flow
+Identifiers, at least once a second (PS3.22 §6.2.2), with the NMOS header extension like
+every metadata flow. The right view is a second video flow of the same format and
+clock: both sources are stamped from one start instant, so the frames of a pair carry
+the same RTP timestamp (which is how a receiver pairs them). Ports: right video PORT+8,
+its metadata PORT+10, the rendition flow PORT+12 (``[rendition]``).
 """
 
 from __future__ import annotations
@@ -47,7 +57,17 @@ import numpy as np
 
 from rtstream.config import expand_text_forms, from_mapping, load_toml, merge, parse_size_rate
 from rtstream.dicom.context import StreamContext
-from rtstream.dicom.realtime import BulkFlowRef, GrainBuilder, RtvSop, static_part
+from rtstream.dicom.realtime import (
+    BulkFlowRef,
+    GrainBuilder,
+    RenditionGrainBuilder,
+    RenditionMember,
+    RenditionRole,
+    RenditionTitle,
+    RtvSop,
+    rendition_document,
+    static_part,
+)
 from rtstream.endpoints import check_port, parse_endpoint
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.media.sources import (
@@ -69,7 +89,12 @@ from rtstream.proto.formats import (
 )
 from rtstream.proto.nmos_ext import ExtMap
 from rtstream.proto.rfc4175 import VideoPacketizer
-from rtstream.proto.rtv_metadata import MetadataPacketizer, RtvMetaInfo
+from rtstream.proto.rtv_metadata import (
+    RTV_RENDITION_SELECTION,
+    MetadataPacketizer,
+    RtvMetaInfo,
+    audio_packet_grains,
+)
 from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, write_sdp
 from rtstream.proto.st2110_30 import AudioPacketizer
 from rtstream.sysclock import SystemClock
@@ -256,6 +281,49 @@ class PacingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RenditionConfig:
+    """``[rendition]``: the Rendition Selection Document flow and the right view's ports.
+
+    Parameters
+    ----------
+    enabled : bool or None
+        Send a Rendition Selection Document flow (PS3.22 SOP class 10.4); unset: whenever
+        audio or a stereo right view joins the video.
+    port : int or None
+        The rendition flow's port (default PORT+12).
+    right_video_port, right_metadata_port : int or None
+        The stereo right view's video and metadata ports (default PORT+8, PORT+10).
+    interval_ms : int
+        Time between two rendition grains (<= 1000: PS3.22 asks >= 1 Hz).
+    """
+
+    enabled: bool | None = None
+    port: int | None = None
+    right_video_port: int | None = None
+    right_metadata_port: int | None = None
+    interval_ms: int = 500
+
+    def __post_init__(self) -> None:
+        for key, v in (("rendition.port", self.port),
+                       ("rendition.right_video_port", self.right_video_port),
+                       ("rendition.right_metadata_port", self.right_metadata_port)):
+            if v is not None:
+                check_port(v, key, what="UDP port")
+        if not 10 <= self.interval_ms <= 1000:
+            raise ConfigError("rendition.interval_ms", self.interval_ms, "10..1000 (PS3.22: >= 1 Hz)")
+
+    def ports(self, base: int) -> tuple[int, int, int]:
+        """(right video, right metadata, rendition) ports for base port ``base``."""
+        ports = (self.right_video_port or base + 8, self.right_metadata_port or base + 10,
+                 self.port or base + 12)
+        for key, p in zip(("rendition.right_video_port", "rendition.right_metadata_port",
+                           "rendition.port"), ports, strict=True):
+            if p > 65535:
+                raise ConfigError(key, p, "a port <= 65535: set it, or a lower network.port")
+        return ports
+
+
+@dataclass(frozen=True, kw_only=True)
 class SenderConfig:
     """Everything ``rtstream send`` needs; load with :func:`load_sender_config`.
 
@@ -276,7 +344,12 @@ class SenderConfig:
         Most time between two static parts (<= 1000: PS3.22 asks >= 1 Hz).
     context : dict
         Patient/study/device values (:class:`~rtstream.dicom.context.StreamContext`
-        field names); a DICOM source's own values fill what is not given.    http : str or None
+        field names); a DICOM source's own values fill what is not given.
+    stereo_source : str or None
+        A second video source: the right view of a stereo pair (``source`` is the left);
+        sent as a second video flow with its own metadata, grouped with the first by a
+        stereo rendition (``--source`` given twice).
+    http : str or None
         ``HOST:PORT`` where ``rtstream send`` serves the SDP and metrics. The command
         starts that server (:class:`~rtstream.net.sdp_http.SdpHttpServer`) and gives it
         each Sender's SDP; a :class:`Sender` itself never starts an HTTP server.
@@ -300,6 +373,8 @@ class SenderConfig:
     http: str | None = None
     dump_frames: Path | None = None
     stats_json: Path | None = None
+    stereo_source: str | None = None
+    rendition: RenditionConfig = field(default_factory=RenditionConfig)
     #: ``video = "1280x720@30"`` is the ``--video`` spelling of the ``[video]`` table
     config_text_forms: typing.ClassVar[dict[str, Callable[[str, str], dict[str, Any]]]] = {
         "video": parse_size_rate}
@@ -321,6 +396,14 @@ class SenderConfig:
         for key in self.context:
             if key not in names:
                 raise ConfigError(f"context.{key}", self.context[key], "one of " + ", ".join(sorted(names)))
+
+    @property
+    def sends_rendition(self) -> bool:
+        """Whether a Rendition Selection Document flow is sent (``[rendition]`` enabled,
+        or by default when audio or a stereo pair joins the video)."""
+        if self.rendition.enabled is not None:
+            return self.rendition.enabled
+        return self.audio.enabled or self.stereo_source is not None
 
     @property
     def rtv_sop(self) -> RtvSop:
@@ -358,6 +441,8 @@ class SenderStats:
     metadata_grains: int = 0
     static_parts: int = 0
     audio_packets: int = 0
+    audio_grains: int = 0
+    rendition_grains: int = 0
     icmp_errors: int = 0
     dropped: int = 0
     started_ns: int = 0
@@ -414,6 +499,8 @@ class Sender:
         self.audio_source: AudioSource | None = (
             open_audio_source(cfg.audio.source) if cfg.audio.enabled else None
         )
+        self.right_source: VideoSource | None = (
+            open_video_source(cfg.stereo_source, loop=cfg.loop) if cfg.stereo_source else None)
         self.fmt = self._video_format()
         self.audio_fmt = cfg.audio.format() if cfg.audio.enabled else None
         ctx_values = dict(context_fields(self.source.context, StreamContext))
@@ -431,6 +518,7 @@ class Sender:
         self._flows: list[UdpSender] = []
         self._video: _OutFlow | None = None
         self._audio: _OutFlow | None = None
+        self._init_rendition(rnd)
         self.sdp = self.session()
 
     # ----------------------------------------------------------------- setup
@@ -488,17 +576,29 @@ class Sender:
                          clock_rate=self.audio_fmt.sample_rate, extmap=extmap, mid="AMETA",
                          describes="AUD", **common),
             ]
+        media += self._rendition_media(common, extmap)
         origin = n.source_address or ("127.0.0.1" if addr.startswith("127.") else _local_address_for(addr))
         return SdpSession(origin_address=origin, session_name=self.cfg.session_name,
                           session_id=self.session_id, media=tuple(media))
 
     def udp_senders(self) -> dict[str, UdpSender]:
-        """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA)."""
+        """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA, and
+        VIDR, VMETAR, REND of a rendition)."""
         out: dict[str, UdpSender] = {}
         for flow, media, meta in ((self._video, "VID", "VMETA"), (self._audio, "AUD", "AMETA")):
             if flow is not None:
                 out[media] = flow.sender
                 out[meta] = flow.meta_sender
+        out.update(self._rendition_udp_senders())
+        return out
+
+    def _rendition_udp_senders(self) -> dict[str, UdpSender]:
+        """The right view's (VIDR, VMETAR) and the rendition flow's (REND) senders."""
+        out: dict[str, UdpSender] = {}
+        if self._right is not None:
+            out["VIDR"], out["VMETAR"] = self._right.sender, self._right.meta_sender
+        if self._rendition_sender is not None:
+            out["REND"] = self._rendition_sender
         return out
 
     def sdp_text(self) -> str:
@@ -553,13 +653,15 @@ class Sender:
                 bulk_sender=self._udp(vport), video=self.fmt)
             self.sop_instance_uid = self._video.builder.meta.sop_instance_uid
             if self.audio_fmt is not None:
-                chunk = Fraction(self.audio_fmt.samples_per_packet * 10, self.audio_fmt.sample_rate)
+                # one grain per audio packet: each lasts one packet time (ptime)
+                chunk = Fraction(self.audio_fmt.samples_per_packet, self.audio_fmt.sample_rate)
                 self._audio = self._metadata_flow(
                     sop=RtvSop.AUDIO, bulk_ts=self.audio_fmt.transfer_syntax_uid,
                     rate=self.audio_fmt.sample_rate, bulk_source=self._ids["audio_source"],
                     bulk_flow=self._ids["audio_flow"], meta_source=self._ids["ameta_source"],
                     meta_flow=self._ids["ameta_flow"], ssrc=self._ssrc[3], port=amport,
                     duration=chunk, bulk_sender=self._udp(aport))
+            self._open_rendition()
             text = self.sdp_text()
             if self.cfg.sdp_out is not None:
                 self.cfg.sdp_out.parent.mkdir(parents=True, exist_ok=True)
@@ -578,6 +680,8 @@ class Sender:
         self.source.close()
         if self.audio_source is not None:
             self.audio_source.close()
+        if self.right_source is not None:
+            self.right_source.close()
         for s in self._flows:
             self.stats.icmp_errors += s.stats.icmp_errors
             self.stats.dropped += s.stats.dropped
@@ -619,6 +723,7 @@ class Sender:
             if self._audio is not None and self.audio_source is not None:
                 audio = tg.create_task(self._audio_loop(start_ns, stop), name="audio")
                 video.add_done_callback(lambda _t: audio.cancel())
+            self._rendition_tasks(tg, video, start_ns, stop)
             if self._status is not None:
                 status = tg.create_task(self._status_loop(stop), name="status")
                 video.add_done_callback(lambda _t: status.cancel())
@@ -642,14 +747,17 @@ class Sender:
 
         return convert
 
-    async def _video_loop(self, start_ns: int, stop: asyncio.Event) -> None:
+    async def _video_loop(self, start_ns: int, stop: asyncio.Event, *, right: bool = False) -> None:
         assert self._video is not None
-        flow = self._video
+        flow = self._video if not right else self._right
+        source = self.source if not right else self.right_source
+        assert flow is not None and source is not None
         cfg = self.cfg
         fmt = self.fmt
         clock = self.clock
         period = int(fmt.frame_duration_ns)
-        packetizer = VideoPacketizer(fmt, ssrc=self._ssrc[0], payload_type=cfg.video.payload_type,
+        packetizer = VideoPacketizer(fmt, ssrc=self._ssrc[0] if not right else self._rend_ssrc[0],
+                                     payload_type=cfg.video.payload_type,
                                      max_payload=cfg.video.max_payload,
                                      sequence=random.getrandbits(32))
         n = packetizer.packets_per_frame
@@ -659,9 +767,9 @@ class Sender:
         window = int(period * cfg.pacing.window)
         max_frames = cfg.frames
         end_ns = start_ns + int(cfg.duration * NS_PER_S) if cfg.duration is not None else None
-        stats = self.stats
+        stats = self.stats if not right else self.right_stats
         loop_sleep = asyncio.sleep
-        frames = self.source.frames(fmt, clock, start_ns=start_ns, convert=self._convert())
+        frames = source.frames(fmt, clock, start_ns=start_ns, convert=self._convert())
         try:
             async for frame in frames:
                 if end_ns is not None and frame.capture_ns >= end_ns:
@@ -675,7 +783,7 @@ class Sender:
                 stats.metadata_grains += 1
                 stats.static_parts = flow.builder.static_grains
                 batch = packetizer.packetize(wire, ts)
-                if cfg.dump_frames is not None:
+                if cfg.dump_frames is not None and not right:
                     self._dump(frame, wire, ts)
                 sender = flow.sender
                 if bursts == 1:
@@ -712,11 +820,12 @@ class Sender:
             # 0.1 s): done on the loop, as the generator's own clean-up would, that
             # stall made the last frame of another Sender on the same loop late
             # (measured: 109 ms after its capture with two senders in one process).
-            await asyncio.to_thread(self.source.close)
+            await asyncio.to_thread(source.close)
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 await aclose()
-        stop.set()
+        if not right:  # the left view (or the only one) ends the run
+            stop.set()
 
     def _dump(self, frame: VideoFrame, wire: np.ndarray, ts: int) -> None:
         assert self.cfg.dump_frames is not None
@@ -738,14 +847,132 @@ class Sender:
             if stop.is_set():
                 break
             ts = rtp_timestamp(chunk.capture_ns, fmt.sample_rate)
-            origin = PtpTimestamp.from_ns(chunk.capture_ns)
-            number += 1
-            grain = flow.builder.grain(origin=origin, frame_number=number, now=self.clock.now_ns())
-            for d in flow.meta_packetizer.packetize(grain, ts, sync=origin, origin=origin):
-                await flow.meta_sender.send_async(d)
+            await self._audio_grains(flow, ts, chunk.capture_ns, len(chunk.samples), number)
+            number += len(chunk.samples) // fmt.samples_per_packet
             batch = packetizer.packetize(chunk.samples, ts)
             await flow.sender.send_batch_async(batch)
             self.stats.audio_packets += len(batch.sizes)
+
+    async def _audio_grains(self, flow: _OutFlow, ts: int, capture_ns: int, samples: int,
+                            number: int) -> None:
+        """One metadata grain per audio packet of a chunk (PS3.17 PPPP.9 "for every
+        sample", read per packet: :func:`~rtstream.proto.rtv_metadata.audio_packet_grains`)."""
+        assert self.audio_fmt is not None
+        spp = self.audio_fmt.samples_per_packet
+        now = self.clock.now_ns()
+        for i, (pts, origin) in enumerate(audio_packet_grains(
+                ts, capture_ns, packets=samples // spp, samples_per_packet=spp,
+                sample_rate=self.audio_fmt.sample_rate)):
+            grain = flow.builder.grain(origin=origin, frame_number=number + i + 1, now=now)
+            for d in flow.meta_packetizer.packetize(grain, pts, sync=origin, origin=origin):
+                await flow.meta_sender.send_async(d)
+            self.stats.audio_grains += 1
+
+    # ------------------------------------------------------------- rendition
+
+    def _init_rendition(self, rnd: random.SystemRandom) -> None:
+        """Identifiers of the right view and of the rendition flow."""
+        self.right_stats = SenderStats()
+        self._rend_ssrc = [rnd.getrandbits(32) for _ in range(3)]  # right video, its meta, rendition
+        self._rend_ids = {name: uuid.uuid4() for name in (
+            "right_source", "right_flow", "rmeta_source", "rmeta_flow", "rend_source", "rend_flow")}
+        self._right: _OutFlow | None = None
+        self._rendition: RenditionGrainBuilder | None = None
+        self._rendition_packetizer: MetadataPacketizer | None = None
+        self._rendition_sender: UdpSender | None = None
+
+    def _rendition_media(self, common: dict[str, Any], extmap: ExtMap) -> list[SdpMedia]:
+        """SDP media of the right view (VIDR, VMETAR) and the rendition flow (REND)."""
+        n = self.cfg.network
+        rvport, rmport, rendport = self.cfg.rendition.ports(n.port)
+        media: list[SdpMedia] = []
+        if self.right_source is not None:
+            media += [
+                SdpMedia(kind=MediaKind.VIDEO, port=rvport, payload_type=self.cfg.video.payload_type,
+                         clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VIDR", **common),
+                SdpMedia(kind=MediaKind.METADATA, port=rmport, payload_type=n.metadata_payload_type,
+                         clock_rate=VIDEO_CLOCK_RATE, extmap=extmap, mid="VMETAR", describes="VIDR",
+                         **common),
+            ]
+        if self.cfg.sends_rendition:
+            media.append(SdpMedia(kind=MediaKind.METADATA, port=rendport,
+                                  payload_type=n.metadata_payload_type, clock_rate=VIDEO_CLOCK_RATE,
+                                  extmap=extmap, mid="REND", rendition=True, **common))
+        return media
+
+    def _open_rendition(self) -> None:
+        """Open the right view's flows and the rendition flow (in ``__aenter__``)."""
+        assert self._video is not None
+        rvport, rmport, rendport = self.cfg.rendition.ports(self.cfg.network.port)
+        ids = self._rend_ids
+        if self.right_source is not None:
+            self._right = self._metadata_flow(
+                sop=self.rtv_sop, bulk_ts=self.fmt.transfer_syntax_uid, rate=VIDEO_CLOCK_RATE,
+                bulk_source=ids["right_source"], bulk_flow=ids["right_flow"],
+                meta_source=ids["rmeta_source"], meta_flow=ids["rmeta_flow"],
+                ssrc=self._rend_ssrc[1], port=rmport, duration=1 / self.fmt.exactframerate,
+                bulk_sender=self._udp(rvport), video=self.fmt)
+        if not self.cfg.sends_rendition:
+            return
+        members = [self._member(self._video, RenditionRole.LEFT if self._right else RenditionRole.VIDEO)]
+        if self._right is not None:
+            members.append(self._member(self._right, RenditionRole.RIGHT))
+        if self._audio is not None:
+            members.append(self._member(self._audio, RenditionRole.AUDIO))
+        title = RenditionTitle.for_members(video=2 if self._right else 1,
+                                           audio=1 if self._audio else 0,
+                                           stereo=self._right is not None)
+        uid = _generate_uid(self.context.uid_root)
+        ptp = self.cfg.ptp_grandmaster is not None and _ptp_disciplined(self.clock)
+        video_static = self._video.builder.static
+        doc = rendition_document(
+            self.context, sop_instance_uid=uid, members=members, title=title,
+            created_ns=self.clock.now_ns(), ptp_synchronized=ptp,
+            synchronization_uid=str(video_static.SynchronizationFrameOfReferenceUID))
+        # (0002,0010) names the bulk flow's syntax; a rendition references the video's.
+        meta = RtvMetaInfo(transfer_syntax_uid=self.fmt.transfer_syntax_uid,
+                           sop_class_uid=RTV_RENDITION_SELECTION, sop_instance_uid=uid,
+                           source_id=ids["rend_source"], flow_id=ids["rend_flow"],
+                           sampling_rate=None)
+        self._rendition = RenditionGrainBuilder(meta, doc)
+        self._rendition_packetizer = MetadataPacketizer(
+            ssrc=self._rend_ssrc[2], extmap=ExtMap.default(), source_id=ids["rend_source"],
+            flow_id=ids["rend_flow"], payload_type=self.cfg.network.metadata_payload_type,
+            max_payload=1460, sequence=random.getrandbits(16))
+        self._rendition_sender = self._udp(rendport)
+
+    @staticmethod
+    def _member(flow: _OutFlow, role: RenditionRole) -> RenditionMember:
+        meta = flow.builder.meta
+        return RenditionMember(sop_class_uid=meta.sop_class_uid, sop_instance_uid=meta.sop_instance_uid,
+                               source_id=meta.source_id, flow_id=meta.flow_id, role=role)
+
+    def _rendition_tasks(self, tg: asyncio.TaskGroup, video: asyncio.Task[None], start_ns: int,
+                         stop: asyncio.Event) -> None:
+        """The right view's loop and the rendition loop, stopped with the left view."""
+        tasks = []
+        if self._right is not None:
+            tasks.append(tg.create_task(self._video_loop(start_ns, stop, right=True), name="video-right"))
+        if self._rendition is not None:
+            tasks.append(tg.create_task(self._rendition_loop(stop), name="rendition"))
+        for t in tasks:
+            video.add_done_callback(lambda _v, t=t: t.cancel())  # type: ignore[misc]
+
+    async def _rendition_loop(self, stop: asyncio.Event) -> None:
+        """Send the rendition document every ``interval_ms`` (>= 1 Hz, PS3.22 §6.2.2),
+        stamped with the 90 kHz media clock (its rate is ours: spec/ps322.md §2.7)."""
+        assert self._rendition is not None and self._rendition_packetizer is not None
+        assert self._rendition_sender is not None
+        period = self.cfg.rendition.interval_ms / 1000
+        while not stop.is_set():
+            now = self.clock.now_ns()
+            origin = PtpTimestamp.from_ns(now)
+            grain = self._rendition.grain()
+            for d in self._rendition_packetizer.packetize(
+                    grain, rtp_timestamp(now, VIDEO_CLOCK_RATE), sync=origin, origin=origin):
+                await self._rendition_sender.send_async(d)
+            self.stats.rendition_grains += 1
+            await asyncio.sleep(period)
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         assert self._status is not None
@@ -844,6 +1071,7 @@ __all__ = [
     "NetworkConfig",
     "Pacing",
     "PacingConfig",
+    "RenditionConfig",
     "Sender",
     "SenderConfig",
     "SenderStats",

@@ -201,15 +201,24 @@ def table(cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> str:
 
 def _sender_tables() -> list[tuple[str, str]]:
     from rtstream.dicom.context import StreamContext
-    from rtstream.sender import AudioConfig, NetworkConfig, PacingConfig, SenderConfig, VideoConfig
+    from rtstream.sender import (
+        AudioConfig,
+        NetworkConfig,
+        PacingConfig,
+        RenditionConfig,
+        SenderConfig,
+        VideoConfig,
+    )
 
-    nested = ("video", "audio", "network", "pacing", "context")
+    nested = ("video", "audio", "network", "pacing", "context", "rendition")
     return [
         ("top level", table(SenderConfig, skip=nested)),
         ("`[video]`", table(VideoConfig)),
         ("`[audio]`", table(AudioConfig)),
         ("`[network]`", table(NetworkConfig)),
         ("`[pacing]`", table(PacingConfig)),
+        ("`[rendition]` — the rendition flow and a stereo pair's right view (docs/renditions.md)",
+         table(RenditionConfig)),
         ("`[context]` — patient, study and device of the static part "
          "(a `dicom:` source fills what is not given)", table(StreamContext)),
     ]

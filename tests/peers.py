@@ -50,7 +50,8 @@ def require_root(what: str) -> None:
 def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> int:
     """A port on 127.0.0.1 such that ``port + i*step`` for ``i < count`` are all free.
 
-    For UDP flows rtstream uses base, base+2, base+4, base+6; ask with count=4, step=2.
+    For UDP flows rtstream uses base, base+2, base+4, base+6; ask with count=4, step=2
+    (count=7 with audio or a stereo pair: right view +8/+10, rendition flow +12).
     """
     for _ in range(200):
         with socket.socket(socket.AF_INET, kind) as s:

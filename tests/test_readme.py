@@ -62,11 +62,11 @@ def test_sections_and_links() -> None:
                     "### 3. Recording into an archive", "## Configuration reference",
                     "## PS3.22 conformance", "## Threat model"):
         assert heading in text
-    for needle in ("localmac", "TP=2110TPW", "BT.601", "10 ms", "fragmentation",
+    for needle in ("localmac", "TP=2110TPW", "BT.601", "one grain per ST 2110-30 packet", "fragmentation",
                    "protected network", "401", "127.0.0.1", "TLS", "INFO"):
         assert needle in text, needle
     for doc in ("docs/performance.md", "docs/mqtt.md", "docs/viewer.md",
-                "docs/config-reference.md"):
+                "docs/config-reference.md", "docs/renditions.md"):
         assert f"]({doc})" in text
     for name in re.findall(r"samples/[\w.-]+", text):
         assert (ROOT / name).exists(), name

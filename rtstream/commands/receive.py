@@ -86,7 +86,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-every", type=float, metavar="S",
                         help="store a snapshot every S seconds")
     parser.add_argument("--record", type=float, metavar="S",
-                        help="record a clip of S seconds from the first frame and store it")
+                        help="record a clip of S seconds from the first frame and store it "
+                             "(with the first audio flow's audio as a General Audio Waveform)")
+    parser.add_argument("--record-audio", type=float, metavar="SECONDS",
+                        help="record SECONDS of the first audio flow and store them as a "
+                             "General Audio Waveform instance (an audio-only stream too)")
     parser.add_argument("--store", metavar="AET@HOST:PORT", help="C-STORE to this archive")
     parser.add_argument("--store-dir", type=Path, metavar="DIR",
                         help="save stored instances into DIR instead of sending them")
@@ -129,6 +133,11 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
             "--snapshot-every/--record", args.snapshot_every or args.record,
             "together with --store AET@HOST:PORT or --store-dir DIR",
         )
+    if args.record_audio is not None and not args.record_audio > 0:
+        raise ConfigError("--record-audio", args.record_audio, "a positive number of seconds")
+    if args.record_audio is not None and not (args.store or args.store_dir):
+        raise ConfigError("--record-audio", args.record_audio,
+                          "together with --store AET@HOST:PORT or --store-dir DIR")
     return ReceiverConfig(
         sdp=args.sdp,
         frames=args.frames,
@@ -142,6 +151,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         dump_metadata=args.dump_metadata,
         snapshot_every=args.snapshot_every,
         record=args.record,
+        record_audio=args.record_audio,
         store=args.store,
         store_dir=args.store_dir,
         outbox=args.outbox,

@@ -20,6 +20,7 @@ from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import sender_registry
 from rtstream.control.wiring import run_sender_node
 from rtstream.endpoints import parse_endpoint
+from rtstream.errors import ConfigError
 from rtstream.media.sources import AUDIO_SPEC_HELP, SPEC_HELP
 from rtstream.net.sdp_http import SdpHttpServer
 from rtstream.pacs.context import context_with_worklist
@@ -69,7 +70,9 @@ def parse_video(text: str) -> dict[str, Any]:
 def add_sender_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``send`` and ``sdp``."""
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML configuration (flags override it)")
-    parser.add_argument("--source", metavar="SPEC", help=f"video source: {SPEC_HELP} (default testsrc)")
+    parser.add_argument("--source", metavar="SPEC", action="append",
+                        help=f"video source: {SPEC_HELP} (default testsrc); given twice, the "
+                        "left and right views of a stereo pair (a stereo rendition)")
     parser.add_argument("--dest", metavar="HOST:PORT", required=False,
                         help="destination address (unicast or multicast group) and base port "
                         "(default: the config's [network], else 127.0.0.1:5004)")
@@ -90,7 +93,8 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Map flags onto the :class:`SenderConfig` tree (None = not given)."""
-    o: dict[str, Any] = {"source": args.source, "sop": args.sop, "session_name": args.session_name}
+    o: dict[str, Any] = {"sop": args.sop, "session_name": args.session_name}
+    o.update(_sources(args.source))
     video: dict[str, Any] = {"sampling": args.sampling, "depth": args.depth}
     if args.video:
         video.update(parse_video(args.video))
@@ -114,6 +118,21 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "no_gso", False):
         net["gso"] = False
     return o
+
+
+def _sources(given: list[str] | str | None) -> dict[str, Any]:
+    """``--source`` once (the video) or twice (left, right views of a stereo pair)."""
+    if given is None:
+        return {}
+    if isinstance(given, str):
+        return {"source": given}
+    if len(given) > 2:
+        raise ConfigError("--source", " ".join(given),
+                          "at most twice: the left then the right view of a stereo pair")
+    out: dict[str, Any] = {"source": given[0]}
+    if len(given) == 2:
+        out["stereo_source"] = given[1]
+    return out
 
 
 def build_config(args: argparse.Namespace) -> SenderConfig:

@@ -39,6 +39,7 @@ from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
 from rtstream.proto.rtv_metadata import (
     RTV_AUDIO_WAVEFORM,
     RTV_MODALITY,
+    RTV_RENDITION_SELECTION,
     RTV_VIDEO_ENDOSCOPIC,
     RTV_VIDEO_PHOTOGRAPHIC,
     Grain,
@@ -592,3 +593,299 @@ class StaticTracker:
     def latest(self, flow_id: uuid.UUID) -> Dataset | None:
         """The latest static part of ``flow_id``, or None before the first one."""
         return self._static.get(flow_id)
+
+
+# --------------------------------------------------------------------------------------
+# Rendition Selection Document (PS3.22 SOP class 1.2.840.10008.10.4)
+# --------------------------------------------------------------------------------------
+#
+# Theory of operation. A rendition flow carries one Rendition Selection Document
+# (PS3.3 A.35.21): a Key Object Selection style SR document whose title (CID 7010,
+# PS3.16 Annex D codes 130370-130373) says what the rendition is, and whose IMAGE and
+# WAVEFORM content items reference the SOP Instance UIDs of the DICOM-RTV metadata flows
+# that belong together (A.35.21: only RTV instances may be referenced). It has no
+# dynamic part; the whole document is the static part and goes out at least once a
+# second (PS3.22 §6.2.2). PS3.3's root template for it was not recovered
+# (spec/ps322.md §2.7, §9 question 8), so the structure below is ours: root CONTAINER
+# with the title, one IMAGE (video) or WAVEFORM (audio) item per member flow, in order
+# (left view first for stereo), each with three HAS PROPERTIES items in rtstream's own
+# coding scheme (PS3.16 §8.2 allows a private "99" designator): the member's RTV Source
+# and Flow Identifiers (its metadata flow's (0002,0035)/(0002,0036)) as UUID-derived
+# UIDs (PS3.5 B.2, ``2.25.<integer>``) and its role (VIDEO, AUDIO, LEFT, RIGHT).
+
+RENDITION_SCHEME = "99RTSTREAM"
+"""Coding scheme of rtstream's own concept names in the rendition document."""
+
+_SOURCE_CONCEPT = ("RTVSRC", RENDITION_SCHEME, "RTV Source Identifier")
+_FLOW_CONCEPT = ("RTVFLOW", RENDITION_SCHEME, "RTV Flow Identifier")
+_ROLE_CONCEPT = ("RTVROLE", RENDITION_SCHEME, "Rendition role")
+
+
+class RenditionTitle(enum.Enum):
+    """Document titles of a rendition (PS3.16 Annex D, CID 7010)."""
+
+    RENDITION = ("130370", "RTV Rendition")
+    AUDIO_VIDEO = ("130371", "RTV Audio and Video Rendition")
+    STEREO_VIDEO = ("130372", "RTV Stereo Video Rendition")
+    AUDIO_STEREO_VIDEO = ("130373", "RTV Audio and Stereo Video Rendition")
+
+    @property
+    def code(self) -> tuple[str, str, str]:
+        """(value, DCM, meaning)."""
+        return (self.value[0], "DCM", self.value[1])
+
+    @classmethod
+    def for_members(cls, *, video: int, audio: int, stereo: bool) -> RenditionTitle:
+        """The title for a rendition of ``video`` and ``audio`` flows."""
+        if stereo and video == 2:
+            return cls.AUDIO_STEREO_VIDEO if audio else cls.STEREO_VIDEO
+        if video and audio:
+            return cls.AUDIO_VIDEO
+        return cls.RENDITION
+
+    @classmethod
+    def from_code(cls, value: str) -> RenditionTitle | None:
+        """The title of code value ``value`` (DCM), None if it is none of them."""
+        return next((t for t in cls if t.value[0] == value), None)
+
+
+class RenditionRole(enum.Enum):
+    """What one member flow is in its rendition."""
+
+    VIDEO = "VIDEO"
+    AUDIO = "AUDIO"
+    LEFT = "LEFT"
+    RIGHT = "RIGHT"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenditionMember:
+    """One DICOM-RTV metadata flow named by a rendition.
+
+    Parameters
+    ----------
+    sop_class_uid, sop_instance_uid : str
+        The member's RTV SOP class and instance ((0002,0032)/(0002,0033) of its grains).
+    source_id, flow_id : uuid.UUID
+        Its metadata flow's RTV Source and Flow Identifiers ((0002,0035)/(0002,0036)).
+    role : RenditionRole
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    source_id: uuid.UUID
+    flow_id: uuid.UUID
+    role: RenditionRole
+
+    @property
+    def is_audio(self) -> bool:
+        """True for an audio member (a WAVEFORM item)."""
+        return self.sop_class_uid == RTV_AUDIO_WAVEFORM
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """A decoded rendition: its title and its members, in document order."""
+
+    title: RenditionTitle
+    members: tuple[RenditionMember, ...]
+    sop_instance_uid: str
+
+    @property
+    def stereo(self) -> tuple[RenditionMember, RenditionMember] | None:
+        """(left, right) of a stereo rendition, else None."""
+        left = [m for m in self.members if m.role is RenditionRole.LEFT]
+        right = [m for m in self.members if m.role is RenditionRole.RIGHT]
+        if len(left) == 1 and len(right) == 1:
+            return left[0], right[0]
+        return None
+
+
+def uuid_uid(value: uuid.UUID) -> str:
+    """A UUID as a UID (PS3.5 B.2: ``2.25.`` and the UUID's integer value)."""
+    return f"2.25.{value.int}"
+
+
+def uid_uuid(uid: str) -> uuid.UUID | None:
+    """The UUID of a ``2.25.<integer>`` UID, None for any other UID."""
+    if not uid.startswith("2.25.") or not uid[5:].isdigit():
+        return None
+    n = int(uid[5:])
+    return uuid.UUID(int=n) if n < 1 << 128 else None
+
+
+def _content_item(value_type: str, relationship: str, concept: tuple[str, str, str] | None) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = relationship
+    item.ValueType = value_type
+    if concept is not None:
+        item.ConceptNameCodeSequence = [code_item(*concept)]
+    return item
+
+
+def rendition_document(
+    ctx: StreamContext,
+    *,
+    sop_instance_uid: str,
+    members: Sequence[RenditionMember],
+    title: RenditionTitle,
+    created_ns: int | None = None,
+    series_instance_uid: str | None = None,
+    ptp_synchronized: bool = False,
+    synchronization_uid: str | None = None,
+) -> Dataset:
+    """The Rendition Selection Document data set (all static; PS3.3 A.35.21).
+
+    Modules: Patient, General Study, Key Object Document Series (C.17.6.1), General
+    Equipment, Key Object Document (C.17.6.2), SR Document Content (C.17.3) with the
+    structure of the section notes above, Synchronization (C.7.4.2), SOP Common.
+
+    Raises
+    ------
+    ConfigError
+        For no members, or a member that is not a DICOM-RTV video or audio instance.
+    """
+    if not members:
+        raise ConfigError("rendition.members", [], "at least one DICOM-RTV metadata flow")
+    for m in members:
+        if m.sop_class_uid not in RTV_MODALITY:
+            raise ConfigError("rendition.members", m.sop_class_uid,
+                              "a DICOM-RTV video or audio SOP class (PS3.3 A.35.21)")
+    if created_ns is None:
+        created_ns = time.time_ns() + TAI_UTC_OFFSET_S * NS_PER_S
+    created_utc = tai_ns_to_datetime(created_ns)
+    created = created_utc.astimezone(civil_zone(created_utc, ctx.timezone_offset))
+    date, tm = created.strftime("%Y%m%d"), created.strftime("%H%M%S.%f")
+    ds = Dataset()
+    # SOP Common (C.12.1)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = tm
+    ds.SOPClassUID = RTV_RENDITION_SELECTION
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.TimezoneOffsetFromUTC = format_offset(created)
+    # Patient (C.7.1.1) and General Study (C.7.2.1), as the member flows say them
+    ds.PatientName = ctx.patient_name
+    ds.PatientID = ctx.patient_id
+    ds.PatientBirthDate = ctx.birth_date
+    ds.PatientSex = ctx.sex
+    ds.StudyInstanceUID = ctx.study_uid
+    ds.StudyDate = ctx.study_date or date
+    ds.StudyTime = ctx.study_time if ctx.study_date else tm
+    ds.ReferringPhysicianName = ctx.referring_physician
+    ds.StudyID = ctx.study_id
+    ds.AccessionNumber = ctx.accession_number
+    # Key Object Document Series (C.17.6.1)
+    ds.Modality = "KO"
+    ds.SeriesInstanceUID = series_instance_uid or new_uid(ctx.uid_root)
+    ds.SeriesNumber = 1
+    ds.ReferencedPerformedProcedureStepSequence = []
+    # General Equipment (C.7.5.1)
+    ds.Manufacturer = ctx.manufacturer or "UNKNOWN"
+    # Key Object Document (C.17.6.2)
+    ds.InstanceNumber = 1
+    ds.ContentDate = date
+    ds.ContentTime = tm
+    # Synchronization (C.7.4.2)
+    ds.SynchronizationFrameOfReferenceUID = (
+        UTC_SYNCHRONIZATION_UID if ptp_synchronized else synchronization_uid or new_uid(ctx.uid_root))
+    ds.SynchronizationTrigger = "NO TRIGGER"
+    ds.AcquisitionTimeSynchronized = "Y" if ptp_synchronized else "N"
+    # SR Document Content (C.17.3): the root container, titled, and its members
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [code_item(*title.code)]
+    ds.ContinuityOfContent = "SEPARATE"
+    items = []
+    for m in members:
+        item = _content_item("WAVEFORM" if m.is_audio else "IMAGE", "CONTAINS", None)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = m.sop_class_uid
+        ref.ReferencedSOPInstanceUID = m.sop_instance_uid
+        item.ReferencedSOPSequence = [ref]
+        props = []
+        for concept, uid in ((_SOURCE_CONCEPT, m.source_id), (_FLOW_CONCEPT, m.flow_id)):
+            p = _content_item("UIDREF", "HAS PROPERTIES", concept)
+            p.UID = uuid_uid(uid)
+            props.append(p)
+        role = _content_item("TEXT", "HAS PROPERTIES", _ROLE_CONCEPT)
+        role.TextValue = m.role.value
+        props.append(role)
+        item.ContentSequence = props
+        items.append(item)
+    ds.ContentSequence = items
+    return ds
+
+
+def parse_rendition(ds: Dataset) -> Rendition:
+    """Read a received Rendition Selection Document (the inverse of
+    :func:`rendition_document`; items it does not know are skipped).
+
+    Raises
+    ------
+    RemoteProtocolError
+        Naming the attribute at fault: not a rendition, an unknown title, a member
+        without a referenced RTV instance.
+    """
+    from rtstream.errors import RemoteProtocolError
+
+    if str(ds.get("SOPClassUID", "")) != RTV_RENDITION_SELECTION:
+        raise RemoteProtocolError("(0008,0016) SOP Class UID", "not a Rendition Selection Document")
+    names = ds.get("ConceptNameCodeSequence") or []
+    title = RenditionTitle.from_code(str(names[0].get("CodeValue", ""))) if names else None
+    if title is None:
+        raise RemoteProtocolError("(0040,A043) Concept Name Code Sequence",
+                                  "not an RTV rendition title (DCM 130370-130373)")
+    members = []
+    for item in ds.get("ContentSequence") or []:
+        kind = item.get("ValueType")
+        if kind not in ("IMAGE", "WAVEFORM"):
+            continue
+        refs = item.get("ReferencedSOPSequence") or []
+        if len(refs) != 1:
+            raise RemoteProtocolError("(0008,1199) Referenced SOP Sequence", "not exactly one item")
+        cls = str(refs[0].get("ReferencedSOPClassUID", ""))
+        inst = str(refs[0].get("ReferencedSOPInstanceUID", ""))
+        if cls not in RTV_MODALITY or not inst:
+            raise RemoteProtocolError("(0008,1150) Referenced SOP Class UID",
+                                      f"{cls!r} is not a DICOM-RTV video or audio class")
+        found: dict[str, str] = {}
+        for p in item.get("ContentSequence") or []:
+            concept = (p.get("ConceptNameCodeSequence") or [None])[0]
+            if concept is None or concept.get("CodingSchemeDesignator") != RENDITION_SCHEME:
+                continue
+            found[str(concept.get("CodeValue", ""))] = str(p.get("UID") or p.get("TextValue") or "")
+        source = uid_uuid(found.get(_SOURCE_CONCEPT[0], ""))
+        flow = uid_uuid(found.get(_FLOW_CONCEPT[0], ""))
+        try:
+            role = RenditionRole(found.get(_ROLE_CONCEPT[0], ""))
+        except ValueError:
+            role = RenditionRole.AUDIO if cls == RTV_AUDIO_WAVEFORM else RenditionRole.VIDEO
+        members.append(RenditionMember(
+            sop_class_uid=cls, sop_instance_uid=inst, source_id=source or uuid.UUID(int=0),
+            flow_id=flow or uuid.UUID(int=0), role=role))
+    if not members:
+        raise RemoteProtocolError("(0040,A730) Content Sequence", "no IMAGE or WAVEFORM member")
+    return Rendition(title, tuple(members), str(ds.get("SOPInstanceUID", "")))
+
+
+class RenditionGrainBuilder:
+    """The grains of a rendition flow: meta header + the whole document, every time.
+
+    The document has no dynamic part (PS3.22 §6.2.2), so every grain is a static part;
+    the sender's schedule (>= 1 Hz) decides how often one goes out.
+    """
+
+    def __init__(self, meta: RtvMetaInfo, document: Dataset) -> None:
+        if meta.sop_class_uid != RTV_RENDITION_SELECTION:
+            raise LocalProtocolError("meta.sop_class_uid: not the Rendition Selection class")
+        if document.SOPInstanceUID != meta.sop_instance_uid:
+            raise LocalProtocolError("document.SOPInstanceUID: differs from meta.sop_instance_uid")
+        self.meta = meta
+        self.document = document
+        self._bytes = meta.encode() + encode_dataset(document)
+        self.grains = 0
+
+    def grain(self) -> bytes:
+        """The encoded grain."""
+        self.grains += 1
+        return self._bytes

@@ -1760,3 +1760,38 @@ class MetadataDepacketizer:
             return
         self.stats.grains += 1
         events.append(GrainEvent(p.ssrc, p.ts, grain, p.ext, span))
+
+
+# --------------------------------------------------------------------------------------
+# Audio metadata: one grain per audio packet (spec/ps322.md §2.5 and §9 question 5)
+# --------------------------------------------------------------------------------------
+
+
+def audio_packet_grains(
+    rtp_timestamp: int, capture_ns: int, *, packets: int, samples_per_packet: int, sample_rate: int
+) -> list[tuple[int, PtpTimestamp]]:
+    """RTP timestamp and Frame Origin Timestamp of each audio packet of a chunk.
+
+    PS3.22 §6.2.2 puts the dynamic part of the Real-Time Audio Waveform IOD in every
+    grain, and PS3.17 PPPP.9 says the audio metadata is sent "for every sample"; we read
+    one grain per ST 2110-30 packet (per ``ptime``), stamped with that packet's RTP
+    timestamp (its first sample, RFC 3551 §4.2) so a receiver pairs grain and packet as
+    it pairs a video frame with its grain (PS3.17 PPPP.7). Packet ``i`` of a chunk that
+    starts at ``rtp_timestamp``/``capture_ns`` starts ``i * samples_per_packet`` samples
+    later; its origin is that sample's instant, rounded down to the nanosecond.
+
+    Raises
+    ------
+    LocalProtocolError
+        For a non-positive packet count, packet size or rate.
+    """
+    if packets < 1 or samples_per_packet < 1 or sample_rate < 1:
+        raise LocalProtocolError(
+            f"audio grains: packets={packets}, samples_per_packet={samples_per_packet}, "
+            f"sample_rate={sample_rate} must all be positive")
+    out = []
+    for i in range(packets):
+        offset = i * samples_per_packet
+        out.append(((rtp_timestamp + offset) & 0xFFFFFFFF,
+                    PtpTimestamp.from_ns(capture_ns + offset * NS_PER_S // sample_rate)))
+    return out

@@ -29,6 +29,11 @@ rtstream's convention: each media carries ``a=mid:<token>`` and a metadata media
 ``a=x-rtstream-describes:<mid>``, naming the ``a=mid`` of the video or audio media it
 describes. Receivers that do not know the attribute ignore it (RFC 4566 §5.13).
 
+A Rendition Selection Document flow (PS3.22 SOP class 1.2.840.10008.10.4) describes no
+single flow but a group: its metadata media carries the flag ``a=x-rtstream-rendition``
+instead, so a receiver neither pairs it with a video or audio flow nor waits for its
+grains to learn what it is; which flows it groups is in its document.
+
 Leniency when parsing
 ---------------------
 * ``c=``, ``a=ts-refclk``, ``a=mediaclk`` and ``a=source-filter`` at session level apply
@@ -68,6 +73,9 @@ from rtstream.proto.formats import (
 from rtstream.proto.nmos_ext import ExtMap, NmosItem, item_for_urn
 
 log = logging.getLogger(__name__)
+
+RENDITION_ATTRIBUTE = "x-rtstream-rendition"
+"""rtstream's flag on the metadata media of a rendition flow (see the module notes)."""
 
 DESCRIBES_ATTRIBUTE = "x-rtstream-describes"
 """rtstream's attribute linking a metadata media to the ``a=mid`` of the flow it describes."""
@@ -143,6 +151,9 @@ class SdpMedia:
     describes : str or None
         For METADATA: the ``mid`` of the flow it describes, written as
         ``a=x-rtstream-describes:<mid>`` (rtstream's convention, see the module notes).
+    rendition : bool
+        For METADATA: the flow carries a Rendition Selection Document, written as
+        ``a=x-rtstream-rendition``.
     """
 
     kind: MediaKind
@@ -159,6 +170,7 @@ class SdpMedia:
     mediaclk_offset: int | None = 0
     mid: str | None = None
     describes: str | None = None
+    rendition: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, MediaKind):
@@ -211,6 +223,9 @@ class SdpMedia:
             raise ConfigError("sdp.extmap", None, "an ExtMap for a METADATA media (PS3.22 §6.2.1)")
         if self.describes is not None and self.kind is not MediaKind.METADATA:
             raise ConfigError("sdp.describes", self.describes, "None unless kind is METADATA")
+        if self.rendition and (self.kind is not MediaKind.METADATA or self.describes is not None):
+            raise ConfigError("sdp.rendition", self.rendition,
+                              "False unless kind is METADATA and describes is None")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,6 +363,8 @@ def write_sdp(session: SdpSession) -> str:
             lines.append(f"a=mid:{m.mid}")
         if m.describes is not None:
             lines.append(f"a={DESCRIBES_ATTRIBUTE}:{m.describes}")
+        if m.rendition:
+            lines.append(f"a={RENDITION_ATTRIBUTE}")
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -400,6 +417,7 @@ class _Section:
     extmap_line: _Line | None = None
     mid: str | None = None
     describes: str | None = None
+    rendition: bool = False
 
 
 def _int(line: _Line, text: str, what: str, lo: int, hi: int) -> int:
@@ -523,6 +541,8 @@ def _parse_attribute(sec: _Section, line: _Line) -> None:
         if val is None or not _TOKEN.fullmatch(val.strip()):
             raise line.error(f"a={DESCRIBES_ATTRIBUTE} needs a token value (a mid)")
         sec.describes = val.strip()
+    elif lname == RENDITION_ATTRIBUTE:
+        sec.rendition = True
 
 
 def _fmtp_params(line: _Line, text: str) -> dict[str, tuple[str, str | None]]:
@@ -735,6 +755,7 @@ def _build_media(sec: _Section, session: _Section) -> SdpMedia:
             mediaclk_offset=mediaclk,
             mid=sec.mid,
             describes=sec.describes if kind is MediaKind.METADATA else None,
+            rendition=sec.rendition and kind is MediaKind.METADATA and sec.describes is None,
         )
     except ConfigError as e:
         raise mline.error(str(e)) from None

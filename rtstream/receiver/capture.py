@@ -33,14 +33,29 @@ copy; a bounded map of recent frames holds the answers (and the builds in progre
 Recording a clip watches delivered frames (:meth:`Capture.on_video`) of the first video
 flow, complete frames only, up to a frame limit; a recording started for a number of
 seconds stores itself when full.
+
+**Audio.** While a clip records, the chunks of the first audio flow are kept too
+(:meth:`Capture.on_audio`); when the clip is stored its audio follows as a General Audio
+Waveform instance that references the clip and the RTV audio instance
+(:mod:`rtstream.dicom.waveform` says why audio is not put into the clip). On a stream
+without video, :meth:`Capture.record_audio_start` (``--record-audio SECONDS``) records the
+audio alone into such an instance. A clip's audio starts at its first frame's capture
+instant and covers the frames recorded; audio alone is kept from the first chunk
+delivered after the start, up to the recording's length in samples.
+
+**Stereo.** :meth:`Capture.stereo_snapshot` stores a pair of a stereo rendition (the
+left and right views' frames of one RTP timestamp, paired by the synchronizer) as one
+two-frame instance with Stereo Pairs Present YES (:mod:`rtstream.dicom.stereo`), in the
+stills series.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +72,8 @@ from rtstream.pacs.store import StoreClient, StoreEvent, StoreResult
 from rtstream.proto.clock import Clock, PtpTimestamp
 from rtstream.receiver.config import ReceiverConfig, default_outbox, identity_context
 from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
-from rtstream.receiver.readers import VideoReader
+from rtstream.receiver.readers import AudioReader, VideoReader
+from rtstream.receiver.sync import StereoPair
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +101,26 @@ class _Recording:
     first: ReceivedItem | None = None
     static: Dataset | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _AudioRecording:
+    """Audio kept for a clip (``clip=True``) or for an audio-only recording."""
+
+    flow: AudioReader
+    limit: int  # samples
+    clip: bool
+    chunks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    first: ReceivedItem | None = None
+    static: Dataset | None = None
+    start_ns: int | None = None  # a clip's: capture instant of its first frame
+    first_origin: PtpTimestamp | None = None  # capture instant of the first sample kept
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: How long a stored clip waits for the audio of its last frames to arrive (seconds).
+AUDIO_TAIL_WAIT = 1.0
 
 
 @dataclass
@@ -151,10 +187,16 @@ class Capture:
         The receiver's video flows (in SDP order).
     """
 
-    def __init__(self, cfg: ReceiverConfig, clock: Clock, video: list[VideoReader]) -> None:
+    def __init__(self, cfg: ReceiverConfig, clock: Clock, video: list[VideoReader],
+                 audio: list[AudioReader] | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.video = video
+        self.audio: list[AudioReader] = audio if audio is not None else []
+        self._audio_rec: _AudioRecording | None = None
+        self.audio_series: _Series | None = None  # made at the first audio instance
+        #: the synchronizer's recent stereo pairs (the receiver hands its deque over)
+        self.stereo_pairs: deque[StereoPair] = deque()
         self.store_client: StoreClient | None = None
         # One series per kind per receiving session: stills in one, clips in the other.
         stills, clips = session_series_numbers(clock.now_ns())
@@ -212,6 +254,12 @@ class Capture:
                 await self.record_stop()
             except Exception as exc:  # noqa: BLE001 - closing: say so and go on
                 log.warning("clip not stored at close: %s", exc)
+        audio = self._audio_rec
+        if audio is not None and not audio.clip and audio.samples and self.store_client is not None:
+            try:
+                await self.record_audio_stop()
+            except Exception as exc:  # noqa: BLE001 - closing: say so and go on
+                log.warning("audio not stored at close: %s", exc)
         store = self.store_client
         if store is not None:
             # One bound for the whole drain (--flush-timeout); what is left stays durable
@@ -258,6 +306,12 @@ class Capture:
             no DICOM-RTV metadata flow and no identity was given.
         """
         cfg = self.cfg
+        if cfg.record_audio is not None and self.audio and self.audio[0].meta is None \
+                and self._identity is None and not self.video:
+            raise ConfigError(
+                "--record-audio", cfg.record_audio,
+                f"a stream with DICOM-RTV metadata, or an identity for it: audio flow "
+                f"{self.audio[0].name} carries no metadata; give {IDENTITY_FLAGS}")
         if cfg.snapshot_every is None and cfg.record is None:
             return
         flows = self.video if cfg.snapshot_every is not None else self.video[:1]
@@ -360,7 +414,7 @@ class Capture:
             self._recent.popitem(last=False)
         try:
             ds = await self._build_snapshot(vf, item)
-            inst = await self._enqueue(ds, vf, item.rtp_timestamp, clip=False, frames=1)
+            inst = await self._enqueue(ds, vf.name, item.rtp_timestamp, clip=False, frames=1)
         except asyncio.CancelledError:
             self._forget(key, fut)
             fut.cancel()
@@ -424,6 +478,58 @@ class Capture:
 
             inst.future.add_done_callback(done)
 
+    # -- stereo -----------------------------------------------------------------------
+
+    def pick_stereo(self, rtp_timestamp: int | None = None) -> StereoPair:
+        """The latest complete stereo pair, or the recent pair of ``rtp_timestamp``.
+
+        Raises
+        ------
+        LocalProtocolError
+            When no stereo rendition paired frames yet, or the pair is not recent.
+        """
+        for pair in reversed(self.stereo_pairs):
+            if rtp_timestamp is None:
+                if pair.left.complete and pair.right.complete:
+                    return pair
+            elif pair.rtp_timestamp == rtp_timestamp:
+                return pair
+        if rtp_timestamp is None:
+            raise LocalProtocolError(
+                "stereo snapshot: no stereo pair received yet (a stereo rendition flow names "
+                "the left and right views)")
+        raise LocalProtocolError(
+            f"stereo snapshot: pair with RTP timestamp {rtp_timestamp} is not among the recent ones")
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store a stereo pair (left, right) as one instance, Stereo Pairs Present YES."""
+        from rtstream.dicom.stereo import build_stereo_snapshot
+
+        if self.store_client is None:
+            raise LocalProtocolError("stereo snapshot: configure store or store_dir first")
+        pair = self.pick_stereo(rtp_timestamp)
+        lf, rf = self.video_flow(pair.left.flow), self.video_flow(pair.right.flow)
+        assert pair.left.frame is not None and pair.right.frame is not None
+        left_static = self._static_for(lf, pair.left)
+        right_static = self._static_for(rf, pair.right)
+        right_uid = self._rtv_uid(rf, pair.right)
+        p = self._provenance(lf, pair.left, self.stills)
+        left, right, fmt = pair.left.frame.copy(), pair.right.frame.copy(), lf.fmt
+
+        def build() -> Dataset:
+            return build_stereo_snapshot(
+                left, right, fmt, left_static, right_static,
+                left_rtv_uid=p.rtv_sop_instance_uid, right_rtv_uid=right_uid, origin=p.origin,
+                series_instance_uid=p.series_instance_uid, series_number=p.series_number,
+                instance_number=p.instance_number)
+
+        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
+        inst = await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
+        res = await asyncio.shield(inst.future)
+        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, ds)
+        self.snapshots.append(result)
+        return result
+
     # -- clips ------------------------------------------------------------------------
 
     @property
@@ -451,6 +557,11 @@ class Capture:
         if frames is not None:
             limit = min(limit, frames)
         self._recording = _Recording(flow=vf, limit=limit)
+        if self.audio:
+            if self._audio_rec is not None and not self._audio_rec.done.is_set():
+                log.info("record: audio is being recorded on its own; the clip goes without it")
+            else:
+                self._start_audio(limit / float(vf.fmt.exactframerate), clip=True)
         if seconds is not None and self.store_client is not None:
             self.spawn(self._record_until_done(), "rtstream-rx-record")
         log.info("recording a clip of up to %d frames", limit)
@@ -462,6 +573,9 @@ class Capture:
             return
         if rec.first is None:
             rec.first = item
+            audio = self._audio_rec
+            if audio is not None and audio.clip and item.origin is not None:
+                audio.start_ns = item.origin.to_ns()
         if rec.static is None:
             rec.static = item.static
         rec.frames.append(item.frame if item.frame is not None else np.zeros(0, np.uint8))
@@ -489,13 +603,163 @@ class Capture:
         first = rec.first
         if not rec.frames or first is None:
             raise LocalProtocolError("record: no complete frame was recorded")
+        audio = self._audio_rec if self._audio_rec is not None and self._audio_rec.clip else None
+        if audio is not None:
+            # the audio of the frames recorded: the clip's span, from its first frame on
+            fps = float(rec.flow.fmt.exactframerate)
+            audio.limit = min(audio.limit, max(1, round(
+                len(rec.frames) / fps * audio.flow.fmt.sample_rate)))
+            if audio.samples >= audio.limit:
+                audio.done.set()
         ds = await self._build_clip(rec, first)
+        if audio is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(AUDIO_TAIL_WAIT):
+                    await audio.done.wait()
+            audio.done.set()
+            if self._audio_rec is audio:
+                self._audio_rec = None
         if self.store_client is None:
             return SnapshotResult(str(ds.SOPInstanceUID), True, None, ds)
-        inst = await self._enqueue(ds, rec.flow, first.rtp_timestamp, clip=True,
+        inst = await self._enqueue(ds, rec.flow.name, first.rtp_timestamp, clip=True,
                                    frames=len(rec.frames))
+        if audio is not None:
+            await self._store_audio(audio, ds)
         res = await inst.future
         return SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, ds)
+
+    # -- audio ------------------------------------------------------------------------
+
+    @property
+    def audio_recording(self) -> RecordingState | None:
+        """The audio being recorded (samples so far and the limit), or None."""
+        rec = self._audio_rec
+        if rec is None:
+            return None
+        return RecordingState(flow=rec.flow.name, frames=rec.samples, limit=rec.limit)
+
+    def _start_audio(self, seconds: float, *, clip: bool) -> _AudioRecording:
+        af = self.audio[0]
+        limit = max(1, round(af.fmt.sample_rate * seconds))
+        rec = self._audio_rec = _AudioRecording(flow=af, limit=limit, clip=clip)
+        return rec
+
+    def record_audio_start(self, seconds: float) -> None:
+        """Record ``seconds`` of the first audio flow into a General Audio Waveform
+        instance, stored when full (``--record-audio``; a stream's audio alone).
+
+        Raises
+        ------
+        LocalProtocolError
+            Without an audio flow, or while audio is already being recorded.
+        """
+        if not self.audio:
+            raise LocalProtocolError("record-audio: the SDP has no audio flow")
+        if not seconds > 0:
+            raise LocalProtocolError(f"record-audio: {seconds} is not a positive number of seconds")
+        if self._audio_rec is not None and not self._audio_rec.done.is_set():
+            raise LocalProtocolError("record-audio: audio is already being recorded")
+        rec = self._start_audio(seconds, clip=False)
+        if self.store_client is not None:
+            self.spawn(self._record_audio_until_done(rec), "rtstream-rx-record-audio")
+        log.info("recording %d audio samples of %s", rec.limit, rec.flow.name)
+
+    def on_audio(self, reader: AudioReader, item: ReceivedItem) -> None:
+        """A delivered audio chunk: keep it for the audio being recorded, if any."""
+        rec = self._audio_rec
+        if rec is None or rec.flow is not reader or rec.done.is_set() or item.audio is None:
+            return
+        samples = item.audio
+        if rec.clip:
+            # a clip's audio starts at its first frame's capture instant (same media
+            # clock, ST 2110-10): skip what came before, trim the chunk that spans it
+            if rec.start_ns is None or item.origin is None:
+                return
+            if rec.first is None:
+                lead = (rec.start_ns - item.origin.to_ns()) * reader.fmt.sample_rate // 1_000_000_000
+                if lead >= len(samples):
+                    return
+                samples = samples[max(0, lead):]
+        if rec.first is None:
+            rec.first = item
+            if rec.clip and rec.start_ns is not None and item.origin is not None:
+                # the first sample kept: the clip's start, or the chunk's if it came later
+                rec.first_origin = PtpTimestamp.from_ns(max(rec.start_ns, item.origin.to_ns()))
+        if rec.static is None:
+            rec.static = item.static
+        take = min(len(samples), rec.limit - rec.samples)
+        rec.chunks.append(samples[:take].copy())
+        rec.samples += take
+        if rec.samples >= rec.limit:
+            rec.done.set()
+
+    async def _record_audio_until_done(self, rec: _AudioRecording) -> None:
+        await rec.done.wait()
+        if self._audio_rec is rec:
+            self._audio_rec = None
+        try:
+            inst = await self._store_audio(rec, None)
+        except LocalProtocolError as exc:
+            log.error("audio not stored: %s", exc)
+            return
+        res = await inst.future
+        log.info("audio stored: %s ok=%s", inst.sop_instance_uid, res.ok)
+
+    async def record_audio_stop(self) -> StoredInstance:
+        """Stop recording audio alone and store what was recorded."""
+        rec = self._audio_rec
+        if rec is None or rec.clip:
+            raise LocalProtocolError("record-audio: no audio recording was started")
+        rec.done.set()
+        self._audio_rec = None
+        return await self._store_audio(rec, None)
+
+    async def _store_audio(self, rec: _AudioRecording, clip: Dataset | None) -> StoredInstance:
+        """Build (worker thread) and queue the General Audio Waveform of ``rec``."""
+        from rtstream.dicom.waveform import build_audio_waveform, concatenate
+
+        first = rec.first
+        if first is None or not rec.samples:
+            raise LocalProtocolError(f"record: no audio was received on {rec.flow.name}")
+        af = rec.flow
+        static, rtv_uid = self._audio_static(af, rec)
+        if self.audio_series is None:
+            self.audio_series = _Series(generate_uid(), self.clips.number + 1)
+        series = self.audio_series
+        series.instances += 1
+        samples = concatenate(rec.chunks, af.fmt.channels)
+        origin = rec.first_origin or first.origin or PtpTimestamp.from_ns(self.clock.now_ns())
+        number = series.instances
+
+        def build() -> Dataset:
+            return build_audio_waveform(
+                samples, af.fmt, static, rtv_sop_instance_uid=rtv_uid, origin=origin,
+                series_instance_uid=series.uid, series_number=series.number,
+                instance_number=number, clip=clip)
+
+        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
+        if self.store_client is None:
+            raise LocalProtocolError("record-audio: configure store or store_dir first")
+        return await self._enqueue(ds, af.name, first.rtp_timestamp, clip=True, frames=0)
+
+    def _audio_static(self, af: AudioReader, rec: _AudioRecording) -> tuple[Dataset, str]:
+        """The static part and RTV instance to store audio under: the audio metadata
+        flow's, else (audio sent without metadata) the first video flow's."""
+        if rec.static is not None and af.meta is not None and af.meta.static_uid:
+            return rec.static, af.meta.static_uid
+        if af.meta is not None and af.meta.static is not None and af.meta.static_uid:
+            return af.meta.static, af.meta.static_uid
+        for vf in self.video:
+            if vf.last is not None:
+                static = self._static_for(vf, vf.last)
+                return static, self._rtv_uid(vf, vf.last)
+        if af.meta is None and self._identity is not None:
+            built = self._identity_static.get(af.name)
+            if built is None:
+                built = self._identity_static[af.name] = _identity_audio_static(af, self._identity)
+            return built, str(built.SOPInstanceUID)
+        raise LocalProtocolError(
+            f"record: no static part (patient, study) received for audio flow {af.name}")
 
     async def _build_clip(self, rec: _Recording, first: ReceivedItem) -> Dataset:
         from rtstream.dicom.stored import build_clip
@@ -524,14 +788,14 @@ class Capture:
     # -- storing ----------------------------------------------------------------------
 
     async def _enqueue(
-        self, ds: Dataset, vf: VideoReader, rtp_timestamp: int, *, clip: bool, frames: int
+        self, ds: Dataset, flow: str, rtp_timestamp: int, *, clip: bool, frames: int
     ) -> StoredInstance:
         store = self.store_client
         assert store is not None
         fut = await store.enqueue(ds)  # durable in the outbox when this returns
         self._store_futures.add(fut)
         fut.add_done_callback(self._store_futures.discard)
-        inst = StoredInstance(dataset=ds, flow=vf.name, rtp_timestamp=rtp_timestamp,
+        inst = StoredInstance(dataset=ds, flow=flow, rtp_timestamp=rtp_timestamp,
                               clip=clip, frames=frames, future=fut)
         for cb in list(self._stored_observers):
             cb(inst)
@@ -578,6 +842,25 @@ class Capture:
                 raise LocalProtocolError(_no_identity("snapshot", vf))
             static = self._identity_static[vf.name] = _identity_static(vf, self._identity)
         return static
+
+
+def _identity_audio_static(af: AudioReader, identity: StreamContext) -> Dataset:
+    """A Real-Time Audio Waveform static part for an audio flow without DICOM-RTV metadata
+    (a third-party ST 2110-30 SDP), from the site's identity, as for video flows."""
+    import uuid
+
+    from rtstream.dicom.realtime import BulkFlowRef, RtvSop, static_part
+
+    key = f"rtstream:{af.media.address}:{af.media.port}"
+    ref = BulkFlowRef(
+        source_id=uuid.uuid5(uuid.NAMESPACE_URL, key + ":source"),
+        flow_id=uuid.uuid5(uuid.NAMESPACE_URL, key),
+        transfer_syntax_uid=af.fmt.transfer_syntax_uid,
+        sampling_rate=af.media.clock_rate,
+    )
+    ds: Dataset = static_part(RtvSop.AUDIO, identity, sop_instance_uid=generate_uid(),
+                              bulk_flows=(ref,))
+    return ds
 
 
 def _no_identity(what: str, vf: VideoReader) -> str:

@@ -88,6 +88,9 @@ class ReceiverConfig:
         Take a snapshot every this many seconds.
     record : float or None
         Record a clip of this many seconds from the first frame on, then store it.
+    record_audio : float or None
+        Record this many seconds of the first audio flow into a General Audio Waveform
+        instance, then store it (``--record-audio``).
     record_max_frames : int
         Bound on the frames one clip may hold in memory.
     flush_timeout : float
@@ -129,6 +132,7 @@ class ReceiverConfig:
     snapshot_every: float | None = None
     record: float | None = None
     record_max_frames: int = 1800
+    record_audio: float | None = None
     store: str | None = None
     store_dir: Path | None = None
     outbox: Path | None = None
@@ -156,7 +160,7 @@ class ReceiverConfig:
             raise ConfigError("audio_wait_ms", self.audio_wait_ms, "0..1000 ms")
         if self.rcvbuf < 4096:
             raise ConfigError("rcvbuf", self.rcvbuf, "at least 4096 bytes")
-        for key in ("snapshot_every", "record"):
+        for key in ("snapshot_every", "record", "record_audio"):
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ConfigError(key, value, "a positive number of seconds")

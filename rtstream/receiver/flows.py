@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rtstream.errors import ConfigError
 from rtstream.proto.clock import Clock
-from rtstream.proto.sdp import SdpSession
+from rtstream.proto.sdp import SdpMedia, SdpSession
 from rtstream.receiver.config import ReceiverConfig
 from rtstream.receiver.readers import (
     AudioReader,
@@ -74,6 +74,8 @@ def build_flows(
     metadata: list[MetadataReader] = []
     for i, m in enumerate(metas):
         mf = MetadataReader(m.mid or f"metadata{i}", m, clock, sink=grain_sink)
+        if _is_rendition(m, mf, metadata):
+            continue
         target: VideoReader | AudioReader | None = None
         if m.describes is not None:
             target = by_mid.get(m.describes)
@@ -108,3 +110,15 @@ def build_flows(
         if vf.meta is None and metas:
             log.info("video flow %s has no metadata flow: frames come without metadata", vf.name)
     return FlowSet(video=video, audio=audio, metadata=metadata)
+
+
+def _is_rendition(m: SdpMedia, mf: MetadataReader, metadata: list[MetadataReader]) -> bool:
+    """A Rendition Selection Document flow (``a=x-rtstream-rendition``) describes no one
+    flow: it is read like any metadata flow but joined to none (its document says which
+    flows belong together, :mod:`rtstream.receiver.sync`)."""
+    if not m.rendition:
+        return False
+    mf.target = None
+    metadata.append(mf)
+    log.info("metadata flow %s carries a rendition (Rendition Selection Document)", mf.name)
+    return True

@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ from rtstream.receiver.readers import (
     open_socket,
 )
 from rtstream.receiver.stats import ReceiverStats, collect
-from rtstream.receiver.sync import Synchronizer
+from rtstream.receiver.sync import RenditionGroup, StereoPair, Synchronizer
 from rtstream.receiver.timers import DeadlineTimer
 from rtstream.sysclock import SystemClock
 
@@ -106,8 +107,10 @@ class Receiver:
         self._queue = ItemQueue(queue_size=cfg.queue_size, frames=cfg.frames, clock=self.clock)
         self._dumps = DumpWriter()
         self._sync = Synchronizer(cfg, self._queue, self._dumps)
-        self._capture = Capture(cfg, self.clock, self.flows.video)
+        self._capture = Capture(cfg, self.clock, self.flows.video, self.flows.audio)
         self._sync.observer = self._capture
+        self._sync.audio_observer = self._capture
+        self._capture.stereo_pairs = self._sync.stereo_pairs
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
@@ -155,6 +158,8 @@ class Receiver:
                                 "rtstream-rx-snapshots")
         if cfg.record is not None and self.video:
             self._capture.record_start(seconds=cfg.record)
+        if cfg.record_audio is not None:
+            self._capture.record_audio_start(cfg.record_audio)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -327,6 +332,24 @@ class Receiver:
         """
         return self.counters().as_dict()
 
+    # -- renditions -----------------------------------------------------------------------
+
+    @property
+    def renditions(self) -> list[RenditionGroup]:
+        """The renditions received (Rendition Selection Document flows), each resolved to
+        this receiver's flows."""
+        return self._sync.groups()
+
+    @property
+    def renditions_invalid(self) -> int:
+        """Rendition grains whose document could not be read (counted, then ignored)."""
+        return self._sync.renditions_invalid
+
+    @property
+    def stereo_pairs(self) -> deque[StereoPair]:
+        """The latest left/right frame pairs of a stereo rendition (oldest first)."""
+        return self._sync.stereo_pairs
+
     # -- capture --------------------------------------------------------------------------
 
     @property
@@ -357,6 +380,10 @@ class Receiver:
     def record_start(self, *, seconds: float | None = None, frames: int | None = None) -> None:
         """Start recording a clip of the first video flow (complete frames only)."""
         self._capture.record_start(seconds=seconds, frames=frames)
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store the latest stereo pair (or that of ``rtp_timestamp``) as one instance."""
+        return await self._capture.stereo_snapshot(rtp_timestamp)
 
     async def record_stop(self) -> SnapshotResult:
         """Stop recording; build the clip (worker thread) and store it."""

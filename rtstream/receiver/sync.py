@@ -12,6 +12,17 @@ The readers hand over events; this turns them into :class:`ReceivedItem`:
   for its chunk by timestamp;
 * audio chunks go through an :class:`~rtstream.proto.pairing.AudioOrderer`.
 
+A grain of a Rendition Selection Document flow (PS3.22 SOP class 1.2.840.10008.10.4)
+is read into a :class:`~rtstream.dicom.realtime.Rendition` (kept per rendition flow in
+``renditions``): it names the metadata flows that belong together by their RTV SOP
+instances, which this maps to the receiver's video and audio flows (``groups``). For a
+stereo rendition the left and right views' frames of one RTP timestamp (both views are
+stamped by one media clock, ST 2110-10) are paired into a :class:`StereoPair`, kept in
+``stereo_pairs`` (the most recent :data:`STEREO_PAIRS_KEPT`) and shown to the stereo
+observer; a frame whose partner never comes is dropped from pairing (counted in
+``stereo_unpaired``) once a newer pair completes or the wait holds more than
+:data:`_STEREO_PENDING` timestamps. The frames themselves are delivered as always.
+
 Every delivered item gets its capture instant (``origin``): the grain's Frame Origin
 Timestamp, else its RTP timestamp on the common media clock (ST 2110-10). Incomplete
 frames are dropped or delivered flagged per :class:`IncompletePolicy`. Delivered video
@@ -23,14 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Protocol
 
-from rtstream.dicom.realtime import StaticTracker
+from rtstream.dicom.realtime import Rendition, RenditionRole, StaticTracker, parse_rendition
 from rtstream.errors import RemoteProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.pairing import PairedFrame
 from rtstream.proto.rfc4175 import VideoFrameEvent
-from rtstream.proto.rtv_metadata import GrainEvent
+from rtstream.proto.rtv_metadata import RTV_RENDITION_SELECTION, GrainEvent
 from rtstream.proto.st2110_30 import AudioChunkEvent
 from rtstream.receiver.config import IncompletePolicy, ReceiverConfig
 from rtstream.receiver.delivery import ItemQueue
@@ -40,16 +53,70 @@ from rtstream.receiver.readers import AudioReader, MetadataReader, VideoReader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameObserver", "Synchronizer"]
+__all__ = ["AudioObserver", "FrameObserver", "RenditionGroup", "StereoObserver", "StereoPair",
+           "Synchronizer"]
 
 #: Grains of an audio flow's metadata kept while waiting for their chunk.
 _AUDIO_GRAINS = 512
+
+#: Stereo pairs kept for the consumer (``Synchronizer.stereo_pairs``).
+STEREO_PAIRS_KEPT = 64
+
+#: RTP timestamps waiting for the other view of their stereo pair.
+_STEREO_PENDING = 16
+
+
+@dataclass(frozen=True)
+class StereoPair:
+    """The left and right views of one instant of a stereo rendition.
+
+    Attributes
+    ----------
+    rtp_timestamp : int
+        Both frames' RTP timestamp.
+    left, right : ReceivedItem
+        The two delivered frames (flows named by the rendition's LEFT and RIGHT members).
+    rendition : str
+        SOP Instance UID of the Rendition Selection Document that paired them.
+    """
+
+    rtp_timestamp: int
+    left: ReceivedItem
+    right: ReceivedItem
+    rendition: str
+
+
+class StereoObserver(Protocol):
+    """Sees every stereo pair completed."""
+
+    def on_stereo(self, pair: StereoPair) -> None:
+        """``pair`` was completed."""
+        ...
+
+
+@dataclass
+class RenditionGroup:
+    """A rendition resolved against this receiver's flows (None: not received here)."""
+
+    rendition: Rendition
+    video: list[VideoReader]
+    audio: list[AudioReader]
+    left: VideoReader | None
+    right: VideoReader | None
 
 
 class FrameObserver(Protocol):
     """Sees every video item delivered (before it is queued): the clip recorder."""
 
     def on_video(self, reader: VideoReader, item: ReceivedItem) -> None:
+        """``item`` of ``reader``'s flow is being delivered."""
+        ...
+
+
+class AudioObserver(Protocol):
+    """Sees every audio item delivered (before it is queued): the audio recorder."""
+
+    def on_audio(self, reader: AudioReader, item: ReceivedItem) -> None:
         """``item`` of ``reader``'s flow is being delivered."""
         ...
 
@@ -74,6 +141,14 @@ class Synchronizer:
         self.video: list[VideoReader] = []
         self.audio: list[AudioReader] = []
         self.observer: FrameObserver | None = None
+        self.audio_observer: AudioObserver | None = None
+        self.stereo_observer: StereoObserver | None = None
+        self.renditions: dict[str, Rendition] = {}  # rendition flow name -> latest
+        self.stereo_pairs: deque[StereoPair] = deque(maxlen=STEREO_PAIRS_KEPT)
+        self.stereo_unpaired = 0
+        self.renditions_invalid = 0
+        self._stereo_wait: OrderedDict[int, tuple[ReceivedItem | None, ReceivedItem | None]] = (
+            OrderedDict())
         self._statics = StaticTracker()
         self._drop_incomplete = cfg.incomplete is IncompletePolicy.DROP
 
@@ -132,6 +207,8 @@ class Synchronizer:
         reader.recent.append(item)
         if self.observer is not None:
             self.observer.on_video(reader, item)
+        if self.renditions:
+            self._pair_stereo(reader, item)
         self.queue.push(item)
 
     # -- metadata ---------------------------------------------------------------------
@@ -146,6 +223,9 @@ class Synchronizer:
             log.info("metadata flow %s: new RTV SOP Instance (sender restart)", reader.name)
             reader.static = None
         reader.static_uid = uid
+        if grain.meta.sop_class_uid == RTV_RENDITION_SELECTION:
+            self._on_rendition(reader, ev)
+            return
         if grain.has_static:
             reader.static = self._statics.observe(grain, now)
         target = reader.target
@@ -158,6 +238,80 @@ class Synchronizer:
             reader.recent[ev.rtp_timestamp] = ev
             while len(reader.recent) > _AUDIO_GRAINS:
                 del reader.recent[next(iter(reader.recent))]
+
+    # -- renditions -------------------------------------------------------------------
+
+    def _on_rendition(self, reader: MetadataReader, ev: GrainEvent) -> None:
+        """A rendition grain: its document replaces the flow's previous one."""
+        try:
+            rendition = parse_rendition(ev.grain.dataset)
+        except RemoteProtocolError as exc:
+            self.renditions_invalid += 1
+            log.debug("rendition flow %s: grain at %d ignored: %s", reader.name,
+                      ev.rtp_timestamp, exc)
+            return
+        known = self.renditions.get(reader.name)
+        if known is None or known != rendition:
+            log.info("rendition %s on %s: %s, %d flow(s)", rendition.sop_instance_uid,
+                     reader.name, rendition.title.value[1], len(rendition.members))
+        self.renditions[reader.name] = rendition
+
+    def groups(self) -> list[RenditionGroup]:
+        """Every rendition received, resolved to this receiver's flows by the RTV SOP
+        instance each member's metadata flow carries."""
+        out = []
+        for rendition in self.renditions.values():
+            video: list[VideoReader] = []
+            audio: list[AudioReader] = []
+            left = right = None
+            for m in rendition.members:
+                for vf in self.video:
+                    if vf.meta is not None and vf.meta.static_uid == m.sop_instance_uid:
+                        video.append(vf)
+                        if m.role is RenditionRole.LEFT:
+                            left = vf
+                        elif m.role is RenditionRole.RIGHT:
+                            right = vf
+                for af in self.audio:
+                    if af.meta is not None and af.meta.static_uid == m.sop_instance_uid:
+                        audio.append(af)
+            out.append(RenditionGroup(rendition, video, audio, left, right))
+        return out
+
+    def stereo_flows(self) -> tuple[VideoReader, VideoReader, str] | None:
+        """(left, right, rendition UID) of the first stereo rendition whose two views
+        are both received here, else None."""
+        for group in self.groups():
+            if group.left is not None and group.right is not None:
+                return group.left, group.right, group.rendition.sop_instance_uid
+        return None
+
+    def _pair_stereo(self, reader: VideoReader, item: ReceivedItem) -> None:
+        """Pair the frames of the two views of a stereo rendition by RTP timestamp."""
+        flows = self.stereo_flows()
+        if flows is None or reader not in flows[:2]:
+            return
+        left, _right, uid = flows
+        ts = item.rtp_timestamp
+        got_left, got_right = self._stereo_wait.pop(ts, (None, None))
+        if reader is left:
+            got_left = item
+        else:
+            got_right = item
+        if got_left is None or got_right is None:
+            self._stereo_wait[ts] = (got_left, got_right)
+            while len(self._stereo_wait) > _STEREO_PENDING:
+                self._stereo_wait.popitem(last=False)
+                self.stereo_unpaired += 1
+            return
+        # a completed pair: what waits from before it will not be completed any more
+        for old in [t for t in self._stereo_wait if ((ts - t) & 0xFFFFFFFF) < 0x80000000]:
+            del self._stereo_wait[old]
+            self.stereo_unpaired += 1
+        pair = StereoPair(ts, got_left, got_right, uid)
+        self.stereo_pairs.append(pair)
+        if self.stereo_observer is not None:
+            self.stereo_observer.on_stereo(pair)
 
     # -- audio ------------------------------------------------------------------------
 
@@ -181,6 +335,7 @@ class Synchronizer:
         meta = reader.meta
         if meta is not None:
             ev = meta.recent.pop(item.rtp_timestamp, None)
+            _forget_packet_grains(meta, item, reader.fmt.samples_per_packet)
             if ev is not None:
                 item.metadata = ev.grain.dataset
                 item.grain_raw = ev.grain.raw
@@ -190,6 +345,8 @@ class Synchronizer:
             item.static = meta.static
         if item.origin is None:
             item.origin = PtpTimestamp.from_ns(reader.media_clock.to_ns(item.rtp_timestamp, now))
+        if self.audio_observer is not None:
+            self.audio_observer.on_audio(reader, item)
         self.queue.push(item)
 
     # -- deadlines --------------------------------------------------------------------
@@ -211,3 +368,13 @@ class Synchronizer:
         for af in self.audio:
             for item in af.orderer.poll(now):
                 self._deliver_audio(af, item, now)
+
+
+def _forget_packet_grains(meta: MetadataReader, item: ReceivedItem, samples_per_packet: int) -> None:
+    """Drop the grains of a chunk's later packets: the sender sends one grain per audio
+    packet (:func:`~rtstream.proto.rtv_metadata.audio_packet_grains`), the chunk keeps the
+    first packet's grain, and the others would only wait in ``recent`` until evicted."""
+    if item.audio is None or samples_per_packet < 1:
+        return
+    for i in range(1, len(item.audio) // samples_per_packet):
+        meta.recent.pop((item.rtp_timestamp + i * samples_per_packet) & 0xFFFFFFFF, None)

@@ -188,7 +188,7 @@ async def consuming(rx: Receiver) -> AsyncIterator[list[int]]:
 
 
 async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     async with Sender(small_sender(port, frames=45)) as tx:
         sdp = tmp_path / "tx.sdp"
         sdp.write_text(tx.sdp_text())
@@ -228,7 +228,7 @@ async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> 
     assert final.types["rtstream_outbox_depth"] == "gauge"
     assert final.types["rtstream_store_failures_total"] == "counter"
     # one label per flow of the SDP, counters increasing while the stream runs
-    flows = {"VID", "VMETA", "AUD", "AMETA"}
+    flows = {"VID", "VMETA", "AUD", "AMETA", "REND"}  # REND: the rendition flow (audio + video)
     assert set(final.by_label("rtstream_packets_total", "flow")) == flows
     assert set(first.by_label("rtstream_packets_total", "flow")) == flows
     for f in flows:
@@ -251,7 +251,7 @@ async def test_receiver_and_sender_metrics_match_their_stats(tmp_path: Path) -> 
     assert final.value("rtstream_metadata_matched_total", flow="VID") == vid["metadata_matched"]
     assert final.value("rtstream_metadata_unmatched_total", flow="VID") \
         == vid["metadata_unmatched"]
-    for f in ("VMETA", "AMETA"):
+    for f in ("VMETA", "AMETA", "REND"):
         assert final.value("rtstream_grains_total", flow=f) == per_flow[f]["grains_complete"] > 0
         assert final.value("rtstream_grains_dropped_total", flow=f) == per_flow[f]["grains_dropped"]
     assert final.value("rtstream_frames_delivered_total") == stats["frames_delivered"] == 45
@@ -378,7 +378,7 @@ async def test_sdp_server_without_session_and_without_registry() -> None:
 async def test_viewer_metrics_need_the_token_and_carry_the_receiver(tmp_path: Path) -> None:
     from rtstream.viewer.server import ViewerConfig, ViewerServer, feed_from_receiver
 
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     async with Sender(small_sender(port, frames=20)) as tx:
         sdp = tmp_path / "tx.sdp"
         sdp.write_text(tx.sdp_text())
@@ -454,7 +454,7 @@ def http_get(url: str) -> tuple[int, str, str]:
 
 
 def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     tx_http = free_port(socket.SOCK_STREAM)
     rx_http = free_port(socket.SOCK_STREAM)
     send = subprocess.Popen(
@@ -498,7 +498,7 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
     assert recv is not None and recv.returncode == 0, recv.stderr.read() if recv.stderr else ""
     assert send.returncode == 0
     first, last = scrapes[0], scrapes[-1]
-    flows = {"VID", "VMETA", "AUD", "AMETA"}
+    flows = {"VID", "VMETA", "AUD", "AMETA", "REND"}  # REND: the rendition flow (audio + video)
     assert set(last.by_label("rtstream_packets_total", "flow")) == flows
     for f in flows:
         assert first.value("rtstream_packets_total", flow=f) < \
@@ -517,7 +517,7 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
 
 
 def test_cli_log_format_json_every_stderr_line_is_an_object(tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     json_logs = [*RTSTREAM, "--log-format", "json", "--log-level", "DEBUG"]
     res = subprocess.run(
         [*json_logs, "send", "--dest", f"127.0.0.1:{port}", "--video", "64x48@30", "--depth",

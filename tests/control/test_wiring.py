@@ -162,7 +162,7 @@ def mqtt_config(broker: Broker, node: str, **options: Any) -> MqttConfig:
 
 
 async def test_receiver_snapshot_stream_stop_and_start(broker: Broker, tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     cfg = small_sender_config(port)
     async with Sender(cfg) as tx:
         sdp = tmp_path / "tx.sdp"
@@ -228,7 +228,7 @@ async def test_broker_down_does_not_stall_the_stream(
     make_broker: Callable[..., Broker], tmp_path: Path
 ) -> None:
     broker = make_broker()
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     async with Sender(small_sender_config(port)) as tx:
         sdp = tmp_path / "tx.sdp"
         sdp.write_text(tx.sdp_text())
@@ -280,7 +280,7 @@ async def test_broker_down_does_not_stall_the_stream(
 
 
 async def test_sender_stream_stop_and_start(broker: Broker) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     cfg = small_sender_config(port)
     mcfg = mqtt_config(broker, "tx1")
     ref: list[SenderNode] = []
@@ -319,7 +319,7 @@ async def test_sender_stream_stop_and_start(broker: Broker) -> None:
 
 
 async def test_cli_send_and_receive_with_mqtt(broker: Broker, tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     sdp = tmp_path / "tx.sdp"
     archive = tmp_path / "archive"
     async with operator(broker, "cli-rx") as op:

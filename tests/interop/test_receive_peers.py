@@ -76,7 +76,7 @@ def same_dumps(sent: Path, received: Path) -> list[str]:
 )
 def test_rtstream_send_to_receive_cli_byte_exact(tmp_path: Path, sampling: str, depth: int) -> None:
     n = 10
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     fmt_args = ["--video", SMALL, "--sampling", sampling, "--depth", str(depth)]
     sdp = sender_sdp(tmp_path, port, *fmt_args)
     rx = start_receive(tmp_path, sdp, "--frames", str(n), "--dump-frames", str(tmp_path / "rf"),
@@ -104,7 +104,7 @@ def test_rtstream_send_to_receive_cli_byte_exact(tmp_path: Path, sampling: str, 
 
 def test_rtstream_send_with_audio_to_receiver_api(tmp_path: Path) -> None:
     n = 20
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     sdp = sender_sdp(tmp_path, port, "--video", SMALL, "--audio")
     assert parse_sdp(sdp.read_text()).audio()
 
@@ -239,7 +239,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 
 @pytest.mark.peer("orthanc")
 def test_snapshot_and_clip_to_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     sdp = sender_sdp(tmp_path, port, "--video", SMALL)
     before = set(orthanc.sop_instance_uids())
 
@@ -286,7 +286,7 @@ def test_snapshot_and_clip_to_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
 
 @pytest.mark.peer("orthanc")
 def test_cli_snapshot_every_and_record_to_store_dir(tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     sdp = sender_sdp(tmp_path, port, "--video", SMALL)
     out = tmp_path / "archive"
     rx = start_receive(tmp_path, sdp, "--duration", "3", "--snapshot-every", "1", "--record",
@@ -306,7 +306,7 @@ def test_cli_snapshot_every_and_record_to_store_dir(tmp_path: Path) -> None:
 
 
 def test_cli_ctrl_c_stops_cleanly_and_writes_stats(tmp_path: Path) -> None:
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     sdp = sender_sdp(tmp_path, port, "--video", SMALL)
     rx = start_receive(tmp_path, sdp, "--stats-json", str(tmp_path / "stats.json"))
     with running([*RTSTREAM, "send", "--dest", f"127.0.0.1:{port}", "--duration", "10",
@@ -321,7 +321,7 @@ def test_cli_ctrl_c_stops_cleanly_and_writes_stats(tmp_path: Path) -> None:
 
 def test_cli_second_signal_during_flush_keeps_the_outbox(tmp_path: Path) -> None:
     """Archive down: a second SIGTERM while the outbox flushes exits 130, no traceback."""
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)
     dead = free_port(kind=__import__("socket").SOCK_STREAM)  # nothing listens there
     sdp = sender_sdp(tmp_path, port, "--video", SMALL)
     outbox = tmp_path / "outbox"
@@ -372,7 +372,7 @@ def test_cli_snapshots_over_dicom_tls(tmp_path: Path) -> None:
     server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=server_ctx,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
-        port = free_port(count=4, step=2)
+        port = free_port(count=7, step=2)
         sdp = sender_sdp(tmp_path, port, "--video", SMALL)
         rx = start_receive(
             tmp_path, sdp, "--duration", "3", "--snapshot-every", "1",

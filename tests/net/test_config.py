@@ -144,7 +144,7 @@ def test_cli_sdp_prints_the_session() -> None:
     from rtstream.proto.sdp import parse_sdp
 
     s = parse_sdp(r.stdout)
-    assert [m.port for m in s.media] == [7000, 7002, 7004, 7006]
+    assert [m.port for m in s.media] == [7000, 7002, 7004, 7006, 7012]  # 7012: rendition
     assert s.video()[0].address == "239.1.2.3" and s.video()[0].ttl == 1
     assert s.video()[0].video is not None and s.video()[0].video.tp == "2110TPW"
 

@@ -259,7 +259,8 @@ def test_cli_http_sdp_and_clean_stop_on_sigterm(tmp_path: Path) -> None:
         whole = urllib.request.urlopen(f"http://127.0.0.1:{http}/sdp", timeout=5)
         assert whole.headers["Content-Type"].startswith("application/sdp")
         session = parse_sdp(whole.read().decode())
-        assert [m.mid for m in session.media] == ["VID", "VMETA", "AUD", "AMETA"]
+        # with audio, a rendition flow groups video and audio (PS3.22 SOP class 10.4)
+        assert [m.mid for m in session.media] == ["VID", "VMETA", "AUD", "AMETA", "REND"]
         one = parse_sdp(urllib.request.urlopen(f"http://127.0.0.1:{http}/sdp/VMETA", timeout=5)
                         .read().decode())
         assert len(one.media) == 1 and one.media[0].port == port + 2
