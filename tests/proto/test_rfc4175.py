@@ -134,8 +134,6 @@ def test_config_errors() -> None:
         VideoPacketizer(fmt_1080(10), ssrc=1, max_payload=20)
     with pytest.raises(ConfigError, match="interlaced"):
         VideoPacketizer(make_fmt(Sampling.YCBCR_422, 8, 64, 4, interlaced=True), ssrc=1)
-    with pytest.raises(ConfigError, match="depth"):
-        VideoPacketizer(make_fmt(Sampling.YCBCR_422, 12, 64, 4), ssrc=1)
     with pytest.raises(LocalProtocolError, match="frame"):
         VideoPacketizer(fmt_1080(8), ssrc=1).packetize(np.zeros(10, np.uint8), 0)
 
