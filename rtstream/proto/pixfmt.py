@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.proto.formats import SUPPORTED_VIDEO, Sampling, VideoFormat
+from rtstream.proto.formats import PHOTOMETRIC, SUPPORTED_VIDEO, Sampling, VideoFormat, sample_bits
 
 #: Planar formats in FFmpeg's rawvideo layout (the planes one after another, no padding,
 #: little-endian 16-bit words above 8 bits; ``gbrp*`` planes in FFmpeg's G, B, R order),
@@ -801,4 +801,124 @@ def _chroma_444_down(grid: np.ndarray, fmt: VideoFormat, dest: _Planes) -> None:
         np.copyto(dst, t, casting="unsafe")
 
 
-__all__ = ["PIX_FMTS", "PLANAR_PIX_FMTS", "from_wire", "native_pix_fmt", "to_wire"]
+# --------------------------------------------------------------------------- DICOM native
+
+
+def dicom_photometric(fmt: VideoFormat) -> str:
+    """Photometric Interpretation of :func:`wire_to_dicom`'s native Pixel Data.
+
+    PS3.5 A.8's table (:data:`rtstream.proto.formats.PHOTOMETRIC`) except 4:2:0: its
+    YBR_PARTIAL_420 describes compressed pixel data only (PS3.3 C.7.6.3.1.2), so native
+    4:2:0 is YBR_FULL_422 with each chroma line repeated; the wire's chroma is the even
+    lines', so nothing is lost.
+    """
+    if fmt.sampling is Sampling.YCBCR_420:
+        return "YBR_FULL_422"
+    return PHOTOMETRIC[fmt.sampling]
+
+
+def dicom_pixel_attributes(fmt: VideoFormat) -> dict[str, int | str]:
+    """Image Pixel module attributes (PS3.3 C.7.6.3) of :func:`wire_to_dicom`'s data.
+
+    Bits Allocated/Stored/High Bit per PS3.5 §8.2.13 / A.8 (8 in 8; 10, 12, 16 in 16),
+    three samples interleaved per pixel (Planar Configuration 0), unsigned.
+    """
+    alloc, stored, high = sample_bits(fmt.depth)
+    return {
+        "SamplesPerPixel": 3,
+        "PhotometricInterpretation": dicom_photometric(fmt),
+        "PlanarConfiguration": 0,
+        "Rows": fmt.height,
+        "Columns": fmt.width,
+        "BitsAllocated": alloc,
+        "BitsStored": stored,
+        "HighBit": high,
+        "PixelRepresentation": 0,
+    }
+
+
+def _dicom_shape(fmt: VideoFormat) -> tuple[tuple[int, ...], np.dtype]:
+    dt = np.dtype(_U8) if fmt.depth == 8 else np.dtype("<u2")
+    if fmt.sampling in (Sampling.YCBCR_422, Sampling.YCBCR_420):
+        return (fmt.height, fmt.width // 2, 4), dt
+    return (fmt.height, fmt.width, 3), dt
+
+
+def wire_to_dicom(
+    wire: np.ndarray, fmt: VideoFormat
+) -> tuple[np.ndarray, dict[str, int | str]]:
+    """One wire frame as native DICOM Pixel Data, at the wire's full depth.
+
+    Layouts (PS3.3 C.7.6.3.1.2-3, Planar Configuration 0): RGB ``R G B`` and YBR_FULL
+    ``Y Cb Cr`` per pixel; YBR_FULL_422 ``Y0 Y1 Cb Cr`` per pixel pair (PS3.5 A.8 shows
+    the same 4:2:2 samples on the wire as ``Cb Y0 Cr Y1``). Samples above 8 bits are
+    little-endian 16-bit words (Explicit VR Little Endian).
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        The Pixel Data as a flat uint8 or ``<u2`` array, and
+        :func:`dicom_pixel_attributes`.
+    """
+    _check_fmt(fmt)
+    if wire.dtype != np.uint8 or wire.size != fmt.frame_bytes:
+        raise LocalProtocolError(
+            f"wire: need {fmt.frame_bytes} uint8 bytes, got {wire.size} {wire.dtype}"
+        )
+    grid = _grid(np.ascontiguousarray(wire).reshape(-1), fmt)
+    shape, dt = _dicom_shape(fmt)
+    out = np.empty(shape, dt)
+    pl = _wire_planes(grid, fmt)
+    a, b, c = pl.p
+    if len(shape) == 3 and shape[2] == 3:
+        out[..., 0], out[..., 1], out[..., 2] = a, b, c
+    else:
+        out[..., 0], out[..., 1] = a[:, 0::2], a[:, 1::2]
+        out[..., 2] = np.repeat(b, pl.sy, axis=0) if pl.sy > 1 else b
+        out[..., 3] = np.repeat(c, pl.sy, axis=0) if pl.sy > 1 else c
+    return out.reshape(-1), dicom_pixel_attributes(fmt)
+
+
+def dicom_to_wire(
+    pixels: np.ndarray | bytes, fmt: VideoFormat, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Native DICOM Pixel Data in :func:`wire_to_dicom`'s layout back to wire pgroups.
+
+    For 4:2:0 the chroma of the even lines is taken (the repeated lines are copies).
+    """
+    _check_fmt(fmt)
+    shape, dt = _dicom_shape(fmt)
+    n = int(np.prod(shape))
+    arr = np.frombuffer(pixels, dt) if isinstance(pixels, bytes) else np.asarray(pixels)
+    if arr.dtype != dt or arr.size != n:
+        raise LocalProtocolError(
+            f"dicom pixels: need {n} samples of {dt} for {fmt.sampling.value} "
+            f"{fmt.depth}-bit {fmt.width}x{fmt.height}, got {arr.size} of {arr.dtype}"
+        )
+    arr = arr.reshape(shape)
+    wire = _out(out, (fmt.frame_bytes,), _U8)
+    grid = _grid(wire, fmt)
+    h, w = fmt.height, fmt.width
+    if shape[2] == 3:
+        kind = "rgb" if fmt.sampling is Sampling.RGB else "ycc"
+        pl = _Planes((arr[..., 0], arr[..., 1], arr[..., 2]), kind, fmt.depth)
+    else:
+        y = np.empty((h, w), dt)
+        y[:, 0::2], y[:, 1::2] = arr[..., 0], arr[..., 1]
+        sy = 2 if fmt.sampling is Sampling.YCBCR_420 else 1
+        pl = _Planes((y, arr[::sy, :, 2], arr[::sy, :, 3]), "ycc", fmt.depth, 2, sy)
+    _write(grid, fmt, _sample_views(fmt, pl), fmt.depth)
+    return wire
+
+
+__all__ = [
+    "PIX_FMTS",
+    "PLANAR_PIX_FMTS",
+    "dicom_photometric",
+    "dicom_pixel_attributes",
+    "dicom_to_wire",
+    "from_wire",
+    "native_pix_fmt",
+    "to_wire",
+    "wire_to_dicom",
+]
