@@ -133,7 +133,7 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="max_payload"):
         VideoPacketizer(fmt_1080(10), ssrc=1, max_payload=20)
     with pytest.raises(ConfigError, match="interlaced"):
-        VideoPacketizer(make_fmt(Sampling.YCBCR_422, 8, 64, 4, interlaced=True), ssrc=1)
+        VideoPacketizer(make_fmt(Sampling.YCBCR_420, 8, 64, 4, interlaced=True), ssrc=1)
     with pytest.raises(LocalProtocolError, match="frame"):
         VideoPacketizer(fmt_1080(8), ssrc=1).packetize(np.zeros(10, np.uint8), 0)
 
