@@ -444,6 +444,8 @@ class VideoFrameEvent:
     Attributes
     ----------
     ssrc, rtp_timestamp : int
+        For interlaced video, the first field's timestamp (the frame's, which its
+        PS3.22 metadata grain carries).
     data : numpy.ndarray
         ``fmt.frame_bytes`` uint8 in wire pgroup order; rows never received are zero.
     complete : bool
@@ -845,11 +847,13 @@ class _FramePool:
 class _Pending:
     """The frame being assembled."""
 
-    __slots__ = ("ssrc", "ts", "data", "segs", "nseg", "packets", "first_seq", "fields")
+    __slots__ = ("ssrc", "ts", "frame_ts", "data", "segs", "nseg", "packets", "first_seq",
+                 "fields")
 
     def __init__(self, ssrc: int, ts: int, data: np.ndarray) -> None:
         self.ssrc = ssrc
-        self.ts = ts
+        self.ts = ts  # the timestamp packets are matched by (the second field's, once seen)
+        self.frame_ts = ts  # the frame's: its first field's (PS3.22 grain pairing)
         # Not zeroed here (5 MB per 1080p frame): a complete frame overwrites every byte,
         # and _emit zeroes what an incomplete one never received.
         self.data = data
@@ -1278,7 +1282,7 @@ class VideoDepacketizer:
             self.stats.frames_incomplete += 1
         return VideoFrameEvent(
             ssrc=pend.ssrc,
-            rtp_timestamp=pend.ts,
+            rtp_timestamp=pend.frame_ts,
             data=pend.data,
             complete=complete,
             missing_rows=missing,
