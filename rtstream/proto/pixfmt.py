@@ -801,6 +801,57 @@ def _chroma_444_down(grid: np.ndarray, fmt: VideoFormat, dest: _Planes) -> None:
         np.copyto(dst, t, casting="unsafe")
 
 
+# --------------------------------------------------------------------------- planes
+
+
+def planes_to_wire(
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray], fmt: VideoFormat, *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pack three sample planes at the wire's own sampling and depth into pgroups.
+
+    Parameters
+    ----------
+    planes : tuple of numpy.ndarray
+        ``(Y, Cb, Cr)`` with chroma ``(H / sy, W / sx)`` for the sampling's subsampling,
+        or ``(R, G, B)``, each ``(H, W)``; integer samples of ``fmt.depth`` bits.
+    fmt : VideoFormat
+    out : numpy.ndarray, optional
+        A C-contiguous ``(fmt.frame_bytes,)`` uint8 array to fill and return.
+    """
+    _check_fmt(fmt)
+    sx, sy = _SUBSAMPLING.get(fmt.sampling, (1, 1))
+    h, w = fmt.height, fmt.width
+    want = [(h, w), (h // sy, w // sx), (h // sy, w // sx)]
+    if [tuple(p.shape) for p in planes] != want:
+        raise LocalProtocolError(
+            f"planes: need shapes {want} for {fmt.sampling.value}, "
+            f"got {[tuple(p.shape) for p in planes]}"
+        )
+    wire = _out(out, (fmt.frame_bytes,), _U8)
+    kind = "rgb" if fmt.sampling is Sampling.RGB else "ycc"
+    pl = _Planes(planes, kind, fmt.depth, sx, sy)
+    _write(_grid(wire, fmt), fmt, _sample_views(fmt, pl), fmt.depth)
+    return wire
+
+
+def wire_to_planes(wire: np.ndarray, fmt: VideoFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of :func:`planes_to_wire`: new uint8 (8-bit) or uint16 planes."""
+    _check_fmt(fmt)
+    if wire.dtype != np.uint8 or wire.size != fmt.frame_bytes:
+        raise LocalProtocolError(
+            f"wire: need {fmt.frame_bytes} uint8 bytes, got {wire.size} {wire.dtype}"
+        )
+    sx, sy = _SUBSAMPLING.get(fmt.sampling, (1, 1))
+    kind = "rgb" if fmt.sampling is Sampling.RGB else "ycc"
+    h, w = fmt.height, fmt.width
+    dt = _U8 if fmt.depth == 8 else _U16
+    pl = _Planes((np.empty((h, w), dt), np.empty((h // sy, w // sx), dt),
+                  np.empty((h // sy, w // sx), dt)), kind, fmt.depth, sx, sy)
+    _read_planes(_grid(np.ascontiguousarray(wire).reshape(-1), fmt), fmt, pl, fmt.depth)
+    return pl.p
+
+
 # --------------------------------------------------------------------------- DICOM native
 
 
@@ -919,6 +970,8 @@ __all__ = [
     "dicom_to_wire",
     "from_wire",
     "native_pix_fmt",
+    "planes_to_wire",
     "to_wire",
     "wire_to_dicom",
+    "wire_to_planes",
 ]
