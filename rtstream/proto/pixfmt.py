@@ -303,9 +303,12 @@ def _at_depth(s: np.ndarray, depth: int, to: int) -> np.ndarray:
     BT.601-7 §2.5.3; RGB callers rescale exactly beforehand, so depths agree)."""
     if depth == to:
         return s
+    out: np.ndarray
     if depth < to:
-        return np.left_shift(s, to - depth, dtype=_U16)
-    return np.right_shift(s, depth - to, dtype=_U16)
+        out = np.left_shift(s, to - depth, dtype=_U16)
+    else:
+        out = np.right_shift(s, depth - to, dtype=_U16)
+    return out
 
 
 def _write(grid: np.ndarray, fmt: VideoFormat, srcs: list[np.ndarray], depth: int) -> None:
@@ -542,11 +545,11 @@ def _rgb_depth(src: np.ndarray, dest: np.ndarray, sdepth: int, ddepth: int = -1)
     t64 = np.empty(band, np.int64)
     for a in range(0, s.size, band):
         e = min(s.size, a + band)
-        tb = t64[: e - a]
-        np.multiply(s[a:e], 2 * dmax, out=tb, dtype=np.int64)
-        tb += smax
-        tb //= 2 * smax
-        np.copyto(d[a:e], tb, casting="unsafe")
+        wide = t64[: e - a]
+        np.multiply(s[a:e], 2 * dmax, out=wide, dtype=np.int64)
+        wide += smax
+        wide //= 2 * smax
+        np.copyto(d[a:e], wide, casting="unsafe")
 
 
 def _ycc_resample_to(src: _Planes, sx: int, sy: int) -> tuple[np.ndarray, np.ndarray]:
