@@ -858,20 +858,24 @@ def wire_to_planes(wire: np.ndarray, fmt: VideoFormat) -> tuple[np.ndarray, np.n
 # --------------------------------------------------------------------------- DICOM native
 
 
-def dicom_photometric(fmt: VideoFormat) -> str:
+def dicom_photometric(fmt: VideoFormat, *, full_chroma: bool = False) -> str:
     """Photometric Interpretation of :func:`wire_to_dicom`'s native Pixel Data.
 
     PS3.5 A.8's table (:data:`rtstream.proto.formats.PHOTOMETRIC`) except 4:2:0: its
     YBR_PARTIAL_420 describes compressed pixel data only (PS3.3 C.7.6.3.1.2), so native
     4:2:0 is YBR_FULL_422 with each chroma line repeated; the wire's chroma is the even
-    lines', so nothing is lost.
+    lines', so nothing is lost. With ``full_chroma`` subsampled chroma is repeated to
+    every pixel instead (YBR_FULL; for IODs and validators that take no YBR_FULL_422,
+    e.g. Secondary Capture in dicom3tools), again without loss.
     """
+    if full_chroma and fmt.sampling in (Sampling.YCBCR_422, Sampling.YCBCR_420):
+        return "YBR_FULL"
     if fmt.sampling is Sampling.YCBCR_420:
         return "YBR_FULL_422"
     return PHOTOMETRIC[fmt.sampling]
 
 
-def dicom_pixel_attributes(fmt: VideoFormat) -> dict[str, int | str]:
+def dicom_pixel_attributes(fmt: VideoFormat, *, full_chroma: bool = False) -> dict[str, int | str]:
     """Image Pixel module attributes (PS3.3 C.7.6.3) of :func:`wire_to_dicom`'s data.
 
     Bits Allocated/Stored/High Bit per PS3.5 §8.2.13 / A.8 (8 in 8; 10, 12, 16 in 16),
@@ -880,7 +884,7 @@ def dicom_pixel_attributes(fmt: VideoFormat) -> dict[str, int | str]:
     alloc, stored, high = sample_bits(fmt.depth)
     return {
         "SamplesPerPixel": 3,
-        "PhotometricInterpretation": dicom_photometric(fmt),
+        "PhotometricInterpretation": dicom_photometric(fmt, full_chroma=full_chroma),
         "PlanarConfiguration": 0,
         "Rows": fmt.height,
         "Columns": fmt.width,
@@ -891,15 +895,15 @@ def dicom_pixel_attributes(fmt: VideoFormat) -> dict[str, int | str]:
     }
 
 
-def _dicom_shape(fmt: VideoFormat) -> tuple[tuple[int, ...], np.dtype]:
+def _dicom_shape(fmt: VideoFormat, full_chroma: bool) -> tuple[tuple[int, ...], np.dtype]:
     dt = np.dtype(_U8) if fmt.depth == 8 else np.dtype("<u2")
-    if fmt.sampling in (Sampling.YCBCR_422, Sampling.YCBCR_420):
+    if fmt.sampling in (Sampling.YCBCR_422, Sampling.YCBCR_420) and not full_chroma:
         return (fmt.height, fmt.width // 2, 4), dt
     return (fmt.height, fmt.width, 3), dt
 
 
 def wire_to_dicom(
-    wire: np.ndarray, fmt: VideoFormat
+    wire: np.ndarray, fmt: VideoFormat, *, full_chroma: bool = False
 ) -> tuple[np.ndarray, dict[str, int | str]]:
     """One wire frame as native DICOM Pixel Data, at the wire's full depth.
 
@@ -920,28 +924,32 @@ def wire_to_dicom(
             f"wire: need {fmt.frame_bytes} uint8 bytes, got {wire.size} {wire.dtype}"
         )
     grid = _grid(np.ascontiguousarray(wire).reshape(-1), fmt)
-    shape, dt = _dicom_shape(fmt)
+    shape, dt = _dicom_shape(fmt, full_chroma)
     out = np.empty(shape, dt)
     pl = _wire_planes(grid, fmt)
     a, b, c = pl.p
-    if len(shape) == 3 and shape[2] == 3:
+    if shape[2] == 3:
+        if pl.sx > 1 or pl.sy > 1:  # full_chroma: each chroma sample over its pixels
+            b = np.repeat(np.repeat(b, pl.sy, axis=0), pl.sx, axis=1)
+            c = np.repeat(np.repeat(c, pl.sy, axis=0), pl.sx, axis=1)
         out[..., 0], out[..., 1], out[..., 2] = a, b, c
     else:
         out[..., 0], out[..., 1] = a[:, 0::2], a[:, 1::2]
         out[..., 2] = np.repeat(b, pl.sy, axis=0) if pl.sy > 1 else b
         out[..., 3] = np.repeat(c, pl.sy, axis=0) if pl.sy > 1 else c
-    return out.reshape(-1), dicom_pixel_attributes(fmt)
+    return out.reshape(-1), dicom_pixel_attributes(fmt, full_chroma=full_chroma)
 
 
 def dicom_to_wire(
-    pixels: np.ndarray | bytes, fmt: VideoFormat, *, out: np.ndarray | None = None
+    pixels: np.ndarray | bytes, fmt: VideoFormat, *, full_chroma: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Native DICOM Pixel Data in :func:`wire_to_dicom`'s layout back to wire pgroups.
 
-    For 4:2:0 the chroma of the even lines is taken (the repeated lines are copies).
+    Repeated chroma (4:2:0 lines, ``full_chroma`` columns) is read from its first copy.
     """
     _check_fmt(fmt)
-    shape, dt = _dicom_shape(fmt)
+    shape, dt = _dicom_shape(fmt, full_chroma)
     n = int(np.prod(shape))
     arr = np.frombuffer(pixels, dt) if isinstance(pixels, bytes) else np.asarray(pixels)
     if arr.dtype != dt or arr.size != n:
@@ -955,7 +963,9 @@ def dicom_to_wire(
     h, w = fmt.height, fmt.width
     if shape[2] == 3:
         kind = "rgb" if fmt.sampling is Sampling.RGB else "ycc"
-        pl = _Planes((arr[..., 0], arr[..., 1], arr[..., 2]), kind, fmt.depth)
+        sx, sy = _SUBSAMPLING.get(fmt.sampling, (1, 1))
+        pl = _Planes((arr[..., 0], arr[::sy, ::sx, 1], arr[::sy, ::sx, 2]), kind, fmt.depth,
+                     sx, sy)
     else:
         y = np.empty((h, w), dt)
         y[:, 0::2], y[:, 1::2] = arr[..., 0], arr[..., 1]

@@ -183,6 +183,17 @@ def test_dicom_native_pixel_data_round_trip(case: tuple[VideoFormat, np.ndarray]
         assert np.array_equal(pixels.reshape(h, w // 2, 4), want)
     assert dicom_to_wire(pixels, fmt).tobytes() == wire.tobytes()
     assert dicom_to_wire(pixels.tobytes(), fmt).tobytes() == wire.tobytes()
+    # every sampling as three full samples per pixel (chroma repeated), also lossless
+    full, fattrs = wire_to_dicom(wire, fmt, full_chroma=True)
+    want_pi = "RGB" if fmt.sampling is Sampling.RGB else "YBR_FULL"
+    assert fattrs["PhotometricInterpretation"] == want_pi
+    sy = 2 if fmt.sampling is Sampling.YCBCR_420 else 1
+    sx = 1 if fmt.sampling in (Sampling.RGB, Sampling.YCBCR_444) else 2
+    b0, c0 = ref_planes(wire, fmt)[1:]
+    assert np.array_equal(full.reshape(h, w, 3)[..., 0], a)
+    assert np.array_equal(full.reshape(h, w, 3)[..., 1], np.repeat(np.repeat(b0, sy, 0), sx, 1))
+    assert np.array_equal(full.reshape(h, w, 3)[..., 2], np.repeat(np.repeat(c0, sy, 0), sx, 1))
+    assert dicom_to_wire(full, fmt, full_chroma=True).tobytes() == wire.tobytes()
 
 
 def test_photometric_table_is_ps35_a8() -> None:
