@@ -103,3 +103,30 @@ def test_interlaced_420_is_refused_clearly() -> None:
         VideoPacketizer(fmt, ssrc=1)
     with pytest.raises(ConfigError, match="video.interlaced"):
         VideoDepacketizer(fmt)
+
+
+@pytest.mark.parametrize(("sampling", "depth"), FORMATS)
+def test_sdp_fmtp_round_trips_every_format(sampling: Sampling, depth: int) -> None:
+    from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, parse_sdp, write_sdp
+
+    variants = [dict(interlaced=False)]
+    if sampling is not Sampling.YCBCR_420:
+        variants += [dict(interlaced=True), dict(interlaced=True, segmented=True)]
+    for kw in variants:
+        fmt = VideoFormat(sampling=sampling, depth=depth, width=1920, height=1080,
+                          exactframerate=Fraction(30000, 1001), **kw)  # type: ignore[arg-type]
+        media = SdpMedia(kind=MediaKind.VIDEO, port=5004, payload_type=96, address="127.0.0.1",
+                         clock_rate=90000, video=fmt)
+        text = write_sdp(SdpSession(origin_address="127.0.0.1", session_name="f", session_id=1,
+                                    media=(media,)))
+        fmtp = next(line for line in text.splitlines() if line.startswith("a=fmtp:96"))
+        assert f"sampling={sampling.value}" in fmtp and f"depth={depth}" in fmtp
+        # ST 2110-20 flags: present only when set (PsF is signalled with both)
+        assert ("; interlace" in fmtp) == fmt.interlaced
+        assert ("; segmented" in fmtp) == fmt.segmented
+        back = parse_sdp(text).video()[0].video
+        assert back == fmt
+        if fmt.interlaced:
+            assert fmt.transfer_syntax_uid == "1.2.840.10008.1.2.7.2"  # PS3.5 §10.16
+            pk = VideoPacketizer(fmt, ssrc=1)
+            assert pk.packets_per_frame % 2 == 0
