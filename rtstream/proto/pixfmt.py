@@ -3,25 +3,35 @@
 Theory of operation
 -------------------
 Every conversion works on *planes*: three 2-D integer arrays, either YCbCr (Y at full
-resolution, Cb/Cr subsampled by ``(sx, sy)``) or RGB, at 8 or 10 bits. Both the wire and
-the in-memory layouts are described as *views* onto such planes, so most of the work is
-numpy slicing:
+resolution, Cb/Cr subsampled by ``(sx, sy)``) or RGB, at 8, 10, 12 or 16 bits. Both the
+wire and the in-memory layouts are described as *views* onto such planes, so most of the
+work is numpy slicing:
 
 * A wire frame is seen as a ``(rows, pgroups, pgroup_bytes)`` grid. Each sample position
-  of a pgroup (``Cb Y0 Cr Y1`` for 4:2:2, RFC 4175 §4.3) maps to a strided view of one
-  plane; 8-bit samples are copied between the two with one assignment each.
-* 10-bit samples are one big-endian bit stream per row, four samples in five octets
-  (RFC 4175 §4.3, PS3.5 A.8). Sample ``k`` of such a group is the big-endian 16-bit word
-  at octet ``k`` shifted right by ``6 - 2k`` and masked to 10 bits, so unpacking is one
-  unaligned ``>u2`` view, a shift and a mask per sample position; packing is the reverse
-  (two 16-bit words and one octet per group).
+  of a pgroup (``Cb Y0 Cr Y1`` for 4:2:2, RFC 4175 §4.3; ``Y00 Y01 Y10 Y11 Cb Cr`` per
+  2x2 block for 4:2:0, §4.4, two blocks side by side in a 10-bit pgroup) maps to a
+  strided view of one plane; 8-bit samples are copied between the two with one
+  assignment each.
+* Deeper samples are one big-endian bit stream per row (RFC 4175 §4.3, PS3.5 A.8):
+  sample ``j`` of a ``d``-bit pgroup starts at bit ``j * d``, so it is the big-endian
+  16-bit word at octet ``j * d // 8`` shifted right by ``16 - d - j * d % 8`` and masked
+  to ``d`` bits -- one unaligned ``>u2`` view, a shift and a mask per sample position.
+  Packing is the reverse: 16-bit samples are plain ``>u2`` stores, 12-bit pairs one
+  octet and one word, 10-bit quads two words and one octet.
+* Planar pix_fmts in FFmpeg's rawvideo layout (:data:`PLANAR_PIX_FMTS`, e.g.
+  ``yuv422p12le``, ``gbrp16le``) carry exactly one wire format each; converting to and
+  from them only packs and unpacks samples, so it is lossless
+  (:func:`native_pix_fmt` names the lossless pix_fmt of every format).
+* Native DICOM Pixel Data (:func:`wire_to_dicom`, :func:`dicom_to_wire`) is the same
+  samples interleaved per pixel at Bits Allocated 8 or 16 (PS3.5 §8.2.13, A.8).
 * Pure reorders -- 4:2:2 8-bit <-> ``uyvy422``, 4:2:2 -> ``yuv420p``/``nv12`` (chroma of
   the even lines), 4:2:0 8-bit <-> ``yuv420p``/``nv12``, RGB 8-bit <-> ``rgb24`` -- do no
   arithmetic at all.
 
 Colour conversion uses the BT.601 matrix (the only colorimetry PS3.5 §8.2.13 permits for
 RTV) with narrow-range ("video range") YCbCr: Y in 16..235 and Cb/Cr in 16..240 at 8 bits,
-times 4 at 10 bits (ITU-R BT.601-7 §2.5.3); RGB is full range. It is integer fixed point:
+times ``2 ** (d - 8)`` at ``d`` bits (ITU-R BT.601-7 §2.5.3); RGB is full range. The
+kernels compute at up to 12 bits (int32 range); 16-bit results are scaled from 12. It is integer fixed point:
 coefficients scaled by 2**16, int32 multiply-adds and a rounding right shift, computed in
 bands of rows so the int32 temporaries stay in the CPU cache. Results are the exactly
 rounded real-valued matrix product except where a value lies within about 0.01 of a
@@ -48,6 +58,7 @@ Array shapes follow PyAV 18's ``VideoFrame.to_ndarray``/``from_ndarray``:
 ``nv12``        ``(H * 3 // 2, W)`` uint8: Y plane, then interleaved UV rows
 ``yuv422p10le`` ``(3, H, W)`` uint16: Y, U, V with chroma repeated to full width
 ``uyvy422``     ``(H, W * 2)`` uint8: ``U Y0 V Y1`` (PyAV cannot make it; FFmpeg can)
+planar          ``(n,)`` uint8/uint16: the planes one after another (FFmpeg rawvideo)
 =============== ============================================================
 """
 
