@@ -292,6 +292,11 @@ class VideoPacketizer:
         limit.
     sequence : int
         Extended (32-bit) sequence number of the first packet.
+    field_offset : int or None
+        Interlaced only: RTP ticks from the first field's timestamp to the second's.
+        None (default) is half a frame period (GStreamer's stamping); 0 puts both fields
+        on the frame's timestamp, which FFmpeg 5.1's RFC 4175 demuxer needs (it sends
+        fields that way and splits frames at a timestamp change; ``docs/formats.md``).
 
     Attributes
     ----------
@@ -307,6 +312,7 @@ class VideoPacketizer:
         payload_type: int = 96,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         sequence: int = 0,
+        field_offset: int | None = None,
     ) -> None:
         if (fmt.sampling, fmt.depth) not in SUPPORTED_VIDEO:
             raise ConfigError(
@@ -356,11 +362,17 @@ class VideoPacketizer:
         self._sizes = (length + SINGLE_SRD_HEADER_BYTES).astype(np.int64)
         self._sizes.setflags(write=False)
         self._ext_base = np.arange(n, dtype=np.int64)
-        #: RTP ticks between a frame's two fields (half the 90 kHz frame period, rounded),
-        #: as GStreamer's rtpvrawpay stamps the second field; 0 when progressive.
-        self.field_offset = (
-            round(Fraction(VIDEO_CLOCK_RATE) / fmt.exactframerate / 2) if fmt.interlaced else 0
-        )
+        if field_offset is not None and not 0 <= field_offset < 1 << 31:
+            raise ConfigError("field_offset", field_offset, "0..2**31-1 RTP ticks")
+        #: RTP ticks between a frame's two fields: by default half the 90 kHz frame
+        #: period, rounded, as GStreamer's rtpvrawpay stamps the second field; 0 when
+        #: progressive.
+        self.field_offset = 0
+        if fmt.interlaced:
+            self.field_offset = (
+                round(Fraction(VIDEO_CLOCK_RATE) / fmt.exactframerate / 2)
+                if field_offset is None else field_offset
+            )
 
     @property
     def sequence(self) -> int:

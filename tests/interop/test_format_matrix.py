@@ -50,6 +50,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "formats.md"
 EXACT = "byte-exact"
 ROWS_REJECTED = "rejected: the peer's SRD Row Numbers (one per line)"
 MISREAD_ROWS = "misread (the peer's own row layout)"
+ONE_TIMESTAMP = "byte-exact with field_offset=0"
 
 # What GStreamer's raw video format names mean (GstVideoFormat documentation), for the
 # names that are one of our pairs, and how such a raw buffer becomes wire pgroups.
@@ -63,13 +64,13 @@ GST_RAW: dict[str, tuple[Sampling, int]] = {
 }
 
 
-def fmt_of(sd: tuple[Sampling, int]) -> VideoFormat:
+def fmt_of(sd: tuple[Sampling, int], interlaced: bool = False) -> VideoFormat:
     return VideoFormat(sampling=sd[0], depth=sd[1], width=W, height=H,
-                       exactframerate=Fraction(30))
+                       exactframerate=Fraction(30), interlaced=interlaced)
 
 
-def name(sd: tuple[Sampling, int]) -> str:
-    return f"{sd[0].value} {sd[1]}-bit"
+def name(sd: tuple[Sampling, int], interlaced: bool = False) -> str:
+    return f"{sd[0].value} {sd[1]}-bit" + (" interlaced" if interlaced else "")
 
 
 def gst_raw_to_wire(gst_format: str, raw: np.ndarray, fmt: VideoFormat) -> np.ndarray:
@@ -89,8 +90,9 @@ def random_frames(fmt: VideoFormat, seed: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, fmt.frame_bytes, dtype=np.uint8) for _ in range(FRAMES + 2)]
 
 
-def send_frames(port: int, fmt: VideoFormat, frames: list[np.ndarray], gap_s: float = 0.03) -> None:
-    pk = VideoPacketizer(fmt, ssrc=0x5EED, sequence=0xFFFFFF80)
+def send_frames(port: int, fmt: VideoFormat, frames: list[np.ndarray], gap_s: float = 0.03,
+                field_offset: int | None = None) -> None:
+    pk = VideoPacketizer(fmt, ssrc=0x5EED, sequence=0xFFFFFF80, field_offset=field_offset)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         for i, f in enumerate(frames):
             b = pk.packetize(f, 3000 * i)
@@ -110,9 +112,10 @@ def check_reassembly(fmt: VideoFormat, batch: np.ndarray, lengths: np.ndarray,
                      expected: list[np.ndarray]) -> str:
     events, dp = depacketize_all(fmt, batch, lengths)
     by_field = dp.stats.malformed_by_field
-    if list(by_field) == ["SRD Row Number"] and by_field["SRD Row Number"] == len(batch):
-        # every packet numbers its rows against RFC 4175 (e.g. odd rows for 4:2:0,
-        # whose pgroups pair lines, §4.4): a peer layout, not a loss
+    if list(by_field) == ["SRD Row Number"]:
+        # the peer numbers rows its own way (odd rows for 4:2:0, whose pgroups pair
+        # lines, RFC 4175 §4.4; frame lines for interlaced video, where rtstream counts
+        # lines within the field): a peer layout, not a loss
         return ROWS_REJECTED
     if dp.stats.malformed or dp.stats.lost or len(events) != len(expected):
         return f"FAILED: {len(events)} frames of {len(expected)}, {dp.stats.as_dict()}"
@@ -134,15 +137,17 @@ def gst_payloader_formats() -> set[str]:
     return {f.strip().removeprefix("(string)") for f in m.group(1).split(",")}
 
 
-def gst_to_rtstream(tmp: Path, sd: tuple[Sampling, int], offered: set[str]) -> str:
+def gst_to_rtstream(tmp: Path, sd: tuple[Sampling, int], offered: set[str],
+                    interlaced: bool = False) -> str:
     names = [g for g, v in GST_RAW.items() if v == sd and g in offered]
     if not names:
         return "—"
     gst = require_program("gst-launch-1.0")
     g = names[0]
-    fmt = fmt_of(sd)
+    fmt = fmt_of(sd, interlaced)
+    mode = ",interlace-mode=interleaved" if interlaced else ""
     src = (f"videotestsrc num-buffers={FRAMES} pattern=ball ! "
-           f"video/x-raw,format={g},width={W},height={H},framerate=30/1")
+           f"video/x-raw,format={g},width={W},height={H},framerate=30/1{mode}")
     ref = tmp / f"gst-ref-{g}.raw"
     with running([gst, "-q", *f"{src} ! filesink location={ref}".split()]) as p:
         assert p.wait(30) == 0
@@ -157,9 +162,9 @@ def gst_to_rtstream(tmp: Path, sd: tuple[Sampling, int], offered: set[str]) -> s
     return check_reassembly(fmt, batch, lengths, expected)
 
 
-def rtstream_to_gst(tmp: Path, sd: tuple[Sampling, int]) -> str:
+def rtstream_to_gst(tmp: Path, sd: tuple[Sampling, int], interlaced: bool = False) -> str:
     gst = require_program("gst-launch-1.0")
-    fmt = fmt_of(sd)
+    fmt = fmt_of(sd, interlaced)
     frames = random_frames(fmt, sd[1])[:FRAMES]
     port = free_port()
     out = tmp / f"gst-depay-{sd[0].name}{sd[1]}.raw"
@@ -191,6 +196,9 @@ def rtstream_to_gst(tmp: Path, sd: tuple[Sampling, int]) -> str:
     g = m.group(1)
     if GST_RAW.get(g) != sd:
         return f"misread as {g}"
+    caps_line = text[m.start() : text.find("\n", m.start())]
+    if interlaced and "interlace-mode=(string)interleaved" not in caps_line:
+        return f"misread as progressive {g}"
     got = np.fromfile(out, np.uint8) if out.exists() else np.zeros(0, np.uint8)
     size = gst_raw_size(g, fmt)
     if got.size != FRAMES * size:
@@ -231,23 +239,26 @@ def ffmpeg_raw_to_wire(pix: str, codec: str, raw: np.ndarray, fmt: VideoFormat) 
     return planes_to_wire(planes, fmt)
 
 
-def ffmpeg_to_rtstream(tmp: Path, sd: tuple[Sampling, int]) -> str:
+def ffmpeg_to_rtstream(tmp: Path, sd: tuple[Sampling, int], interlaced: bool = False) -> str:
     ffmpeg = require_program("ffmpeg")
-    fmt = fmt_of(sd)
+    fmt = fmt_of(sd, interlaced)
     pix = ffmpeg_pix_fmt(sd)
     src = ["-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=30", "-frames:v", str(FRAMES)]
+    if interlaced:  # frames flagged top field first: FFmpeg's muxer sends two fields
+        src += ["-vf", "setfield=tff", "-field_order", "tt"]
     chosen = None
     for codec in ("bitpacked", "rawvideo"):  # bitpacked: FFmpeg's 4:2:2 10-bit pgroups
         sdp = tmp / f"ff-probe-{sd[0].name}{sd[1]}-{codec}.sdp"
         port = free_port()
         r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *src[:4],
-                            "-frames:v", "1", "-c:v", codec, "-pix_fmt", pix, "-f", "rtp",
+                            "-frames:v", "1", *src[6:], "-c:v", codec, "-pix_fmt", pix, "-f", "rtp",
                             "-sdp_file", str(sdp), f"rtp://127.0.0.1:{port}"],
                            capture_output=True, timeout=30)
         if r.returncode != 0 or not sdp.exists():
             continue
         video = parse_sdp(sdp.read_text()).video()[0].video
-        if video is not None and (video.sampling, video.depth) == sd:
+        if video is not None and (video.sampling, video.depth, video.interlaced) == (
+                *sd, interlaced):
             chosen = codec
             break
     if chosen is None:
@@ -296,11 +307,24 @@ def ffmpeg_codecs(tmp: Path) -> dict[tuple[Sampling, int], str]:
     return codecs
 
 
-def rtstream_to_ffmpeg(tmp: Path, sd: tuple[Sampling, int], codec: str) -> str:
+def rtstream_to_ffmpeg(tmp: Path, sd: tuple[Sampling, int], codec: str,
+                       interlaced: bool = False) -> str:
+    first = rtstream_to_ffmpeg_once(tmp, sd, codec, interlaced)
+    if interlaced and first.startswith("FAILED: f"):
+        # FFmpeg sends both fields on one timestamp and expects them so
+        again = tmp / "one-timestamp"
+        again.mkdir()
+        if rtstream_to_ffmpeg_once(again, sd, codec, True, field_offset=0) == EXACT:
+            return ONE_TIMESTAMP
+    return first
+
+
+def rtstream_to_ffmpeg_once(tmp: Path, sd: tuple[Sampling, int], codec: str,
+                            interlaced: bool = False, field_offset: int | None = None) -> str:
     if codec == "none":
         return "—"
     ffmpeg = require_program("ffmpeg")
-    fmt = fmt_of(sd)
+    fmt = fmt_of(sd, interlaced)
     port = free_port()
     sdp = sdp_file(tmp / f"ff-{sd[0].name}{sd[1]}.sdp", port, fmt)
     pix = ffmpeg_pix_fmt(sd)
@@ -315,7 +339,7 @@ def rtstream_to_ffmpeg(tmp: Path, sd: tuple[Sampling, int], codec: str) -> str:
     with running(args, log=log) as p:
         wait_port_bound(port)
         time.sleep(0.3)
-        send_frames(port, fmt, frames)
+        send_frames(port, fmt, frames, field_offset=field_offset)
         try:
             p.wait(15)
         except subprocess.TimeoutExpired:
@@ -359,7 +383,7 @@ COLUMNS: list[tuple[str, Callable[..., str]]] = [
 ]
 
 
-def write_doc(rows: dict[tuple[Sampling, int], list[str]], gst_offered: set[str]) -> None:
+def write_doc(rows: dict[tuple[Sampling, int, bool], list[str]], gst_offered: set[str]) -> None:
     lines = [
         "# Video formats: what rtstream carries, and who else does",
         "",
@@ -367,34 +391,66 @@ def write_doc(rows: dict[tuple[Sampling, int], list[str]], gst_offered: set[str]
         "(ST 2110-20 `sampling` YCbCr-4:2:2, YCbCr-4:4:4, YCbCr-4:2:0, RGB at 8, 10, 12",
         "and 16 bits; PS3.5 §8.2.13), progressive, and interlaced for every sampling",
         "but 4:2:0. Each pair round-trips byte-exact sender -> receiver in the suite",
-        "(`tests/proto/test_rfc4175_formats.py`, `tests/net/test_receiver*.py`); pairs",
-        "no peer carries are pinned by golden vectors (`tests/vectors/format_vectors.py`).",
+        "(`tests/proto/test_rfc4175_formats.py`, `tests/net/test_receiver*.py`,",
+        "`tests/net/test_sender_formats.py`); pairs no peer carries are pinned by golden",
+        "vectors (`tests/vectors/format_vectors.py`).",
+        "",
+        "Interlaced video goes field by field: F=0 the even lines, F=1 the odd ones,",
+        "Row Numbers counted within the field, the marker on each field's last packet,",
+        "the second field stamped half a frame later (as GStreamer stamps it); a received",
+        "frame carries its first field's timestamp, the one its metadata grain has.",
         "",
         "The table below is **written by `tests/interop/test_format_matrix.py`**, which",
         "asks each peer what it carries (gst-inspect, negotiated caps, FFmpeg's SDP and",
-        "codec probe) and checks every cell it fills. Do not edit it by hand.",
+        "codec probe) and checks every cell it fills. Interlaced rows are tried for every",
+        "pair some peer carries progressive. Do not edit it by hand.",
         "",
         "- `byte-exact`: every frame equal, byte for byte (or sample for sample",
         "  where the peer writes planar raw video).",
         "- `—`: the peer does not carry the pair in that direction.",
         "- `refused (not-negotiated)`: GStreamer's depayloader rejects the caps.",
         "- `misread as X`: the peer accepts the flow but decodes it as raw format X",
-        "  (rtpvrawdepay ignores `depth` except for 4:2:2); not usable.",
-        f"- `{ROWS_REJECTED}`: every packet carries odd SRD Row Numbers where",
+        "  (rtpvrawdepay ignores `depth` except for 4:2:2, and has no interlace caps);",
+        "  not usable.",
+        f"- `{ROWS_REJECTED}`: the peer's SRD Row Numbers are not RFC 4175's:",
+        "  FFmpeg 5.1 sends 4:2:0 as one row per line with odd Row Numbers, where",
         "  RFC 4175 §4.4 pairs the lines of a 4:2:0 pgroup (Row Number = the first,",
-        "  even, line); FFmpeg 5.1 sends 4:2:0 as half-width rows per line. GStreamer",
-        "  follows the RFC and interoperates byte-exact.",
+        "  even, line); GStreamer 1.22 numbers interlaced rows by frame line, where",
+        "  FFmpeg, Intel MTL and rtstream count lines within the field.",
         f"- `{MISREAD_ROWS}`: the same peer decodes rtstream's RFC layout with its own.",
+        f"- `{ONE_TIMESTAMP}`: FFmpeg splits frames where the timestamp changes, so it",
+        "  reads interlaced video only with both fields on the frame's timestamp (as it",
+        "  sends it): rtstream's default second-field stamp fails, the packetizer's",
+        "  `field_offset=0` is byte-exact.",
         "",
         f"GStreamer rtpvrawpay sink formats seen: {', '.join(sorted(gst_offered))}.",
         "",
         "| format | " + " | ".join(c for c, _ in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
-    for sd in FORMATS:
-        lines.append(f"| {name(sd)} | " + " | ".join(rows[sd]) + " |")
+    for key, cells in rows.items():
+        lines.append(f"| {name(key[:2], key[2])} | " + " | ".join(cells) + " |")
     lines.append("")
     DOC.write_text("\n".join(lines))
+
+
+def run_row(tmp: Path, sd: tuple[Sampling, int], interlaced: bool, offered: set[str],
+            codec: str) -> list[str]:
+    cells = []
+    for i, (_, check) in enumerate(COLUMNS):
+        work = tmp / f"{sd[0].name}{sd[1]}{'i' if interlaced else 'p'}-{i}"
+        work.mkdir()
+        if check is gst_to_rtstream:
+            cells.append(gst_to_rtstream(work, sd, offered, interlaced))
+        elif check is rtstream_to_ffmpeg:
+            cells.append(rtstream_to_ffmpeg(work, sd, codec, interlaced))
+        else:
+            cells.append(check(work, sd, interlaced))
+    # A peer that numbers rows its own way reads ours its own way too: the frames it
+    # decodes from rtstream differ, for the same reason.
+    if cells[2] == ROWS_REJECTED and cells[3].startswith("FAILED: f"):
+        cells[3] = MISREAD_ROWS
+    return cells
 
 
 @pytest.mark.peer("gstreamer")
@@ -402,26 +458,16 @@ def write_doc(rows: dict[tuple[Sampling, int], list[str]], gst_offered: set[str]
 def test_interop_matrix(tmp_path: Path) -> None:
     offered = gst_payloader_formats()
     codecs = ffmpeg_codecs(tmp_path)
-    rows: dict[tuple[Sampling, int], list[str]] = {}
+    rows: dict[tuple[Sampling, int, bool], list[str]] = {}
     for sd in FORMATS:
-        cells = []
-        for i, (_, check) in enumerate(COLUMNS):
-            work = tmp_path / f"{sd[0].name}{sd[1]}-{i}"
-            work.mkdir()
-            if check is gst_to_rtstream:
-                cells.append(check(work, sd, offered))
-            elif check is rtstream_to_ffmpeg:
-                cells.append(check(work, sd, codecs[sd]))
-            else:
-                cells.append(check(work, sd))
-        # A peer that numbers rows its own way reads ours its own way too: the frames
-        # it decodes from rtstream differ, for the same reason.
-        if cells[2] == ROWS_REJECTED and cells[3].startswith("FAILED: f"):
-            cells[3] = MISREAD_ROWS
-        rows[sd] = cells
+        rows[(*sd, False)] = run_row(tmp_path, sd, False, offered, codecs[sd])
+    for sd in FORMATS:
+        if sd[0] is not Sampling.YCBCR_420 and EXACT in rows[(*sd, False)]:
+            rows[(*sd, True)] = run_row(tmp_path, sd, True, offered, codecs[sd])
     write_doc(rows, offered)
-    failed = {name(sd): c for sd, c in rows.items() if any(x.startswith("FAILED") for x in c)}
+    failed = {name(k[:2], k[2]): c for k, c in rows.items()
+              if any(x.startswith("FAILED") for x in c)}
     assert not failed, failed
     # every peer carries some pairs both ways, so the matrix is not vacuous
     for col in range(len(COLUMNS)):
-        assert any(rows[sd][col] == EXACT for sd in FORMATS), COLUMNS[col][0]
+        assert any(rows[(*sd, False)][col] == EXACT for sd in FORMATS), COLUMNS[col][0]

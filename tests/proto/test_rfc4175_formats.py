@@ -130,3 +130,17 @@ def test_sdp_fmtp_round_trips_every_format(sampling: Sampling, depth: int) -> No
             assert fmt.transfer_syntax_uid == "1.2.840.10008.1.2.7.2"  # PS3.5 §10.16
             pk = VideoPacketizer(fmt, ssrc=1)
             assert pk.packets_per_frame % 2 == 0
+
+
+def test_both_fields_on_one_timestamp_as_ffmpeg_sends_them() -> None:
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 64, 8, interlaced=True)
+    pk = VideoPacketizer(fmt, ssrc=3, max_payload=200, field_offset=0)
+    frame = random_frame(fmt, 4)
+    b = pk.packetize(frame, 7777)
+    pkts = [parse_rtp(d) for d in datagrams(b)]
+    assert {p.timestamp for p in pkts} == {7777}
+    assert sum(p.marker for p in pkts) == 2  # still one marker per field
+    (ev,) = VideoDepacketizer(fmt).feed(b.buf.copy(), b.sizes, now=0)
+    assert ev.complete and ev.rtp_timestamp == 7777 and np.array_equal(ev.data, frame)
+    with pytest.raises(ConfigError, match="field_offset"):
+        VideoPacketizer(fmt, ssrc=3, field_offset=-1)
