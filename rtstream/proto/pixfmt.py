@@ -805,7 +805,8 @@ def _chroma_444_down(grid: np.ndarray, fmt: VideoFormat, dest: _Planes) -> None:
         if j % 3 != 1:
             _read(grid, fmt, j, v, fmt.depth, rows)
     for c, dst in zip(full.p[1:], dest.p[1:], strict=True):
-        t = np.add(c[:, 0::2], c[:, 1::2], dtype=np.uint32)  # 16-bit pairs need 17 bits
+        # pair sums need depth + 1 bits: uint32 only for 16-bit samples
+        t = np.add(c[:, 0::2], c[:, 1::2], dtype=np.uint32 if fmt.depth == 16 else _U16)
         t += 1
         t >>= 1  # the rounded pair average, then the depth change
         if fmt.depth > dest.depth:
