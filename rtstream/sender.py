@@ -173,10 +173,13 @@ class VideoConfig:
     depth: int = 10
     payload_type: int = 96
     max_payload: int = 1460
+    interlaced: bool = False
 
     def __post_init__(self) -> None:
-        if self.depth not in (8, 10):
-            raise ConfigError("video.depth", self.depth, "8 or 10")
+        if self.depth not in (8, 10, 12, 16):
+            raise ConfigError("video.depth", self.depth, "8, 10, 12 or 16")
+        if self.interlaced and self.sampling is Sampling.YCBCR_420:
+            raise ConfigError("video.interlaced", True, "false for YCbCr-4:2:0 (progressive only)")
         for key, v in (("video.width", self.width), ("video.height", self.height)):
             if v is not None and not 16 <= v <= 7680:
                 raise ConfigError(key, v, "16..7680 pixels")
@@ -534,7 +537,7 @@ class Sender:
         step = probe.pgroup_pixels_per_line
         if v.width is None:
             w -= w % step
-        if v.height is None and v.sampling is Sampling.YCBCR_420:
+        if v.height is None and (v.sampling is Sampling.YCBCR_420 or v.interlaced):
             h -= h % 2
         # A Python sender cannot meet narrow-sender timing: declare a wide sender
         # (ST 2110-21, spec/ps322.md section 6.2) whether pacing is linear or none.
@@ -545,6 +548,7 @@ class Sender:
             width=w,
             height=h,
             exactframerate=rate,
+            interlaced=v.interlaced,
             tp=tp,
             maxudp=v.max_payload if v.max_payload > 1460 else None,
         )

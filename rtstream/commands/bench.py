@@ -35,12 +35,15 @@ def _wire(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_wire(result: dict[str, Any]) -> None:
-    cases = sorted({c for metric in result.values() for c in metric})
-    header = f"{'metric':<28}" + "".join(f"{c:>16}" for c in cases)
+    # one line per format (every sampling x depth pair), one column per metric
+    cases = list(dict.fromkeys(c for metric in result.values() for c in metric))
+    metrics = list(result)
+    short = [m.removesuffix("_per_frame") for m in metrics]
+    header = f"{'format':<14}" + "".join(f"{m:>20}" for m in short)
     print(header)
     print("-" * len(header))
-    for metric, values in result.items():
-        print(f"{metric:<28}" + "".join(f"{values.get(c, float('nan')):>16.3f}" for c in cases))
+    for c in cases:
+        print(f"{c:<14}" + "".join(f"{result[m].get(c, float('nan')):>20.3f}" for m in metrics))
 
 
 def _all(args: argparse.Namespace) -> dict[str, Any]:

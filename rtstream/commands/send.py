@@ -79,7 +79,9 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", metavar="WxH@FPS", help="frame size and rate, e.g. 1920x1080@60 or 1280x720@60000/1001 "
                         "(default: the source's; testsrc 1280x720@30)")
     parser.add_argument("--sampling", choices=[s.value for s in Sampling], help="wire sampling (default YCbCr-4:2:2)")
-    parser.add_argument("--depth", type=int, choices=[8, 10], help="bits per component (default 10)")
+    parser.add_argument("--depth", type=int, choices=[8, 10, 12, 16], help="bits per component (default 10)")
+    parser.add_argument("--interlaced", action="store_true", default=None,
+                        help="send two fields per frame (SDP interlace; not for YCbCr-4:2:0)")
     parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")
     parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
     parser.add_argument("--sop", choices=list(VIDEO_SOPS), help="RTV SOP class (default endoscopic)")
@@ -95,7 +97,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Map flags onto the :class:`SenderConfig` tree (None = not given)."""
     o: dict[str, Any] = {"sop": args.sop, "session_name": args.session_name}
     o.update(_sources(args.source))
-    video: dict[str, Any] = {"sampling": args.sampling, "depth": args.depth}
+    video: dict[str, Any] = {"sampling": args.sampling, "depth": args.depth,
+                             "interlaced": args.interlaced}
     if args.video:
         video.update(parse_video(args.video))
     o["video"] = video

@@ -77,6 +77,7 @@ from rtstream.dicom.video import encode_clip, wire_to_rgb
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import VideoFormat
+from rtstream.proto.pixfmt import wire_to_dicom
 from rtstream.proto.rtv_metadata import (
     RTV_VIDEO_ENDOSCOPIC,
     RTV_VIDEO_PHOTOGRAPHIC,
@@ -364,7 +365,12 @@ def build_snapshot(
     series_description: str = SNAPSHOT_SERIES_DESCRIPTION,
     uid_root: str = "",
 ) -> Dataset:
-    """One frame as a stored still image (RGB 8-bit, Explicit VR Little Endian).
+    """One frame as a stored still image (Explicit VR Little Endian).
+
+    VL Endoscopic / VL Photographic snapshots are RGB 8-bit (their VL Image module fixes
+    8 bits); Secondary Capture snapshots keep the streamed samples at full depth
+    (:func:`_native_pixels`). An interlaced frame is stored whole, both fields woven as
+    the depacketizer delivers it.
 
     The SOP class follows the imaged modality (:func:`stored_classes`): VL Endoscopic
     Image for ES, VL Photographic Image for XC, Secondary Capture Image (Conversion Type
@@ -411,15 +417,41 @@ def build_snapshot(
         purpose=SOURCE_IMAGE_PURPOSE,
         description="frame taken from a DICOM-RTV stream as a still image",
     )
+    _lossy_history(static, ds, None)
     if sop_class == SecondaryCaptureImageStorage:
         _secondary_capture(ds)
-    rgb = wire_to_rgb(frame_wire, fmt)
-    ds.DerivationDescription = _derivation(fmt, "RGB 8-bit")
-    _lossy_history(static, ds, None)
-    _pixel_module(ds, fmt, "RGB")
-    ds.PixelData = rgb.tobytes()
+        _native_pixels(ds, frame_wire, fmt)
+    else:
+        rgb = wire_to_rgb(frame_wire, fmt)
+        ds.DerivationDescription = _derivation(fmt, "RGB 8-bit")
+        _pixel_module(ds, fmt, "RGB")
+        ds.PixelData = rgb.tobytes()
     _strip_group_0006(ds)
     return ds
+
+
+def _native_pixels(ds: Dataset, frame_wire: np.ndarray, fmt: VideoFormat) -> None:
+    """The wire samples themselves, at their full depth, as native Pixel Data.
+
+    Bits Allocated/Stored/High Bit per PS3.5 §8.2.13 / A.8 (8 in 8; 10, 12, 16 in 16),
+    RGB as RGB and YCbCr as YBR_FULL (PS3.3 C.7.6.3.1.2; subsampled chroma repeated over
+    its pixels, the one native form dicom3tools accepts for Secondary Capture); nothing
+    is converted, so the stored samples are the streamed ones
+    (:func:`rtstream.proto.pixfmt.wire_to_dicom`). The VL IODs cannot take this: their
+    VL Image module (C.8.12.1) fixes 8 bits, so their snapshots are RGB 8-bit.
+    """
+    pixels, attrs = wire_to_dicom(
+        np.ascontiguousarray(frame_wire).reshape(-1), fmt, full_chroma=True
+    )
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    ds.DerivationDescription = (
+        f"Frame(s) of a DICOM-RTV stream (SMPTE ST 2110-20 {fmt.sampling.value} "
+        f"{fmt.depth}-bit, {fmt.width}x{fmt.height}) stored as "
+        f"{attrs['PhotometricInterpretation']} {fmt.depth}-bit samples, unconverted"
+    )[:1024]
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB" if fmt.depth == 8 else "OW"
 
 
 def _secondary_capture(ds: Dataset) -> None:

@@ -42,7 +42,8 @@ import numpy as np
 from rtstream.errors import ConfigError, RtstreamError
 from rtstream.media.testsrc import SectorGenerator, tone
 from rtstream.proto.clock import NS_PER_S, Clock
-from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
+from rtstream.proto.formats import AudioFormat, VideoFormat
+from rtstream.proto.pixfmt import PLANAR_PIX_FMTS, native_pix_fmt
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,30 @@ class AudioChunk:
 
 
 def preferred_pix_fmt(fmt: VideoFormat) -> str:
-    """The PyAV pixel format a decoder should deliver for ``fmt`` (cheapest to convert)."""
-    if fmt.sampling is Sampling.YCBCR_422:
-        return "yuv422p10le" if fmt.depth > 8 else "uyvy422"
-    if fmt.sampling is Sampling.YCBCR_420:
-        return "yuv420p"
-    return "rgb24"
+    """The PyAV pixel format a decoder should deliver for ``fmt``: the one that carries
+    the wire's sampling and depth without loss (:func:`native_pix_fmt`), so FFmpeg's
+    scaler does the colour work and the sender only packs samples."""
+    return native_pix_fmt(fmt)
 
 
 def av_frame_to_array(frame: Any, pix_fmt: str) -> np.ndarray:
-    """A PyAV frame already in ``pix_fmt`` as the array :func:`to_wire` expects."""
+    """A PyAV frame already in ``pix_fmt`` as the array :func:`to_wire` expects.
+
+    Planar formats (:data:`PLANAR_PIX_FMTS`, which PyAV 18's ``to_ndarray`` mostly
+    refuses) are read plane by plane from the frame's buffers, dropping row padding.
+    """
     if pix_fmt == "uyvy422":
         plane = frame.planes[0]
         raw = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
         return np.ascontiguousarray(raw[:, : frame.width * 2])
+    if pix_fmt in PLANAR_PIX_FMTS:
+        dt = np.dtype(np.uint8) if PLANAR_PIX_FMTS[pix_fmt][1] == 8 else np.dtype("<u2")
+        parts = []
+        for plane in frame.planes:
+            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            rows = rows[: plane.height, : plane.width * dt.itemsize]
+            parts.append(np.ascontiguousarray(rows).view(dt).reshape(-1))
+        return np.concatenate(parts).astype(np.uint16 if dt.itemsize == 2 else np.uint8)
     arr: np.ndarray = frame.to_ndarray()
     return arr
 

@@ -10,11 +10,12 @@ converted once to the output representation. Per frame, only a small rectangle i
 the burned-in frame counter and capture time, in a built-in 3x5 bitmap font scaled up with
 numpy. The cycle plays forward then backward so the motion has no jump.
 
-Output representation: for the gray picture (neutral chroma) of YCbCr-4:2:2 8- and
-10-bit, frames are produced directly in ST 2110-20 pgroup order (``pix_fmt == "wire"``;
-RFC 4175 §4.3: Cb Y0 Cr Y1, big-endian bit packing for 10-bit, ``spec/ps322.md`` §6.1),
-so the sender needs no conversion; for other samplings they are ``rgb24`` and the sender
-converts with :func:`rtstream.proto.pixfmt.to_wire`.
+Output representation: frames are produced directly in ST 2110-20 pgroup order
+(``pix_fmt == "wire"``) for every sampling and depth, so the sender needs no conversion:
+the gray picture is drawn as planes (narrow-range BT.601 luma with neutral chroma for
+YCbCr, full-range R = G = B for RGB; BT.601-7 §2.5.3) and packed once per cycle frame by
+:func:`rtstream.proto.pixfmt.planes_to_wire` (RFC 4175 §4.3-4.4, ``spec/ps322.md``
+§6.1); the overlay rectangle is packed the same way, aligned to whole pgroups.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 import numpy as np
 
 from rtstream.proto.formats import Sampling, VideoFormat
+from rtstream.proto.pixfmt import planes_to_wire
 
 # 3x5 bitmaps of the characters the overlay needs (rows top to bottom, 3 bits each).
 _FONT: dict[str, tuple[int, ...]] = {
@@ -58,11 +60,18 @@ def render_text(text: str, scale: int) -> np.ndarray:
 
 
 def _luma_lut(depth: int) -> np.ndarray:
-    """Full-range 8-bit gray to narrow-range Y' of ``depth`` bits (BT.601 levels)."""
+    """Full-range 8-bit gray to narrow-range Y' of ``depth`` bits (BT.601 levels:
+    16..235 at 8 bits, times ``2 ** (depth - 8)``)."""
     y = np.arange(256, dtype=np.float64)
-    if depth == 8:
-        return np.round(16 + y * 219 / 255).astype(np.uint16)
-    return np.round(64 + y * 876 / 255).astype(np.uint16)
+    s = 1 << (depth - 8)
+    return np.round((16 + y * 219 / 255) * s).astype(np.uint16)
+
+
+def _gray_lut(depth: int) -> np.ndarray:
+    """Full-range 8-bit gray to full-range RGB of ``depth`` bits, round(v * max / 255)."""
+    v = np.arange(256, dtype=np.int64)
+    top = (1 << depth) - 1
+    return ((v * 2 * top + 255) // 510).astype(np.uint16)
 
 
 class SectorGenerator:
@@ -82,13 +91,21 @@ class SectorGenerator:
     def __init__(self, fmt: VideoFormat, *, cycle: int | None = None, seed: int = 2110) -> None:
         self.fmt = fmt
         w, h = fmt.width, fmt.height
-        self.wire = fmt.sampling is Sampling.YCBCR_422 and fmt.depth in (8, 10)
-        self.pix_fmt = "wire" if self.wire else "rgb24"
-        per_frame = fmt.frame_bytes if self.wire else w * h * 3
+        self.wire = True
+        self.pix_fmt = "wire"
+        per_frame = fmt.frame_bytes
         if cycle is None:
             cycle = max(2, min(16, (400 << 20) // max(per_frame, 1)))
         self.cycle = cycle
-        self._lut = _luma_lut(fmt.depth if self.wire else 8)
+        rgb = fmt.sampling is Sampling.RGB
+        self._lut = _gray_lut(fmt.depth) if rgb else _luma_lut(fmt.depth)
+        if fmt.depth == 8:
+            self._lut = self._lut.astype(np.uint8)
+        self._neutral = 0 if rgb else 128 << (fmt.depth - 8)
+        # the overlay is redrawn in whole pgroups: columns in pgroup units, lines in
+        # pairs for 4:2:0 (one SRD row spans two lines)
+        self._xunit = fmt.pgroup_pixels_per_line
+        self._yunit = fmt.lines_per_row
         rng = np.random.default_rng(seed)
         # Geometry of the sector, in pixel coordinates.
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -111,33 +128,29 @@ class SectorGenerator:
             pulse = 0.5 + 0.5 * math.sin(2 * math.pi * k / cycle)
             vessel = np.exp(-(((r - 0.55 - 0.02 * pulse) / 0.03) ** 2)) * 0.8
             img = np.clip((window * 0.9 + vessel * inside) * gain * 255, 0, 255).astype(np.uint8)
-            frames.append(self._convert(img))
+            wire = self._convert(img)
+            if fmt.sampling is Sampling.RGB and fmt.depth == 8:
+                wire = wire.reshape(h, w, 3)  # the same bytes, shaped as rgb24
+            frames.append(wire)
         self._frames = frames
         self._scale = max(1, h // 90)
         self._text_origin = (max(2, h // 40), max(2, w // 40))
 
     def _convert(self, luma: np.ndarray) -> np.ndarray:
-        """Luma (h, w) uint8 to the output representation for a block of whole pgroups."""
+        """Luma (h, w) uint8 to wire pgroups for a block of whole pgroups."""
         h, w = luma.shape
+        f = self.fmt
+        sub = VideoFormat(sampling=f.sampling, depth=f.depth, width=w, height=h,
+                          exactframerate=f.exactframerate)
         y = self._lut[luma]
-        if not self.wire:
-            return np.repeat(luma[:, :, None], 3, axis=2)
-        if self.fmt.depth == 8:
-            out = np.empty((h, w // 2, 4), np.uint8)
-            out[:, :, 0] = 128
-            out[:, :, 2] = 128
-            out[:, :, 1] = y[:, 0::2]
-            out[:, :, 3] = y[:, 1::2]
-            return out.reshape(h, w * 2)
-        y0 = y[:, 0::2]
-        y1 = y[:, 1::2]
-        out = np.empty((h, w // 2, 5), np.uint8)
-        out[:, :, 0] = 0x80  # Cb = 512 >> 2
-        out[:, :, 1] = y0 >> 4
-        out[:, :, 2] = ((y0 & 0xF) << 4) | 0x08  # low Y0 bits, high Cr bits (512 >> 6)
-        out[:, :, 3] = y1 >> 8  # low Cr bits are 0
-        out[:, :, 4] = y1 & 0xFF
-        return out.reshape(h, w // 2 * 5)
+        if f.sampling is Sampling.RGB:
+            planes = (y, y, y)
+        else:
+            sx = 1 if f.sampling is Sampling.YCBCR_444 else 2
+            sy = 2 if f.sampling is Sampling.YCBCR_420 else 1
+            c = np.full((h // sy, w // sx), self._neutral, y.dtype)
+            planes = (y, c, c)
+        return planes_to_wire(planes, sub).reshape(h // sub.lines_per_row, sub.row_bytes)
 
     def frame(self, index: int, capture_ns: int) -> np.ndarray:
         """Frame ``index`` with its counter and capture time burned in.
@@ -154,18 +167,22 @@ class SectorGenerator:
         clock = time.strftime("%H:%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}"
         text = render_text(f"F{index:07d} {clock}", self._scale)
         top, left = self._text_origin
+        xu, yu = max(2, self._xunit), max(2, self._yunit)
+        top -= top % yu
+        left -= left % xu
         th = min(text.shape[0], self.fmt.height - top)
         tw = min(text.shape[1], self.fmt.width - left)
-        tw -= tw % 2
+        th -= th % yu
+        tw -= tw % xu
+        if th <= 0 or tw <= 0:
+            return img
         block = np.where(text[:th, :tw] > 0, 255, 0).astype(np.uint8)
-        if self.wire:
-            row_bytes = self.fmt.row_bytes
-            bpp2 = 4 if self.fmt.depth == 8 else 5
-            c0 = left // 2 * bpp2
-            wire = self._convert(block)
-            img.reshape(self.fmt.height, row_bytes)[top : top + th, c0 : c0 + wire.shape[1]] = wire
-        else:
-            img[top : top + th, left : left + tw, :] = block[:, :, None]
+        fmt = self.fmt
+        lpr = fmt.lines_per_row
+        c0 = left // fmt.pgroup_pixels_per_line * fmt.pgroup_bytes
+        wire = self._convert(block)
+        grid = img.reshape(fmt.rows, fmt.row_bytes)
+        grid[top // lpr : top // lpr + wire.shape[0], c0 : c0 + wire.shape[1]] = wire
         return img
 
 

@@ -50,19 +50,29 @@ _PGROUP: dict[tuple[Sampling, int], tuple[int, int]] = {
     (Sampling.RGB, 16): (6, 1),
 }
 
-# What rtstream's pixel code implements (issue 2); others are parsed from SDP but refused
-# by the packetizer with a clear error.
-SUPPORTED_VIDEO: frozenset[tuple[Sampling, int]] = frozenset(
-    {
-        (Sampling.YCBCR_422, 8),
-        (Sampling.YCBCR_422, 10),
-        (Sampling.YCBCR_444, 8),
-        (Sampling.YCBCR_444, 10),
-        (Sampling.RGB, 8),
-        (Sampling.RGB, 10),
-        (Sampling.YCBCR_420, 8),
-    }
-)
+# What rtstream's pixel code implements: every sampling x depth pair of the table above,
+# which is every pair PS3.5 §8.2.13 permits for RTV video (issue 16).
+SUPPORTED_VIDEO: frozenset[tuple[Sampling, int]] = frozenset(_PGROUP)
+
+
+def sample_bits(depth: int) -> tuple[int, int, int]:
+    """(Bits Allocated, Bits Stored, High Bit) of native DICOM pixel data at ``depth``.
+
+    PS3.5 §8.2.13 / A.8 (``spec/ps322.md`` §3.3): 8 bits in 8; 10, 12 and 16 bits in 16.
+    """
+    if depth not in (8, 10, 12, 16):
+        raise ConfigError("video.depth", depth, "one of 8, 10, 12, 16")
+    return (8 if depth == 8 else 16), depth, depth - 1
+
+
+#: Photometric Interpretation (0028,0004) of each sampling, PS3.5 A.8 (``spec/ps322.md``
+#: §3.3; BT601 colorimetry).
+PHOTOMETRIC: dict[Sampling, str] = {
+    Sampling.RGB: "RGB",
+    Sampling.YCBCR_444: "YBR_FULL",
+    Sampling.YCBCR_422: "YBR_FULL_422",
+    Sampling.YCBCR_420: "YBR_PARTIAL_420",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,11 +48,12 @@ import collections
 import logging
 import sys
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from rtstream.errors import ConfigError, LocalProtocolError, RemoteProtocolError
-from rtstream.proto.formats import SUPPORTED_VIDEO, Sampling, VideoFormat
+from rtstream.proto.formats import SUPPORTED_VIDEO, VIDEO_CLOCK_RATE, Sampling, VideoFormat
 from rtstream.proto.rtp import RTP_HEADER_SIZE, SequenceTracker, seq_add, write_rtp_headers
 
 log = logging.getLogger(__name__)
@@ -265,12 +266,23 @@ def _choose_layout(row_bytes: int, pgroup: int, max_data: int) -> tuple[int, int
 
 
 class VideoPacketizer:
-    """Cut whole frames into RFC 4175 datagrams (general packing mode, progressive).
+    """Cut whole frames into RFC 4175 datagrams (general packing mode).
+
+    Interlaced frames (``fmt.interlaced``; not 4:2:0) are given woven, as the
+    depacketizer returns them, and sent as two fields: the even lines with F=0, then
+    the odd lines with F=1, Row Numbers counting lines within the field, the marker on
+    the last packet of each field (RFC 4175 §4.1-4.2; ``spec/ps322.md`` §6.1). The
+    second field's timestamp is half a frame period later, as GStreamer's rtpvrawpay
+    stamps it (its buffer time plus half the duration); the digest leaves the ST 2110-20
+    rule unverified. GStreamer numbers interlaced rows by frame line; FFmpeg's RFC 4175
+    demuxer and Intel MTL by field line, which rtstream follows. PsF (``segmented``)
+    is sent the same way. The PS3.22 metadata grain is stamped with the frame's (first
+    field's) timestamp.
 
     Parameters
     ----------
     fmt : VideoFormat
-        One of :data:`rtstream.proto.formats.SUPPORTED_VIDEO`, progressive.
+        One of :data:`rtstream.proto.formats.SUPPORTED_VIDEO`.
     ssrc : int
         RTP SSRC.
     payload_type : int
@@ -280,6 +292,11 @@ class VideoPacketizer:
         limit.
     sequence : int
         Extended (32-bit) sequence number of the first packet.
+    field_offset : int or None
+        Interlaced only: RTP ticks from the first field's timestamp to the second's.
+        None (default) is half a frame period (GStreamer's stamping); 0 puts both fields
+        on the frame's timestamp, which FFmpeg 5.1's RFC 4175 demuxer needs (it sends
+        fields that way and splits frames at a timestamp change; ``docs/formats.md``).
 
     Attributes
     ----------
@@ -295,13 +312,14 @@ class VideoPacketizer:
         payload_type: int = 96,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         sequence: int = 0,
+        field_offset: int | None = None,
     ) -> None:
         if (fmt.sampling, fmt.depth) not in SUPPORTED_VIDEO:
             raise ConfigError(
                 "video.depth", fmt.depth, f"a supported depth for {fmt.sampling.value}"
             )
-        if fmt.interlaced:
-            raise ConfigError("video.interlaced", True, "false: the packetizer sends progressive")
+        if fmt.interlaced and fmt.lines_per_row != 1:
+            raise ConfigError("video.interlaced", True, "progressive only for 4:2:0")
         if not 0 <= ssrc <= 0xFFFFFFFF:
             raise ConfigError("ssrc", ssrc, "0..4294967295")
         if not 0 <= payload_type <= 127:
@@ -327,9 +345,15 @@ class VideoPacketizer:
         self.packets_per_frame = n
         stride = SINGLE_SRD_HEADER_BYTES + chunk
         self._buf = np.zeros((n, stride), np.uint8)
-        # Per-packet SRD fields (constant for the format): written once.
+        # Per-packet SRD fields (constant for the format): written once. Interlaced
+        # frames are sent field by field: the even lines (F=0), then the odd ones (F=1),
+        # each line numbered within its field.
         seg = np.tile(np.arange(per_row), rows)
         row = np.repeat(np.arange(rows), per_row) * fmt.lines_per_row
+        if fmt.interlaced:
+            line = np.concatenate([np.arange(0, rows, 2), np.arange(1, rows, 2)])
+            line = np.repeat(line, per_row)
+            row = (line >> 1) | ((line & 1) << 15)
         byte_off = seg * chunk
         pix_off = byte_off // fmt.pgroup_bytes * fmt.pgroup_pixels_per_line
         length = np.where(seg == per_row - 1, last, chunk)
@@ -338,6 +362,17 @@ class VideoPacketizer:
         self._sizes = (length + SINGLE_SRD_HEADER_BYTES).astype(np.int64)
         self._sizes.setflags(write=False)
         self._ext_base = np.arange(n, dtype=np.int64)
+        if field_offset is not None and not 0 <= field_offset < 1 << 31:
+            raise ConfigError("field_offset", field_offset, "0..2**31-1 RTP ticks")
+        #: RTP ticks between a frame's two fields: by default half the 90 kHz frame
+        #: period, rounded, as GStreamer's rtpvrawpay stamps the second field; 0 when
+        #: progressive.
+        self.field_offset = 0
+        if fmt.interlaced:
+            self.field_offset = (
+                round(Fraction(VIDEO_CLOCK_RATE) / fmt.exactframerate / 2)
+                if field_offset is None else field_offset
+            )
 
     @property
     def sequence(self) -> int:
@@ -373,14 +408,24 @@ class VideoPacketizer:
         buf = self._buf
         n = self.packets_per_frame
         seq = self._seq
-        write_rtp_headers(
-            buf,
-            payload_type=self.payload_type,
-            sequence=seq,
-            timestamp=rtp_timestamp & 0xFFFFFFFF,
-            ssrc=self.ssrc,
-            marker_last=True,
-        )
+        if fmt.interlaced:
+            # a marker ends each field; the second field is stamped half a frame later
+            half = n // 2
+            for part, first, ts in (
+                (buf[:half], seq, rtp_timestamp),
+                (buf[half:], seq + half, rtp_timestamp + self.field_offset),
+            ):
+                write_rtp_headers(part, payload_type=self.payload_type, sequence=first,
+                                  timestamp=ts & 0xFFFFFFFF, ssrc=self.ssrc, marker_last=True)
+        else:
+            write_rtp_headers(
+                buf,
+                payload_type=self.payload_type,
+                sequence=seq,
+                timestamp=rtp_timestamp & 0xFFFFFFFF,
+                ssrc=self.ssrc,
+                marker_last=True,
+            )
         hi = ((self._ext_base + seq) >> 16) & 0xFFFF
         buf[:, 12:14] = hi.astype(">u2").view(np.uint8).reshape(n, 2)
         rows = fmt.rows
@@ -388,6 +433,8 @@ class VideoPacketizer:
         chunk = self._chunk
         h = SINGLE_SRD_HEADER_BYTES
         src = np.ascontiguousarray(frame).reshape(rows, fmt.row_bytes)
+        if fmt.interlaced:  # field order: the even lines, then the odd ones
+            src = np.concatenate([src[0::2], src[1::2]])
         if self._last == chunk:
             buf[:, h:] = src.reshape(n, chunk)
         else:
@@ -409,6 +456,8 @@ class VideoFrameEvent:
     Attributes
     ----------
     ssrc, rtp_timestamp : int
+        For interlaced video, the first field's timestamp (the frame's, which its
+        PS3.22 metadata grain carries).
     data : numpy.ndarray
         ``fmt.frame_bytes`` uint8 in wire pgroup order; rows never received are zero.
     complete : bool
@@ -810,11 +859,13 @@ class _FramePool:
 class _Pending:
     """The frame being assembled."""
 
-    __slots__ = ("ssrc", "ts", "data", "segs", "nseg", "packets", "first_seq", "fields")
+    __slots__ = ("ssrc", "ts", "frame_ts", "data", "segs", "nseg", "packets", "first_seq",
+                 "fields")
 
     def __init__(self, ssrc: int, ts: int, data: np.ndarray) -> None:
         self.ssrc = ssrc
-        self.ts = ts
+        self.ts = ts  # the timestamp packets are matched by (the second field's, once seen)
+        self.frame_ts = ts  # the frame's: its first field's (PS3.22 grain pairing)
         # Not zeroed here (5 MB per 1080p frame): a complete frame overwrites every byte,
         # and _emit zeroes what an incomplete one never received.
         self.data = data
@@ -1243,7 +1294,7 @@ class VideoDepacketizer:
             self.stats.frames_incomplete += 1
         return VideoFrameEvent(
             ssrc=pend.ssrc,
-            rtp_timestamp=pend.ts,
+            rtp_timestamp=pend.frame_ts,
             data=pend.data,
             complete=complete,
             missing_rows=missing,

@@ -133,9 +133,7 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="max_payload"):
         VideoPacketizer(fmt_1080(10), ssrc=1, max_payload=20)
     with pytest.raises(ConfigError, match="interlaced"):
-        VideoPacketizer(make_fmt(Sampling.YCBCR_422, 8, 64, 4, interlaced=True), ssrc=1)
-    with pytest.raises(ConfigError, match="depth"):
-        VideoPacketizer(make_fmt(Sampling.YCBCR_422, 12, 64, 4), ssrc=1)
+        VideoPacketizer(make_fmt(Sampling.YCBCR_420, 8, 64, 4, interlaced=True), ssrc=1)
     with pytest.raises(LocalProtocolError, match="frame"):
         VideoPacketizer(fmt_1080(8), ssrc=1).packetize(np.zeros(10, np.uint8), 0)
 
@@ -456,6 +454,10 @@ def test_bench_wire_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "wire", "--frames", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    for metric in ("packetize_ms_per_frame", "depacketize_ms_per_frame", "packets_per_s"):
-        assert set(result[metric]) == {"1080p_422_8", "1080p_422_10"}
+    for metric in ("packetize_ms_per_frame", "depacketize_ms_per_frame", "packets_per_s",
+                   "to_wire_ms_per_frame", "from_wire_ms_per_frame"):
+        # every sampling x depth pair (issue 16)
+        assert len(result[metric]) == 16
+        assert {"1080p_422_8", "1080p_422_10", "1080p_422_16", "1080p_420_10"} <= set(
+            result[metric])
         assert all(v > 0 for v in result[metric].values())

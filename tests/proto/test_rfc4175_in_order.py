@@ -63,6 +63,14 @@ FORMATS = [
     make_fmt(Sampling.YCBCR_422, 8, 48, 6),
     make_fmt(Sampling.YCBCR_420, 8, 32, 8),
     make_fmt(Sampling.RGB, 10, 24, 4),
+    # every other pgroup shape of the 16 formats (issue 16)
+    make_fmt(Sampling.YCBCR_422, 12, 24, 4),
+    make_fmt(Sampling.YCBCR_422, 16, 24, 4),
+    make_fmt(Sampling.YCBCR_420, 10, 24, 8),
+    make_fmt(Sampling.YCBCR_420, 12, 24, 8),
+    make_fmt(Sampling.YCBCR_420, 16, 24, 4),
+    make_fmt(Sampling.YCBCR_444, 12, 24, 4),
+    make_fmt(Sampling.RGB, 16, 24, 4),
 ]
 
 
