@@ -459,6 +459,49 @@ class UdpSender:
         self.close()
 
 
+class DupSender:
+    """One flow sent on two paths (SMPTE ST 2022-7): the same datagrams to both legs.
+
+    The caller packetizes once; every method hands the *same* buffer to the first leg's
+    :class:`UdpSender`, then to the second's, so the two copies are byte-identical and
+    each leg keeps its GSO path. A leg whose network refuses the datagrams (down, no
+    route) counts them in its own ``stats.dropped`` and the other leg goes on.
+
+    Parameters
+    ----------
+    first, second : UdpSender
+        The two legs.
+    """
+
+    def __init__(self, first: UdpSender, second: UdpSender) -> None:
+        self.legs = (first, second)
+
+    @property
+    def stats(self) -> UdpSendCounters:
+        """The first leg's counters (each leg's are in ``legs[i].stats``)."""
+        return self.legs[0].stats
+
+    def send_batch(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
+        """:meth:`UdpSender.send_batch` on both legs; the rows both handled."""
+        return min(leg.send_batch(batch, start, stop) for leg in self.legs)
+
+    async def send_batch_async(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
+        """:meth:`UdpSender.send_batch_async` on the first leg, then on the second."""
+        got = await self.legs[0].send_batch_async(batch, start, stop)
+        await self.legs[1].send_batch_async(batch, start, stop)
+        return got
+
+    async def send_async(self, datagram: bytes) -> None:
+        """:meth:`UdpSender.send_async` on both legs."""
+        for leg in self.legs:
+            await leg.send_async(datagram)
+
+    def close(self) -> None:
+        """Close both legs' sockets."""
+        for leg in self.legs:
+            leg.close()
+
+
 def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int, sysctl: str) -> int:
     """Set a socket buffer, trying the FORCE variant as root; warn when capped."""
     if os.geteuid() == 0:
