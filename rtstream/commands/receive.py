@@ -100,6 +100,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rcvbuf", type=int, default=32 << 20, metavar="BYTES",
                         help="SO_RCVBUF per socket (default 32 MiB)")
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
+    parser.add_argument("--interface2", help="ST 2022-7: multicast interface of the second legs "
+                        "(the SDP's a=group:DUP flows; default --interface)")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
@@ -137,6 +139,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         pairing_wait_frames=args.pairing_wait,
         rcvbuf=args.rcvbuf,
         interface=args.interface,
+        interface2=args.interface2,
         bind_address=args.bind,
         dump_frames=args.dump_frames,
         dump_metadata=args.dump_metadata,
