@@ -165,7 +165,23 @@ def _sample(rx: Receiver) -> Sample:
         lost=int(st["packets_lost"]), late=int(st["late"]),
         queued=store.depth if store is not None else None,
         recording=f"rec {rec.frames}/{rec.limit}" if rec is not None else None,
+        legs=legs_status(st),
     )
+
+
+def legs_status(stats: dict[str, Any]) -> str | None:
+    """ST 2022-7 on the status line: ``legs 1+2`` while both legs deliver, else which
+    leg is down (``leg 2 DOWN``, in any flow); None without DUP flows."""
+    states: dict[int, set[str]] = {}
+    for flow in dict(stats.get("flows") or {}).values():
+        for leg in flow.get("legs") or ():
+            states.setdefault(int(leg["leg"]), set()).add(str(leg["state"]))
+    if not states:
+        return None
+    down = [n for n, s in sorted(states.items()) if s & {"silent", "missing"}]
+    if not down:
+        return "legs " + "+".join(str(n) for n in sorted(states))
+    return " ".join(f"leg {n} DOWN" for n in down)
 
 
 #: Seconds without a packet after which a flow is said to be silent (issue #17 §5).

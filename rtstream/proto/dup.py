@@ -110,6 +110,9 @@ class LegCounters:
     last_rx_ns : int or None
         When the leg last delivered a datagram.
     state : LegState
+    silences : int
+        Times the leg went ``SILENT`` or was found ``MISSING`` (a short outage between
+        two looks at the counters still shows here).
     """
 
     packets: int = 0
@@ -120,6 +123,7 @@ class LegCounters:
     foreign: int = 0
     last_rx_ns: int | None = None
     state: LegState = LegState.STARTING
+    silences: int = 0
 
 
 class DupMerger:
@@ -337,6 +341,8 @@ class DupMerger:
             if state is not c.state:
                 quiet_start = c.state is LegState.STARTING and state is LegState.UP
                 c.state = state
+                if state in (LegState.SILENT, LegState.MISSING):
+                    c.silences += 1
                 if not quiet_start:
                     events.append(LegEvent(i, state, now, last))
         return events

@@ -323,7 +323,10 @@ class FlowReader:
             self.leg_events.append(ev)
             media = self.legs_media[ev.leg] if ev.leg < len(self.legs_media) else self.media
             other = 2 - ev.leg
-            if ev.state is LegState.UP:
+            if merge.legs[other - 1].state is not LegState.UP and ev.state is not LegState.UP:
+                log.info("%s: leg %d (%s:%d) silent too: no leg is delivering", self.name,
+                         ev.leg + 1, media.address, media.port)
+            elif ev.state is LegState.UP:
                 log.info("%s: leg %d (%s:%d) is back", self.name, ev.leg + 1, media.address,
                          media.port)
             elif ev.state is LegState.MISSING:

@@ -44,7 +44,8 @@ class LegStats:
     ``packets`` read on the leg; ``lost``: what this leg alone would have lost;
     ``recovered``: the part of that the other leg delivered; ``redundant``: its copies
     dropped because the other leg's came first; ``state``: ``up``, ``silent``,
-    ``missing`` (nothing since the start) or ``starting``.
+    ``missing`` (nothing since the start) or ``starting``; ``silences``: times it went
+    silent (or was found missing).
     """
 
     leg: int
@@ -54,11 +55,13 @@ class LegStats:
     recovered: int
     redundant: int
     state: str
+    silences: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """``{"leg": 1, "mid": ..., "packets": ..., ...}``."""
         return {"leg": self.leg, "mid": self.mid, "packets": self.packets, "lost": self.lost,
-                "recovered": self.recovered, "redundant": self.redundant, "state": self.state}
+                "recovered": self.recovered, "redundant": self.redundant, "state": self.state,
+                "silences": self.silences}
 
 
 def _legs(reader: FlowReader) -> tuple[LegStats, ...]:
@@ -68,7 +71,7 @@ def _legs(reader: FlowReader) -> tuple[LegStats, ...]:
     return tuple(
         LegStats(leg=i + 1, mid=reader.legs_media[i].mid or f"{reader.name}#{i + 1}",
                  packets=c.packets, lost=merge.leg_lost(i), recovered=merge.leg_recovered(i),
-                 redundant=c.redundant, state=c.state.value)
+                 redundant=c.redundant, state=c.state.value, silences=c.silences)
         for i, c in enumerate(merge.legs))
 
 
