@@ -100,18 +100,18 @@ def _run_case(case: str, cfg: BenchConfig, wire: Path, work: Path) -> dict[str, 
     sinks: list[socket.socket] = []
     try:
         if not two:  # leg 2 goes to sockets nobody reads: no ICMP back to the sender
-            for p in (base2, base2 + 2):
+            for port in (base2, base2 + 2):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind(("127.0.0.1", p))
+                s.bind(("127.0.0.1", port))
                 sinks.append(s)
         if case.startswith("rtstream"):
             sdp = dup_sdp if two else _single_leg_sdp(dup_sdp, work / f"{tag}.1leg.sdp")
             rargv, rparse = [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total)], "json"
         else:
-            for p in (base + 2, base2 + 2):  # the metadata legs: nobody reads them here
-                if two or p == base + 2:
+            for port in (base + 2, base2 + 2):  # the metadata legs: nobody reads them here
+                if two or port == base + 2:
                     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    s.bind(("127.0.0.1", p))
+                    s.bind(("127.0.0.1", port))
                     sinks.append(s)
             rargv, rparse = _gst_argv(cfg, (base, base2) if two else (base,)), "gst"
         rx = Proc(f"{tag}.rx", rargv, rparse, work)
