@@ -55,12 +55,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtstream.errors import LocalProtocolError
-from rtstream.proto.rtp import RTP_HEADER_SIZE, RTP_VERSION, SequenceTracker
+from rtstream.proto.rtp import RTP_HEADER_SIZE, RTP_VERSION, SequenceTracker, seq_diff
 
 __all__ = ["DupMerger", "LegCounters", "LegEvent", "LegState", "MergeBatch"]
 
 #: One batch handed on: ``(rows, lengths)``, rows one datagram each (``(n, stride)`` uint8).
 MergeBatch = tuple[np.ndarray, np.ndarray]
+
+# The fixed RTP header of every row, as one record (RFC 3550 §5.1).
+_HEADER = np.dtype({"names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
+                    "offsets": [0, 2, 8], "itemsize": RTP_HEADER_SIZE})
 
 DEFAULT_SKEW_NS = 10_000_000
 DEFAULT_SILENCE_NS = 100_000_000
@@ -172,6 +176,8 @@ class DupMerger:
         # batch more than a quarter of the window behind is (see the module notes).
         self._far_behind = window // 4
         self._owner = np.zeros(window, np.uint8)  # bit per leg that delivered the number
+        self._seen = np.full(window, -1, np.int64)  # the number each slot's owner bits are of
+        self._window = window
         self._ssrc: bytes | None = None
         self._ssrc_seen_ns = 0
         self._frontier: int | None = None  # every number <= it was handed on or given up
@@ -252,30 +258,34 @@ class DupMerger:
         if batch.shape[1] < RTP_HEADER_SIZE:
             counters.malformed += n
             return []
-        ok = (lengths >= RTP_HEADER_SIZE) & ((batch[:, 0] >> 6) == RTP_VERSION)
+        hdr = np.ascontiguousarray(batch[:, :RTP_HEADER_SIZE]).view(_HEADER)[:, 0]
+        ok = (lengths >= RTP_HEADER_SIZE) & ((hdr["b0"] >> 6) == RTP_VERSION)
         if not ok.all():
             counters.malformed += int(n - np.count_nonzero(ok))
-            batch, lengths = batch[ok], lengths[ok]
+            batch, lengths, hdr = batch[ok], lengths[ok], hdr[ok]
             n = len(lengths)
             if n == 0:
                 return []
         counters.last_rx_ns = now
         out: list[MergeBatch] = []
-        ssrc_bytes = batch[:, 8:12]
+        ssrc = hdr["ssrc"]
         if self._ssrc is None or now - self._ssrc_seen_ns > self.ssrc_timeout_ns:
-            first = bytes(ssrc_bytes[0])
-            if first != self._ssrc:
-                out += self._restart(first)
-        mine = (ssrc_bytes == np.frombuffer(self._ssrc or b"", np.uint8)).all(axis=1)
+            first_ssrc = int(ssrc[0]).to_bytes(4, "big")
+            if first_ssrc != self._ssrc:
+                out += self._restart(first_ssrc)
+        mine = ssrc == int.from_bytes(self._ssrc or b"\0\0\0\0", "big")
         if not mine.all():
             counters.foreign += int(n - np.count_nonzero(mine))
-            batch, lengths = batch[mine], lengths[mine]
+            batch, lengths, hdr = batch[mine], lengths[mine], hdr[mine]
             n = len(lengths)
             if n == 0:
                 return out
         self._ssrc_seen_ns = now
         counters.packets += n
-        seq = (batch[:, 2].astype(np.int64) << 8) | batch[:, 3]
+        seq = hdr["seq"].astype(np.int64)
+        fast = self._fast(leg, batch, lengths, seq)
+        if fast is not None:
+            return out + fast
         tracker = self._tracker
         ext = tracker.extend(seq)
         if tracker.restarted(ext, max_misorder=self._far_behind):
@@ -289,6 +299,7 @@ class DupMerger:
             win = ~dup
             n_win = int(np.count_nonzero(win))
             owner[slots[win]] = bit
+            self._seen[slots[win]] = ext[win]
             dslots = slots[dup]
             own = (owner[dslots] & bit) != 0
             owner[dslots] |= bit
@@ -301,11 +312,52 @@ class DupMerger:
         else:
             n_win, cross = n, 0
             owner[slots] = bit
+            self._seen[slots] = ext
         counters.first += n_win
         counters.unique += n_win + cross
         self.winners += n_win
         out += self._order(batch, lengths, ext, now)
         return out
+
+    def _fast(self, leg: int, batch: np.ndarray, lengths: np.ndarray, seq: np.ndarray
+              ) -> list[MergeBatch] | None:
+        """The two steady-state batches in a few numpy calls, or None (use the general
+        path): consecutive numbers that continue the merged stream exactly (the leading
+        leg: all win, handed on as they are), or consecutive numbers all seen already
+        (the other leg's copies: all redundant). Same counters as the general path."""
+        tracker = self._tracker
+        h = tracker.highest
+        n = len(seq)
+        if h is None or self._held or self._frontier != h or n >= 0x8000:
+            return None
+        if n > 1 and not bool((((seq[1:] - seq[:-1]) & 0xFFFF) == 1).all()):
+            return None
+        first = h + seq_diff(int(seq[0]), h)
+        counters = self.legs[leg]
+        bit = np.uint8(1 << leg)
+        if first == h + 1:
+            numbers = np.arange(first, first + n, dtype=np.int64)
+            slots = numbers & self._mask
+            tracker.advance(n)
+            self._owner[slots] = bit
+            self._seen[slots] = numbers
+            counters.first += n
+            counters.unique += n
+            self.winners += n
+            self._frontier = h + n
+            return [(batch, lengths)]
+        if first + n - 1 <= h and first > h - self._window:
+            numbers = np.arange(first, first + n, dtype=np.int64)
+            slots = numbers & self._mask
+            if not bool((self._seen[slots] == numbers).all()):
+                return None
+            prior = self._owner[slots]
+            own = int(np.count_nonzero(prior & bit))
+            self._owner[slots] = prior | bit
+            counters.redundant += n
+            counters.unique += n - own
+            return []
+        return None
 
     def release(self, now: int) -> list[MergeBatch]:
         """Give up the gaps whose wait is over at ``now``; the batches that frees."""
@@ -357,6 +409,7 @@ class DupMerger:
         self._ssrc = ssrc
         self._tracker.restart(None if ssrc is None else int.from_bytes(ssrc, "big"))
         self._owner.fill(0)
+        self._seen.fill(-1)
         self._frontier = None
         return out
 

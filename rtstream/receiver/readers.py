@@ -393,9 +393,9 @@ class VideoReader(FlowReader):
         self.last: ReceivedItem | None = None
         self.recent: deque[ReceivedItem] = deque(maxlen=8)
         self.dropped_incomplete = 0
-        self.hold_timer: asyncio.TimerHandle | None = None
-        self.reader_off = False  # not watched until the hold timer (datagrams trickling in)
-        self._held_leg = 0  # the leg whose socket holds rows for the hold timer
+        # per leg (an ST 2022-7 flow's two sockets hold and pace on their own)
+        self.hold_timers: list[asyncio.TimerHandle | None] = [None, None]
+        self.reader_off = [False, False]  # not watched until the hold timer (trickling in)
         self.last_rx_ns = 0  # when the last datagram was read
         self.sink = sink
         # Frame buffers for what is held at once (the recent frames, the consumer's
@@ -410,9 +410,10 @@ class VideoReader(FlowReader):
 
     def close(self) -> None:
         """Cancel the hold timer, stop watching the socket and close it."""
-        if self.hold_timer is not None:
-            self.hold_timer.cancel()
-            self.hold_timer = None
+        for leg, timer in enumerate(self.hold_timers):
+            if timer is not None:
+                timer.cancel()
+                self.hold_timers[leg] = None
         super().close()
 
     def read(self, flush: bool = False, leg: int = 0) -> None:
@@ -429,8 +430,6 @@ class VideoReader(FlowReader):
         # marker packet, which is decoded at once, so no frame waits.
         sink = self.sink
         merge = self.merge
-        if merge is not None and self.hold_timer is not None and leg != self._held_leg:
-            flush = True  # one hold timer: the other leg reads without holding meanwhile
         for _ in range(4):
             got = self._drain(leg)
             if got is None:
@@ -448,18 +447,18 @@ class VideoReader(FlowReader):
                 and not (batch[n - new :, 1] & 0x80).any()
                 and sock.hold()
             ):
-                if self.hold_timer is None and self._loop is not None:
-                    self._held_leg = leg
-                    self.hold_timer = self._loop.call_later(_HOLD_S, self._flush_held)
+                if self.hold_timers[leg] is None and self._loop is not None:
+                    self.hold_timers[leg] = self._loop.call_later(_HOLD_S, self._flush_held, leg)
                     if new < _PACE_ROWS and not sock.gro:
                         # One datagram per wake-up (a sender without GSO on a path that
                         # does not coalesce): let them queue in the socket until the timer.
                         self._loop.remove_reader(sock.fileno())
-                        self.reader_off = True
+                        self.reader_off[leg] = True
                 return
-            if self.hold_timer is not None and leg == self._held_leg:
-                self.hold_timer.cancel()
-                self.hold_timer = None
+            timer = self.hold_timers[leg]
+            if timer is not None:
+                timer.cancel()
+                self.hold_timers[leg] = None
             if merge is None:
                 for ev in self.depkt.feed(batch, lengths, now):
                     sink.on_frame(self, ev, now)
@@ -480,10 +479,10 @@ class VideoReader(FlowReader):
         silence = max(_SILENCE_S, 2 * float(self.fmt.frame_duration_ns) / 1e9)
         # A busy loop may not have read the socket for a while: what waits there is not
         # silence. Read it first.
-        if not self.paused and not self.reader_off:
-            self.on_readable(flush=True)
-            if self.sock2 is not None:
-                self.on_readable(True, 1)
+        if not self.paused:
+            for leg in (0, 1):
+                if self.socket_of(leg) is not None and not self.reader_off[leg]:
+                    self.on_readable(True, leg)
         now = self.clock.now_ns()
         if now - self.last_rx_ns >= silence * 1e9 and not self.paused:
             self.flush_merge(now)
@@ -493,15 +492,14 @@ class VideoReader(FlowReader):
                 self._host.read_done()
         loop.call_later(silence / 2, self._check_silence)
 
-    def _flush_held(self) -> None:
-        self.hold_timer = None
+    def _flush_held(self, leg: int = 0) -> None:
+        self.hold_timers[leg] = None
         loop = self._loop
-        leg = self._held_leg
         sock = self.socket_of(leg)
         if sock is None or loop is None:
             return
-        if self.reader_off:
-            self.reader_off = False
+        if self.reader_off[leg]:
+            self.reader_off[leg] = False
             if self.paused:
                 return
             loop.add_reader(sock.fileno(), self.on_readable, False, leg)
