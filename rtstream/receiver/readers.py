@@ -321,22 +321,32 @@ class FlowReader:
             return
         for ev in merge.poll_legs(self.clock.now_ns()):
             self.leg_events.append(ev)
-            media = self.legs_media[ev.leg] if ev.leg < len(self.legs_media) else self.media
-            other = 2 - ev.leg
-            if merge.legs[other - 1].state is not LegState.UP and ev.state is not LegState.UP:
-                log.info("%s: leg %d (%s:%d) silent too: no leg is delivering", self.name,
-                         ev.leg + 1, media.address, media.port)
-            elif ev.state is LegState.UP:
-                log.info("%s: leg %d (%s:%d) is back", self.name, ev.leg + 1, media.address,
-                         media.port)
-            elif ev.state is LegState.MISSING:
-                log.info("%s: leg %d (%s:%d) has delivered nothing since the start: running on "
-                         "leg %d", self.name, ev.leg + 1, media.address, media.port, other)
-            else:
-                log.info("%s: leg %d (%s:%d) silent for %d ms: running on leg %d", self.name,
-                         ev.leg + 1, media.address, media.port, merge.silence_ns // 1_000_000,
-                         other)
+            log.info("%s: %s", self.name, self._leg_text(ev.leg, merge))
         self._leg_timer = loop.call_later(_LEG_POLL_S, self._poll_legs)
+
+    def _leg_text(self, leg: int, merge: DupMerger) -> str:
+        """What a change of leg ``leg`` means for the flow, for the log (no patient data)."""
+
+        def where(i: int) -> str:
+            m = self.legs_media[i] if i < len(self.legs_media) else self.media
+            return f"leg {i + 1} ({m.address}:{m.port})"
+
+        def why(i: int) -> str:
+            if merge.legs[i].state is LegState.MISSING:
+                return "has delivered nothing since the start"
+            return f"silent for {merge.silence_ns // 1_000_000} ms"
+
+        other = 1 - leg
+        up = merge.legs[leg].state is LegState.UP
+        other_up = merge.legs[other].state is LegState.UP
+        if up and other_up:
+            return f"{where(leg)} is back"
+        if up:
+            return (f"{where(leg)} is delivering; {where(other)} {why(other)}: running on "
+                    f"leg {leg + 1}")
+        if other_up:
+            return f"{where(leg)} {why(leg)}: running on leg {other + 1}"
+        return f"{where(leg)} {why(leg)} too: no leg is delivering"
 
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Hand one drained batch to the flow's depacketizer (per kind)."""
