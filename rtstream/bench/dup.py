@@ -145,6 +145,8 @@ def _run_case(case: str, cfg: BenchConfig, wire: Path, work: Path) -> dict[str, 
         "packets_lost": lost, "loss": drops + (lost or 0),
         "sender_cpu_ms_per_frame": _per_frame(w.cpu1[tx.name] - w.cpu0[tx.name], sent),
         "cpu_pressure_pct": w.cpu_pressure(),
+        "latency_p50_us": (rx.final or {}).get("latency_p50_us") if rparse == "json" else None,
+        "latency_p99_us": (rx.final or {}).get("latency_p99_us") if rparse == "json" else None,
     }
 
 
@@ -186,13 +188,14 @@ def run_dup(cfg: BenchConfig, work: Path | None = None,
 def table(result: dict[str, Any]) -> str:
     """A plain-text table of the cases and the ratios."""
     c = result["config"]
-    head = ["case", "recv ms/frame", "recv fps", "loss", "CPU wait %"]
+    head = ["case", "recv ms/frame", "recv fps", "loss", "p50 us", "p99 us", "CPU wait %"]
     rows = [head]
     for case, r in result["runs"].items():
         def f(v: Any, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
         rows.append([case, f(r["receiver_cpu_ms_per_frame"], ".3f"), f(r["receiver_fps"], ".1f"),
-                     str(r["loss"]), f(r["cpu_pressure_pct"], ".0f")])
+                     str(r["loss"]), f(r["latency_p50_us"], ".0f"), f(r["latency_p99_us"], ".0f"),
+                     f(r["cpu_pressure_pct"], ".0f")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"ST 2022-7 receiver, {c['width']}x{c['height']}p{c['fps']} 4:2:2 {c['depth']}-bit, "
              "two legs on 127.0.0.1"]
