@@ -9,7 +9,9 @@ receiver's per-leg and merged counters are compared with the truth, not with est
 (a) each leg loses 10% at random, independently: the merged stream loses exactly the
     packets both wires dropped (about 1%), each leg's ``lost`` is what its wire dropped;
 (b) leg 1 down 2 s, later leg 2 down 2 s: no frame and no grain lost, frames byte-exact
-    against the sender's ``--dump-frames``, the silent/back events in the log;
+    against the sender's ``--dump-frames``, the silent/back events in the log; once with
+    unicast, once with a source-specific multicast group per network joined on its own
+    interface (``--interface2``);
 (c) 5 ms delay on leg 1, reordering on leg 2: nothing lost;
 (d) only leg 1 present (leg 2's wire drops everything from the start): the receiver runs
     on leg 1 and says leg 2 is missing.
@@ -40,6 +42,7 @@ from tests.reliability.test_netem import _digest, frame_number, origin_ticks, se
 pytestmark = [pytest.mark.netns]
 
 VIDEO = ["--video", "320x240@30", "--depth", "8"]
+GROUPS = ("239.22.7.1", "239.22.7.2")
 VPORT, MPORT = 5004, 5006
 
 
@@ -52,6 +55,7 @@ class Plan:
     params: tuple[dict[str, float], dict[str, float]]
     steps: tuple[float, ...]
     tail: float = 1.0
+    multicast: bool = False
 
 
 def run_two_paths(tmp: Path, plan: Plan) -> dict[str, Any]:
@@ -62,13 +66,20 @@ def run_two_paths(tmp: Path, plan: Plan) -> dict[str, Any]:
         for p in (0, 1):
             net.start_wire(p, tmp / f"wire{p + 1}.json", phases=plan.phases[p],
                            seed=2110 + 7 * p, **plan.params[p])
-        dests = ["--dest", f"{net.rx_addr[0]}:{VPORT}", "--source-address", net.tx_addr[0],
-                 "--dest2", f"{net.rx_addr[1]}:{VPORT}", "--source-address2", net.tx_addr[1]]
+        if plan.multicast:  # source-specific groups, one per network, each on its interface
+            dests = ["--dest", f"{GROUPS[0]}:{VPORT}", "--interface", net.tx_dev[0],
+                     "--source-address", net.tx_addr[0], "--dest2", f"{GROUPS[1]}:{VPORT}",
+                     "--interface2", net.tx_dev[1], "--source-address2", net.tx_addr[1]]
+            joins = ["--interface", net.rx_dev[0], "--interface2", net.rx_dev[1]]
+        else:
+            dests = ["--dest", f"{net.rx_addr[0]}:{VPORT}", "--source-address", net.tx_addr[0],
+                     "--dest2", f"{net.rx_addr[1]}:{VPORT}", "--source-address2", net.tx_addr[1]]
+            joins = []
         sdp = tmp / "rtv.sdp"
         with open(sdp, "w") as sdp_file:
             subprocess.run([*net.exec_prefix(net.tx_ns), *RTSTREAM, "sdp", *dests, *VIDEO],
                            env=env, stdout=sdp_file, check=True, timeout=60)
-        rx_args = ["--sdp", str(sdp), "--duration", f"{total + 60:.1f}"]
+        rx_args = ["--sdp", str(sdp), "--duration", f"{total + 60:.1f}", *joins]
         cli = [*net.exec_prefix(net.rx_ns), *RTSTREAM, "receive", *rx_args,
                "--stats-json", str(tmp / "rx.json"), "--dump-frames", str(tmp / "rf"),
                "--dump-metadata", str(tmp / "rm")]
@@ -204,6 +215,24 @@ def test_b_disjoint_outages_lose_nothing(tmp_path: Path) -> None:
     assert "VID: leg 2 (10.222.41.2:5004) silent for 100 ms: running on leg 1" in log
     assert "VID: leg 1 (10.222.40.2:5004) is back" in log
     assert "VID: leg 2 (10.222.41.2:5004) is back" in log
+
+
+def test_b_multicast_disjoint_outages_lose_nothing(tmp_path: Path) -> None:
+    """(b) again the way operating rooms run it: a source-specific multicast group per
+    network, each sent and joined on its own interface (``--interface2``)."""
+    require_root("network namespaces")
+    require_program("ip")
+    r = run_two_paths(tmp_path, Plan(
+        phases=(("clean", "outage", "clean", "clean"), ("clean", "clean", "outage", "clean")),
+        params=({}, {}), steps=(1.5, 2.0, 2.0, 1.5), multicast=True))
+    sdp = (tmp_path / "rtv.sdp").read_text()
+    assert "a=group:DUP VID VID2" in sdp
+    assert f"a=source-filter: incl IN IP4 {GROUPS[1]} 10.222.41.1" in sdp
+    check_legs(r)
+    check_frames(tmp_path, r, all_frames=True)
+    assert r["rx"]["packets_lost"] == 0
+    for p, wire in enumerate(r["wires"]):
+        assert r["rx"]["flows"]["VID"]["legs"][p]["recovered"] == wire_sum(wire, VPORT, "dropped") > 0
 
 
 def test_c_delay_on_one_leg_reordering_on_the_other(tmp_path: Path) -> None:
