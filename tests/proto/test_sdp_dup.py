@@ -7,6 +7,8 @@ import re
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rtstream.errors import ConfigError, RemoteProtocolError
 from rtstream.proto.formats import Sampling, VideoFormat
@@ -178,3 +180,34 @@ def test_every_truncated_prefix_parses_or_raises_remote_error() -> None:
     for tail in ("a=group:DUP\n", "a=group:\n", "a=ssrc-group:DUP\n", "a=group:DUP a b\n"):
         with pytest.raises(RemoteProtocolError):
             parse_sdp(THIRD_PARTY + tail)
+
+
+@given(
+    flows=st.lists(st.tuples(st.sampled_from([MediaKind.VIDEO, MediaKind.METADATA]),
+                             st.integers(1, 3), st.booleans()), min_size=1, max_size=4),
+    swap=st.booleans(),
+)
+def test_roundtrip_of_groups(flows: list[tuple[MediaKind, int, bool]], swap: bool) -> None:
+    """Any set of flows, each with one to three legs on their own ports (unicast or SSM
+    multicast), groups listed in either order: write_sdp then parse_sdp gives it back."""
+    media: list[SdpMedia] = []
+    groups: list[tuple[str, ...]] = []
+    port = 5000
+    for i, (kind, legs, multicast) in enumerate(flows):
+        mids = []
+        for j in range(legs):
+            mid = f"F{i}L{j}"
+            address = f"239.1.{i}.{j + 1}" if multicast else "127.0.0.1"
+            media.append(leg(mid, port, address, kind=kind,
+                             source=f"192.0.2.{j + 1}" if multicast else None))
+            mids.append(mid)
+            port += 2
+        if legs > 1:
+            groups.append(tuple(reversed(mids)) if swap else tuple(mids))
+    s = session(tuple(media), tuple(groups))
+    back = parse_sdp(write_sdp(s))
+    assert back == s
+    for m in back.media:
+        legs_of = back.legs(m)
+        assert m in legs_of and len(legs_of) == next(
+            (len(g) for g in groups if m.mid in g), 1)
