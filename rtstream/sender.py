@@ -560,7 +560,9 @@ class Sender:
             if flow is not None:
                 for mid, s in ((media, flow.sender), (meta, flow.meta_sender)):
                     if isinstance(s, DupSender):  # ST 2022-7: each leg under its SDP mid
-                        out[mid], out[f"{mid}2"] = s.legs
+                        out[mid] = s.first
+                        if s.second is not None:
+                            out[f"{mid}2"] = s.second
                     else:
                         out[mid] = s
         return out
@@ -584,10 +586,21 @@ class Sender:
         # ST 2022-7: packetized once, the same buffer sent on the second path too
         port2 = dict(zip(n.ports(), n.ports2(), strict=True))[port]
         bind2 = (r.source_address, 0) if r.source_address else None
-        s2 = UdpSender((resolve(r.dest, key="network.redundant.dest"), port2), bind=bind2, ttl=n.ttl,
-                       interface=r.interface, dscp=n.dscp, sndbuf=n.sndbuf, gso=n.gso)
-        self._flows.append(s2)
-        return DupSender(s, s2)
+        dest2 = (resolve(r.dest, key="network.redundant.dest"), port2)
+
+        def open_second() -> UdpSender:
+            s2 = UdpSender(dest2, bind=bind2, ttl=n.ttl, interface=r.interface, dscp=n.dscp,
+                           sndbuf=n.sndbuf, gso=n.gso)
+            self._flows.append(s2)
+            return s2
+
+        try:
+            second: UdpSender | None = open_second()
+        except ConfigError as exc:  # the second network is down now: run on the first
+            log.warning("second network: cannot send to %s:%d now (%s); sending on the first "
+                        "network only and trying again every second", *dest2, exc)
+            second = None
+        return DupSender(s, second, reopen=open_second)
 
     def _metadata_flow(self, *, sop: RtvSop, bulk_ts: str, rate: int, bulk_source: uuid.UUID,
                        bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,

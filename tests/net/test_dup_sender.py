@@ -50,7 +50,7 @@ def test_both_legs_get_the_same_datagrams_with_gso() -> None:
     for leg in legs:
         assert leg.stats.datagrams == len(batch) + 1
         assert leg.stats.gso_calls > 0  # each leg kept segmentation offload
-    assert dup.stats is legs[0].stats
+    assert dup.stats is legs[0].stats and dup.legs == legs
 
 
 def test_redundant_config_and_flags() -> None:

@@ -14,7 +14,9 @@ receiver's per-leg and merged counters are compared with the truth, not with est
     interface (``--interface2``);
 (c) 5 ms delay on leg 1, reordering on leg 2: nothing lost;
 (d) only leg 1 present (leg 2's wire drops everything from the start): the receiver runs
-    on leg 1 and says leg 2 is missing.
+    on leg 1 and says leg 2 is missing;
+(e) the sender's second interface is down when it starts: it sends on the first network
+    and adds the second leg by itself when the interface comes up.
 
 Pairing: the flows are unicast, so one receiver (the CLI) reads them; its grain dumps
 must each describe their own RTP timestamp, and in (b), (c) and (d) every delivered frame
@@ -56,6 +58,8 @@ class Plan:
     steps: tuple[float, ...]
     tail: float = 1.0
     multicast: bool = False
+    #: the sender's second interface is down at start and comes up after this step
+    tx_leg2_up_after: int | None = None
 
 
 def run_two_paths(tmp: Path, plan: Plan) -> dict[str, Any]:
@@ -96,12 +100,16 @@ def run_two_paths(tmp: Path, plan: Plan) -> dict[str, Any]:
                 assert time.monotonic() < deadline, "receiver did not start"
                 assert procs["rx"].poll() is None, (tmp / "rx.log").read_text()
                 time.sleep(0.05)
+            if plan.tx_leg2_up_after is not None:
+                net.run(net.tx_ns, "ip", "link", "set", net.tx_dev[1], "down")
             procs["tx"] = subprocess.Popen(send, env=env, cwd=ROOT, stdout=logs["tx"],
                                            stderr=subprocess.STDOUT, start_new_session=True)
-            for pause in plan.steps:
+            for i, pause in enumerate(plan.steps):
                 time.sleep(pause)
                 for p in (0, 1):
                     net.next_phase(p)
+                if i == plan.tx_leg2_up_after:
+                    net.run(net.tx_ns, "ip", "link", "set", net.tx_dev[1], "up")
             rcs = {"tx": procs["tx"].wait(total + 60)}
             time.sleep(1.0)  # the last packets through the wires
             procs["rx"].send_signal(signal.SIGTERM)
@@ -258,3 +266,19 @@ def test_d_one_leg_missing(tmp_path: Path) -> None:
     assert vid["legs"][1]["lost"] == r["tx"]["packets"] and vid["packets_lost"] == 0
     assert ("leg 2 (10.222.41.2:5004) has delivered nothing since the start: running on "
             "leg 1") in r["logs"]["rx"]
+
+
+def test_e_sender_second_network_down_at_start(tmp_path: Path) -> None:
+    """The sender's second interface is down when it starts: it sends on the first network,
+    says so, and adds the second leg by itself once the interface is up."""
+    require_root("network namespaces")
+    require_program("ip")
+    r = run_two_paths(tmp_path, Plan(phases=(("clean",) * 3, ("clean",) * 3),
+                                     params=({}, {}), steps=(2.0, 2.5), tx_leg2_up_after=0))
+    check_frames(tmp_path, r, all_frames=True)
+    tx_log, rx_log = r["logs"]["tx"], r["logs"]["rx"]
+    assert "second network: cannot send to 10.222.41.2:5004 now" in tx_log
+    assert "second network reachable again: sending to 10.222.41.2:5004 as well" in tx_log
+    vid = r["rx"]["flows"]["VID"]
+    assert vid["packets_lost"] == 0 and vid["legs"][1]["packets"] > 0
+    assert "leg 2 (10.222.41.2:5004) is back" in rx_log
