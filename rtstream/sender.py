@@ -77,7 +77,7 @@ from rtstream.media.sources import (
     context_fields,
     open_audio_source,
 )
-from rtstream.net.udp import UdpSender, is_multicast, resolve
+from rtstream.net.udp import DupSender, UdpSender, is_multicast, resolve
 from rtstream.pacs.source import open_video_source
 from rtstream.proto.clock import NS_PER_S, Clock, PtpTimestamp, RefClock, rtp_timestamp
 from rtstream.proto.formats import (
@@ -221,6 +221,33 @@ class AudioConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RedundantConfig:
+    """``[network.redundant]``: the second path of SMPTE ST 2022-7 seamless protection.
+
+    Every flow is sent a second time, byte-identical, to ``dest`` (``--dest2``); the SDP
+    groups each pair of legs with ``a=group:DUP`` (see :mod:`rtstream.proto.sdp`).
+    ``port`` is the second leg's base port (default: the first leg's ports);
+    ``interface`` and ``source_address`` (``--interface2``, ``--source-address2``) are
+    the second network's, as ``network.interface`` and ``network.source_address`` are
+    the first's.
+    """
+
+    dest: str = ""
+    port: int | None = None
+    interface: str | None = None
+    source_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.dest:
+            raise ConfigError("network.redundant.dest", self.dest,
+                              "the second network's host name or IPv4 address (--dest2 HOST:PORT)")
+        if self.port is not None:
+            check_port(self.port, "network.redundant.port", what="UDP port")
+            if self.port + 6 > 65535:
+                raise ConfigError("network.redundant.port", self.port, "1..65529 (PORT+6 is used too)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
     """``[network]``: destination, ports and IP options."""
 
@@ -237,6 +264,7 @@ class NetworkConfig:
     sndbuf: int = 8 << 20
     gso: bool = True
     metadata_payload_type: int = 104
+    redundant: RedundantConfig | None = None
 
     def __post_init__(self) -> None:
         for key, v in (
@@ -256,6 +284,21 @@ class NetworkConfig:
             raise ConfigError("network.dscp", self.dscp, "0..63 (e.g. 34 = AF41 for video)")
         if not self.dest:
             raise ConfigError("network.dest", self.dest, "a host name or IPv4 address")
+        r = self.redundant
+        if r is not None and r.dest == self.dest and self.ports2() == self.ports() and (
+                r.source_address == self.source_address):
+            raise ConfigError(
+                "network.redundant.dest", f"{r.dest}:{self.ports2()[0]}",
+                "a second path: another destination address or port than --dest, or another "
+                "--source-address2 (ST 2022-7 legs never share both source and destination)")
+
+    def ports2(self) -> tuple[int, int, int, int]:
+        """(video, video metadata, audio, audio metadata) ports of the second leg."""
+        r = self.redundant
+        if r is None or r.port is None:
+            return self.ports()
+        p = r.port
+        return (p, p + 2, p + 4, p + 6)
 
     def ports(self) -> tuple[int, int, int, int]:
         """(video, video metadata, audio, audio metadata) ports."""
@@ -466,8 +509,8 @@ class _OutFlow:
     """One outgoing media flow: its bulk (video/audio) socket, and its PS3.22 metadata
     flow's socket, packetizer and grain builder."""
 
-    sender: UdpSender
-    meta_sender: UdpSender
+    sender: UdpSender | DupSender
+    meta_sender: UdpSender | DupSender
     meta_packetizer: MetadataPacketizer
     builder: GrainBuilder
 
@@ -582,28 +625,56 @@ class Sender:
             ]
         media += self._rendition_media(common, extmap)
         origin = n.source_address or ("127.0.0.1" if addr.startswith("127.") else _local_address_for(addr))
+        media, groups = self._second_legs(media)
         return SdpSession(origin_address=origin, session_name=self.cfg.session_name,
-                          session_id=self.session_id, media=tuple(media))
+                          session_id=self.session_id, media=tuple(media), dup_groups=groups)
+
+    def _second_legs(self, media: list[SdpMedia]) -> tuple[list[SdpMedia], tuple[tuple[str, ...], ...]]:
+        """ST 2022-7: each media again on the second network, grouped ``a=group:DUP``
+        (RFC 7104 §3); a metadata leg describes the media leg of its own network."""
+        r = self.cfg.network.redundant
+        if r is None:
+            return media, ()
+        addr2 = resolve(r.dest, key="network.redundant.dest")
+        multicast = is_multicast(addr2)
+        legs = [dataclasses.replace(
+            m, address=addr2, port=self._second_port(m.port), ttl=self.cfg.network.ttl if multicast else None,
+            source_filter=r.source_address if multicast and r.source_address else None,
+            mid=f"{m.mid}2", describes=None if m.describes is None else f"{m.describes}2")
+            for m in media]
+        groups = tuple((str(m.mid), str(leg.mid)) for m, leg in zip(media, legs, strict=True))
+        return media + legs, groups
 
     def udp_senders(self) -> dict[str, UdpSender]:
         """The UDP sender of each open flow by its SDP mid (VID, VMETA, AUD, AMETA, and
-        VIDR, VMETAR, REND of a rendition)."""
-        out: dict[str, UdpSender] = {}
-        for flow, media, meta in ((self._video, "VID", "VMETA"), (self._audio, "AUD", "AMETA")):
+        VIDR, VMETAR, REND of a rendition; an ST 2022-7 second leg under its own mid, the
+        flow's with a 2)."""
+        pairs: list[tuple[str, UdpSender | DupSender]] = []
+        for flow, media, meta in ((self._video, "VID", "VMETA"), (self._audio, "AUD", "AMETA"),
+                                  (self._right, "VIDR", "VMETAR")):
             if flow is not None:
-                out[media] = flow.sender
-                out[meta] = flow.meta_sender
-        out.update(self._rendition_udp_senders())
+                pairs += [(media, flow.sender), (meta, flow.meta_sender)]
+        if self._rendition_sender is not None:
+            pairs.append(("REND", self._rendition_sender))
+        out: dict[str, UdpSender] = {}
+        for mid, s in pairs:
+            if isinstance(s, DupSender):
+                out[mid] = s.first
+                if s.second is not None:
+                    out[f"{mid}2"] = s.second
+            else:
+                out[mid] = s
         return out
 
-    def _rendition_udp_senders(self) -> dict[str, UdpSender]:
-        """The right view's (VIDR, VMETAR) and the rendition flow's (REND) senders."""
-        out: dict[str, UdpSender] = {}
-        if self._right is not None:
-            out["VIDR"], out["VMETAR"] = self._right.sender, self._right.meta_sender
-        if self._rendition_sender is not None:
-            out["REND"] = self._rendition_sender
-        return out
+    def _second_port(self, port: int) -> int:
+        """The port of the flow sent to ``port`` on the ST 2022-7 second network (the same
+        offsets from ``network.redundant.port``, or the same ports when it is unset)."""
+        n = self.cfg.network
+        r = n.redundant
+        base2 = r.port if r is not None and r.port is not None else n.port
+        first = (*n.ports(), *self.cfg.rendition.ports(n.port))
+        second = (*n.ports2(), *self.cfg.rendition.ports(base2))
+        return dict(zip(first, second, strict=True))[port]
 
     def sdp_text(self) -> str:
         """The SDP as text."""
@@ -612,18 +683,38 @@ class Sender:
     def _dest_address(self) -> str:
         return resolve(self.cfg.network.dest, key="network.dest")
 
-    def _udp(self, port: int) -> UdpSender:
+    def _udp(self, port: int) -> UdpSender | DupSender:
         n = self.cfg.network
         bind = (n.source_address, 0) if n.source_address else None
         s = UdpSender((self._dest_address(), port), bind=bind, ttl=n.ttl, interface=n.interface,
                       dscp=n.dscp, sndbuf=n.sndbuf, gso=n.gso)
         self._flows.append(s)
-        return s
+        r = n.redundant
+        if r is None:
+            return s
+        # ST 2022-7: packetized once, the same buffer sent on the second path too
+        port2 = self._second_port(port)
+        bind2 = (r.source_address, 0) if r.source_address else None
+        dest2 = (resolve(r.dest, key="network.redundant.dest"), port2)
+
+        def open_second() -> UdpSender:
+            s2 = UdpSender(dest2, bind=bind2, ttl=n.ttl, interface=r.interface, dscp=n.dscp,
+                           sndbuf=n.sndbuf, gso=n.gso)
+            self._flows.append(s2)
+            return s2
+
+        try:
+            second: UdpSender | None = open_second()
+        except ConfigError as exc:  # the second network is down now: run on the first
+            log.warning("second network: cannot send to %s:%d now (%s); sending on the first "
+                        "network only and trying again every second", *dest2, exc)
+            second = None
+        return DupSender(s, second, reopen=open_second)
 
     def _metadata_flow(self, *, sop: RtvSop, bulk_ts: str, rate: int, bulk_source: uuid.UUID,
                        bulk_flow: uuid.UUID, meta_source: uuid.UUID, meta_flow: uuid.UUID,
                        ssrc: int, port: int, duration: Fraction | None,
-                       bulk_sender: UdpSender, video: VideoFormat | None = None) -> _OutFlow:
+                       bulk_sender: UdpSender | DupSender, video: VideoFormat | None = None) -> _OutFlow:
         sop_uid = _generate_uid(self.context.uid_root)
         meta = RtvMetaInfo(
             transfer_syntax_uid=bulk_ts,
@@ -883,7 +974,7 @@ class Sender:
         self._right: _OutFlow | None = None
         self._rendition: RenditionGrainBuilder | None = None
         self._rendition_packetizer: MetadataPacketizer | None = None
-        self._rendition_sender: UdpSender | None = None
+        self._rendition_sender: UdpSender | DupSender | None = None
 
     def _rendition_media(self, common: dict[str, Any], extmap: ExtMap) -> list[SdpMedia]:
         """SDP media of the right view (VIDR, VMETAR) and the rendition flow (REND)."""
@@ -1075,6 +1166,7 @@ __all__ = [
     "NetworkConfig",
     "Pacing",
     "PacingConfig",
+    "RedundantConfig",
     "RenditionConfig",
     "Sender",
     "SenderConfig",

@@ -66,6 +66,13 @@ NOTES: dict[str, str] = {
     "NetworkConfig.sndbuf": "SO_SNDBUF bytes per socket",
     "NetworkConfig.gso": "UDP segmentation offload (falls back by itself when refused)",
     "NetworkConfig.metadata_payload_type": "RTP payload type of the metadata flows",
+    "RedundantConfig.dest": "the second network's destination (unicast address or multicast "
+                            "group); required when the table is given",
+    "RedundantConfig.port": "its base port (video PORT, metadata PORT+2, audio PORT+4, audio "
+                            "metadata PORT+6); default: the first network's ports",
+    "RedundantConfig.interface": "the second network's multicast interface",
+    "RedundantConfig.source_address": "local source address on the second network (its "
+                                      "legs' a=source-filter)",
     "PacingConfig.mode": "linear: spread a frame's packets over the frame period "
                          "(declared TP=2110TPW); none: send at once",
     "PacingConfig.bursts": "bursts per frame",
@@ -206,6 +213,7 @@ def _sender_tables() -> list[tuple[str, str]]:
         AudioConfig,
         NetworkConfig,
         PacingConfig,
+        RedundantConfig,
         RenditionConfig,
         SenderConfig,
         VideoConfig,
@@ -216,7 +224,9 @@ def _sender_tables() -> list[tuple[str, str]]:
         ("top level", table(SenderConfig, skip=nested)),
         ("`[video]`", table(VideoConfig)),
         ("`[audio]`", table(AudioConfig)),
-        ("`[network]`", table(NetworkConfig)),
+        ("`[network]`", table(NetworkConfig, skip=("redundant",))),
+        ("`[network.redundant]` — SMPTE ST 2022-7: every flow also on a second network "
+         "(`--dest2`, `--interface2`, `--source-address2`)", table(RedundantConfig)),
         ("`[pacing]`", table(PacingConfig)),
         ("`[rendition]` — the rendition flow and a stereo pair's right view (docs/renditions.md)",
          table(RenditionConfig)),

@@ -57,9 +57,10 @@ def test_config_reference_is_current() -> None:
 
 def test_sections_and_links() -> None:
     text = README.read_text()
-    for heading in ("## The three uses, step by step", "### 1. An ultrasound or OCT feed",
+    for heading in ("## The four uses, step by step", "### 1. An ultrasound or OCT feed",
                     "### 2. A surgery-room broadcast over multicast",
-                    "### 3. Recording into an archive", "## Configuration reference",
+                    "### 3. Recording into an archive",
+                    "### 4. An operating room on two networks", "## Configuration reference",
                     "## PS3.22 conformance", "## Threat model"):
         assert heading in text
     for needle in ("localmac", "TP=2110TPW", "BT.601", "one grain per ST 2110-30 packet", "fragmentation",
@@ -217,7 +218,7 @@ def _run_use(use: int) -> dict[str, object]:
     return results
 
 
-@pytest.mark.parametrize("use", [1, 2, 3])
+@pytest.mark.parametrize("use", [1, 2, 3, 4])
 def test_step_by_step_commands_run(use: int) -> None:
     from tests.viewer.netns import run_in_netns
 

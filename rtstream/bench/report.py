@@ -243,6 +243,40 @@ NOTES = """
   datagram with its own system call; rtstream gets coalesced reads because it asks for
   them: that difference is part of what is measured.
 - Latency is reported for rtstream only (the peers have no equivalent event).
+
+## ST 2022-7: two networks
+
+`rtstream bench dup` (module docstring of `rtstream/bench/dup.py`: one rtstream sender
+on two legs over 127.0.0.1, four receivers measured one after the other over a steady
+window, CPU from `/proc`). Measured 2026-12-06 on this 2-CPU shared machine, 1080p60
+4:2:2 10-bit, 4 s window after 2 s warm-up (`rtstream bench dup --seconds 4 --warmup 2`):
+
+| receiver | CPU ms/frame | fps | loss | frame-ready p50 / p99 |
+|---|---|---|---|---|
+| rtstream, 1 leg | 3.61 | 60.2 | 0 | 290 / 633 us |
+| rtstream, 2 legs merged | 4.96 | 60.5 | 0 | 499 / 2131 us |
+| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 8.29 | 60.0 | 0 | - |
+| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (1.2) | (859) | 1,743,149 datagrams | - |
+
+- Merging both legs cost **1.37x** the single-leg receiver in that run (1.44x and 1.74x in
+  earlier runs of the same day under heavier load from other jobs; the issue's target is
+  1.3x). What is added is mostly the second leg's socket reads (twice the datagrams
+  cross the kernel) and event-loop wake-ups; the merge itself is a few numpy calls per
+  batch (~25 us warm per batch of 350 datagrams: the leading leg's batch is handed on as
+  the same view, the other leg's copies are dropped as a whole after one ring lookup).
+- GStreamer's stand-in could not keep up at this rate here: its two sockets dropped
+  1.7 M datagrams in the run (kernel drop counters) and its frame counter counts the
+  depayloader's partial outputs (859/s), so its CPU per frame is meaningless; even when it
+  keeps up, `rtpjitterbuffer` only drops duplicates and still loses what both paths do not
+  carry in time, with its own latency (`latency=10` ms here).
+- **Latency.** When both legs deliver, winners continue the stream and go on at once: no
+  added latency beyond the second socket's reads (p50 +0.2 ms above). A packet missing on
+  the leading leg holds the datagrams after it until the other leg's copy fills the gap or
+  `dup_skew_ms` (default 10 ms) passes; so the path delay difference the merge tolerates
+  without loss is also the most latency it adds, and only for the frames behind such a
+  packet. Set it to the largest delay difference of the two networks (a few ms on one
+  campus; tests/reliability/test_st2022_7.py uses 5 ms of delay on one leg and
+  reordering on the other with the default).
 """
 
 

@@ -90,6 +90,7 @@ async def _send(args: argparse.Namespace) -> None:
         NetworkConfig,
         Pacing,
         PacingConfig,
+        RedundantConfig,
         Sender,
         SenderConfig,
         VideoConfig,
@@ -107,7 +108,10 @@ async def _send(args: argparse.Namespace) -> None:
             frames=args.frames,
             video=VideoConfig(width=w, height=h, fps=fps, depth=args.depth,
                               sampling=Sampling.YCBCR_422),
-            network=NetworkConfig(dest="127.0.0.1", port=args.port + PORT_STEP * i),
+            network=NetworkConfig(
+                dest="127.0.0.1", port=args.port + PORT_STEP * i,
+                redundant=None if args.port2 is None else RedundantConfig(
+                    dest="127.0.0.1", port=args.port2 + PORT_STEP * i)),
             pacing=PacingConfig(mode=Pacing(args.pacing)),
             sdp_out=sdp_path(args.sdp_out, i, n) if args.sdp_out else None,
         )
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--depth", type=int, default=10)
     s.add_argument("--port", type=int, required=True,
                    help=f"base port; stream i uses PORT + {PORT_STEP}*i")
+    s.add_argument("--port2", type=int, default=None,
+                   help="ST 2022-7: also send every flow to this base port (second leg)")
     s.add_argument("--streams", type=int, default=1,
                    help="senders in this process, one event loop (default 1)")
     s.add_argument("--frames", type=int, default=None,

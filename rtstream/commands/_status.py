@@ -36,6 +36,7 @@ class Sample:
     queued: int | None = None
     viewers: int | None = None
     recording: str | None = None  # e.g. "rec 42/150"
+    legs: str | None = None  # ST 2022-7: e.g. "legs 1+2", "leg 2 DOWN"
 
 
 def seconds_up_to(maximum: float, hint: str) -> Callable[[str], float]:
@@ -96,6 +97,8 @@ def format_status(now: Sample, before: Sample | None, seconds: float, elapsed: f
             parts.append(f"{name} {value}")
     if now.recording:
         parts.append(now.recording)
+    if now.legs:
+        parts.append(now.legs)
     return " | ".join(parts)
 
 

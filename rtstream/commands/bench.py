@@ -12,6 +12,7 @@ HELP = "measure the data path, alone (wire) or next to GStreamer and FFmpeg (all
 DESCRIPTION = """Measure rtstream's data path.
 
   rtstream bench wire [--frames N] [--json FILE]
+  rtstream bench dup [--json FILE] [--seconds S]
   rtstream bench all [--json FILE] [--plot DIR] [--doc FILE] [--seconds S]
                      [--max-streams N] [--repeat R] [--scale-tx one|each|K]
                      [--scale-rx one|each|K]
@@ -25,6 +26,9 @@ all:  rtstream's sender and receiver as processes next to GStreamer (rtpvrawpay 
       then 1, 2, 4, ... concurrent 10-bit streams, all sent and received on this
       machine, until loss or lateness (by default one sender process drives them all
       and one receiver process takes them all). See docs/performance.md for the method.
+dup:  SMPTE ST 2022-7: one rtstream sender on two legs; receiver CPU per frame of the
+      rtstream receiver on one leg and merging both, and of GStreamer on one leg and
+      with two udpsrc -> funnel -> rtpjitterbuffer (the usual stand-in), same run.
 """
 
 
@@ -69,6 +73,22 @@ def _all(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _dup(args: argparse.Namespace) -> dict[str, Any]:
+    from rtstream.bench.dup import run_dup
+    from rtstream.bench.harness import BenchConfig
+
+    w, _, h = args.size.partition("x")
+    cfg = BenchConfig(seconds=args.seconds, warmup=args.warmup, width=int(w), height=int(h),
+                      fps=args.fps, depths=(10,), max_streams=0)
+    return run_dup(cfg, work=args.workdir)
+
+
+def _print_dup(result: dict[str, Any]) -> None:
+    from rtstream.bench.dup import table
+
+    print(table(result))
+
+
 def _print_all(result: dict[str, Any]) -> None:
     from rtstream.bench.report import table
 
@@ -80,6 +100,7 @@ BENCHMARKS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
                             Callable[[dict[str, Any]], None]]] = {
     "wire": (_wire, _print_wire),
     "all": (_all, _print_all),
+    "dup": (_dup, _print_dup),
 }
 
 

@@ -104,6 +104,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rcvbuf", type=int, default=32 << 20, metavar="BYTES",
                         help="SO_RCVBUF per socket (default 32 MiB)")
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
+    parser.add_argument("--interface2", help="ST 2022-7: multicast interface of the second legs "
+                        "(the SDP's a=group:DUP flows; default --interface)")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
@@ -146,6 +148,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         pairing_wait_frames=args.pairing_wait,
         rcvbuf=args.rcvbuf,
         interface=args.interface,
+        interface2=args.interface2,
         bind_address=args.bind,
         dump_frames=args.dump_frames,
         dump_metadata=args.dump_metadata,
@@ -172,7 +175,23 @@ def _sample(rx: Receiver) -> Sample:
         lost=int(st["packets_lost"]), late=int(st["late"]),
         queued=store.depth if store is not None else None,
         recording=f"rec {rec.frames}/{rec.limit}" if rec is not None else None,
+        legs=legs_status(st),
     )
+
+
+def legs_status(stats: dict[str, Any]) -> str | None:
+    """ST 2022-7 on the status line: ``legs 1+2`` while both legs deliver, else which
+    leg is down (``leg 2 DOWN``, in any flow); None without DUP flows."""
+    states: dict[int, set[str]] = {}
+    for flow in dict(stats.get("flows") or {}).values():
+        for leg in flow.get("legs") or ():
+            states.setdefault(int(leg["leg"]), set()).add(str(leg["state"]))
+    if not states:
+        return None
+    down = [n for n, s in sorted(states.items()) if s & {"silent", "missing"}]
+    if not down:
+        return "legs " + "+".join(str(n) for n in sorted(states))
+    return " ".join(f"leg {n} DOWN" for n in down)
 
 
 #: Seconds without a packet after which a flow is said to be silent (issue #17 §5).

@@ -89,8 +89,30 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address; required for a group)")
     parser.add_argument("--source-address", help="local source address (also the SDP source-filter)")
     parser.add_argument("--dscp", type=int, help="DSCP 0..63 for all flows (e.g. 34 = AF41)")
+    add_redundant_options(parser)
     add_identity_arguments(parser, title="patient and study context (override [context])")
     parser.add_argument("--session-name", help="SDP s= line")
+
+
+def add_redundant_options(parser: argparse.ArgumentParser) -> None:
+    """SMPTE ST 2022-7 seamless protection: every flow a second time on another network."""
+    g = parser.add_argument_group("second network (SMPTE ST 2022-7, TOML [network.redundant])")
+    g.add_argument("--dest2", metavar="HOST:PORT",
+                   help="send every flow a second time, byte-identical, to this address and base "
+                   "port on the second network; the SDP groups the legs with a=group:DUP")
+    g.add_argument("--interface2", help="the second network's multicast interface")
+    g.add_argument("--source-address2", help="local source address on the second network")
+
+
+def redundant_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``[network.redundant]`` overrides from ``--dest2``, ``--interface2``, ``--source-address2``."""
+    red: dict[str, Any] = {"interface": getattr(args, "interface2", None),
+                           "source_address": getattr(args, "source_address2", None)}
+    dest2 = getattr(args, "dest2", None)
+    if dest2:
+        host, port = parse_endpoint(dest2, key="--dest2", allow_ipv6=False)
+        red.update(dest=host, port=port)
+    return red if any(v is not None for v in red.values()) else {}
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,6 +132,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.dest:
         host, port = parse_endpoint(args.dest, key="--dest", allow_ipv6=False)
         net.update(dest=host, port=port)
+    if red := redundant_overrides(args):
+        net["redundant"] = red
     o["network"] = net
     o["context"] = context_from_args(args) or {}
     for key in ("frames", "duration", "loop", "sdp_out", "http", "dump_frames", "stats_json"):

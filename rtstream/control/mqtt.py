@@ -113,6 +113,8 @@ class EventKind(enum.Enum):
     LOSS_CLEARED = "loss_cleared"
     ARCHIVE_OUTAGE = "archive_outage"
     ARCHIVE_RECOVERED = "archive_recovered"
+    LEG_SILENT = "leg_silent"
+    LEG_BACK = "leg_back"
 
 
 class MessageClass(enum.Enum):

@@ -104,6 +104,19 @@ _FLOW_COUNTERS: Final[dict[str, tuple[str, str]]] = {
     "audio_chunks": ("rtstream_audio_chunks_total", "Audio chunks depacketized."),
 }
 
+# Receiver.stats["flows"][name]["legs"][i] key -> (family name, help): ST 2022-7 legs.
+_LEG_COUNTERS: Final[dict[str, tuple[str, str]]] = {
+    "packets": ("rtstream_leg_packets_total", "RTP packets received on this ST 2022-7 leg."),
+    "lost": ("rtstream_leg_packets_lost_total",
+             "Packets this leg alone would have lost (against the merged stream)."),
+    "recovered": ("rtstream_leg_packets_recovered_total",
+                  "Packets this leg lost that the other leg delivered."),
+    "redundant": ("rtstream_leg_packets_redundant_total",
+                  "Copies from this leg dropped because the other leg's came first."),
+    "silences": ("rtstream_leg_silences_total",
+                 "Times this leg went silent for 100 ms (or was missing from the start)."),
+}
+
 # Receiver.stats top-level key -> (family name, help).
 _TOTAL_COUNTERS: Final[dict[str, tuple[str, str]]] = {
     "frames_delivered": ("rtstream_frames_delivered_total",
@@ -198,7 +211,11 @@ def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
     ``rtstream_frames_dropped_incomplete_total``, ``rtstream_metadata_matched_total``,
     ``rtstream_metadata_unmatched_total``, ``rtstream_grains_total``,
     ``rtstream_grains_dropped_total``, ``rtstream_grains_unmatched_total``,
-    ``rtstream_stream_restarts_total``, ``rtstream_audio_chunks_total``. Receiver-wide:
+    ``rtstream_stream_restarts_total``, ``rtstream_audio_chunks_total``. Per ST 2022-7
+    leg (labels ``flow`` and ``leg``): ``rtstream_leg_packets_total``,
+    ``rtstream_leg_packets_lost_total``, ``rtstream_leg_packets_recovered_total``,
+    ``rtstream_leg_packets_redundant_total``, ``rtstream_leg_silences_total`` and the gauge
+    ``rtstream_leg_up``. Receiver-wide:
     the histogram ``rtstream_frame_ready_latency_seconds``, the gauge
     ``rtstream_frame_ready_latency_recent_seconds{quantile}``, delivered/dropped totals and
     the store families of :func:`observe_store`.
@@ -221,6 +238,12 @@ def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
         "Frame-ready latency percentiles over the receiver's last 65536 frames "
         "(quantile 1 = maximum).", ["quantile"],
     )
+    per_leg: dict[str, Counter] = {
+        key: registry.counter(name, text, ["flow", "leg"])
+        for key, (name, text) in _LEG_COUNTERS.items()
+    }
+    leg_up = registry.gauge("rtstream_leg_up",
+                            "1 while this ST 2022-7 leg delivers packets, else 0.", ["flow", "leg"])
     store = _StoreFamilies(registry)
     feed = _LatencyFeed()
     child = hist.labels()
@@ -237,6 +260,13 @@ def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
                 v = _int(flow.get(key))
                 if v is not None:
                     frames.labels(str(name), complete).set_total(v)
+            for leg in flow.get("legs") or ():
+                number = str(leg.get("leg"))
+                for key, fam in per_leg.items():
+                    v = _int(leg.get(key))
+                    if v is not None:
+                        fam.labels(str(name), number).set_total(v)
+                leg_up.labels(str(name), number).set(1 if leg.get("state") == "up" else 0)
         for key, fam in totals.items():
             v = _int(stats.get(key))
             if v is not None:

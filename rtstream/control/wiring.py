@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ActivityMonitor",
+    "LegMonitor",
     "LossMonitor",
     "Plane",
     "ReceiverNode",
@@ -196,6 +197,43 @@ class LossMonitor:
         return frozenset(self._alarmed)
 
 
+class LegMonitor:
+    """Turns the per-leg ``state`` and ``silences`` counters of ST 2022-7 flows into
+    ``leg_silent`` / ``leg_back`` events.
+
+    A leg's ``silences`` counts every time it went silent for 100 ms (or was found
+    missing at the start), so an outage shorter than the monitor interval is still
+    reported: ``leg_silent`` then ``leg_back`` in the same look.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], tuple[int, str, int]] = {}
+
+    def update(self, flows: Mapping[str, Mapping[str, Any]]) -> list[tuple[EventKind, dict[str, Any]]]:
+        """Compare with the previous call; return the events to publish. ``missing`` in
+        ``leg_silent`` says the leg had delivered nothing before (a network down at start)."""
+        events: list[tuple[EventKind, dict[str, Any]]] = []
+        for name, counters in flows.items():
+            for leg in counters.get("legs") or ():
+                number = int(leg.get("leg", 0))
+                silences = int(leg.get("silences", 0) or 0)
+                state = str(leg.get("state", ""))
+                packets = int(leg.get("packets", 0) or 0)
+                prev_silences, prev_state, prev_packets = self._last.get(
+                    (name, number), (0, "starting", 0))
+                self._last[(name, number)] = (silences, state, packets)
+                base = {"flow": name, "leg": number, "mid": str(leg.get("mid", ""))}
+                went = silences > prev_silences
+                if went:
+                    events.append((EventKind.LEG_SILENT, {
+                        **base, "missing": prev_packets == 0,
+                        "lost": int(leg.get("lost", 0) or 0)}))
+                if state == "up" and (went or prev_state in ("silent", "missing")):
+                    events.append((EventKind.LEG_BACK, {
+                        **base, "recovered": int(leg.get("recovered", 0) or 0)}))
+        return events
+
+
 class ActivityMonitor:
     """Says when packets start and stop arriving (``stream_started`` / ``stream_stopped``).
 
@@ -310,6 +348,7 @@ class ReceiverNode:
         self.viewer = viewer
         self.config = config or WiringConfig()
         self.loss = LossMonitor(ratio=self.config.loss_ratio, clear_after=self.config.clear_after)
+        self.legs = LegMonitor()
         self.activity = ActivityMonitor(silence=self.config.silence)
         self.stopped_flows: set[str] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -533,6 +572,8 @@ class ReceiverNode:
         stats = self.rx.stats
         flows = {n: f for n, f in stats.get("flows", {}).items() if n not in self.stopped_flows}
         for kind, members in self.loss.update(flows, window_s):
+            self.plane.publish_event(kind, **members)
+        for kind, members in self.legs.update(flows):
             self.plane.publish_event(kind, **members)
         change = self.activity.update(int(stats.get("packets", 0)), now)
         if change == "started":

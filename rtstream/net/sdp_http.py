@@ -65,7 +65,8 @@ class SdpHttpServer:
         texts = {"": write_sdp(session)}
         for m in session.media:
             if m.mid:
-                one = dataclasses.replace(session, media=(m,))
+                # one leg of an ST 2022-7 flow alone is an ordinary single-path SDP
+                one = dataclasses.replace(session, media=(m,), dup_groups=())
                 texts[m.mid] = write_sdp(one)
         self.session = session
         self._texts = texts

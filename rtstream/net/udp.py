@@ -31,6 +31,8 @@ import logging
 import os
 import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -457,6 +459,78 @@ class UdpSender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DupSender:
+    """One flow sent on two paths (SMPTE ST 2022-7): the same datagrams to both legs.
+
+    The caller packetizes once; every method hands the *same* buffer to the first leg's
+    :class:`UdpSender`, then to the second's, so the two copies are byte-identical and
+    each leg keeps its GSO path. A leg whose network refuses the datagrams (down, no
+    route) counts them in its own ``stats.dropped`` and the other leg goes on. A second
+    leg that could not be opened (its network down when the sender started: ``second``
+    None) is opened again with ``reopen`` at most every ``retry_s`` seconds, from the
+    send calls, until it works.
+
+    Parameters
+    ----------
+    first : UdpSender
+    second : UdpSender or None
+    reopen : callable or None
+        Opens the second leg (raises :class:`~rtstream.errors.ConfigError` while it
+        cannot).
+    retry_s : float
+    """
+
+    def __init__(self, first: UdpSender, second: UdpSender | None, *,
+                 reopen: Callable[[], UdpSender] | None = None, retry_s: float = 1.0) -> None:
+        self.first = first
+        self.second = second
+        self._reopen = reopen
+        self._retry_s = retry_s
+        self._next_try = time.monotonic() + retry_s
+
+    @property
+    def legs(self) -> tuple[UdpSender, ...]:
+        """The open legs (the first, and the second once it is open)."""
+        return (self.first,) if self.second is None else (self.first, self.second)
+
+    @property
+    def stats(self) -> UdpSendCounters:
+        """The first leg's counters (each leg's are in ``legs[i].stats``)."""
+        return self.first.stats
+
+    def _second_leg(self) -> UdpSender | None:
+        if self.second is None and self._reopen is not None and time.monotonic() >= self._next_try:
+            try:
+                self.second = self._reopen()
+            except ConfigError as exc:
+                self._next_try = time.monotonic() + self._retry_s
+                log.debug("second leg still cannot be opened: %s", exc)
+            else:
+                log.warning("second network reachable again: sending to %s:%d as well",
+                            *self.second.dest)
+        return self.second
+
+    async def send_batch_async(self, batch: DatagramBatch, start: int = 0, stop: int | None = None) -> int:
+        """:meth:`UdpSender.send_batch_async` on the first leg, then on the second."""
+        got = await self.first.send_batch_async(batch, start, stop)
+        second = self._second_leg()
+        if second is not None:
+            await second.send_batch_async(batch, start, stop)
+        return got
+
+    async def send_async(self, datagram: bytes) -> None:
+        """:meth:`UdpSender.send_async` on both legs."""
+        await self.first.send_async(datagram)
+        second = self._second_leg()
+        if second is not None:
+            await second.send_async(datagram)
+
+    def close(self) -> None:
+        """Close both legs' sockets."""
+        for leg in self.legs:
+            leg.close()
 
 
 def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int, sysctl: str) -> int:

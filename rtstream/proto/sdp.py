@@ -34,6 +34,20 @@ single flow but a group: its metadata media carries the flag ``a=x-rtstream-rend
 instead, so a receiver neither pairs it with a video or audio flow nor waits for its
 grains to learn what it is; which flows it groups is in its document.
 
+Seamless protection (SMPTE ST 2022-7)
+-------------------------------------
+A flow sent twice over two networks has one ``m=`` section per *leg*, each with its own
+``a=mid`` and its own ``c=`` (and ``a=source-filter``), and a session-level
+``a=group:DUP <mid> <mid>`` naming the legs (RFC 7104 §3 on RFC 5888 grouping, as
+ST 2110-10 uses it; ``spec/ps322.md`` §6 quirks). Both legs carry identical RTP
+packets (same SSRC, sequence numbers, timestamps and payload), so a receiver keeps the
+first copy of each. The parser keeps the groups in :attr:`SdpSession.dup_groups` and
+checks them: every mid names a media of this SDP, the legs of a group are of one kind
+and format, a media is in at most one group, and two legs never share both
+destination (address and port) and source filter -- they would be one path, not two.
+RFC 7104 §4's other form, ``a=ssrc-group:DUP`` (both copies in one ``m=`` section,
+told apart by SSRC), is recognised and refused with an error that says so.
+
 Leniency when parsing
 ---------------------
 * ``c=``, ``a=ts-refclk``, ``a=mediaclk`` and ``a=source-filter`` at session level apply
@@ -247,6 +261,7 @@ class SdpSession:
     session_name: str
     session_id: int
     media: tuple[SdpMedia, ...] = field(default=())
+    dup_groups: tuple[tuple[str, ...], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.origin_address or any(c.isspace() for c in self.origin_address):
@@ -262,6 +277,8 @@ class SdpSession:
         mids = [m.mid for m in self.media if m.mid is not None]
         if len(set(mids)) != len(mids):
             raise ConfigError("sdp.mid", mids, "distinct values")
+        object.__setattr__(self, "dup_groups", tuple(tuple(g) for g in self.dup_groups))
+        _check_dup_groups(self)
 
     def video(self) -> list[SdpMedia]:
         """The video media, in order."""
@@ -282,6 +299,21 @@ class SdpSession:
     def described_by(self, metadata: SdpMedia) -> SdpMedia | None:
         """The media a metadata media describes (its ``describes`` mid), or None."""
         return None if metadata.describes is None else self.by_mid(metadata.describes)
+
+    def legs(self, media: SdpMedia) -> tuple[SdpMedia, ...]:
+        """The ST 2022-7 legs of the flow ``media`` belongs to, in group order; just
+        ``(media,)`` for a media in no ``a=group:DUP``."""
+        if media.mid is not None:
+            for group in self.dup_groups:
+                if media.mid in group:
+                    return tuple(m for mid in group if (m := self.by_mid(mid)) is not None)
+        return (media,)
+
+    def is_secondary_leg(self, media: SdpMedia) -> bool:
+        """True for a leg of a DUP group other than its first (its flow is read through
+        the first leg's)."""
+        legs = self.legs(media)
+        return len(legs) > 1 and legs[0] is not media
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,6 +367,7 @@ def write_sdp(session: SdpSession) -> str:
         f"s={session.session_name or ' '}",
         "t=0 0",
     ]
+    lines.extend(_dup_group_lines(session))
     for m in session.media:
         pt = m.payload_type
         lines.append(f"m={m.kind.sdp_media} {m.port} RTP/AVP {pt}")
@@ -418,6 +451,7 @@ class _Section:
     mid: str | None = None
     describes: str | None = None
     rendition: bool = False
+    dup_groups: list[tuple[_Line, tuple[str, ...]]] = field(default_factory=list)
 
 
 def _int(line: _Line, text: str, what: str, lo: int, hi: int) -> int:
@@ -537,6 +571,8 @@ def _parse_attribute(sec: _Section, line: _Line) -> None:
         if val is None or not _TOKEN.fullmatch(val.strip()):
             raise line.error("a=mid needs a token value")
         sec.mid = val.strip()
+    elif lname in ("group", "ssrc-group"):
+        _parse_group(sec, line, lname, val)
     elif lname == DESCRIBES_ATTRIBUTE:
         if val is None or not _TOKEN.fullmatch(val.strip()):
             raise line.error(f"a={DESCRIBES_ATTRIBUTE} needs a token value (a mid)")
@@ -830,8 +866,97 @@ def _parse(text: str) -> SdpSession:
         raise RemoteProtocolError("SDP s=", "missing")
     media = tuple(_build_media(sec, session) for sec in sections)
     try:
+        groups = _dup_groups_of(session, media)
         return SdpSession(
-            origin_address=origin[1], session_name=name, session_id=origin[0], media=media
+            origin_address=origin[1], session_name=name, session_id=origin[0], media=media,
+            dup_groups=groups,
         )
     except ConfigError as e:
         raise RemoteProtocolError("SDP session", str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# ST 2022-7 duplicate groups (RFC 7104, RFC 5888)
+
+DUP_SEMANTICS = "DUP"
+"""The ``a=group`` semantics of duplicated streams (RFC 7104 §3)."""
+
+
+def _leg_key(m: SdpMedia) -> tuple[str, int, str | None]:
+    return (m.address, m.port, m.source_filter)
+
+
+def _leg_format(m: SdpMedia) -> tuple[object, ...]:
+    return (m.kind, m.payload_type, m.clock_rate, m.video, m.audio, m.extmap)
+
+
+def _check_dup_groups(session: SdpSession) -> None:
+    """Validate :attr:`SdpSession.dup_groups` (see the module notes)."""
+    seen: set[str] = set()
+    for group in session.dup_groups:
+        if len(group) < 2:
+            raise ConfigError("sdp.dup_groups", group, "two or more mids per DUP group")
+        legs: list[SdpMedia] = []
+        for mid in group:
+            m = session.by_mid(mid)
+            if m is None:
+                raise ConfigError("sdp.dup_groups", group, f"mids of this SDP's media ({mid!r} is none)")
+            if mid in seen:
+                raise ConfigError("sdp.dup_groups", group, f"each mid in one group only ({mid!r} twice)")
+            seen.add(mid)
+            legs.append(m)
+        first = legs[0]
+        for leg in legs[1:]:
+            if _leg_format(leg) != _leg_format(first):
+                raise ConfigError(
+                    "sdp.dup_groups", group,
+                    f"legs of one kind and format ({first.mid} and {leg.mid} differ; ST 2022-7 "
+                    "legs carry identical packets)")
+            if _leg_key(leg) == _leg_key(first):
+                raise ConfigError(
+                    "sdp.dup_groups", group,
+                    f"legs on two paths ({first.mid} and {leg.mid} share destination "
+                    f"{leg.address}:{leg.port} and source filter {leg.source_filter}; ST 2110-10 "
+                    "legs never share both source and destination)")
+
+
+def _dup_group_lines(session: SdpSession) -> list[str]:
+    return [f"a=group:{DUP_SEMANTICS} {' '.join(g)}" for g in session.dup_groups]
+
+
+def _parse_group(sec: _Section, line: _Line, lname: str, val: str | None) -> None:
+    """``a=group`` (RFC 5888 §5) and ``a=ssrc-group`` (RFC 5576 §4.2)."""
+    parts = (val or "").split()
+    if not parts:
+        raise line.error(f"a={lname} needs semantics and members")
+    semantics = parts[0].upper()
+    if lname == "ssrc-group":
+        if semantics == DUP_SEMANTICS:
+            raise line.error(
+                "a=ssrc-group:DUP (both copies in one m= section with two SSRCs, RFC 7104 §4) "
+                "is not supported: describe each ST 2022-7 leg as its own m= section with "
+                "a=mid and group them with a session-level a=group:DUP <mid> <mid>")
+        log.debug("ignoring a=ssrc-group:%s", parts[0])
+        return
+    if semantics != DUP_SEMANTICS:
+        log.debug("ignoring a=group:%s", parts[0])
+        return
+    if sec.mline is not None:
+        raise line.error("a=group:DUP belongs to the session level, before the first m= line")
+    mids = tuple(parts[1:])
+    if len(mids) < 2 or not all(_TOKEN.fullmatch(t) for t in mids):
+        raise line.error("a=group:DUP needs two or more mid tokens")
+    sec.dup_groups.append((line, mids))
+
+
+def _dup_groups_of(session: _Section, media: tuple[SdpMedia, ...]) -> tuple[tuple[str, ...], ...]:
+    """The DUP groups gathered at session level, each checked with its line named."""
+    out: list[tuple[str, ...]] = []
+    for line, mids in session.dup_groups:
+        try:
+            SdpSession(origin_address="0.0.0.0", session_name="", session_id=0, media=media,
+                       dup_groups=(*out, mids))
+        except ConfigError as e:
+            raise line.error(str(e)) from None
+        out.append(mids)
+    return tuple(out)

@@ -116,6 +116,13 @@ class ReceiverConfig:
         ``--patient-name``, ``--accession-number``, ``--study-description``. Snapshots and
         clips of such a stream are refused without it; flows with metadata keep their
         own identity. One study per receiving session unless it names one.
+    interface2 : str or None
+        ST 2022-7: interface for the multicast joins of the second legs (``--interface2``);
+        default ``interface``.
+    dup_skew_ms : float
+        ST 2022-7: path delay difference between the legs tolerated without loss; a
+        packet missing on the leading leg waits at most this long for the other's copy
+        (the latency this costs, only behind such a packet: docs/performance.md).
     """
 
     sdp: str
@@ -141,6 +148,8 @@ class ReceiverConfig:
     queue_size: int = 256
     context: dict[str, str] | None = None
     flush_timeout: float = 5.0
+    interface2: str | None = None
+    dup_skew_ms: float = 10.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.sdp, str) or not self.sdp:
@@ -158,6 +167,8 @@ class ReceiverConfig:
             raise ConfigError("pairing_wait_frames", self.pairing_wait_frames, "0..1000 frames")
         if not 0 <= self.audio_wait_ms <= 1000:
             raise ConfigError("audio_wait_ms", self.audio_wait_ms, "0..1000 ms")
+        if not 0 <= self.dup_skew_ms <= 500:
+            raise ConfigError("dup_skew_ms", self.dup_skew_ms, "0..500 ms (ST 2022-7 leg skew)")
         if self.rcvbuf < 4096:
             raise ConfigError("rcvbuf", self.rcvbuf, "at least 4096 bytes")
         for key in ("snapshot_every", "record", "record_audio"):

@@ -1,12 +1,19 @@
-"""From an SDP to flows: one reader per ``m=`` section, metadata flows joined to theirs."""
+"""From an SDP to flows: one reader per flow, metadata flows joined to theirs.
+
+A flow is one ``m=`` section, or the legs of an ST 2022-7 ``a=group:DUP`` (one reader
+named after the first leg's mid, both legs merged by a :class:`~rtstream.proto.dup.DupMerger`;
+a metadata leg that describes any leg of a group describes the group's flow).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from rtstream.errors import ConfigError
 from rtstream.proto.clock import Clock
+from rtstream.proto.dup import DEFAULT_SILENCE_NS, DupMerger
 from rtstream.proto.sdp import SdpMedia, SdpSession
 from rtstream.receiver.config import ReceiverConfig
 from rtstream.receiver.readers import (
@@ -17,6 +24,7 @@ from rtstream.receiver.readers import (
     GrainSink,
     MetadataReader,
     VideoReader,
+    open_socket,
 )
 
 log = logging.getLogger(__name__)
@@ -62,13 +70,19 @@ def build_flows(
     ConfigError
         When the SDP has neither a video nor an audio flow.
     """
+    def primary(ms: list[SdpMedia]) -> list[SdpMedia]:
+        return [m for m in ms if not session.is_secondary_leg(m)]
+
     video = [VideoReader(m.mid or f"video{i}", m, clock, cfg=cfg, sink=sink)
-             for i, m in enumerate(session.video())]
+             for i, m in enumerate(primary(session.video()))]
     audio = [AudioReader(m.mid or f"audio{i}", m, clock, cfg=cfg, sink=chunk_sink)
-             for i, m in enumerate(session.audio())]
-    metas = list(session.metadata())
+             for i, m in enumerate(primary(session.audio()))]
+    metas = primary(session.metadata())
     media: list[VideoReader | AudioReader] = [*video, *audio]
-    by_mid = {f.name: f for f in media}
+    by_mid: dict[str, VideoReader | AudioReader] = {}
+    for f in media:
+        for leg in session.legs(f.media):
+            by_mid[leg.mid or f.name] = f
     unclaimed_video = list(video)
     unclaimed_audio = list(audio)
     metadata: list[MetadataReader] = []
@@ -99,6 +113,8 @@ def build_flows(
             log.warning("metadata flow %s describes no video or audio flow here", mf.name)
         mf.target = target
         metadata.append(mf)
+    for reader in (*video, *audio, *metadata):
+        _dup_legs(session, reader, cfg)
     if not video and not audio:
         raise ConfigError("sdp", cfg.sdp, "an SDP with at least one video or audio flow")
     if not metas:
@@ -122,3 +138,25 @@ def _is_rendition(m: SdpMedia, mf: MetadataReader, metadata: list[MetadataReader
     metadata.append(mf)
     log.info("metadata flow %s carries a rendition (Rendition Selection Document)", mf.name)
     return True
+
+
+#: When a leg of a rendition flow counts as silent (ns): two 1 Hz documents missed.
+RENDITION_SILENCE_NS = 2_500_000_000
+
+
+def _dup_legs(session: SdpSession, reader: FlowReader, cfg: ReceiverConfig) -> None:
+    """Give the reader of an ST 2022-7 flow its second leg and its merge."""
+    legs = session.legs(reader.media)
+    if len(legs) < 2:
+        return
+    if len(legs) > 2:
+        log.warning("flow %s has %d DUP legs: receiving the first two", reader.name, len(legs))
+        legs = legs[:2]
+    window = 65536 if isinstance(reader, VideoReader) else 1024
+    # A rendition document comes at >= 1 Hz (PS3.22 §2.7 of the digest), not per frame: its
+    # legs are silent only when two documents in a row are missing.
+    silence_ns = RENDITION_SILENCE_NS if reader.media.rendition else DEFAULT_SILENCE_NS
+    merge = DupMerger(2, window=window, skew_ns=int(cfg.dup_skew_ms * 1e6), silence_ns=silence_ns)
+    reader.set_legs(legs, merge, partial(open_socket, reader, cfg))
+    log.info("flow %s: ST 2022-7 legs %s (%s:%d) and %s (%s:%d), merged", reader.name,
+             legs[0].mid, legs[0].address, legs[0].port, legs[1].mid, legs[1].address, legs[1].port)

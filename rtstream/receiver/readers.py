@@ -18,6 +18,17 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
   :class:`GrainSink`; the depacketizer also counts the packets never seen
   (:class:`~rtstream.proto.rtp.SequenceTracker`, shared by every depacketizer).
 
+**ST 2022-7.** A flow whose SDP gives it two legs (``a=group:DUP``) has a second socket
+(:attr:`FlowReader.sock2`), watched like the first; every drained batch of either leg
+goes through the flow's :class:`~rtstream.proto.dup.DupMerger` first, which hands on
+the first copy of each packet as the same ``(rows, lengths)`` batch shape, so the
+depacketizers and the tuned video path are unchanged. Winners held behind a gap (the
+other leg's copy may still come, ``dup_skew_ms``) are released by a timer at their
+deadline; every 50 ms the legs are polled and a leg silent for 100 ms, or back, is
+logged at INFO and kept in :attr:`FlowReader.leg_events` for the control plane. A
+second leg whose socket cannot be opened (its network down at start) is logged and the
+flow runs on the first.
+
 A reader never raises into the event loop: an exception (a bug) is reported to its
 :class:`ReaderHost`, which surfaces it to the consumer, and the socket is no longer
 watched. After every read the host gets :meth:`ReaderHost.read_done` (to arm the pairing
@@ -29,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +49,7 @@ from pydicom import Dataset
 from rtstream.errors import ConfigError
 from rtstream.net.udp import UdpReceiver, is_multicast
 from rtstream.proto.clock import Clock
+from rtstream.proto.dup import DupMerger, LegEvent, LegState
 from rtstream.proto.formats import AudioFormat, VideoFormat
 from rtstream.proto.pairing import AudioOrderer, MediaClock, Pairer
 from rtstream.proto.rfc4175 import VideoDepacketizer, VideoFrameEvent
@@ -72,6 +85,9 @@ _PACE_ROWS = 64
 #: frame periods) is delivered as it is: its marker packet was lost and no next frame
 #: came (the sender stopped).
 _SILENCE_S = 0.1
+
+#: How often the legs of an ST 2022-7 flow are polled for silence (s).
+_LEG_POLL_S = 0.05
 
 #: The pairer of a video flow: frames (items) waiting for grains (events).
 VideoPairer = Pairer[ReceivedItem, GrainEvent]
@@ -142,6 +158,25 @@ class FlowReader:
         self.paused = False  # by pause_flow (a control command): its socket is not read
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host: ReaderHost | None = None
+        # ST 2022-7 (set by build_flows for a flow with two legs)
+        self.legs_media: tuple[SdpMedia, ...] = (media,)
+        self.open_leg: Callable[[int], UdpReceiver] | None = None
+        self.merge: DupMerger | None = None
+        self.sock2: UdpReceiver | None = None
+        self.leg_events: deque[LegEvent] = deque(maxlen=64)
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._leg_timer: asyncio.TimerHandle | None = None
+
+    def socket_of(self, leg: int) -> UdpReceiver | None:
+        """The socket of leg ``leg`` (0: the first, 1: the ST 2022-7 second leg)."""
+        return self.sock if leg == 0 else self.sock2
+
+    def set_legs(self, legs: tuple[SdpMedia, ...], merge: DupMerger,
+                 open_leg: Callable[[int], UdpReceiver]) -> None:
+        """Make this an ST 2022-7 flow of ``legs`` (the first is :attr:`media`)."""
+        self.legs_media = legs
+        self.merge = merge
+        self.open_leg = open_leg
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -152,73 +187,173 @@ class FlowReader:
         self.sock = sock
         self.batch = self.batch_rows
         loop.add_reader(sock.fileno(), self.on_readable)
+        if self.merge is not None and self.open_leg is not None:
+            leg2 = self.legs_media[1]
+            try:
+                self.sock2 = self.open_leg(1)
+            except Exception as exc:  # noqa: BLE001 - a network down at start: run on one leg
+                log.warning("%s: second leg %s:%d cannot be opened (%s): receiving on the first "
+                            "leg only", self.name, leg2.address, leg2.port, exc)
+            else:
+                loop.add_reader(self.sock2.fileno(), self.on_readable, False, 1)
+            self._leg_timer = loop.call_later(_LEG_POLL_S, self._poll_legs)
 
     def close(self) -> None:
         """Stop watching the socket and close it."""
-        sock, loop = self.sock, self._loop
-        if sock is None:
-            return
-        if loop is not None:
-            try:
-                loop.remove_reader(sock.fileno())
-            except Exception:  # noqa: BLE001 - the loop may be closing already
-                log.debug("%s: remove_reader failed", self.name)
-        sock.close()
-        self.sock = None
+        for timer in (self._release_timer, self._leg_timer):
+            if timer is not None:
+                timer.cancel()
+        self._release_timer = self._leg_timer = None
+        loop = self._loop
+        for sock in (self.sock, self.sock2):
+            if sock is None:
+                continue
+            if loop is not None:
+                try:
+                    loop.remove_reader(sock.fileno())
+                except Exception:  # noqa: BLE001 - the loop may be closing already
+                    log.debug("%s: remove_reader failed", self.name)
+            sock.close()
+        self.sock = self.sock2 = None
 
     def pause(self) -> None:
         """Stop reading the socket (the kernel drops what overflows its buffer)."""
         self.paused = True
-        if self.sock is not None and self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
+        if self._loop is not None:
+            for sock in (self.sock, self.sock2):
+                if sock is not None:
+                    self._loop.remove_reader(sock.fileno())
 
     def resume(self) -> None:
         """Discard what queued up in the socket while paused; read it again."""
         self.paused = False
-        sock, loop = self.sock, self._loop
-        if sock is None or loop is None:
+        loop = self._loop
+        if loop is None:
             return
-        for _ in range(10_000):  # stale datagrams: old news
-            _, lengths = sock.drain()
-            if len(lengths) == 0:
-                break
-        loop.remove_reader(sock.fileno())
-        loop.add_reader(sock.fileno(), self.on_readable)
+        for leg, sock in enumerate((self.sock, self.sock2)):
+            if sock is None:
+                continue
+            for _ in range(10_000):  # stale datagrams: old news
+                _, lengths = sock.drain()
+                if len(lengths) == 0:
+                    break
+            loop.remove_reader(sock.fileno())
+            loop.add_reader(sock.fileno(), self.on_readable, False, leg)
 
     # -- reading ----------------------------------------------------------------------
 
-    def on_readable(self, flush: bool = False) -> None:
-        """The readiness callback: read, and never let an exception reach the loop."""
+    def on_readable(self, flush: bool = False, leg: int = 0) -> None:
+        """The readiness callback of leg ``leg``'s socket: read, and never let an
+        exception reach the loop."""
         host = self._host
         try:
-            self.read(flush)
+            self.read(flush, leg)
         except Exception as exc:  # a bug: surface it to the consumer, do not spin
             log.exception("receiver: error while reading %s", self.name)
-            if self._loop is not None and self.sock is not None:
-                self._loop.remove_reader(self.sock.fileno())
+            if self._loop is not None:
+                for sock in (self.sock, self.sock2):
+                    if sock is not None:
+                        self._loop.remove_reader(sock.fileno())
             if host is not None:
                 host.read_failed(self, exc)
         if host is not None:
             host.read_done()
 
-    def read(self, flush: bool = False) -> None:
-        """Drain up to :attr:`max_batches` batches into :meth:`feed` (video overrides
-        this with its hold-and-pace read)."""
+    def read(self, flush: bool = False, leg: int = 0) -> None:
+        """Drain up to :attr:`max_batches` batches of leg ``leg`` into :meth:`feed`
+        (through the merge for an ST 2022-7 flow; video overrides this with its
+        hold-and-pace read)."""
         for _ in range(self.max_batches):
-            got = self._drain()
+            got = self._drain(leg)
             if got is None:
                 return
             batch, lengths, now = got
-            self.feed(batch, lengths, now)
+            self._deliver(leg, batch, lengths, now)
             if len(lengths) < self.batch:
                 return
+
+    def _deliver(self, leg: int, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
+        """Hand a drained batch to :meth:`feed`, merging the legs of an ST 2022-7 flow."""
+        merge = self.merge
+        if merge is None:
+            self.feed(batch, lengths, now)
+            return
+        for rows, lens in merge.push(leg, batch, lengths, now):
+            self.feed(rows, lens, now)
+        self._arm_release(now)
+
+    def _arm_release(self, now: int) -> None:
+        """Wake up when the oldest datagram held behind a gap stops waiting."""
+        merge, loop = self.merge, self._loop
+        if merge is None or loop is None or self._release_timer is not None:
+            return
+        deadline = merge.deadline
+        if deadline is not None:
+            self._release_timer = loop.call_later(max(0.0, (deadline - now) / 1e9), self._release)
+
+    def _release(self) -> None:
+        self._release_timer = None
+        merge = self.merge
+        if merge is None or self.sock is None:
+            return
+        now = self.clock.now_ns()
+        try:
+            for rows, lens in merge.release(now):
+                self.feed(rows, lens, now)
+        except Exception as exc:  # a bug: surface it, as on_readable does
+            log.exception("receiver: error while releasing held datagrams of %s", self.name)
+            if self._host is not None:
+                self._host.read_failed(self, exc)
+            return
+        self._arm_release(now)
+        if self._host is not None:
+            self._host.read_done()
+
+    def flush_merge(self, now: int) -> None:
+        """Hand on what the merge holds (the flow went silent)."""
+        if self.merge is not None and self.merge.held:
+            for rows, lens in self.merge.flush():
+                self.feed(rows, lens, now)
+
+    def _poll_legs(self) -> None:
+        loop, merge = self._loop, self.merge
+        if loop is None or merge is None or self.sock is None:
+            return
+        for ev in merge.poll_legs(self.clock.now_ns()):
+            self.leg_events.append(ev)
+            log.info("%s: %s", self.name, self._leg_text(ev.leg, merge))
+        self._leg_timer = loop.call_later(_LEG_POLL_S, self._poll_legs)
+
+    def _leg_text(self, leg: int, merge: DupMerger) -> str:
+        """What a change of leg ``leg`` means for the flow, for the log (no patient data)."""
+
+        def where(i: int) -> str:
+            m = self.legs_media[i] if i < len(self.legs_media) else self.media
+            return f"leg {i + 1} ({m.address}:{m.port})"
+
+        def why(i: int) -> str:
+            if merge.legs[i].state is LegState.MISSING:
+                return "has delivered nothing since the start"
+            return f"silent for {merge.silence_ns // 1_000_000} ms"
+
+        other = 1 - leg
+        up = merge.legs[leg].state is LegState.UP
+        other_up = merge.legs[other].state is LegState.UP
+        if up and other_up:
+            return f"{where(leg)} is back"
+        if up:
+            return (f"{where(leg)} is delivering; {where(other)} {why(other)}: running on "
+                    f"leg {leg + 1}")
+        if other_up:
+            return f"{where(leg)} {why(leg)}: running on leg {other + 1}"
+        return f"{where(leg)} {why(leg)} too: no leg is delivering"
 
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Hand one drained batch to the flow's depacketizer (per kind)."""
         raise NotImplementedError
 
-    def _drain(self) -> tuple[np.ndarray, np.ndarray, int] | None:
-        sock = self.sock
+    def _drain(self, leg: int = 0) -> tuple[np.ndarray, np.ndarray, int] | None:
+        sock = self.sock if leg == 0 else self.sock2
         if sock is None:
             return None
         batch, lengths = sock.drain()
@@ -268,8 +403,9 @@ class VideoReader(FlowReader):
         self.last: ReceivedItem | None = None
         self.recent: deque[ReceivedItem] = deque(maxlen=8)
         self.dropped_incomplete = 0
-        self.hold_timer: asyncio.TimerHandle | None = None
-        self.reader_off = False  # not watched until the hold timer (datagrams trickling in)
+        # per leg (an ST 2022-7 flow's two sockets hold and pace on their own)
+        self.hold_timers: list[asyncio.TimerHandle | None] = [None, None]
+        self.reader_off = [False, False]  # not watched until the hold timer (trickling in)
         self.last_rx_ns = 0  # when the last datagram was read
         self.sink = sink
         # Frame buffers for what is held at once (the recent frames, the consumer's
@@ -284,13 +420,15 @@ class VideoReader(FlowReader):
 
     def close(self) -> None:
         """Cancel the hold timer, stop watching the socket and close it."""
-        if self.hold_timer is not None:
-            self.hold_timer.cancel()
-            self.hold_timer = None
+        for leg, timer in enumerate(self.hold_timers):
+            if timer is not None:
+                timer.cancel()
+                self.hold_timers[leg] = None
         super().close()
 
-    def read(self, flush: bool = False) -> None:
-        """Read up to 4 batches; hold a batch without a marker bit (see module doc)."""
+    def read(self, flush: bool = False, leg: int = 0) -> None:
+        """Read up to 4 batches of leg ``leg``; hold a batch without a marker bit (see
+        module doc)."""
         # Up to 4 full batches (about one 1080p frame) per readiness event, then the other
         # flows, the timers and the consumer get their turn; epoll reports the socket
         # readable again on the next loop iteration if data is left.
@@ -301,12 +439,13 @@ class VideoReader(FlowReader):
         # next ones, up to _HOLD_ROWS rows or _HOLD_S seconds: a frame ends with its
         # marker packet, which is decoded at once, so no frame waits.
         sink = self.sink
+        merge = self.merge
         for _ in range(4):
-            got = self._drain()
+            got = self._drain(leg)
             if got is None:
                 return
             batch, lengths, now = got
-            sock = self.sock
+            sock = self.socket_of(leg)
             assert sock is not None
             self.last_rx_ns = now
             n = len(lengths)
@@ -318,21 +457,30 @@ class VideoReader(FlowReader):
                 and not (batch[n - new :, 1] & 0x80).any()
                 and sock.hold()
             ):
-                if self.hold_timer is None and self._loop is not None:
-                    self.hold_timer = self._loop.call_later(_HOLD_S, self._flush_held)
+                if self.hold_timers[leg] is None and self._loop is not None:
+                    self.hold_timers[leg] = self._loop.call_later(_HOLD_S, self._flush_held, leg)
                     if new < _PACE_ROWS and not sock.gro:
                         # One datagram per wake-up (a sender without GSO on a path that
                         # does not coalesce): let them queue in the socket until the timer.
                         self._loop.remove_reader(sock.fileno())
-                        self.reader_off = True
+                        self.reader_off[leg] = True
                 return
-            if self.hold_timer is not None:
-                self.hold_timer.cancel()
-                self.hold_timer = None
-            for ev in self.depkt.feed(batch, lengths, now):
-                sink.on_frame(self, ev, now)
+            timer = self.hold_timers[leg]
+            if timer is not None:
+                timer.cancel()
+                self.hold_timers[leg] = None
+            if merge is None:
+                for ev in self.depkt.feed(batch, lengths, now):
+                    sink.on_frame(self, ev, now)
+            else:
+                self._deliver(leg, batch, lengths, now)
             if n < self.batch:
                 return
+
+    def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
+        """Depacketize one batch (merged winners of an ST 2022-7 flow)."""
+        for ev in self.depkt.feed(batch, lengths, now):
+            self.sink.on_frame(self, ev, now)
 
     def _check_silence(self) -> None:
         loop = self._loop
@@ -341,27 +489,31 @@ class VideoReader(FlowReader):
         silence = max(_SILENCE_S, 2 * float(self.fmt.frame_duration_ns) / 1e9)
         # A busy loop may not have read the socket for a while: what waits there is not
         # silence. Read it first.
-        if not self.paused and not self.reader_off:
-            self.on_readable(flush=True)
+        if not self.paused:
+            for leg in (0, 1):
+                if self.socket_of(leg) is not None and not self.reader_off[leg]:
+                    self.on_readable(True, leg)
         now = self.clock.now_ns()
         if now - self.last_rx_ns >= silence * 1e9 and not self.paused:
+            self.flush_merge(now)
             for ev in self.depkt.flush():
                 self.sink.on_frame(self, ev, now)
             if self._host is not None:
                 self._host.read_done()
         loop.call_later(silence / 2, self._check_silence)
 
-    def _flush_held(self) -> None:
-        self.hold_timer = None
+    def _flush_held(self, leg: int = 0) -> None:
+        self.hold_timers[leg] = None
         loop = self._loop
-        if self.sock is None or loop is None:
+        sock = self.socket_of(leg)
+        if sock is None or loop is None:
             return
-        if self.reader_off:
-            self.reader_off = False
+        if self.reader_off[leg]:
+            self.reader_off[leg] = False
             if self.paused:
                 return
-            loop.add_reader(self.sock.fileno(), self.on_readable)
-        self.on_readable(flush=True)
+            loop.add_reader(sock.fileno(), self.on_readable, False, leg)
+        self.on_readable(True, leg)
 
 
 class AudioReader(FlowReader):
@@ -452,29 +604,32 @@ class MetadataReader(FlowReader):
                     log.debug("grain dropped at ts %d: %s", ev.rtp_timestamp, ev.reason)
 
 
-def open_socket(reader: FlowReader, cfg: ReceiverConfig) -> UdpReceiver:
-    """The socket of ``reader``'s flow: its SDP address (or ``cfg.bind_address``) and port.
+def open_socket(reader: FlowReader, cfg: ReceiverConfig, leg: int = 0) -> UdpReceiver:
+    """The socket of ``reader``'s flow: its SDP address (or ``cfg.bind_address``) and port;
+    ``leg`` 1 opens the second leg of an ST 2022-7 flow (its own ``c=``, joined on
+    ``cfg.interface2``).
 
     A unicast ``c=`` address that is not ours (the sender's) falls back to 0.0.0.0.
     """
-    m = reader.media
+    m = reader.legs_media[leg]
     address = m.address
-    if not is_multicast(address) and cfg.bind_address is not None:
+    if not is_multicast(address) and cfg.bind_address is not None and leg == 0:
         address = cfg.bind_address
+    interface = cfg.interface2 if leg == 1 and cfg.interface2 is not None else cfg.interface
     if isinstance(reader, VideoReader):
         width = max(2048, (reader.fmt.maxudp or 1460) + 256)
     else:
         width = 9000
     source = m.source_filter if is_multicast(address) else None
     try:
-        sock = UdpReceiver(address, m.port, source=source, interface=cfg.interface,
+        sock = UdpReceiver(address, m.port, source=source, interface=interface,
                            rcvbuf=cfg.rcvbuf, max_datagram=width, batch=reader.batch_rows)
     except ConfigError:
         if is_multicast(address):
             raise
         # a unicast c= address that is not ours (a sender's address): any local one
         log.info("cannot bind %s:%d, receiving on 0.0.0.0:%d", address, m.port, m.port)
-        sock = UdpReceiver("0.0.0.0", m.port, source=None, interface=cfg.interface,
+        sock = UdpReceiver("0.0.0.0", m.port, source=None, interface=interface,
                            rcvbuf=cfg.rcvbuf, max_datagram=width, batch=reader.batch_rows)
-    log.debug("%s: listening on %s:%d", reader.name, address, m.port)
+    log.debug("%s: leg %d listening on %s:%d", reader.name, leg + 1, address, m.port)
     return sock

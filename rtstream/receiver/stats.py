@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from rtstream.receiver.readers import AudioReader, MetadataReader, VideoReader
+from rtstream.receiver.readers import AudioReader, FlowReader, MetadataReader, VideoReader
 
-__all__ = ["STAT_KEYS", "FlowStats", "ReceiverStats", "collect"]
+__all__ = ["STAT_KEYS", "FlowStats", "LegStats", "ReceiverStats", "collect"]
 
 #: Counters summed over flows into the receiver's totals.
 STAT_KEYS = (
@@ -38,6 +38,44 @@ _EXTRA_TOTALS = ("frames_dropped_incomplete", "grains_unmatched", "audio_chunks"
 
 
 @dataclass(frozen=True, kw_only=True)
+class LegStats:
+    """Counters of one leg of an ST 2022-7 flow (:class:`~rtstream.proto.dup.DupMerger`).
+
+    ``packets`` read on the leg; ``lost``: what this leg alone would have lost;
+    ``recovered``: the part of that the other leg delivered; ``redundant``: its copies
+    dropped because the other leg's came first; ``state``: ``up``, ``silent``,
+    ``missing`` (nothing since the start) or ``starting``; ``silences``: times it went
+    silent (or was found missing).
+    """
+
+    leg: int
+    mid: str
+    packets: int
+    lost: int
+    recovered: int
+    redundant: int
+    state: str
+    silences: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"leg": 1, "mid": ..., "packets": ..., ...}``."""
+        return {"leg": self.leg, "mid": self.mid, "packets": self.packets, "lost": self.lost,
+                "recovered": self.recovered, "redundant": self.redundant, "state": self.state,
+                "silences": self.silences}
+
+
+def _legs(reader: FlowReader) -> tuple[LegStats, ...]:
+    merge = reader.merge
+    if merge is None:
+        return ()
+    return tuple(
+        LegStats(leg=i + 1, mid=reader.legs_media[i].mid or f"{reader.name}#{i + 1}",
+                 packets=c.packets, lost=merge.leg_lost(i), recovered=merge.leg_recovered(i),
+                 redundant=c.redundant, state=c.state.value, silences=c.silences)
+        for i, c in enumerate(merge.legs))
+
+
+@dataclass(frozen=True, kw_only=True)
 class FlowStats:
     """Counters of one flow. ``extra`` holds the counters of its kind, in order:
 
@@ -55,10 +93,13 @@ class FlowStats:
     duplicates: int
     late: int
     extra: dict[str, int] = field(default_factory=dict)
+    legs: tuple[LegStats, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"kind": ..., "packets": ..., ...}`` as in ``stats["flows"][name]``."""
-        return {
+        """``{"kind": ..., "packets": ..., ...}`` as in ``stats["flows"][name]``; an
+        ST 2022-7 flow adds ``"legs": [{...}, {...}]`` (its ``packets_lost`` is the
+        merged stream's)."""
+        out: dict[str, Any] = {
             "kind": self.kind,
             "packets": self.packets,
             "packets_lost": self.packets_lost,
@@ -68,6 +109,9 @@ class FlowStats:
             "late": self.late,
             **self.extra,
         }
+        if self.legs:
+            out["legs"] = [leg.as_dict() for leg in self.legs]
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +169,7 @@ def _video(vf: VideoReader) -> FlowStats:
         )
     return FlowStats(kind="video", packets=vf.packets, packets_lost=s.lost,
                      packets_malformed=s.malformed, reordered=s.reordered,
-                     duplicates=s.duplicates, late=s.late, extra=extra)
+                     duplicates=s.duplicates, late=s.late, extra=extra, legs=_legs(vf))
 
 
 def _audio(af: AudioReader) -> FlowStats:
@@ -133,7 +177,7 @@ def _audio(af: AudioReader) -> FlowStats:
     return FlowStats(kind="audio", packets=af.packets, packets_lost=s.lost,
                      packets_malformed=s.malformed, reordered=s.reordered,
                      duplicates=s.duplicates, late=s.late + af.orderer.late,
-                     extra={"audio_chunks": af.chunks})
+                     extra={"audio_chunks": af.chunks}, legs=_legs(af))
 
 
 def _metadata(mf: MetadataReader) -> FlowStats:
@@ -142,7 +186,7 @@ def _metadata(mf: MetadataReader) -> FlowStats:
                      packets_malformed=s.malformed, reordered=s.reordered,
                      duplicates=s.duplicates, late=s.late,
                      extra={"grains_complete": mf.grains_complete,
-                            "grains_dropped": mf.grains_dropped})
+                            "grains_dropped": mf.grains_dropped}, legs=_legs(mf))
 
 
 def collect(

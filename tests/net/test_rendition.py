@@ -169,11 +169,19 @@ def stereo_config(port: int, **extra: Any) -> Any:
     })
 
 
-async def test_receiver_groups_the_rendition_and_pairs_stereo_frames(tmp_path: Path) -> None:
+@pytest.mark.parametrize("networks", [1, 2], ids=["one-network", "st2022-7"])
+async def test_receiver_groups_the_rendition_and_pairs_stereo_frames(tmp_path: Path,
+                                                                     networks: int) -> None:
     port = free_port(count=7, step=2)
-    async with Sender(stereo_config(port, duration=6.0)) as tx:
+    network: dict[str, Any] = {"dest": "127.0.0.1", "port": port}
+    if networks == 2:  # every flow of the rendition, its own included, on both legs
+        network["redundant"] = {"dest": "127.0.0.1", "port": free_port(count=7, step=2)}
+    async with Sender(stereo_config(port, duration=6.0, network=network)) as tx:
         sdp = tmp_path / "rx.sdp"
         sdp.write_text(tx.sdp_text())
+        if networks == 2:
+            groups = {g[0] for g in parse_sdp(tx.sdp_text()).dup_groups}
+            assert groups == {"VID", "VMETA", "VIDR", "VMETAR", "REND"}
         run = asyncio.create_task(tx.run())
         frames: dict[str, dict[int, bytes]] = {"VID": {}, "VIDR": {}}
         try:
@@ -186,12 +194,17 @@ async def test_receiver_groups_the_rendition_and_pairs_stereo_frames(tmp_path: P
                             break
                 (group,) = rx.renditions
                 pairs = list(rx.stereo_pairs)
+                rx_stats = rx.stats
                 for item in rx.take_queued():  # delivered, not yet consumed
                     if item.kind is ItemKind.VIDEO and item.frame is not None:
                         frames[item.flow][item.rtp_timestamp] = item.frame.tobytes()
         finally:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+    if networks == 2:  # each flow's second leg delivered too
+        for name in ("VIDR", "REND"):
+            legs = rx_stats["flows"][name]["legs"]
+            assert [leg["leg"] for leg in legs] == [1, 2] and all(leg["packets"] > 0 for leg in legs)
     assert group.rendition.title is RenditionTitle.STEREO_VIDEO
     assert group.left is not None and group.left.name == "VID"
     assert group.right is not None and group.right.name == "VIDR"
