@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from rtstream.dicom.context import IMAGED_MODALITIES, PAIRED_REGIONS, StreamContext, new_uid
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.proto.clock import NS_PER_S, TAI_UTC_OFFSET_S, PtpTimestamp, tai_to_utc_ns
-from rtstream.proto.formats import AudioFormat, Sampling, VideoFormat
+from rtstream.proto.formats import PHOTOMETRIC, AudioFormat, VideoFormat, sample_bits
 from rtstream.proto.rtv_metadata import (
     RTV_AUDIO_WAVEFORM,
     RTV_MODALITY,
@@ -111,17 +111,10 @@ def srgb_icc_profile() -> bytes:
 def photometric_for(fmt: VideoFormat) -> tuple[str, int, int]:
     """Photometric Interpretation, Bits Allocated and Bits Stored for a flow format.
 
-    PS3.5 §8.2.13 (spec/ps322.md §3.3): 8-bit -> 8/8, deeper -> 16/depth; RGB -> RGB,
-    4:4:4 -> YBR_FULL, 4:2:2 -> YBR_FULL_422, 4:2:0 -> YBR_PARTIAL_420.
+    PS3.5 §8.2.13 (spec/ps322.md §3.3), from the one table in :mod:`rtstream.proto.formats`.
     """
-    photometric = {
-        Sampling.RGB: "RGB",
-        Sampling.YCBCR_444: "YBR_FULL",
-        Sampling.YCBCR_422: "YBR_FULL_422",
-        Sampling.YCBCR_420: "YBR_PARTIAL_420",
-    }[fmt.sampling]
-    allocated = 8 if fmt.depth == 8 else 16
-    return photometric, allocated, fmt.depth
+    allocated, stored, _ = sample_bits(fmt.depth)
+    return PHOTOMETRIC[fmt.sampling], allocated, stored
 
 
 def tai_ns_to_datetime(tai_ns: int) -> _dt.datetime:
