@@ -500,9 +500,10 @@ def test_cli_send_and_receive_serve_metrics_and_health(tmp_path: Path) -> None:
     first, last = scrapes[0], scrapes[-1]
     flows = {"VID", "VMETA", "AUD", "AMETA", "REND"}  # REND: the rendition flow (audio + video)
     assert set(last.by_label("rtstream_packets_total", "flow")) == flows
-    for f in flows:
+    for f in flows - {"REND"}:  # REND sends a document every 500 ms: maybe none in between
         assert first.value("rtstream_packets_total", flow=f) < \
             last.value("rtstream_packets_total", flow=f)
+    assert last.value("rtstream_packets_total", flow="REND") > 0
     assert last.value("rtstream_metadata_matched_total", flow="VID") > 0
     # counters only grow: the totals at exit are at least what was scraped
     final = json.loads((tmp_path / "rx.json").read_text())

@@ -24,7 +24,7 @@ from tests.net.relay import Impairment, UdpRelay
 from tests.peers import free_port
 
 FRAMES = 45
-MIDS = ("VID", "VMETA", "AUD", "AMETA")
+MIDS = ("VID", "VMETA", "AUD", "AMETA", "REND")  # REND: audio brings a rendition flow
 
 
 def _sender(base: int, relay2: int) -> Sender:
@@ -32,27 +32,26 @@ def _sender(base: int, relay2: int) -> Sender:
         "source": "testsrc", "frames": FRAMES,
         "video": {"width": 160, "height": 120, "fps": 30, "depth": 8},
         "audio": {"enabled": True},
-        "network": {"dest": "127.0.0.1", "port": base + 20,
+        "network": {"dest": "127.0.0.1", "port": base + 40,
                     "redundant": {"dest": "127.0.0.1", "port": relay2}}})
     return Sender(cfg)
 
 
 def test_every_flow_merged_with_independent_loss(tmp_path: Path) -> None:
-    base = free_port(count=12, step=2)
-    # sender leg 1 -> relay base+20.. -> receiver base..; leg 2 -> relay base+30.. -> base+10..
-    offsets = (0, 2, 4, 6)
-    routes = {base + 20 + o: base + o for o in offsets} | {base + 30 + o: base + 10 + o
+    base = free_port(count=37, step=2)
+    # sender leg 1 -> relay base+40.. -> receiver base..; leg 2 -> relay base+60.. -> base+20..
+    offsets = (0, 2, 4, 6, 12)
+    routes = {base + 40 + o: base + o for o in offsets} | {base + 60 + o: base + 20 + o
                                                              for o in offsets}
     imp = Impairment(loss=0.05, protect_first=4)
     relay = UdpRelay(routes, impairments=dict.fromkeys(routes, imp), seed=7)
 
     async def main() -> tuple[dict[str, Any], list[Any], int]:
-        tx = _sender(base, base + 30)
+        tx = _sender(base, base + 60)
         async with tx:
             s = tx.sdp
             # the receiver reads the relay's outputs: rewrite the legs' ports
-            moved = {base + 20 + o: base + o for o in offsets} | {
-                base + 30 + o: base + 10 + o for o in offsets}
+            moved = routes
             import dataclasses
 
             s = dataclasses.replace(s, media=tuple(dataclasses.replace(m, port=moved[m.port])
@@ -83,8 +82,8 @@ def test_every_flow_merged_with_independent_loss(tmp_path: Path) -> None:
         stats, frames, chunks = asyncio.run(main())
     for o, mid in zip(offsets, MIDS, strict=True):
         flow = stats["flows"][mid]
-        d1 = set(relay.report(base + 20 + o).dropped)
-        d2 = set(relay.report(base + 30 + o).dropped)
+        d1 = set(relay.report(base + 40 + o).dropped)
+        d2 = set(relay.report(base + 60 + o).dropped)
         if mid in ("VID", "AUD"):
             assert d1 and d2, mid
         leg1, leg2 = flow["legs"]
