@@ -127,6 +127,14 @@ _TOTAL_COUNTERS: Final[dict[str, tuple[str, str]]] = {
                        "Items dropped because the consumer fell behind."),
     "dump_errors": ("rtstream_dump_errors_total", "Failed --dump-frames/--dump-metadata writes."),
     "snapshots": ("rtstream_snapshots_total", "Snapshots and clips requested."),
+    "renditions_seen": ("rtstream_renditions_seen_total",
+                        "Distinct Rendition Selection Documents read (PS3.22 SOP class 10.4)."),
+    "stereo_pairs": ("rtstream_stereo_pairs_total",
+                     "Left/right frame pairs of a stereo rendition made by RTP timestamp."),
+    "stereo_unpaired": ("rtstream_stereo_unpaired_total",
+                        "Frames of a stereo view whose other view never came."),
+    "renditions_invalid": ("rtstream_renditions_invalid_total",
+                           "Rendition grains whose document could not be read (ignored)."),
 }
 
 

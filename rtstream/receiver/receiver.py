@@ -316,6 +316,7 @@ class Receiver:
             latencies_ns=self._queue.latencies(),
             store=dict(store.counters) if store is not None else cap.store_counters,
             snapshots=len(cap.snapshots),
+            renditions=self._sync.rendition_counters(),
         )
 
     @property
@@ -327,8 +328,11 @@ class Receiver:
         ``frames_dropped_incomplete``, ``grains_complete``, ``grains_dropped``,
         ``grains_unmatched``, ``metadata_matched``, ``metadata_unmatched``,
         ``frames_delivered``, ``audio_chunks``, ``consumer_drops``, ``restarts``,
-        ``latency_p50_us``, ``latency_p99_us``, ``latency_max_us``, and ``flows`` (a dict
-        per flow name).
+        ``latency_p50_us``, ``latency_p99_us``, ``latency_max_us``, the rendition counters
+        ``renditions_seen`` (distinct Rendition Selection Documents read),
+        ``stereo_pairs`` (left/right frame pairs made), ``stereo_unpaired`` (frames whose
+        other view never came) and ``renditions_invalid`` (rendition grains that could not
+        be read), and ``flows`` (a dict per flow name).
         """
         return self.counters().as_dict()
 

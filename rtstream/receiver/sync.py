@@ -18,10 +18,13 @@ is read into a :class:`~rtstream.dicom.realtime.Rendition` (kept per rendition f
 instances, which this maps to the receiver's video and audio flows (``groups``). For a
 stereo rendition the left and right views' frames of one RTP timestamp (both views are
 stamped by one media clock, ST 2110-10) are paired into a :class:`StereoPair`, kept in
-``stereo_pairs`` (the most recent :data:`STEREO_PAIRS_KEPT`) and shown to the stereo
-observer; a frame whose partner never comes is dropped from pairing (counted in
-``stereo_unpaired``) once a newer pair completes or the wait holds more than
-:data:`_STEREO_PENDING` timestamps. The frames themselves are delivered as always.
+``stereo_pairs`` (the most recent :data:`STEREO_PAIRS_KEPT`; every pair made is counted
+in ``stereo_pairs_made``) and shown to the stereo observer; a frame whose partner never
+comes is dropped from pairing (counted in ``stereo_unpaired``) once a newer pair completes
+or the wait holds more than :data:`_STEREO_PENDING` timestamps. The frames themselves are
+delivered as always. Every distinct rendition document (by its SOP Instance UID) is
+counted once in ``renditions_seen``; a grain whose document cannot be read is counted in
+``renditions_invalid`` and ignored (:meth:`Synchronizer.rendition_counters`).
 
 Every delivered item gets its capture instant (``origin``): the grain's Frame Origin
 Timestamp, else its RTP timestamp on the common media clock (ST 2110-10). Incomplete
@@ -146,7 +149,9 @@ class Synchronizer:
         self.renditions: dict[str, Rendition] = {}  # rendition flow name -> latest
         self.stereo_pairs: deque[StereoPair] = deque(maxlen=STEREO_PAIRS_KEPT)
         self.stereo_unpaired = 0
+        self.stereo_pairs_made = 0
         self.renditions_invalid = 0
+        self._renditions_seen: set[str] = set()
         self._stereo_wait: OrderedDict[int, tuple[ReceivedItem | None, ReceivedItem | None]] = (
             OrderedDict())
         self._statics = StaticTracker()
@@ -255,6 +260,20 @@ class Synchronizer:
             log.info("rendition %s on %s: %s, %d flow(s)", rendition.sop_instance_uid,
                      reader.name, rendition.title.value[1], len(rendition.members))
         self.renditions[reader.name] = rendition
+        self._renditions_seen.add(rendition.sop_instance_uid)
+
+    @property
+    def renditions_seen(self) -> int:
+        """Distinct rendition documents (SOP Instance UIDs) read since the start."""
+        return len(self._renditions_seen)
+
+    def rendition_counters(self) -> dict[str, int]:
+        """``renditions_seen``, ``stereo_pairs``, ``stereo_unpaired``, ``renditions_invalid``
+        (all cumulative since the start) as in ``Receiver.stats``."""
+        return {"renditions_seen": self.renditions_seen,
+                "stereo_pairs": self.stereo_pairs_made,
+                "stereo_unpaired": self.stereo_unpaired,
+                "renditions_invalid": self.renditions_invalid}
 
     def groups(self) -> list[RenditionGroup]:
         """Every rendition received, resolved to this receiver's flows by the RTV SOP
@@ -310,6 +329,7 @@ class Synchronizer:
             self.stereo_unpaired += 1
         pair = StereoPair(ts, got_left, got_right, uid)
         self.stereo_pairs.append(pair)
+        self.stereo_pairs_made += 1
         if self.stereo_observer is not None:
             self.stereo_observer.on_stereo(pair)
 
