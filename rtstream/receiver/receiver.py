@@ -136,6 +136,7 @@ class Receiver:
                 if d is not None:
                     d.mkdir(parents=True, exist_ok=True)
             self._capture.check_identity()  # --snapshot-every/--record on a bare stream
+            self._capture.check_stereo(sum(1 for m in self.flows.metadata if m.media.rendition))
             if cfg.stores:
                 await self._capture.open_store()
             if self.metadata:
@@ -154,7 +155,8 @@ class Receiver:
             self._queue.deadline = time.monotonic() + cfg.duration
             loop.call_later(cfg.duration, self._queue.wake)
         if cfg.snapshot_every is not None:
-            self._capture.spawn(self._capture.snapshot_every(cfg.snapshot_every),
+            self._capture.spawn(self._capture.snapshot_every(cfg.snapshot_every,
+                                                             stereo=cfg.snapshot_stereo),
                                 "rtstream-rx-snapshots")
         if cfg.record is not None and self.video:
             self._capture.record_start(seconds=cfg.record)
