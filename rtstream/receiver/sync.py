@@ -26,6 +26,11 @@ delivered as always. Every distinct rendition document (by its SOP Instance UID)
 counted once in ``renditions_seen``; a grain whose document cannot be read is counted in
 ``renditions_invalid`` and ignored (:meth:`Synchronizer.rendition_counters`).
 
+An interlaced flow whose SDP says ``a=x-rtstream-field-order:bff`` had its first field
+(F=0, RFC 4175 §4.3) taken from the source's odd lines; the depacketizer weaves F=0 onto
+the even ones, as every receiver does, so each frame's line pairs are swapped back here
+(one copy per frame of such a flow only) before anything sees it.
+
 Every delivered item gets its capture instant (``origin``): the grain's Frame Origin
 Timestamp, else its RTP timestamp on the common media clock (ST 2110-10). Incomplete
 frames are dropped or delivered flagged per :class:`IncompletePolicy`. Delivered video
@@ -40,6 +45,8 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from rtstream.dicom.realtime import Rendition, RenditionRole, StaticTracker, parse_rendition
 from rtstream.errors import RemoteProtocolError
@@ -161,19 +168,24 @@ class Synchronizer:
 
     def on_frame(self, reader: VideoReader, ev: VideoFrameEvent, now: int) -> None:
         """A reassembled frame: to its pairer (or straight out without metadata)."""
+        data, missing = ev.data, None if ev.complete else ev.missing_rows
+        if reader.media.bottom_field_first and reader.fmt.interlaced:
+            data = _swap_line_pairs(data, reader.fmt.rows)
+            if missing is not None:
+                missing = _swap_line_pairs(missing, reader.fmt.rows)
         item = ReceivedItem(
             kind=ItemKind.VIDEO,
             rtp_timestamp=ev.rtp_timestamp,
             ssrc=ev.ssrc,
-            frame=ev.data,
+            frame=data,
             fmt=reader.fmt,
             complete=ev.complete,
-            missing_rows=None if ev.complete else ev.missing_rows,
+            missing_rows=missing,
             received_ns=now,
             flow=reader.name,
         )
         if ev.complete and self.cfg.dump_frames is not None:
-            self.dumps.write(self.cfg.dump_frames, ev.rtp_timestamp, ".raw", ev.data)
+            self.dumps.write(self.cfg.dump_frames, ev.rtp_timestamp, ".raw", data)
         if reader.meta is None:
             self._deliver_video(reader, item, None, now)
             return
@@ -388,6 +400,16 @@ class Synchronizer:
         for af in self.audio:
             for item in af.orderer.poll(now):
                 self._deliver_audio(af, item, now)
+
+
+def _swap_line_pairs(data: np.ndarray, rows: int) -> np.ndarray:
+    """Lines 0,1 / 2,3 / ... exchanged (a bottom-field-first frame woven top first); a
+    new array of ``data``'s shape."""
+    src = data.reshape(rows, -1)
+    out = np.empty_like(src)
+    out[0::2] = src[1::2]
+    out[1::2] = src[0::2]
+    return out.reshape(data.shape)
 
 
 def _forget_packet_grains(meta: MetadataReader, item: ReceivedItem, samples_per_packet: int) -> None:
