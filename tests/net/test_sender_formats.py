@@ -80,3 +80,82 @@ async def test_sender_to_receiver(tmp_path: Path, sampling: Sampling, depth: int
         want = np.ascontiguousarray(gen.frame(index, 0)).reshape(fmt.rows, fmt.row_bytes)
         got = it.frame.reshape(fmt.rows, fmt.row_bytes)
         assert np.array_equal(got[top // lpr :], want[top // lpr :]), f"frame {index}"
+
+
+def source_frames(graph: str, fmt: VideoFormat, count: int) -> list[np.ndarray]:
+    """The first ``count`` frames of a lavfi graph as the sender converts them (PyAV's
+    decode, its scaler into the wire's pixel format, our packing), woven as decoded."""
+    import av
+
+    from rtstream.media.sources import av_frame_to_array, preferred_pix_fmt
+    from rtstream.proto.pixfmt import to_wire
+
+    pix = preferred_pix_fmt(fmt)
+    out = []
+    with av.open(graph, format="lavfi") as c:
+        for frame in c.decode(video=0):
+            assert frame.interlaced_frame
+            img = av_frame_to_array(frame.reformat(width=fmt.width, height=fmt.height,
+                                                   format=pix), pix)
+            out.append(np.ascontiguousarray(to_wire(img, pix, fmt)).reshape(-1))
+            if len(out) == count:
+                return out
+    raise AssertionError("the graph ended early")
+
+
+@pytest.mark.parametrize("order", ["bff", "tff"])
+async def test_field_order_from_the_source_round_trips(tmp_path: Path, order: str) -> None:
+    """A bottom-field-first source (FFmpeg's setfield=bff) goes out bottom field first
+    (F=0 = its odd lines, SDP a=x-rtstream-field-order:bff) and every received frame, and
+    its stored snapshot, is the source's woven frame byte for byte; a top-field-first one
+    goes out as before, without the attribute."""
+    from rtstream.dicom.stored import build_snapshot
+
+    graph = f"testsrc=size={W}x{H}:rate=30,setfield={order}"
+    base = free_port(count=4, step=2)
+    cfg = SenderConfig(
+        source=f"lavfi:{graph}",
+        video=VideoConfig(width=W, height=H, fps=Fraction(30), sampling=Sampling.YCBCR_422,
+                          depth=8, interlaced=True),
+        network=NetworkConfig(dest="127.0.0.1", port=base),
+        context={"patient_id": "RTS-BFF"},
+    )
+    fmt = VideoFormat(sampling=Sampling.YCBCR_422, depth=8, width=W, height=H,
+                      exactframerate=Fraction(30), interlaced=True, tp="2110TPW")
+    want = source_frames(graph, fmt, 40)
+    sdp = tmp_path / "rtv.sdp"
+    items = []
+    async with Sender(cfg) as sender:
+        assert sender.source.interlaced and sender.source.bottom_field_first == (order == "bff")
+        text = write_sdp(sender.session())
+        assert ("a=x-rtstream-field-order:bff" in text) == (order == "bff")
+        sdp.write_text(text)
+        task = asyncio.create_task(sender.run())
+        try:
+            rcfg = ReceiverConfig(sdp=str(sdp), frames=10, duration=20, pairing_wait_frames=12)
+            async with Receiver(rcfg) as rx:
+                async for item in rx:
+                    if item.kind is ItemKind.VIDEO and item.metadata is not None:
+                        items.append(item)
+                        if len(items) == 3:
+                            snap = await rx.snapshot_dataset(item.rtp_timestamp)
+                            snapped = item
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert len(items) >= 6
+    for it in items:
+        index = frame_number_of(it.metadata) - 1
+        assert it.complete and it.frame is not None
+        assert np.array_equal(it.frame.reshape(-1), want[index]), f"frame {index}"
+    # the fields of these frames differ: a weave the wrong way round would not pass
+    src = want[0].reshape(fmt.rows, fmt.row_bytes)
+    assert not np.array_equal(src[0::2], src[1::2])
+    # the stored snapshot holds the source's frame, both fields where they belong
+    index = frame_number_of(snapped.metadata) - 1
+    assert snapped.static is not None and snapped.origin is not None
+    expected = build_snapshot(want[index], fmt, snapped.static,
+                              rtv_sop_instance_uid=snap.SOPInstanceUID,
+                              origin=snapped.origin, series_instance_uid="1.2.3")
+    assert snap.PixelData == expected.PixelData
