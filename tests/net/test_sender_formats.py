@@ -159,3 +159,57 @@ async def test_field_order_from_the_source_round_trips(tmp_path: Path, order: st
                               rtv_sop_instance_uid=snap.SOPInstanceUID,
                               origin=snapped.origin, series_instance_uid="1.2.3")
     assert snap.PixelData == expected.PixelData
+
+
+@pytest.mark.parametrize("stamps", ["same", "half"])
+def test_cli_field_timestamps_and_source_field_order_on_the_wire(tmp_path: Path,
+                                                                 stamps: str) -> None:
+    """``rtstream send --interlaced --field-timestamps X`` from a bottom-field-first
+    source, read off the wire: each frame's first field (F=0) carries the source's odd
+    lines, and the second field (F=1) is on the frame's timestamp (``same``) or half a
+    frame period (1500 ticks at 30 fps) later (``half``)."""
+    from rtstream.net.udp import UdpReceiver
+    from rtstream.proto.rfc4175 import PayloadHeader
+    from rtstream.proto.rtp import parse_rtp
+    from tests.net.test_sender import drain_all, send
+
+    graph = f"testsrc=size={W}x{H}:rate=30,setfield=bff"
+    fmt = VideoFormat(sampling=Sampling.YCBCR_422, depth=8, width=W, height=H,
+                      exactframerate=Fraction(30), interlaced=True, tp="2110TPW")
+    want = source_frames(graph, fmt, 60)
+    port = free_port(count=4, step=2)
+    rx = UdpReceiver("127.0.0.1", port, rcvbuf=64 << 20)
+    try:
+        assert send("--source", f"lavfi:{graph}", "--video", f"{W}x{H}@30", "--depth", "8",
+                    "--interlaced", "--field-timestamps", stamps, "--duration", "0.5",
+                    "--dest", f"127.0.0.1:{port}", "--sdp-out", str(tmp_path / "s.sdp"),
+                    "--patient-id", "RTS-CLI-I") == 0
+        pkts = [parse_rtp(d) for d in drain_all(rx)]
+    finally:
+        rx.close()
+    assert "a=x-rtstream-field-order:bff" in (tmp_path / "s.sdp").read_text()
+    assert len(pkts) > 100
+    firsts = {}  # F=0 packets by timestamp: the frame's first field
+    seconds = {}
+    for p in pkts:
+        hdr = PayloadHeader.parse(p.payload)
+        for srd in hdr.srds:
+            (seconds if srd.field else firsts).setdefault(p.timestamp, []).append((srd, p))
+    offset = 0 if stamps == "same" else 1500
+    complete = [ts for ts in firsts if (ts + offset) & 0xFFFFFFFF in seconds]
+    assert len(complete) >= 5
+    if stamps == "half":
+        assert not set(firsts) & set(seconds)  # the fields are on their own timestamps
+    for ts in complete:
+        rows = {srd.row for srd, _ in firsts[ts]}
+        assert rows == set(range(H // 2))
+        # the first field is the odd lines of one of the source's frames
+        srd, p = next((s, q) for s, q in firsts[ts] if s.row == 10 and s.offset == 0)
+        hdr = PayloadHeader.parse(p.payload)
+        line = p.payload[hdr.size : hdr.size + srd.length]
+        matches = [k for k, f in enumerate(want)
+                   if f[21 * fmt.row_bytes : 21 * fmt.row_bytes + srd.length].tobytes() == line]
+        assert matches, f"line 21 of the frame at {ts} is no source frame's"
+        # and not the even line next to it (they differ in this picture)
+        k = matches[0]
+        assert want[k][20 * fmt.row_bytes : 20 * fmt.row_bytes + srd.length].tobytes() != line
