@@ -16,6 +16,11 @@ instant ``t0 + i / rate`` and yields it no earlier than that instant, so RTP tim
 advance by exactly one frame period. A *live* device (``v4l2:``, ``alsa:``, ``pulse:``)
 paces itself; each frame is stamped with the clock's time when it arrives.
 
+Interlace: a file or ``lavfi:`` input is probed at open for its field order (the first
+frames are decoded, and handed out first later): ``interlaced`` and
+``bottom_field_first`` say what its decoder reports, so the sender can send the field
+that comes first in time first (RFC 4175 §4.3).
+
 Spec strings (``--source``): ``testsrc``, ``file:PATH``, ``lavfi:GRAPH``,
 ``v4l2:/dev/videoN``, ``dicom:PATH``, ``raw:PATH``. ``pacs:AET@HOST:PORT/UID`` needs the
 network and is composed above this layer (:mod:`rtstream.pacs.source`). Audio
