@@ -225,8 +225,10 @@ def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
     ``rtstream_leg_packets_redundant_total``, ``rtstream_leg_silences_total`` and the gauge
     ``rtstream_leg_up``. Receiver-wide:
     the histogram ``rtstream_frame_ready_latency_seconds``, the gauge
-    ``rtstream_frame_ready_latency_recent_seconds{quantile}``, delivered/dropped totals and
-    the store families of :func:`observe_store`.
+    ``rtstream_frame_ready_latency_recent_seconds{quantile}``, delivered/dropped totals,
+    the rendition counters (``rtstream_renditions_seen_total``,
+    ``rtstream_stereo_pairs_total``, ``rtstream_stereo_unpaired_total``,
+    ``rtstream_renditions_invalid_total``) and the store families of :func:`observe_store`.
     """
     per_flow: dict[str, Counter] = {
         key: registry.counter(name, text, ["flow"]) for key, (name, text) in _FLOW_COUNTERS.items()
