@@ -462,6 +462,9 @@ class ReceiverNode:
             stereo = rx.cfg.snapshot_stereo and "flow" not in cmd.args
         if stereo and "flow" in cmd.args:
             raise CommandFailed("a stereo snapshot stores both views: give no flow")
+        stopped = sorted(set(rx.video_flow_names) & self.stopped_flows) if stereo else []
+        if stopped:  # its pair would be an old one
+            raise CommandFailed(f"flow {stopped[0]} is stopped")
         # durable in the outbox when this returns (no frame or pair yet: LocalProtocolError)
         if stereo:
             inst = await rx.capture.queue_stereo_snapshot(rtp_timestamp=rtp)

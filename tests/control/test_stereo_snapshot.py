@@ -80,6 +80,11 @@ async def test_cli_stereo_snapshots_periodic_and_by_mqtt(broker: Broker, tmp_pat
             # the flow named without "stereo": that flow's own frame, on a --stereo node
             right = await op.command("right", "snapshot", flow="VIDR")
             assert right["ok"] is True and right["stereo"] is False, right
+            # a stopped view makes no new pairs: a stereo snapshot is refused, not stale
+            assert (await op.command("stop-r", "stream_stop", flow="VIDR"))["ok"] is True
+            stale = await op.command("stale", "snapshot")
+            assert stale["ok"] is False and "VIDR is stopped" in stale["error"], stale
+            assert (await op.command("start-r", "stream_start", flow="VIDR"))["ok"] is True
             await op.until(lambda: len(list(archive.glob("*.dcm"))) >= 5, timeout=30)
         finally:
             _stop(rx, tx)
