@@ -162,9 +162,27 @@ class Pacing(enum.Enum):
 VIDEO_SOPS: dict[str, RtvSop] = {"endoscopic": RtvSop.ENDOSCOPIC, "photographic": RtvSop.PHOTOGRAPHIC}
 
 
+class FieldTimestamps(enum.Enum):
+    """RTP timestamp of an interlaced frame's second field (``video.field_timestamps``).
+
+    ``HALF``: half a frame period after the first field's, as GStreamer's rtpvrawpay
+    stamps it (each field at its own sampling instant). ``SAME``: both fields on the
+    frame's timestamp, as FFmpeg sends them; FFmpeg 5.1's RFC 4175 demuxer cuts a frame
+    where the timestamp changes, so it reads interlaced video only this way
+    (docs/formats.md).
+    """
+
+    HALF = "half"
+    SAME = "same"
+
+
 @dataclass(frozen=True, kw_only=True)
 class VideoConfig:
-    """``[video]``: the video flow. Size and rate default to the source's."""
+    """``[video]``: the video flow. Size and rate default to the source's.
+
+    ``field_timestamps`` (interlaced only): :class:`FieldTimestamps`. The field order
+    is the source's: a bottom-field-first input is sent bottom field first (F=0).
+    """
 
     width: int | None = None
     height: int | None = None
@@ -174,6 +192,7 @@ class VideoConfig:
     payload_type: int = 96
     max_payload: int = 1460
     interlaced: bool = False
+    field_timestamps: FieldTimestamps = FieldTimestamps.HALF
 
     def __post_init__(self) -> None:
         if self.depth not in (8, 10, 12, 16):
@@ -611,7 +630,8 @@ class Sender:
                                       mediaclk_offset=0)
         media = [
             SdpMedia(kind=MediaKind.VIDEO, port=vport, payload_type=self.cfg.video.payload_type,
-                     clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VID", **common),
+                     clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VID",
+                     bottom_field_first=self._bottom_first(self.source), **common),
             SdpMedia(kind=MediaKind.METADATA, port=vmport, payload_type=n.metadata_payload_type,
                      clock_rate=VIDEO_CLOCK_RATE, extmap=extmap, mid="VMETA", describes="VID", **common),
         ]
@@ -842,6 +862,13 @@ class Sender:
 
         return convert
 
+    def _bottom_first(self, source: VideoSource | None) -> bool:
+        """Send ``source`` bottom field first: the flow is interlaced and so is the input,
+        its first field in time being the bottom one (RFC 4175 §4.3: F=0 is the first
+        field)."""
+        return bool(self.fmt.interlaced and source is not None and source.interlaced
+                    and source.bottom_field_first)
+
     async def _video_loop(self, start_ns: int, stop: asyncio.Event, *, right: bool = False) -> None:
         assert self._video is not None
         flow = self._video if not right else self._right
@@ -851,10 +878,13 @@ class Sender:
         fmt = self.fmt
         clock = self.clock
         period = int(fmt.frame_duration_ns)
+        same = cfg.video.field_timestamps is FieldTimestamps.SAME
         packetizer = VideoPacketizer(fmt, ssrc=self._ssrc[0] if not right else self._rend_ssrc[0],
                                      payload_type=cfg.video.payload_type,
                                      max_payload=cfg.video.max_payload,
-                                     sequence=random.getrandbits(32))
+                                     sequence=random.getrandbits(32),
+                                     field_offset=0 if same and fmt.interlaced else None,
+                                     bottom_field_first=self._bottom_first(source))
         n = packetizer.packets_per_frame
         linear = cfg.pacing.mode is Pacing.LINEAR
         bursts = max(1, min(cfg.pacing.bursts, n)) if linear else 1
@@ -984,7 +1014,8 @@ class Sender:
         if self.right_source is not None:
             media += [
                 SdpMedia(kind=MediaKind.VIDEO, port=rvport, payload_type=self.cfg.video.payload_type,
-                         clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VIDR", **common),
+                         clock_rate=VIDEO_CLOCK_RATE, video=self.fmt, mid="VIDR",
+                         bottom_field_first=self._bottom_first(self.right_source), **common),
                 SdpMedia(kind=MediaKind.METADATA, port=rmport, payload_type=n.metadata_payload_type,
                          clock_rate=VIDEO_CLOCK_RATE, extmap=extmap, mid="VMETAR", describes="VIDR",
                          **common),

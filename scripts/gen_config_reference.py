@@ -43,6 +43,9 @@ NOTES: dict[str, str] = {
     "VideoConfig.sampling": "ST 2110-20 sampling on the wire",
     "VideoConfig.depth": "bits per component: 8, 10, 12 or 16",
     "VideoConfig.interlaced": "two fields per frame (SDP `interlace`; not for YCbCr-4:2:0)",
+    "VideoConfig.field_timestamps": "interlaced: the second field's RTP timestamp, half a frame "
+    "later (GStreamer's way) or the frame's own (`same`: FFmpeg's RFC 4175 demuxer needs it; "
+    "docs/formats.md)",
     "VideoConfig.payload_type": "RTP payload type of the video flow",
     "VideoConfig.max_payload": "bytes of RTP payload per datagram (1460: standard UDP size)",
     "AudioConfig.enabled": "send an ST 2110-30 audio flow (and its metadata flow)",

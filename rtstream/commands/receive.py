@@ -51,7 +51,9 @@ a terminal) and clips (--record) become stored DICOM instances, sent by C-STORE 
 or saved into a folder (--store-dir) through a persistent outbox. A stream without a
 DICOM metadata flow has no patient or study: it is stored only under the identity given
 with --patient-id (and --patient-name, --accession-number, --study-description), one
-study per session; without one, snapshots and clips of it are refused.
+study per session; without one, snapshots and clips of it are refused. With --stereo, a
+snapshot of a stereo rendition (a stereo endoscope's left and right views) stores both
+views as one two-frame instance (docs/renditions.md).
 
 With --mqtt URL the receiver is a node on an MQTT broker (docs/mqtt.md): retained status,
 periodic stats, events (stream started/stopped, snapshot/clip stored with its SOP Instance
@@ -65,6 +67,7 @@ examples:
   rtstream receive --sdp /tmp/rtv.sdp --frames 300 --dump-frames /tmp/frames
   rtstream receive --sdp http://192.0.2.10:8080/sdp --snapshot-every 10 --store ORTHANC@127.0.0.1:4242
   rtstream receive --sdp cam.sdp --record 5 --store-dir /tmp/archive --stats-json stats.json
+  rtstream receive --sdp stereo.sdp --snapshot-every 30 --stereo --store ORTHANC@127.0.0.1:4242
   rtstream receive --sdp third-party.sdp --snapshot-every 10 --store-dir /tmp/archive \
       --patient-id MRN123 --patient-name Doe^Jane --accession-number A42
   rtstream receive --sdp http://192.0.2.10:8080/sdp --http 127.0.0.1:9100
@@ -85,6 +88,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write the counters here at exit")
     parser.add_argument("--snapshot-every", type=float, metavar="S",
                         help="store a snapshot every S seconds")
+    parser.add_argument("--stereo", action="store_true",
+                        help="snapshots (--snapshot-every, the 's' key, MQTT snapshot) of a "
+                             "stereo rendition store the left and right views together as one "
+                             "two-frame instance (Stereo Pairs Present YES, H.264) instead of "
+                             "one lossless frame of the first view")
     parser.add_argument("--record", type=float, metavar="S",
                         help="record a clip of S seconds from the first frame and store it "
                              "(with the first audio flow's audio as a General Audio Waveform)")
@@ -153,6 +161,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         dump_frames=args.dump_frames,
         dump_metadata=args.dump_metadata,
         snapshot_every=args.snapshot_every,
+        snapshot_stereo=bool(args.stereo),
         record=args.record,
         record_audio=args.record_audio,
         store=args.store,
@@ -284,7 +293,7 @@ async def _main(
 
             async def snap() -> None:
                 try:
-                    res = await rx.snapshot()
+                    res = await (rx.stereo_snapshot() if cfg.snapshot_stereo else rx.snapshot())
                     print(f"\nsnapshot {res.sop_instance_uid} stored={res.ok}", file=sys.stderr)
                 except LocalProtocolError as exc:
                     print(f"\nsnapshot: {exc}", file=sys.stderr)

@@ -81,7 +81,12 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampling", choices=[s.value for s in Sampling], help="wire sampling (default YCbCr-4:2:2)")
     parser.add_argument("--depth", type=int, choices=[8, 10, 12, 16], help="bits per component (default 10)")
     parser.add_argument("--interlaced", action="store_true", default=None,
-                        help="send two fields per frame (SDP interlace; not for YCbCr-4:2:0)")
+                        help="send two fields per frame (SDP interlace; not for YCbCr-4:2:0); "
+                        "the field first in time goes first, as the source says")
+    parser.add_argument("--field-timestamps", choices=["half", "same"],
+                        help="RTP timestamp of an interlaced frame's second field: half a frame "
+                        "later (default, GStreamer's way) or the frame's own (what FFmpeg's "
+                        "RFC 4175 demuxer needs); TOML video.field_timestamps")
     parser.add_argument("--audio", action="store_true", default=None, help="add an ST 2110-30 audio flow")
     parser.add_argument("--audio-source", metavar="SPEC", help=f"audio input: {AUDIO_SPEC_HELP} (default tone)")
     parser.add_argument("--sop", choices=list(VIDEO_SOPS), help="RTV SOP class (default endoscopic)")
@@ -120,7 +125,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {"sop": args.sop, "session_name": args.session_name}
     o.update(_sources(args.source))
     video: dict[str, Any] = {"sampling": args.sampling, "depth": args.depth,
-                             "interlaced": args.interlaced}
+                             "interlaced": args.interlaced,
+                             "field_timestamps": args.field_timestamps}
     if args.video:
         video.update(parse_video(args.video))
     o["video"] = video

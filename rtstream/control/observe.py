@@ -127,6 +127,14 @@ _TOTAL_COUNTERS: Final[dict[str, tuple[str, str]]] = {
                        "Items dropped because the consumer fell behind."),
     "dump_errors": ("rtstream_dump_errors_total", "Failed --dump-frames/--dump-metadata writes."),
     "snapshots": ("rtstream_snapshots_total", "Snapshots and clips requested."),
+    "renditions_seen": ("rtstream_renditions_seen_total",
+                        "Distinct Rendition Selection Documents read (PS3.22 SOP class 10.4)."),
+    "stereo_pairs": ("rtstream_stereo_pairs_total",
+                     "Left/right frame pairs of a stereo rendition made by RTP timestamp."),
+    "stereo_unpaired": ("rtstream_stereo_unpaired_total",
+                        "Frames of a stereo view whose other view never came."),
+    "renditions_invalid": ("rtstream_renditions_invalid_total",
+                           "Rendition grains whose document could not be read (ignored)."),
 }
 
 
@@ -217,8 +225,10 @@ def observe_receiver(registry: Registry, rx: ReceiverLike) -> None:
     ``rtstream_leg_packets_redundant_total``, ``rtstream_leg_silences_total`` and the gauge
     ``rtstream_leg_up``. Receiver-wide:
     the histogram ``rtstream_frame_ready_latency_seconds``, the gauge
-    ``rtstream_frame_ready_latency_recent_seconds{quantile}``, delivered/dropped totals and
-    the store families of :func:`observe_store`.
+    ``rtstream_frame_ready_latency_recent_seconds{quantile}``, delivered/dropped totals,
+    the rendition counters (``rtstream_renditions_seen_total``,
+    ``rtstream_stereo_pairs_total``, ``rtstream_stereo_unpaired_total``,
+    ``rtstream_renditions_invalid_total``) and the store families of :func:`observe_store`.
     """
     per_flow: dict[str, Counter] = {
         key: registry.counter(name, text, ["flow"]) for key, (name, text) in _FLOW_COUNTERS.items()

@@ -95,6 +95,11 @@ COMMAND_SCHEMA: Final[Mapping[str, Any]] = MappingProxyType(
                         "maximum": 4294967295,
                         "description": "snapshot: the frame to store (default: latest)",
                     },
+                    "stereo": {
+                        "type": "boolean",
+                        "description": "snapshot: store both views of a stereo rendition "
+                        "as one two-frame instance (default: the node's --stereo)",
+                    },
                     "max_seconds": {
                         "type": "number",
                         "exclusiveMinimum": 0,

@@ -455,12 +455,25 @@ class ReceiverNode:
         if flow in self.stopped_flows:
             raise CommandFailed(f"flow {flow} is stopped")
         rtp = cmd.args.get("rtp_timestamp")
-        # durable in the outbox when this returns (no frame yet: LocalProtocolError)
-        inst = await rx.capture.queue_snapshot(flow=flow, rtp_timestamp=rtp)
+        # "stereo": both views of a stereo rendition in one instance; default: the node's
+        # --stereo, unless the command names one flow (then that flow's frame)
+        stereo = cmd.args.get("stereo")
+        if stereo is None:
+            stereo = rx.cfg.snapshot_stereo and "flow" not in cmd.args
+        if stereo and "flow" in cmd.args:
+            raise CommandFailed("a stereo snapshot stores both views: give no flow")
+        stopped = sorted(set(rx.video_flow_names) & self.stopped_flows) if stereo else []
+        if stopped:  # its pair would be an old one
+            raise CommandFailed(f"flow {stopped[0]} is stopped")
+        # durable in the outbox when this returns (no frame or pair yet: LocalProtocolError)
+        if stereo:
+            inst = await rx.capture.queue_stereo_snapshot(rtp_timestamp=rtp)
+        else:
+            inst = await rx.capture.queue_snapshot(flow=flow, rtp_timestamp=rtp)
         uid = inst.sop_instance_uid
         reply: dict[str, Any] = {"sop_instance_uid": uid,
                                  "sop_class_uid": str(inst.dataset.SOPClassUID),
-                                 "rtp_timestamp": inst.rtp_timestamp}
+                                 "rtp_timestamp": inst.rtp_timestamp, "stereo": bool(stereo)}
         try:
             async with asyncio.timeout(self.config.snapshot_wait):  # keeps a cancel (3.11)
                 result = await asyncio.shield(inst.future)

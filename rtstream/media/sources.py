@@ -16,6 +16,11 @@ instant ``t0 + i / rate`` and yields it no earlier than that instant, so RTP tim
 advance by exactly one frame period. A *live* device (``v4l2:``, ``alsa:``, ``pulse:``)
 paces itself; each frame is stamped with the clock's time when it arrives.
 
+Interlace: a file or ``lavfi:`` input is probed at open for its field order (the first
+frames are decoded, and handed out first later): ``interlaced`` and
+``bottom_field_first`` say what its decoder reports, so the sender can send the field
+that comes first in time first (RFC 4175 §4.3).
+
 Spec strings (``--source``): ``testsrc``, ``file:PATH``, ``lavfi:GRAPH``,
 ``v4l2:/dev/videoN``, ``dicom:PATH``, ``raw:PATH``. ``pacs:AET@HOST:PORT/UID`` needs the
 network and is composed above this layer (:mod:`rtstream.pacs.source`). Audio
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import itertools
 import logging
 import os
 import queue
@@ -90,6 +96,37 @@ class AudioChunk:
     capture_ns: int
 
 
+#: Frames decoded at open, at most, to tell an interlaced input's field order.
+_FIELD_PROBE_FRAMES = 8
+
+
+def _first_field_lines(frame: Any, time_base: Any) -> int | None:
+    """0 when the frame's first field in time holds its even lines (top field first), 1
+    for the odd lines (bottom field first), None when both fields' luma are equal (the
+    order cannot be seen). FFmpeg's ``separatefields`` outputs the first field first."""
+    import av
+
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                           time_base=time_base)
+    sep = graph.add("separatefields")
+    sink = graph.add("buffersink")
+    src.link_to(sep)
+    sep.link_to(sink)
+    graph.configure()
+    graph.push(frame)
+    field = graph.pull()
+    if not isinstance(field, av.VideoFrame):
+        return None
+    whole = frame.reformat(format="gray").to_ndarray()
+    first = field.reformat(format="gray").to_ndarray()
+    even = np.array_equal(first, whole[0::2])
+    odd = np.array_equal(first, whole[1::2])
+    if even == odd:
+        return None
+    return 0 if even else 1
+
+
 def preferred_pix_fmt(fmt: VideoFormat) -> str:
     """The PyAV pixel format a decoder should deliver for ``fmt``: the one that carries
     the wire's sampling and depth without loss (:func:`native_pix_fmt`), so FFmpeg's
@@ -140,6 +177,11 @@ class VideoSource:
         Patient/study/device values found in the input (StreamContext field names).
     live : bool
         Stamped on arrival instead of paced.
+    interlaced : bool
+        The input's frames are interlaced (two woven fields), as its decoder says.
+    bottom_field_first : bool
+        Of an interlaced input: the bottom field (odd lines, counting from 0) is the
+        one that comes first in time.
     """
 
     live = False
@@ -150,6 +192,8 @@ class VideoSource:
         self.native_size: tuple[int, int] | None = None
         self.native_rate: Fraction | None = None
         self.context: dict[str, str] = {}
+        self.interlaced = False
+        self.bottom_field_first = False
         self.late_starts = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -340,16 +384,46 @@ class AvVideoSource(VideoSource):
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         self.native_rate = Fraction(rate) if rate else None
         self.context.update(_lossy_context_of_stream(vs, self.native_rate))
+        #: frames decoded at open to learn the field order, handed out first
+        self._probed: list[Any] = []
+        if not live:
+            self._probe_fields(vs)
+
+    def _probe_fields(self, stream: Any) -> None:
+        """Learn from the first frames whether the input is interlaced and which field
+        comes first in time (PyAV 18 shows ``interlaced_frame`` but not the frame's
+        top-field-first flag: FFmpeg's ``separatefields`` filter, which reads it, is
+        asked which lines it puts first). Up to :data:`_FIELD_PROBE_FRAMES` frames are
+        decoded while a frame's two fields look the same; they are sent first."""
+        import av
+
+        try:
+            for frame in self._container.decode(video=0):
+                self._probed.append(frame)
+                if not frame.interlaced_frame:
+                    return
+                self.interlaced = True
+                first = _first_field_lines(frame, stream.time_base)
+                if first is not None:
+                    self.bottom_field_first = first == 1
+                    return
+                if len(self._probed) >= _FIELD_PROBE_FRAMES:
+                    log.info("source %s: interlaced, its fields look alike; sent top field "
+                             "first", self.spec)
+                    return
+        except av.error.FFmpegError:
+            return  # decoding fails again in the worker, which says so
 
     def _items(self, fmt: VideoFormat, t0: int, period: Fraction) -> Iterator[tuple[np.ndarray, str]]:
         import av
 
         pix = preferred_pix_fmt(fmt)
         container = self._container
+        probed, self._probed = self._probed, []
         try:
             while True:
                 produced = 0
-                for frame in container.decode(video=0):
+                for frame in itertools.chain(probed, container.decode(video=0)):
                     if self._stop.is_set():
                         return
                     out = frame.reformat(width=fmt.width, height=fmt.height, format=pix)
@@ -357,6 +431,7 @@ class AvVideoSource(VideoSource):
                     yield av_frame_to_array(out, pix), pix
                 if not self.loop or produced == 0:
                     return
+                probed = []
                 container.seek(0)
         except av.error.FFmpegError as exc:
             raise RtstreamError(f"source {self.spec}: decoding failed: {exc}") from None

@@ -269,9 +269,14 @@ class VideoPacketizer:
     """Cut whole frames into RFC 4175 datagrams (general packing mode).
 
     Interlaced frames (``fmt.interlaced``; not 4:2:0) are given woven, as the
-    depacketizer returns them, and sent as two fields: the even lines with F=0, then
-    the odd lines with F=1, Row Numbers counting lines within the field, the marker on
-    the last packet of each field (RFC 4175 §4.1-4.2; ``spec/ps322.md`` §6.1). The
+    depacketizer returns them, and sent as two fields, the field that comes first in
+    time first and with F=0 ("F=0 identifies the first field and F=1 the second
+    field", RFC 4175 §4.3): by default (top field first) the even lines, then the odd
+    ones with F=1; with ``bottom_field_first`` the odd lines with F=0, then the even ones
+    with F=1. Row Numbers count lines within the field, the marker ends each field's last
+    packet (RFC 4175 §4.1-4.2; ``spec/ps322.md`` §6.1). Which lines the first field holds
+    is not in ST 2110-20's SDP: the sender says ``a=x-rtstream-field-order:bff``
+    (:mod:`rtstream.proto.sdp`). The
     second field's timestamp is half a frame period later, as GStreamer's rtpvrawpay
     stamps it (its buffer time plus half the duration); the digest leaves the ST 2110-20
     rule unverified. GStreamer numbers interlaced rows by frame line; FFmpeg's RFC 4175
@@ -297,6 +302,9 @@ class VideoPacketizer:
         None (default) is half a frame period (GStreamer's stamping); 0 puts both fields
         on the frame's timestamp, which FFmpeg 5.1's RFC 4175 demuxer needs (it sends
         fields that way and splits frames at a timestamp change; ``docs/formats.md``).
+    bottom_field_first : bool
+        Interlaced only: the bottom field (odd lines, counting from 0) comes first in
+        time, so it is sent first, with F=0.
 
     Attributes
     ----------
@@ -313,6 +321,7 @@ class VideoPacketizer:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         sequence: int = 0,
         field_offset: int | None = None,
+        bottom_field_first: bool = False,
     ) -> None:
         if (fmt.sampling, fmt.depth) not in SUPPORTED_VIDEO:
             raise ConfigError(
@@ -328,6 +337,10 @@ class VideoPacketizer:
             raise ConfigError("max_payload", max_payload, "21..65507 bytes")
         if not 0 <= sequence <= 0xFFFFFFFF:
             raise ConfigError("sequence", sequence, "0..4294967295")
+        if bottom_field_first and not fmt.interlaced:
+            raise ConfigError("bottom_field_first", True, "False for progressive video")
+        #: The field sent first (F=0) holds the odd lines (interlaced only).
+        self.bottom_field_first = bottom_field_first
         self.fmt = fmt
         self.ssrc = ssrc
         self.payload_type = payload_type
@@ -346,14 +359,16 @@ class VideoPacketizer:
         stride = SINGLE_SRD_HEADER_BYTES + chunk
         self._buf = np.zeros((n, stride), np.uint8)
         # Per-packet SRD fields (constant for the format): written once. Interlaced
-        # frames are sent field by field: the even lines (F=0), then the odd ones (F=1),
-        # each line numbered within its field.
+        # frames are sent field by field, the first in time first with F=0: the even
+        # lines, then the odd ones (F=1), or the other way round when bottom field
+        # first; each line numbered within its field.
         seg = np.tile(np.arange(per_row), rows)
         row = np.repeat(np.arange(rows), per_row) * fmt.lines_per_row
+        first = 1 if bottom_field_first else 0
         if fmt.interlaced:
-            line = np.concatenate([np.arange(0, rows, 2), np.arange(1, rows, 2)])
+            line = np.concatenate([np.arange(first, rows, 2), np.arange(1 - first, rows, 2)])
             line = np.repeat(line, per_row)
-            row = (line >> 1) | ((line & 1) << 15)
+            row = (line >> 1) | (((line & 1) ^ first) << 15)
         byte_off = seg * chunk
         pix_off = byte_off // fmt.pgroup_bytes * fmt.pgroup_pixels_per_line
         length = np.where(seg == per_row - 1, last, chunk)
@@ -433,8 +448,9 @@ class VideoPacketizer:
         chunk = self._chunk
         h = SINGLE_SRD_HEADER_BYTES
         src = np.ascontiguousarray(frame).reshape(rows, fmt.row_bytes)
-        if fmt.interlaced:  # field order: the even lines, then the odd ones
-            src = np.concatenate([src[0::2], src[1::2]])
+        if fmt.interlaced:  # the first field in time, then the other
+            first = 1 if self.bottom_field_first else 0
+            src = np.concatenate([src[first::2], src[1 - first::2]])
         if self._last == chunk:
             buf[:, h:] = src.reshape(n, chunk)
         else:

@@ -29,6 +29,12 @@ rtstream's convention: each media carries ``a=mid:<token>`` and a metadata media
 ``a=x-rtstream-describes:<mid>``, naming the ``a=mid`` of the video or audio media it
 describes. Receivers that do not know the attribute ignore it (RFC 4566 §5.13).
 
+An interlaced video media whose first field in time is the bottom one (odd frame lines,
+counting from 0) carries ``a=x-rtstream-field-order:bff``: RFC 4175 §4.3 puts the first
+field in F=0, and ST 2110-20's SDP has no parameter that says which lines that field
+holds, so a receiver that knows the attribute weaves F=0 onto the odd lines; one that
+does not sees the two fields' lines swapped (docs/formats.md).
+
 A Rendition Selection Document flow (PS3.22 SOP class 1.2.840.10008.10.4) describes no
 single flow but a group: its metadata media carries the flag ``a=x-rtstream-rendition``
 instead, so a receiver neither pairs it with a video or audio flow nor waits for its
@@ -87,6 +93,9 @@ from rtstream.proto.formats import (
 from rtstream.proto.nmos_ext import ExtMap, NmosItem, item_for_urn
 
 log = logging.getLogger(__name__)
+
+FIELD_ORDER_ATTRIBUTE = "x-rtstream-field-order"
+"""rtstream's attribute of an interlaced video media sent bottom field first (``bff``)."""
 
 RENDITION_ATTRIBUTE = "x-rtstream-rendition"
 """rtstream's flag on the metadata media of a rendition flow (see the module notes)."""
@@ -168,6 +177,9 @@ class SdpMedia:
     rendition : bool
         For METADATA: the flow carries a Rendition Selection Document, written as
         ``a=x-rtstream-rendition``.
+    bottom_field_first : bool
+        For interlaced VIDEO: the first field (F=0) holds the odd frame lines, written as
+        ``a=x-rtstream-field-order:bff`` (see the module notes).
     """
 
     kind: MediaKind
@@ -185,6 +197,7 @@ class SdpMedia:
     mid: str | None = None
     describes: str | None = None
     rendition: bool = False
+    bottom_field_first: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, MediaKind):
@@ -240,6 +253,9 @@ class SdpMedia:
         if self.rendition and (self.kind is not MediaKind.METADATA or self.describes is not None):
             raise ConfigError("sdp.rendition", self.rendition,
                               "False unless kind is METADATA and describes is None")
+        if self.bottom_field_first and (self.video is None or not self.video.interlaced):
+            raise ConfigError("sdp.bottom_field_first", self.bottom_field_first,
+                              "False unless the media is interlaced video")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,6 +414,8 @@ def write_sdp(session: SdpSession) -> str:
             lines.append(f"a={DESCRIBES_ATTRIBUTE}:{m.describes}")
         if m.rendition:
             lines.append(f"a={RENDITION_ATTRIBUTE}")
+        if m.bottom_field_first:
+            lines.append(f"a={FIELD_ORDER_ATTRIBUTE}:bff")
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -451,6 +469,7 @@ class _Section:
     mid: str | None = None
     describes: str | None = None
     rendition: bool = False
+    field_order: str | None = None
     dup_groups: list[tuple[_Line, tuple[str, ...]]] = field(default_factory=list)
 
 
@@ -579,6 +598,11 @@ def _parse_attribute(sec: _Section, line: _Line) -> None:
         sec.describes = val.strip()
     elif lname == RENDITION_ATTRIBUTE:
         sec.rendition = True
+    elif lname == FIELD_ORDER_ATTRIBUTE:
+        order = (val or "").strip().lower()
+        if order not in ("tff", "bff"):
+            raise line.error(f"a={FIELD_ORDER_ATTRIBUTE} needs tff or bff")
+        sec.field_order = order
 
 
 def _fmtp_params(line: _Line, text: str) -> dict[str, tuple[str, str | None]]:
@@ -792,6 +816,8 @@ def _build_media(sec: _Section, session: _Section) -> SdpMedia:
             mid=sec.mid,
             describes=sec.describes if kind is MediaKind.METADATA else None,
             rendition=sec.rendition and kind is MediaKind.METADATA and sec.describes is None,
+            bottom_field_first=(sec.field_order == "bff" and video is not None
+                                and video.interlaced),
         )
     except ConfigError as e:
         raise mline.error(str(e)) from None

@@ -53,6 +53,10 @@ class CaptureLike(Protocol):
         """Snapshot a recent frame and wait for the archive's answer."""
         ...
 
+    async def queue_stereo_snapshot(self, rtp_timestamp: int | None = None) -> StoredInstance:
+        """Store a recent stereo pair as one instance, durable in the outbox on return."""
+        ...
+
     def record_start(self, *, seconds: float | None = None, frames: int | None = None) -> None:
         """Start recording a clip of the first video flow."""
         ...

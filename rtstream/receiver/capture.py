@@ -46,7 +46,9 @@ delivered after the start, up to the recording's length in samples.
 **Stereo.** :meth:`Capture.stereo_snapshot` stores a pair of a stereo rendition (the
 left and right views' frames of one RTP timestamp, paired by the synchronizer) as one
 two-frame instance with Stereo Pairs Present YES (:mod:`rtstream.dicom.stereo`), in the
-stills series.
+stills series. ``snapshot_stereo`` (``--stereo``) makes the periodic snapshots stereo
+ones and is the default of the MQTT ``snapshot`` command; a pair already stored is
+answered with its instance, as for single frames.
 """
 
 from __future__ import annotations
@@ -447,8 +449,9 @@ class Capture:
             self.snapshots.append(result)
         return result
 
-    async def snapshot_every(self, period: float) -> None:
-        """Queue a snapshot every ``period`` seconds (the task of ``--snapshot-every``)."""
+    async def snapshot_every(self, period: float, *, stereo: bool = False) -> None:
+        """Queue a snapshot every ``period`` seconds (the task of ``--snapshot-every``);
+        with ``stereo`` (``--stereo``) the latest stereo pair's two-frame instance."""
         # Queue each snapshot durably and go on: awaiting the archive's answer here would
         # stop periodic snapshots for as long as the archive is down (the outbox is there
         # to hold them); the store client's queue bounds what piles up. A full or failing
@@ -456,7 +459,10 @@ class Capture:
         while True:
             await asyncio.sleep(period)
             try:
-                inst, new = await self._queue_snapshot(None, None)
+                if stereo:
+                    inst, new = await self._queue_stereo(None)
+                else:
+                    inst, new = await self._queue_snapshot(None, None)
             except LocalProtocolError as exc:
                 log.info("snapshot skipped: %s", exc)
                 continue
@@ -501,8 +507,37 @@ class Capture:
         raise LocalProtocolError(
             f"stereo snapshot: pair with RTP timestamp {rtp_timestamp} is not among the recent ones")
 
-    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
-        """Store a stereo pair (left, right) as one instance, Stereo Pairs Present YES."""
+    def check_stereo(self, rendition_flows: int) -> None:
+        """Refuse at start stereo snapshots of a stream that cannot be stereo.
+
+        Raises
+        ------
+        ConfigError
+            With ``snapshot_stereo`` when the SDP has fewer than two video flows or no
+            rendition flow (``a=x-rtstream-rendition``) to name the left and right views.
+        """
+        if not self.cfg.snapshot_stereo:
+            return
+        if len(self.video) < 2 or rendition_flows < 1:
+            raise ConfigError(
+                "--stereo", True,
+                f"a stereo stream (two video flows and a rendition flow naming them left "
+                f"and right): the SDP has {len(self.video)} video flow(s) and "
+                f"{rendition_flows} rendition flow(s); leave out --stereo for single-frame "
+                f"snapshots")
+
+    async def queue_stereo_snapshot(self, rtp_timestamp: int | None = None) -> StoredInstance:
+        """Build the stereo instance of a recent pair and make it durable in the outbox.
+
+        Returns once it is queued; its ``future`` is done when the archive answered. A
+        pair already stored in this session is not stored again: the answer is that
+        instance.
+        """
+        inst, _ = await self._queue_stereo(rtp_timestamp)
+        return inst
+
+    async def _queue_stereo(self, rtp_timestamp: int | None) -> tuple[StoredInstance, bool]:
+        """The stored stereo instance of a recent pair, and whether it is new."""
         from rtstream.dicom.stereo import build_stereo_snapshot
 
         if self.store_client is None:
@@ -510,24 +545,52 @@ class Capture:
         pair = self.pick_stereo(rtp_timestamp)
         lf, rf = self.video_flow(pair.left.flow), self.video_flow(pair.right.flow)
         assert pair.left.frame is not None and pair.right.frame is not None
-        left_static = self._static_for(lf, pair.left)
-        right_static = self._static_for(rf, pair.right)
-        right_uid = self._rtv_uid(rf, pair.right)
-        p = self._provenance(lf, pair.left, self.stills)
-        left, right, fmt = pair.left.frame.copy(), pair.right.frame.copy(), lf.fmt
+        key = (f"{lf.name}+{rf.name}", pair.rtp_timestamp, self._rtv_uid(lf, pair.left))
+        known = self._recent.get(key)
+        if known is not None and not known.cancelled():
+            self._recent.move_to_end(key)
+            log.debug("stereo snapshot at %d: already stored", pair.rtp_timestamp)
+            return await asyncio.shield(known), False
+        fut: asyncio.Future[StoredInstance] = asyncio.get_running_loop().create_future()
+        self._recent[key] = fut
+        while len(self._recent) > RECENT_SNAPSHOTS:
+            self._recent.popitem(last=False)
+        try:
+            left_static = self._static_for(lf, pair.left)
+            right_static = self._static_for(rf, pair.right)
+            right_uid = self._rtv_uid(rf, pair.right)
+            p = self._provenance(lf, pair.left, self.stills)
+            left, right, fmt = pair.left.frame.copy(), pair.right.frame.copy(), lf.fmt
 
-        def build() -> Dataset:
-            return build_stereo_snapshot(
-                left, right, fmt, left_static, right_static,
-                left_rtv_uid=p.rtv_sop_instance_uid, right_rtv_uid=right_uid, origin=p.origin,
-                series_instance_uid=p.series_instance_uid, series_number=p.series_number,
-                instance_number=p.instance_number)
+            def build() -> Dataset:
+                return build_stereo_snapshot(
+                    left, right, fmt, left_static, right_static,
+                    left_rtv_uid=p.rtv_sop_instance_uid, right_rtv_uid=right_uid,
+                    origin=p.origin, series_instance_uid=p.series_instance_uid,
+                    series_number=p.series_number, instance_number=p.instance_number)
 
-        ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
-        inst = await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
+            ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
+            inst = await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
+        except asyncio.CancelledError:
+            self._forget(key, fut)
+            fut.cancel()
+            raise
+        except Exception as exc:
+            self._forget(key, fut)
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        fut.set_result(inst)
+        return inst, True
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store a stereo pair (left, right) as one instance, Stereo Pairs Present YES,
+        and wait for the archive's answer (a pair stored before: that instance)."""
+        inst, new = await self._queue_stereo(rtp_timestamp)
         res = await asyncio.shield(inst.future)
-        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, ds)
-        self.snapshots.append(result)
+        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, inst.dataset)
+        if new:
+            self.snapshots.append(result)
         return result
 
     # -- clips ------------------------------------------------------------------------

@@ -86,6 +86,12 @@ class ReceiverConfig:
         grain as received as ``<rtp-timestamp>.dcm``; existing files are never replaced.
     snapshot_every : float or None
         Take a snapshot every this many seconds.
+    snapshot_stereo : bool
+        Snapshots (``snapshot_every``, the terminal's 's' key, the MQTT ``snapshot``
+        command unless it says otherwise) store the latest stereo pair of a stereo
+        rendition as one two-frame instance (``--stereo``, docs/renditions.md) instead
+        of one view's frame. Refused at start for an SDP without two video flows and a
+        rendition flow.
     record : float or None
         Record a clip of this many seconds from the first frame on, then store it.
     record_audio : float or None
@@ -137,6 +143,7 @@ class ReceiverConfig:
     dump_frames: Path | None = None
     dump_metadata: Path | None = None
     snapshot_every: float | None = None
+    snapshot_stereo: bool = False
     record: float | None = None
     record_max_frames: int = 1800
     record_audio: float | None = None
@@ -175,6 +182,8 @@ class ReceiverConfig:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ConfigError(key, value, "a positive number of seconds")
+        if not isinstance(self.snapshot_stereo, bool):
+            raise ConfigError("snapshot_stereo", self.snapshot_stereo, "true or false")
         if self.record_max_frames < 1:
             raise ConfigError("record_max_frames", self.record_max_frames, "at least 1")
         if self.queue_size < 1:

@@ -136,6 +136,7 @@ class Receiver:
                 if d is not None:
                     d.mkdir(parents=True, exist_ok=True)
             self._capture.check_identity()  # --snapshot-every/--record on a bare stream
+            self._capture.check_stereo(sum(1 for m in self.flows.metadata if m.media.rendition))
             if cfg.stores:
                 await self._capture.open_store()
             if self.metadata:
@@ -154,7 +155,8 @@ class Receiver:
             self._queue.deadline = time.monotonic() + cfg.duration
             loop.call_later(cfg.duration, self._queue.wake)
         if cfg.snapshot_every is not None:
-            self._capture.spawn(self._capture.snapshot_every(cfg.snapshot_every),
+            self._capture.spawn(self._capture.snapshot_every(cfg.snapshot_every,
+                                                             stereo=cfg.snapshot_stereo),
                                 "rtstream-rx-snapshots")
         if cfg.record is not None and self.video:
             self._capture.record_start(seconds=cfg.record)
@@ -316,6 +318,7 @@ class Receiver:
             latencies_ns=self._queue.latencies(),
             store=dict(store.counters) if store is not None else cap.store_counters,
             snapshots=len(cap.snapshots),
+            renditions=self._sync.rendition_counters(),
         )
 
     @property
@@ -327,8 +330,11 @@ class Receiver:
         ``frames_dropped_incomplete``, ``grains_complete``, ``grains_dropped``,
         ``grains_unmatched``, ``metadata_matched``, ``metadata_unmatched``,
         ``frames_delivered``, ``audio_chunks``, ``consumer_drops``, ``restarts``,
-        ``latency_p50_us``, ``latency_p99_us``, ``latency_max_us``, and ``flows`` (a dict
-        per flow name).
+        ``latency_p50_us``, ``latency_p99_us``, ``latency_max_us``, the rendition counters
+        ``renditions_seen`` (distinct Rendition Selection Documents read),
+        ``stereo_pairs`` (left/right frame pairs made), ``stereo_unpaired`` (frames whose
+        other view never came) and ``renditions_invalid`` (rendition grains that could not
+        be read), and ``flows`` (a dict per flow name).
         """
         return self.counters().as_dict()
 

@@ -128,6 +128,7 @@ class ReceiverStats:
     latency_max_us: float | None
     store: dict[str, int] | None
     snapshots: int
+    renditions: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The dict of ``Receiver.stats``: totals over flows, then the receiver's own."""
@@ -148,6 +149,7 @@ class ReceiverStats:
         if self.store is not None:
             total["store"] = dict(self.store)
         total["snapshots"] = self.snapshots
+        total.update(self.renditions)
         total["flows"] = flows
         return total
 
@@ -201,8 +203,13 @@ def collect(
     latencies_ns: np.ndarray,
     store: dict[str, int] | None,
     snapshots: int,
+    renditions: dict[str, int] | None = None,
 ) -> ReceiverStats:
-    """The counters now (percentiles over the latency ring: two ``np.percentile`` calls)."""
+    """The counters now (percentiles over the latency ring: two ``np.percentile`` calls).
+
+    ``renditions``: the rendition counters (``renditions_seen``, ``stereo_pairs``,
+    ``stereo_unpaired``, ``renditions_invalid``), top-level keys of the dict.
+    """
     flows: dict[str, FlowStats] = {}
     for vf in video:
         flows[vf.name] = _video(vf)
@@ -220,4 +227,5 @@ def collect(
         flows=flows, frames_delivered=frames_delivered, audio_delivered=audio_delivered,
         consumer_drops=consumer_drops, dump_errors=dump_errors, latency_p50_us=p50,
         latency_p99_us=p99, latency_max_us=peak, store=store, snapshots=snapshots,
+        renditions=dict(renditions or {}),
     )

@@ -18,10 +18,18 @@ is read into a :class:`~rtstream.dicom.realtime.Rendition` (kept per rendition f
 instances, which this maps to the receiver's video and audio flows (``groups``). For a
 stereo rendition the left and right views' frames of one RTP timestamp (both views are
 stamped by one media clock, ST 2110-10) are paired into a :class:`StereoPair`, kept in
-``stereo_pairs`` (the most recent :data:`STEREO_PAIRS_KEPT`) and shown to the stereo
-observer; a frame whose partner never comes is dropped from pairing (counted in
-``stereo_unpaired``) once a newer pair completes or the wait holds more than
-:data:`_STEREO_PENDING` timestamps. The frames themselves are delivered as always.
+``stereo_pairs`` (the most recent :data:`STEREO_PAIRS_KEPT`; every pair made is counted
+in ``stereo_pairs_made``) and shown to the stereo observer; a frame whose partner never
+comes is dropped from pairing (counted in ``stereo_unpaired``) once a newer pair completes
+or the wait holds more than :data:`_STEREO_PENDING` timestamps. The frames themselves are
+delivered as always. Every distinct rendition document (by its SOP Instance UID) is
+counted once in ``renditions_seen``; a grain whose document cannot be read is counted in
+``renditions_invalid`` and ignored (:meth:`Synchronizer.rendition_counters`).
+
+An interlaced flow whose SDP says ``a=x-rtstream-field-order:bff`` had its first field
+(F=0, RFC 4175 §4.3) taken from the source's odd lines; the depacketizer weaves F=0 onto
+the even ones, as every receiver does, so each frame's line pairs are swapped back here
+(one copy per frame of such a flow only) before anything sees it.
 
 Every delivered item gets its capture instant (``origin``): the grain's Frame Origin
 Timestamp, else its RTP timestamp on the common media clock (ST 2110-10). Incomplete
@@ -37,6 +45,8 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from rtstream.dicom.realtime import Rendition, RenditionRole, StaticTracker, parse_rendition
 from rtstream.errors import RemoteProtocolError
@@ -146,7 +156,9 @@ class Synchronizer:
         self.renditions: dict[str, Rendition] = {}  # rendition flow name -> latest
         self.stereo_pairs: deque[StereoPair] = deque(maxlen=STEREO_PAIRS_KEPT)
         self.stereo_unpaired = 0
+        self.stereo_pairs_made = 0
         self.renditions_invalid = 0
+        self._renditions_seen: set[str] = set()
         self._stereo_wait: OrderedDict[int, tuple[ReceivedItem | None, ReceivedItem | None]] = (
             OrderedDict())
         self._statics = StaticTracker()
@@ -156,19 +168,24 @@ class Synchronizer:
 
     def on_frame(self, reader: VideoReader, ev: VideoFrameEvent, now: int) -> None:
         """A reassembled frame: to its pairer (or straight out without metadata)."""
+        data, missing = ev.data, None if ev.complete else ev.missing_rows
+        if reader.media.bottom_field_first and reader.fmt.interlaced:
+            data = _swap_line_pairs(data, reader.fmt.rows)
+            if missing is not None:
+                missing = _swap_line_pairs(missing, reader.fmt.rows)
         item = ReceivedItem(
             kind=ItemKind.VIDEO,
             rtp_timestamp=ev.rtp_timestamp,
             ssrc=ev.ssrc,
-            frame=ev.data,
+            frame=data,
             fmt=reader.fmt,
             complete=ev.complete,
-            missing_rows=None if ev.complete else ev.missing_rows,
+            missing_rows=missing,
             received_ns=now,
             flow=reader.name,
         )
         if ev.complete and self.cfg.dump_frames is not None:
-            self.dumps.write(self.cfg.dump_frames, ev.rtp_timestamp, ".raw", ev.data)
+            self.dumps.write(self.cfg.dump_frames, ev.rtp_timestamp, ".raw", data)
         if reader.meta is None:
             self._deliver_video(reader, item, None, now)
             return
@@ -255,6 +272,20 @@ class Synchronizer:
             log.info("rendition %s on %s: %s, %d flow(s)", rendition.sop_instance_uid,
                      reader.name, rendition.title.value[1], len(rendition.members))
         self.renditions[reader.name] = rendition
+        self._renditions_seen.add(rendition.sop_instance_uid)
+
+    @property
+    def renditions_seen(self) -> int:
+        """Distinct rendition documents (SOP Instance UIDs) read since the start."""
+        return len(self._renditions_seen)
+
+    def rendition_counters(self) -> dict[str, int]:
+        """``renditions_seen``, ``stereo_pairs``, ``stereo_unpaired``, ``renditions_invalid``
+        (all cumulative since the start) as in ``Receiver.stats``."""
+        return {"renditions_seen": self.renditions_seen,
+                "stereo_pairs": self.stereo_pairs_made,
+                "stereo_unpaired": self.stereo_unpaired,
+                "renditions_invalid": self.renditions_invalid}
 
     def groups(self) -> list[RenditionGroup]:
         """Every rendition received, resolved to this receiver's flows by the RTV SOP
@@ -310,6 +341,7 @@ class Synchronizer:
             self.stereo_unpaired += 1
         pair = StereoPair(ts, got_left, got_right, uid)
         self.stereo_pairs.append(pair)
+        self.stereo_pairs_made += 1
         if self.stereo_observer is not None:
             self.stereo_observer.on_stereo(pair)
 
@@ -368,6 +400,16 @@ class Synchronizer:
         for af in self.audio:
             for item in af.orderer.poll(now):
                 self._deliver_audio(af, item, now)
+
+
+def _swap_line_pairs(data: np.ndarray, rows: int) -> np.ndarray:
+    """Lines 0,1 / 2,3 / ... exchanged (a bottom-field-first frame woven top first); a
+    new array of ``data``'s shape."""
+    src = data.reshape(rows, -1)
+    out = np.empty_like(src)
+    out[0::2] = src[1::2]
+    out[1::2] = src[0::2]
+    return out.reshape(data.shape)
 
 
 def _forget_packet_grains(meta: MetadataReader, item: ReceivedItem, samples_per_packet: int) -> None:

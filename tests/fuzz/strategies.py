@@ -830,6 +830,8 @@ def gen_command(rng: random.Random) -> dict[str, Any]:
             args["max_seconds"] = rng.choice((0.001, 1, 3600, 12.5))
         if rng.random() < 0.5:
             args["description"] = rng.choice(("", "left knee", "x" * 64))
+        if rng.random() < 0.3:
+            args["stereo"] = rng.random() < 0.5
         doc["args"] = args
     return doc
 

@@ -395,10 +395,25 @@ def write_doc(rows: dict[tuple[Sampling, int, bool], list[str]], gst_offered: se
         "`tests/net/test_sender_formats.py`); pairs no peer carries are pinned by golden",
         "vectors (`tests/vectors/format_vectors.py`).",
         "",
-        "Interlaced video goes field by field: F=0 the even lines, F=1 the odd ones,",
-        "Row Numbers counted within the field, the marker on each field's last packet,",
-        "the second field stamped half a frame later (as GStreamer stamps it); a received",
+        "Interlaced video goes field by field, the field first in time first, with F=0",
+        "(\"F=0 identifies the first field\", RFC 4175 §4.3): for a top-field-first",
+        "source the even lines, then the odd ones with F=1. A bottom-field-first source",
+        "(PyAV/FFmpeg decode says so, e.g. lavfi `setfield=bff`) sends its odd lines as",
+        "F=0 and its SDP says `a=x-rtstream-field-order:bff`, as ST 2110-20's SDP has no",
+        "field-order parameter: rtstream's receiver weaves such frames back as the source",
+        "had them (snapshots too); a receiver that does not know the attribute (FFmpeg)",
+        "weaves F=0 onto the even lines and sees that source's line pairs swapped. Row",
+        "Numbers count lines within the field and the marker ends each field; a received",
         "frame carries its first field's timestamp, the one its metadata grain has.",
+        "",
+        "The second field's RTP timestamp is `--field-timestamps` (TOML",
+        "`video.field_timestamps`): `half` (default) stamps it half a frame later, each",
+        "field at its own sampling instant, as GStreamer's rtpvrawpay does; `same` puts",
+        "both fields on the frame's timestamp, as FFmpeg's RFC 4175 muxer sends them.",
+        "Use `same` towards FFmpeg: in the matrix below, whose frames go out in bursts,",
+        "FFmpeg 5.1 decodes interlaced video only that way; through the real, paced",
+        "sender it decoded both byte-exact",
+        "(`test_sender_interlaced_to_ffmpeg_with_field_timestamps`).",
         "",
         "The table below is **written by `tests/interop/test_format_matrix.py`**, which",
         "asks each peer what it carries (gst-inspect, negotiated caps, FFmpeg's SDP and",
@@ -418,10 +433,10 @@ def write_doc(rows: dict[tuple[Sampling, int, bool], list[str]], gst_offered: se
         "  even, line); GStreamer 1.22 numbers interlaced rows by frame line, where",
         "  FFmpeg, Intel MTL and rtstream count lines within the field.",
         f"- `{MISREAD_ROWS}`: the same peer decodes rtstream's RFC layout with its own.",
-        f"- `{ONE_TIMESTAMP}`: FFmpeg splits frames where the timestamp changes, so it",
-        "  reads interlaced video only with both fields on the frame's timestamp (as it",
-        "  sends it): rtstream's default second-field stamp fails, the packetizer's",
-        "  `field_offset=0` is byte-exact.",
+        f"- `{ONE_TIMESTAMP}`: FFmpeg decodes these bursts of interlaced frames",
+        "  byte-exact only with both fields on the frame's timestamp (as it sends",
+        "  them): rtstream's default second-field stamp fails, the packetizer's",
+        "  `field_offset=0` (the sender's `--field-timestamps same`) is byte-exact.",
         "",
         f"GStreamer rtpvrawpay sink formats seen: {', '.join(sorted(gst_offered))}.",
         "",
@@ -471,3 +486,65 @@ def test_interop_matrix(tmp_path: Path) -> None:
     # every peer carries some pairs both ways, so the matrix is not vacuous
     for col in range(len(COLUMNS)):
         assert any(rows[(*sd, False)][col] == EXACT for sd in FORMATS), COLUMNS[col][0]
+
+
+@pytest.mark.peer("ffmpeg")
+@pytest.mark.parametrize("stamps", ["same", "half"])
+async def test_sender_interlaced_to_ffmpeg_with_field_timestamps(tmp_path: Path,
+                                                                 stamps: str) -> None:
+    """The real sender with ``video.field_timestamps = "same"`` (``--field-timestamps
+    same``) into FFmpeg's RFC 4175 demuxer: every interlaced frame FFmpeg decodes is the
+    source's frame, byte for byte, in order. Paced like this (a frame period between
+    frames, the fields spread over it), FFmpeg 5.1 reads the default ``half`` stamps too;
+    the matrix above, whose frames go out in bursts, finds it needs ``same``."""
+    import asyncio
+    import contextlib
+
+    from rtstream.sender import FieldTimestamps, NetworkConfig, Sender, SenderConfig, VideoConfig
+    from tests.net.test_sender_formats import source_frames
+
+    w, h, count = 160, 120, 12
+    graph = f"testsrc=size={w}x{h}:rate=30,setfield=tff"
+    fmt = VideoFormat(sampling=Sampling.YCBCR_422, depth=8, width=w, height=h,
+                      exactframerate=Fraction(30), interlaced=True, tp="2110TPW")
+    want = source_frames(graph, fmt, 90)
+    ffmpeg = require_program("ffmpeg")
+    base = free_port(count=4, step=2)
+    cfg = SenderConfig(
+        source=f"lavfi:{graph}",
+        video=VideoConfig(width=w, height=h, fps=Fraction(30), sampling=Sampling.YCBCR_422,
+                          depth=8, interlaced=True, field_timestamps=FieldTimestamps(stamps)),
+        network=NetworkConfig(dest="127.0.0.1", port=base),
+        duration=3.0,
+    )
+    out = tmp_path / "ff-out.raw"
+    async with Sender(cfg) as sender:
+        video = sender.session().video()[0]
+        sdp = tmp_path / "video-only.sdp"
+        sdp.write_text(write_sdp(SdpSession(origin_address="127.0.0.1", session_name="ff",
+                                            session_id=1, media=(video,))))
+        args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
+                "-protocol_whitelist", "file,udp,rtp", "-buffer_size", "67108864",
+                "-threads", "1", "-analyzeduration", "1", "-probesize", "32", "-i", str(sdp),
+                "-fps_mode", "passthrough", "-frames:v", str(count), "-f", "rawvideo",
+                "-pix_fmt", "uyvy422", str(out)]
+        with running(args, log=tmp_path / "ff.log") as p:
+            await asyncio.to_thread(wait_port_bound, base)
+            await asyncio.sleep(0.3)
+            task = asyncio.create_task(sender.run())
+            try:
+                for _ in range(100):
+                    if p.poll() is not None:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    data = np.fromfile(out, np.uint8) if out.exists() else np.zeros(0, np.uint8)
+    got = data.reshape(-1, fmt.frame_bytes) if data.size % fmt.frame_bytes == 0 else data[:0]
+    matched = [next((k for k, f in enumerate(want) if np.array_equal(g, f)), None) for g in got]
+    assert len(got) == count, f"{data.size} bytes from FFmpeg ({stamps})"
+    assert None not in matched, matched
+    first = matched[0]
+    assert first is not None and matched == list(range(first, first + count))

@@ -94,7 +94,8 @@ def test_sample_config_loads_and_flags_override() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"video": {"depth": 12}}, "video.depth"),
+        ({"video": {"depth": 11}}, "video.depth"),
+        ({"video": {"field_timestamps": "quarter"}}, "video.field_timestamps"),
         ({"video": {"sampling": "YCbCr-4:1:1"}}, "video.sampling"),
         ({"network": {"dscp": 99}}, "network.dscp"),
         ({"network": {"port": 70000}}, "network.port"),
@@ -135,7 +136,7 @@ def test_cli_bad_config_exits_2_with_the_key(tmp_path: Path) -> None:
     bad.write_text('[video]\ndepth = 9\n')
     r = run_cli("sdp", "--config", str(bad))
     assert r.returncode == 2
-    assert "video.depth" in r.stderr and "9" in r.stderr and "8 or 10" in r.stderr
+    assert "video.depth" in r.stderr and "9" in r.stderr and "8, 10, 12 or 16" in r.stderr
 
 
 def test_cli_sdp_prints_the_session() -> None:

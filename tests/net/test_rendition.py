@@ -354,6 +354,89 @@ async def test_a_bad_rendition_grain_is_counted_and_the_stream_goes_on(tmp_path:
     assert group.rendition.title is RenditionTitle.STEREO_VIDEO
 
 
+async def test_rendition_counters_in_stats_and_metrics(tmp_path: Path) -> None:
+    """renditions_seen, stereo_pairs, stereo_unpaired and renditions_invalid in rx.stats,
+    the --stats-json dict, and as Prometheus counters: the right view is paused (its
+    frames never reach pairing) while left frames go on, then a bad document arrives."""
+    from rtstream.control.metrics import Registry
+    from rtstream.control.observe import observe_receiver
+    from rtstream.net.udp import UdpSender
+    from rtstream.proto.clock import PtpTimestamp
+    from rtstream.proto.nmos_ext import ExtMap
+    from rtstream.proto.rtv_metadata import MetadataPacketizer
+    from rtstream.receiver.sync import STEREO_PAIRS_KEPT
+    from tests.control.test_observe import parse
+
+    port = free_port(count=7, step=2)
+    bad = rendition_document(StreamContext(patient_id="P"), sop_instance_uid=generate_uid(),
+                             members=[member(RenditionRole.VIDEO)], title=RenditionTitle.RENDITION)
+    bad.ConceptNameCodeSequence[0].CodeValue = "999999"
+    meta = RtvMetaInfo(transfer_syntax_uid="1.2.840.10008.1.2.7.1",
+                       sop_class_uid=RTV_RENDITION_SELECTION, sop_instance_uid=bad.SOPInstanceUID,
+                       source_id=uuid.uuid4(), flow_id=uuid.uuid4(), sampling_rate=None)
+    pkt = MetadataPacketizer(ssrc=9, extmap=ExtMap.default(), source_id=meta.source_id,
+                             flow_id=meta.flow_id)
+    origin = PtpTimestamp(1_700_000_000, 0)
+    datagrams = pkt.packetize(encode_grain(meta, bad), 4321, sync=origin, origin=origin)
+    left_while_paused: set[int] = set()
+    right_seen: set[int] = set()
+    async with Sender(stereo_config(port, duration=8.0)) as tx:
+        sdp = tmp_path / "rx.sdp"
+        sdp.write_text(tx.sdp_text())
+        run = asyncio.create_task(tx.run())
+        intruder = UdpSender(("127.0.0.1", port + 12), gso=False)
+        try:
+            async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx:
+                before = rx.stats
+                phase = "pairing"
+                async with asyncio.timeout(25):
+                    async for item in rx:
+                        if item.kind is ItemKind.VIDEO and item.flow == "VIDR":
+                            right_seen.add(item.rtp_timestamp)
+                        if phase == "pairing" and len(rx.stereo_pairs) >= 5:
+                            rx.pause_flow("VIDR")
+                            phase, paused_at = "paused", rx.stats["stereo_pairs"]
+                        elif phase == "paused" and item.kind is ItemKind.VIDEO:
+                            if item.flow == "VID":
+                                left_while_paused.add(item.rtp_timestamp)
+                            if len(left_while_paused - right_seen) >= 12:
+                                rx.resume_flow("VIDR")
+                                for d in datagrams:
+                                    await intruder.send_async(d)
+                                phase = "resumed"
+                        elif (phase == "resumed" and rx.renditions_invalid
+                              and rx.stats["stereo_pairs"] >= paused_at + 5):
+                            break
+                stats = rx.stats
+                kept = list(rx.stereo_pairs)
+                right_seen.update(i.rtp_timestamp for i in rx.take_queued() if i.flow == "VIDR")
+                reg = Registry()
+                observe_receiver(reg, rx)
+                exp = parse(reg.render())
+        finally:
+            intruder.close()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    assert (before["renditions_seen"], before["stereo_pairs"], before["stereo_unpaired"],
+            before["renditions_invalid"]) == (0, 0, 0, 0)
+    assert stats["renditions_seen"] == 1  # the sender's one document, repeated; not the bad one
+    assert stats["renditions_invalid"] == 1
+    if len(kept) < STEREO_PAIRS_KEPT:  # the ring still holds every pair made
+        assert stats["stereo_pairs"] == len(kept)
+    assert stats["stereo_pairs"] >= len(kept) >= 10
+    # the left frames of the pause whose right view never came: in no pair, each given up
+    orphans = left_while_paused - right_seen
+    assert len(orphans) >= 12
+    assert not orphans & {p.rtp_timestamp for p in kept}
+    assert stats["stereo_unpaired"] >= len(orphans)
+    for key, family in (("renditions_seen", "rtstream_renditions_seen_total"),
+                        ("stereo_pairs", "rtstream_stereo_pairs_total"),
+                        ("stereo_unpaired", "rtstream_stereo_unpaired_total"),
+                        ("renditions_invalid", "rtstream_renditions_invalid_total")):
+        assert exp.types[family] == "counter"
+        assert exp.value(family) >= stats[key] > 0, family
+
+
 def _paths(ds: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every element of ``ds`` as a path of (tag) and (tag, item index) steps."""
     out = []

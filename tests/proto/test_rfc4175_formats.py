@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtstream.errors import ConfigError
+from rtstream.errors import ConfigError, RemoteProtocolError
 from rtstream.proto.formats import SUPPORTED_VIDEO, Sampling, VideoFormat
 from rtstream.proto.rfc4175 import PayloadHeader, VideoDepacketizer, VideoPacketizer
 from rtstream.proto.rtp import parse_rtp
@@ -144,3 +144,63 @@ def test_both_fields_on_one_timestamp_as_ffmpeg_sends_them() -> None:
     assert ev.complete and ev.rtp_timestamp == 7777 and np.array_equal(ev.data, frame)
     with pytest.raises(ConfigError, match="field_offset"):
         VideoPacketizer(fmt, ssrc=3, field_offset=-1)
+
+
+@pytest.mark.parametrize(("sampling", "depth"), INTERLACEABLE)
+def test_bottom_field_first_sends_the_odd_lines_as_the_first_field(sampling: Sampling,
+                                                                   depth: int) -> None:
+    """RFC 4175 §4.3: F=0 is the first field. A bottom-field-first frame's first field in
+    time is its odd lines: they go first, F=0, on the frame's timestamp, Row Numbers within
+    the field; the even lines follow with F=1. A receiver weaving F=0 onto the even lines
+    (ours, FFmpeg's) sees the line pairs swapped, which the SDP's field order undoes."""
+    fmt = fmt_of(sampling, depth, 64, 8, interlaced=True)
+    pk = VideoPacketizer(fmt, ssrc=9, max_payload=200, bottom_field_first=True)
+    frame = random_frame(fmt, 5)
+    b = pk.packetize(frame, 20_000)
+    pkts = [parse_rtp(d) for d in datagrams(b)]
+    half = len(pkts) // 2
+    lines_seen = []
+    for k, p in enumerate(pkts):
+        hdr = PayloadHeader.parse(p.payload)
+        (srd,) = hdr.srds
+        assert srd.field == (k >= half)
+        assert 0 <= srd.row < fmt.height // 2
+        line = 2 * srd.row + (0 if srd.field else 1)  # F=0: odd lines, F=1: even lines
+        lines_seen.append(line)
+        start = line * fmt.row_bytes + srd.offset // fmt.pgroup_pixels_per_line * fmt.pgroup_bytes
+        assert p.payload[hdr.size:] == frame[start : start + srd.length].tobytes()
+        assert p.timestamp == (20_000 if k < half else 20_000 + pk.field_offset)
+    assert lines_seen[0] == 1 and lines_seen[half] == 0
+    assert [k for k, p in enumerate(pkts) if p.marker] == [half - 1, len(pkts) - 1]
+    (ev,) = VideoDepacketizer(fmt).feed(b.buf.copy(), b.sizes, now=0)
+    woven = ev.data.reshape(fmt.rows, fmt.row_bytes)
+    src = frame.reshape(fmt.rows, fmt.row_bytes)
+    assert ev.complete and ev.rtp_timestamp == 20_000
+    assert np.array_equal(woven[0::2], src[1::2]) and np.array_equal(woven[1::2], src[0::2])
+    with pytest.raises(ConfigError, match="bottom_field_first"):
+        VideoPacketizer(fmt_of(sampling, depth, 64, 8), ssrc=9, bottom_field_first=True)
+
+
+def test_sdp_field_order_attribute_round_trips() -> None:
+    from rtstream.proto.sdp import MediaKind, SdpMedia, SdpSession, parse_sdp, write_sdp
+
+    fmt = fmt_of(Sampling.YCBCR_422, 8, 64, 8, interlaced=True)
+
+    def media(bff: bool, f: VideoFormat = fmt) -> SdpMedia:
+        return SdpMedia(kind=MediaKind.VIDEO, port=5004, payload_type=96, address="127.0.0.1",
+                        clock_rate=90000, video=f, mid="VID", bottom_field_first=bff)
+
+    def text(m: SdpMedia) -> str:
+        return write_sdp(SdpSession(origin_address="127.0.0.1", session_name="f", session_id=1,
+                                    media=(m,)))
+
+    bff = text(media(True))
+    assert "a=x-rtstream-field-order:bff\r\n" in bff
+    assert parse_sdp(bff).media[0].bottom_field_first
+    top = text(media(False))
+    assert "field-order" not in top and not parse_sdp(top).media[0].bottom_field_first
+    assert not parse_sdp(bff.replace(":bff", ":tff")).media[0].bottom_field_first
+    with pytest.raises(RemoteProtocolError, match="x-rtstream-field-order"):
+        parse_sdp(bff.replace(":bff", ":sideways"))
+    with pytest.raises(ConfigError, match="sdp.bottom_field_first"):
+        media(True, fmt_of(Sampling.YCBCR_422, 8, 64, 8))
