@@ -150,6 +150,8 @@ class FindingSet:
         From the frame's last packet read to the callable's return.
     origin_ns : int or None
         The frame's capture instant (TAI ns), when known.
+    ssrc : int
+        The video flow's RTP SSRC (the viewer names streams by it).
     """
 
     flow: str
@@ -159,11 +161,13 @@ class FindingSet:
     findings: tuple[Finding, ...]
     latency_ns: int = 0
     origin_ns: int | None = None
+    ssrc: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what the viewer and MQTT carry."""
         return {
             "flow": self.flow,
+            "ssrc": self.ssrc,
             "rtp_timestamp": self.rtp_timestamp,
             "width": self.width,
             "height": self.height,

@@ -372,7 +372,7 @@ class Analyzer:
         origin = item.origin.to_ns() if item.origin is not None else None
         return FindingSet(flow=item.flow, rtp_timestamp=item.rtp_timestamp,
                           width=ctx.width, height=ctx.height, findings=tuple(good),
-                          latency_ns=latency, origin_ns=origin)
+                          latency_ns=latency, origin_ns=origin, ssrc=item.ssrc)
 
 
 class FrameFanout:
