@@ -113,6 +113,7 @@ class EventKind(enum.Enum):
     LOSS_CLEARED = "loss_cleared"
     ARCHIVE_OUTAGE = "archive_outage"
     ARCHIVE_RECOVERED = "archive_recovered"
+    FINDINGS = "findings"
 
 
 class MessageClass(enum.Enum):

@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydicom import Dataset
@@ -146,10 +146,8 @@ class AnalysisContext:
 AnalysisFn = Callable[[np.ndarray, AnalysisContext], "Sequence[Any] | None"]
 
 
-class FindingsObserver(Protocol):
-    """Sees every finding set, on the event loop."""
-
-    def __call__(self, findings: FindingSet) -> None: ...
+#: Sees every finding set, on the event loop.
+FindingsObserver = Callable[[FindingSet], None]
 
 
 @dataclass(frozen=True)
