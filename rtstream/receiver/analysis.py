@@ -159,7 +159,7 @@ class AnalysisStats:
     offered : int
         Video frames shown to the hook.
     analysed : int
-        Frames the callable returned from (with or without findings).
+        Frames the callable returned from (with or without findings; not those it raised on).
     skipped : int
         Frames replaced by a newer one before the worker took them.
     exceptions : int
@@ -263,8 +263,8 @@ class Analyzer:
         """A delivered frame: into the slot of one (the older one there is skipped)."""
         if self.flow is not None and item.flow != self.flow:
             return
-        self.offered += 1
         with self._cond:
+            self.offered += 1
             if self._slot is not None:
                 self.skipped += 1
             self._slot = item
@@ -284,15 +284,20 @@ class Analyzer:
             self._thread = None
 
     def stats(self) -> AnalysisStats:
-        """The counters now."""
-        lat = np.fromiter(self._latencies, np.int64) if self._latencies else None
+        """The counters now (``offered`` = ``analysed`` + ``exceptions`` + ``skipped``, plus
+        the frame in the worker's hands, if any)."""
+        with self._cond:
+            lat = np.fromiter(self._latencies, np.int64) if self._latencies else None
+            counts = (self.offered, self.analysed, self.skipped, self.exceptions,
+                      self.malformed, self.findings)
 
         def pct(q: float) -> int:
             return 0 if lat is None else int(np.percentile(lat, q)) // 1000
 
+        offered, analysed, skipped, exceptions, malformed, findings = counts
         return AnalysisStats(
-            offered=self.offered, analysed=self.analysed, skipped=self.skipped,
-            exceptions=self.exceptions, malformed=self.malformed, findings=self.findings,
+            offered=offered, analysed=analysed, skipped=skipped,
+            exceptions=exceptions, malformed=malformed, findings=findings,
             latency_p50_us=pct(50), latency_p99_us=pct(99),
             latency_max_us=0 if lat is None else int(lat.max()) // 1000,
         )
@@ -346,27 +351,28 @@ class Analyzer:
             ctx = AnalysisContext.of(item)
             out = self.fn(frame, ctx)
         except Exception as exc:  # the user's code: counted, never fatal
-            self.exceptions += 1
+            with self._cond:
+                self.exceptions += 1
             log.warning("analysis %s raised on frame %d of %s: %s: %s", self.name,
                         item.rtp_timestamp, item.flow, type(exc).__name__, exc)
             log.debug("analysis traceback", exc_info=True)
             return None
         clock = self._clock
         latency = max(0, clock.now_ns() - item.received_ns) if clock is not None else 0
-        self.analysed += 1
-        self._latencies.append(latency)
-        if out is None:
-            out = []
-        if isinstance(out, (str, bytes)) or not isinstance(out, Sequence):
-            self.malformed += 1
+        wrong_type = out is not None and (
+            isinstance(out, (str, bytes)) or not isinstance(out, Sequence))
+        if wrong_type:
             log.debug("analysis %s returned %s, not a list of findings", self.name,
                       type(out).__name__)
-            out = []
-        good, bad = parse_findings(out, width=ctx.width, height=ctx.height)
+        good, bad = ([], []) if out is None or wrong_type else parse_findings(
+            out, width=ctx.width, height=ctx.height)
         for err in bad:
             log.debug("analysis %s: finding skipped: %s", self.name, err)
-        self.malformed += len(bad)
-        self.findings += len(good)
+        with self._cond:  # one consistent update of the counters stats() reads
+            self.analysed += 1
+            self._latencies.append(latency)
+            self.malformed += len(bad) + int(wrong_type)
+            self.findings += len(good)
         origin = item.origin.to_ns() if item.origin is not None else None
         return FindingSet(flow=item.flow, rtp_timestamp=item.rtp_timestamp,
                           width=ctx.width, height=ctx.height, findings=tuple(good),

@@ -377,6 +377,11 @@ class Receiver:
         """The analysis of :meth:`analyze`, None without one."""
         return self._analysis[0] if self._analysis else None
 
+    @property
+    def findings_archiver(self) -> FindingsArchiver | None:
+        """What stores snapshots' findings as DICOM (its ``results``), None without analysis."""
+        return self._analysis[1] if self._analysis else None
+
     # -- capture --------------------------------------------------------------------------
 
     @property
