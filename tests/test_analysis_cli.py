@@ -73,3 +73,25 @@ def test_receive_stores_findings_with_periodic_snapshots(tmp_path: Path) -> None
     refs = {ps.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
             for ps in by_kind["PR"]}
     assert refs == images
+
+
+def test_demo_runs_the_numpy_example(tmp_path: Path) -> None:
+    """``make demo``'s stream with the example: snapshots land in the embedded archive with
+    their findings beside them."""
+    res = subprocess.run(
+        [*RTSTREAM, "demo", "--duration", "6", "--video", "640x360@30", "--http",
+         "127.0.0.1:0", "--snapshot-every", "2", "--archive-dir", str(tmp_path / "archive"),
+         "--outbox", str(tmp_path / "outbox"), "--analyze", str(ROOT / "examples" /
+                                                               "bright_band.py") + ":detect"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    kinds: dict[str, list[pydicom.Dataset]] = {}
+    for p in (tmp_path / "archive").rglob("*"):
+        if p.is_file():
+            ds = pydicom.dcmread(p)
+            kinds.setdefault(str(ds.Modality), []).append(ds)
+    images = {ds.SOPInstanceUID for ds in kinds["ES"]}
+    assert images and len(kinds["PR"]) == len(kinds["SR"]) == len(images), kinds.keys()
+    for ds in kinds["SR"]:
+        ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        assert ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in images
