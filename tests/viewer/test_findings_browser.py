@@ -103,3 +103,27 @@ def test_findings_drawn_in_sync_in_chromium(artifacts_dir: Path, tmp_path: Path)
     assert res["lost"] == 0
 
 
+
+
+# -- which set the page draws over a frame (pure; node) ------------------------------------
+
+
+@pytest.mark.peer("node")
+def test_page_picks_the_frames_own_set_else_the_latest_earlier_one() -> None:
+    import json
+    import subprocess
+
+    exe = require_program("node")
+    js = Path(__file__).resolve().parents[2] / "rtstream" / "viewer" / "static" / "viewer.js"
+    script = f"""const m = require({json.dumps(str(js))});
+      const sets = new Map([[4294966000, {{rtp: 4294966000}}], [1000, {{rtp: 1000}}],
+                            [4000, {{rtp: 4000}}]]);
+      const pick = (f) => {{ const s = m.rtsFindingsFor(sets, f >>> 0); return s && s.rtp; }};
+      console.log(JSON.stringify([pick(1000), pick(3999), pick(4000), pick(4001),
+        pick(4000 + m.FINDINGS_HOLD), pick(4001 + m.FINDINGS_HOLD), pick(999), pick(500)]));"""
+    out = subprocess.run([exe, "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    # own set; the latest earlier one (across the 2^32 wrap too); never a later frame's;
+    # nothing older than the hold time
+    assert json.loads(out.stdout) == [1000, 1000, 4000, 4000, 4000, None, 4294966000,
+                                      4294966000]
