@@ -45,7 +45,6 @@ import numpy as np
 from pydicom import Dataset
 
 from rtstream.dicom.findings import (
-    Finding,
     FindingSet,
     build_findings_sr,
     build_presentation_state,
@@ -496,6 +495,3 @@ def _made_on(fs: FindingSet, inst: StoredInstance) -> str:
         return "live analysis findings"
     return f"live analysis findings of RTP timestamp {fs.rtp_timestamp}"
 
-
-# Re-exported for type checkers of the public surface.
-_ = Finding
