@@ -9,11 +9,13 @@ DEB_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugin
 	chromium chromium-driver iproute2 procps python3-venv nodejs janus
 DEMO_DEB_PACKAGES := python3-venv
 PYTEST_ARGS ?=
+# e.g. make demo DEMO_ARGS="--analyze examples/bright_band.py:detect"
+DEMO_ARGS ?=
 
 .PHONY: demo test deps demo-deps venv lint typecheck bench clean
 
 demo: demo-deps venv
-	$(VENV)/bin/rtstream demo
+	$(VENV)/bin/rtstream demo $(DEMO_ARGS)
 
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,7 +46,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $@
 
 lint: venv

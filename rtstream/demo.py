@@ -111,6 +111,14 @@ class DemoConfig:
         Repeat ``file:``/``dicom:``/``raw:`` sources.
     context : dict
         Patient/study values for the sender (StreamContext field names).
+    analyze : callable or None
+        ``fn(frame, context) -> findings`` run on the received stream
+        (:meth:`rtstream.receiver.Receiver.analyze`), drawn on the viewer, published on
+        MQTT and stored with snapshots.
+    analyze_layout : str
+        The frame layout ``analyze`` gets (``rgb24`` by default).
+    store_findings : str
+        ``ps``, ``sr``, ``both`` or ``none``: what a snapshot's findings become.
     """
 
     source: str = "testsrc"
@@ -137,6 +145,9 @@ class DemoConfig:
         "patient_name": "Demo^Patient", "patient_id": "RTS-DEMO",
         "study_description": "rtstream demo", "station_name": "DEMO",
     })
+    analyze: Callable[..., Any] | None = None
+    analyze_layout: str = "rgb24"
+    store_findings: str = "both"
 
     def __post_init__(self) -> None:
         if self.duration is not None and not self.duration > 0:
@@ -297,16 +308,24 @@ async def run_demo(
                 await stack.enter_async_context(archive)
                 target = archive.target
             result.archive = target
-            rx = await stack.enter_async_context(Receiver(ReceiverConfig(
+            rx = Receiver(ReceiverConfig(
                 sdp=str(sdp_path), store=target, outbox=cfg.outbox,
                 snapshot_every=cfg.snapshot_every, pairing_wait_frames=10,
                 flush_timeout=cfg.flush_timeout,
-            )))
+            ))
+            if cfg.analyze is not None:
+                rx.analyze(cfg.analyze, layout=cfg.analyze_layout,
+                           store_findings=cfg.store_findings)
+            rx = await stack.enter_async_context(rx)
             if archive is None:  # a real PACS: say at once when it does not answer
                 echo = asyncio.ensure_future(_echo(rx, say))
                 stack.callback(echo.cancel)
             viewer = await _start_viewer(cfg, rx)
             stack.push_async_callback(viewer.close)
+            if rx.analyzer is not None:
+                from rtstream.viewer.server import findings_to_viewer
+
+                rx.analyzer.on_findings(findings_to_viewer(viewer))
             result.url = viewer.url
 
             refs: dict[str, Any] = {}
@@ -319,6 +338,10 @@ async def run_demo(
 
             plane = open_plane(mqtt, stats=stats)
             await stack.enter_async_context(plane)
+            if rx.analyzer is not None:
+                from rtstream.control.findings import publish_findings_events
+
+                publish_findings_events(plane, rx.analyzer)
             rnode = await stack.enter_async_context(ReceiverNode(
                 rx, plane, role="demo", viewer=viewer, config=WiringConfig()))
             snode = SenderNode(scfg, plane, make_sender=Sender, role="demo")

@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (5, "pipelines", ("rtstream.sender", "rtstream.receiver"), ()),
     (6, "apps",
      ("rtstream.viewer", "rtstream.control", "rtstream.commands", "rtstream.cli",
-      "rtstream.demo", "rtstream.bench", "rtstream.__main__", "rtstream"),
+      "rtstream.demo", "rtstream.bench", "rtstream.__main__", "rtstream", "rtstream.api"),
      ()),
 )  # fmt: skip
 

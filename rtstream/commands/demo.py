@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from rtstream.commands._analysis_args import add_analysis_arguments, analysis_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import Stopper, add_flush_argument, exit_promptly
 from rtstream.commands._status import add_status_argument, status_interval
@@ -62,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-every", type=float, metavar="S",
                         help="also store a snapshot every S seconds")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add_analysis_arguments(parser)
     add_cli_arguments(parser)
     add_flush_argument(parser)
     add_status_argument(parser)
@@ -73,7 +75,11 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
     http_host, http_port = "127.0.0.1", None
     if args.http:
         http_host, http_port = parse_endpoint(args.http, key="--http", allow_port_zero=True)
+    analysis = analysis_from_args(args)
     return DemoConfig(
+        analyze=analysis.fn if analysis is not None else None,
+        analyze_layout=args.analyze_layout,
+        store_findings=args.store_findings,
         source=args.source,
         width=video.get("width"),
         height=video.get("height"),

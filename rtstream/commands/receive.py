@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from rtstream.commands._analysis_args import (
+    AnalysisSpec,
+    add_analysis_arguments,
+    analysis_from_args,
+    on_control_plane,
+)
 from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import (
@@ -119,6 +125,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
                         help="serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9100")
     add_identity_arguments(parser)
+    add_analysis_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
     add_flush_argument(parser)
@@ -254,6 +261,7 @@ class _Keys:
 async def _main(
     cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None,
     http: tuple[str, int] | None = None, status_every: float = 0.0,
+    analysis: AnalysisSpec | None = None,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -282,10 +290,11 @@ async def _main(
     side_tasks: list[asyncio.Task[Any]] = []
     try:
         async with (
-            Receiver(cfg) as rx,
+            AnalysisSpec.receiver(cfg, analysis) as rx,
             control_for_receiver(mqtt, rx, role="receive") as node,
             serve_receiver(http, rx, plane=node.plane),
         ):
+            on_control_plane(node.plane, rx)
             receiving.append(rx)
             side_tasks.append(
                 loop.create_task(echo_archive("receive", rx.store_client), name="rx-echo"))
@@ -335,10 +344,12 @@ def run(args: argparse.Namespace) -> int:
     """Receive until the limit, the end of the stream or Ctrl-C; exit 0 on a clean stop."""
     cfg = build_config(args)
     mqtt = config_from_args(args, role="receive")
+    analysis = analysis_from_args(args)
     try:
         stats = asyncio.run(_main(
             cfg, args.stats_json, mqtt, getattr(args, "http", None),
             status_every=status_interval(getattr(args, "status_interval", None)),
+            analysis=analysis,
         ))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         # Stopped before the receiver was up (0), or a signal after the flush (130):

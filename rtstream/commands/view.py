@@ -11,6 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rtstream.commands._analysis_args import (
+    AnalysisSpec,
+    add_analysis_arguments,
+    analysis_from_args,
+    on_control_plane,
+    on_viewer,
+)
 from rtstream.commands._identity_args import add_identity_arguments, context_from_args
 from rtstream.commands._mqtt_args import add_cli_arguments, config_from_args
 from rtstream.commands._shutdown import (
@@ -122,6 +129,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     janus.add_argument("--janus-stream", metavar="ID",
                        help="stream to feed to Janus (default: the first one seen)")
     add_identity_arguments(parser)
+    add_analysis_arguments(parser)
     add_tls_arguments(parser)
     add_cli_arguments(parser)
     add_flush_argument(parser)
@@ -223,7 +231,11 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
         snapshot_from_receiver,
     )
 
+    analysis = analysis_from_args(args)
     if args.test_pattern:
+        if analysis is not None:
+            raise ConfigError("--analyze", args.analyze,
+                              "a stream from --sdp (the test pattern is not analysed)")
         m = re.fullmatch(r"(\d+)x(\d+)", args.size)
         if not m:
             raise ConfigError("--size", args.size, "WxH, e.g. 1280x720")
@@ -248,7 +260,7 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
 
     from rtstream.control.wiring import control_for_viewer
     from rtstream.pacs.store import parse_store_target
-    from rtstream.receiver import Receiver, ReceiverConfig
+    from rtstream.receiver import ReceiverConfig
 
     # Snapshots go through the receiver (rx.snapshot), which owns the outbox and archive.
     rx_kwargs: dict[str, Any] = {"sdp": args.sdp, "interface": args.interface}
@@ -262,14 +274,16 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
         rx_kwargs["outbox"] = args.outbox
     rx_kwargs["context"] = context_from_args(args)
     rx_kwargs["flush_timeout"] = args.flush_timeout
-    async with Receiver(ReceiverConfig(**rx_kwargs)) as rx:
+    async with AnalysisSpec.receiver(ReceiverConfig(**rx_kwargs), analysis) as rx:
         snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
         async with contextlib.AsyncExitStack() as stack:
             viewer = await stack.enter_async_context(
                 ViewerServer(cfg, feed_from_receiver(rx), snapshot)
             )
             mqtt = config_from_args(args, role="view")
-            await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))
+            node = await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))
+            on_viewer(viewer, rx)
+            on_control_plane(node.plane, rx)
             print(f"rtstream view: open {viewer.url}", flush=True)
             echo = asyncio.ensure_future(echo_archive("view", rx.store_client))
             stack.callback(echo.cancel)

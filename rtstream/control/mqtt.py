@@ -115,6 +115,7 @@ class EventKind(enum.Enum):
     ARCHIVE_RECOVERED = "archive_recovered"
     LEG_SILENT = "leg_silent"
     LEG_BACK = "leg_back"
+    FINDINGS = "findings"
 
 
 class MessageClass(enum.Enum):

@@ -750,6 +750,10 @@ def open_video_source(spec: str, *, loop: bool = False) -> VideoSource:
         return DicomSource(spec, Path(arg), loop=loop)
     if kind == "raw":
         return RawSource(spec, Path(arg), loop=loop)
+    if kind == "numpy":  # frames of your own (rtstream.media.arrays.register_source)
+        from rtstream.media.arrays import open_registered
+
+        return open_registered(spec, arg)
     if kind == "pacs":
         raise ConfigError("--source", spec, "a local source here: pacs: specs are opened by "
                           "rtstream.pacs.source.open_video_source, which retrieves first")

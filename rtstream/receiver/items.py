@@ -84,6 +84,22 @@ class ReceivedItem:
 
         return from_wire(self.frame, self.fmt, "rgb24")
 
+    def array(self, layout: str = "rgb24") -> np.ndarray:
+        """The frame in ``layout``: ``"rgb24"`` ``(H, W, 3)`` uint8; YCbCr planes
+        ``"yuv420p"``/``"nv12"`` ``(H * 3 / 2, W)`` uint8 or ``"yuv422p10le"`` ``(3, H, W)``
+        uint16; ``"uyvy422"``; or ``"wire"``, the ST 2110-20 pgroups as received (a
+        read-only view, no copy). Conversions: :func:`rtstream.proto.pixfmt.from_wire`.
+        """
+        if self.frame is None or self.fmt is None:
+            raise LocalProtocolError("array(): this item carries no video frame")
+        if layout == "wire":
+            view = self.frame.view()
+            view.flags.writeable = False
+            return view
+        from rtstream.proto.pixfmt import from_wire
+
+        return from_wire(self.frame, self.fmt, layout)
+
 
 @dataclass(frozen=True)
 class SnapshotResult:

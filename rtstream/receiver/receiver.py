@@ -57,6 +57,13 @@ from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.pacs.store import StoreClient
 from rtstream.proto.clock import Clock, PtpTimestamp
 from rtstream.proto.sdp import SdpSession
+from rtstream.receiver.analysis import (
+    AnalysisFn,
+    Analyzer,
+    FindingsArchiver,
+    FrameFanout,
+    StoreFindings,
+)
 from rtstream.receiver.capture import Capture
 from rtstream.receiver.config import ReceiverConfig
 from rtstream.receiver.delivery import ItemQueue
@@ -114,6 +121,7 @@ class Receiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
+        self._analysis: list[Any] = []  # Analyzer and FindingsArchiver of analyze()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -142,6 +150,9 @@ class Receiver:
             if self.metadata:
                 _warm_up_grain_decoder()
             self._timer = DeadlineTimer(loop, self.clock, self._on_timer)
+            for a in self._analysis:
+                if hasattr(a, "start"):
+                    a.start(loop, self.clock)
             for f in self.flows.all():
                 f.start(loop, open_socket(f, cfg), self)
             log.info(
@@ -185,6 +196,8 @@ class Receiver:
             return
         self._closed = True
         self.stop()
+        for a in self._analysis:  # the worker, then the findings still being stored
+            await a.aclose()
         await self._capture.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._dumps.drain)
         self._dumps.shutdown()
@@ -336,7 +349,49 @@ class Receiver:
         other view never came) and ``renditions_invalid`` (rendition grains that could not
         be read), and ``flows`` (a dict per flow name).
         """
-        return self.counters().as_dict()
+        out = self.counters().as_dict()
+        if self._analysis:
+            out["analysis"] = self._analysis[0].stats().as_dict()
+        return out
+
+    # -- analysis -------------------------------------------------------------------------
+
+    def analyze(
+        self, fn: AnalysisFn, *, layout: str = "rgb24", flow: str | None = None,
+        store_findings: StoreFindings | str = StoreFindings.BOTH, window: float = 1.0,
+    ) -> Analyzer:
+        """Run ``fn(frame, context)`` on the latest frame in a worker thread (before entering).
+
+        See :mod:`rtstream.receiver.analysis`: frames in ``layout`` (``rgb24``: H x W x 3
+        uint8), findings back as :class:`~rtstream.dicom.findings.FindingSet` to the
+        ``on_findings`` observers of the returned :class:`Analyzer`; a snapshot of a frame
+        with findings also stores them (``store_findings``: ``"ps"``, ``"sr"``, ``"both"``
+        or ``"none"``) when the receiver stores. One analysis per receiver.
+        """
+        if self._analysis:
+            raise LocalProtocolError("analyze(): this receiver runs an analysis already")
+        if self._loop is not None:
+            raise LocalProtocolError("analyze(): call it before 'async with Receiver(...)'")
+        try:
+            what = StoreFindings(store_findings)
+        except ValueError:
+            raise ConfigError("store_findings", store_findings,
+                              "one of " + ", ".join(w.value for w in StoreFindings)) from None
+        analyzer = Analyzer(fn, layout=layout, flow=flow)
+        self._sync.observer = FrameFanout([self._capture, analyzer])
+        self._analysis = [analyzer, FindingsArchiver(
+            analyzer, self._capture, what=what, window=window)]
+        return analyzer
+
+    @property
+    def analyzer(self) -> Analyzer | None:
+        """The analysis of :meth:`analyze`, None without one."""
+        return self._analysis[0] if self._analysis else None
+
+    @property
+    def findings_archiver(self) -> FindingsArchiver | None:
+        """What stores snapshots' findings as DICOM (its ``results``), None without analysis."""
+        return self._analysis[1] if self._analysis else None
 
     # -- renditions -----------------------------------------------------------------------
 

@@ -640,6 +640,18 @@ class JanusFeeder:
                 self.stats.send_errors += 1
                 log.debug("janus: frame %d not sent: %s", enc.rtp_timestamp, exc)
 
+    def send_json(self, msg: Mapping[str, Any]) -> bool:
+        """Send one extra message (e.g. a finding set) on the mountpoint's data port."""
+        if self._data is None or self.state is not FeedState.FEEDING:
+            return False
+        try:
+            self._data.send(json.dumps(msg, separators=(",", ":")).encode())
+        except OSError as exc:
+            log.debug("janus: data message not sent: %s", exc)
+            return False
+        self.stats.data_messages += 1
+        return True
+
     def _send_frame(self, enc: EncodedFrame) -> None:
         video = self._video
         if video is None or self.state is not FeedState.FEEDING:

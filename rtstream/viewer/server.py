@@ -741,6 +741,24 @@ class ViewerServer:
             },
         )
 
+    def publish_findings(self, stream_id: str, findings: Mapping[str, Any]) -> int:
+        """Send a finding set to every page watching ``stream_id`` (and to its Janus feeder).
+
+        ``findings`` is :meth:`rtstream.dicom.findings.FindingSet.as_dict`: the page draws
+        it over the frame of the same ``rtp_timestamp`` (see ``static/viewer.js``).
+        Returns the number of pages (and feeders) it went to.
+        """
+        msg = {"t": "findings", "rtp": findings["rtp_timestamp"], "w": findings["width"],
+               "h": findings["height"], "latency_us": findings.get("latency_us", 0),
+               "findings": findings["findings"]}
+        sent = sum(self._send(peer, msg) for peer in list(self.peers.values())
+                   if peer.stream_id == stream_id)
+        janus = self.janus.get(stream_id)
+        send_json = getattr(janus, "send_json", None)
+        if send_json is not None and send_json(msg):
+            sent += 1
+        return sent
+
     def _send(self, peer: _Peer, msg: Mapping[str, Any]) -> bool:
         ch = peer.channel
         if ch is not None and ch.readyState == "open":
@@ -883,6 +901,17 @@ async def _receiver_frames(rx: ReceiverLike) -> AsyncGenerator[ViewerFrame, None
             overlay=overlay,
             pix_fmt=pix_fmt,
         )
+
+
+def findings_to_viewer(server: ViewerServer) -> Callable[[Any], None]:
+    """An ``on_findings`` observer (:meth:`rtstream.receiver.analysis.Analyzer.on_findings`)
+    that sends each finding set to the pages watching its stream (named as
+    :func:`feed_from_receiver` names them, ``video-<ssrc hex>``)."""
+
+    def publish(fs: Any) -> None:
+        server.publish_findings(f"video-{fs.ssrc:08x}", fs.as_dict())
+
+    return publish
 
 
 def snapshot_from_receiver(rx: ReceiverLike) -> SnapshotFn:

@@ -3,7 +3,25 @@
 // Per-frame metadata arrives on the "overlay" data channel keyed by the source RTP
 // timestamp; the frame on screen is identified by requestVideoFrameCallback's
 // rtpTimestamp minus the sender's constant offset (sent by the server as "offset").
+// Findings of the live analysis ({"t": "findings", "rtp", "w", "h", "findings"}) arrive on
+// the same channel, keyed by the RTP timestamp of the frame they were made on; each frame
+// shown draws the findings of its own timestamp, else the latest ones made at most
+// FINDINGS_HOLD ticks before it (the analysis may skip frames), else none.
 "use strict";
+
+const FINDINGS_HOLD = 45000;      // 0.5 s of the 90 kHz media clock
+
+// sets: Map(rtp -> message); returns the set to draw over the frame of source rtp `frame`.
+function rtsFindingsFor(sets, frame) {
+  const exact = sets.get(frame);
+  if (exact) return exact;
+  let best = null, bestAge = Infinity;
+  for (const [rtp, m] of sets) {
+    const age = (frame - rtp) >>> 0;
+    if (age > 0 && age <= FINDINGS_HOLD && age < bestAge) { best = m; bestAge = age; }
+  }
+  return best;
+}
 
 // -- diagnosis of a page that does not play (pure; tests/viewer/test_page_diagnosis.py) ----
 // The page never sits on "connecting": past these limits it says what is wrong and what to do.
@@ -80,7 +98,8 @@ function rtsVoteOffset(votes, candidate) {
 }
 
 if (typeof module !== "undefined") {
-  module.exports = { rtsDiagnose, rtsCandidates, rtsPairOffset, rtsVoteOffset,
+  module.exports = { rtsDiagnose, rtsCandidates, rtsPairOffset, rtsVoteOffset, rtsFindingsFor,
+    FINDINGS_HOLD,
     CONNECT_TIMEOUT_MS, STALL_MS, OFFSET_VOTES };
 }
 
@@ -111,6 +130,10 @@ if (typeof document !== "undefined") (function () {
     arrivals: [],               // [{rtp, at}] recent overlay messages (Janus offset learning)
     offsetVotes: new Map(), offsetRecent: [],
     streamsById: {},
+    findings: new Map(),        // source rtp -> findings message
+    findingsShown: null,        // {frame, findings, n}: what the canvas shows now
+    findingsLog: [],            // recent findingsShown, for tests
+    findingsReceived: 0,
   };
   window.rtsViewer = state;   // read by tests and handy in the console
 
@@ -176,6 +199,7 @@ if (typeof document !== "undefined") (function () {
     state.offsetVotes.clear();
     state.late.clear();
     state.frames.clear(); state.order = [];
+    state.findings.clear(); state.findingsShown = null; drawFindings(null);
     for (const li of document.querySelectorAll("#streams li.stream"))
       li.classList.toggle("active", li.dataset.stream === streamId);
     $("placeholder").style.display = "none";
@@ -329,6 +353,11 @@ if (typeof document !== "undefined") (function () {
         showInfo(m.rtp, m, state.late.get(m.rtp));
         state.late.delete(m.rtp);
       } else if (!state.rvfcSupported || state.rtpOffset === null) showInfo(m.rtp, m);
+    } else if (m.t === "findings") {
+      state.findings.set(m.rtp, m);
+      state.findingsReceived++;
+      if (state.findings.size > 120) state.findings.delete(state.findings.keys().next().value);
+      if (state.shown && ((state.shown.rtp - m.rtp) >>> 0) <= FINDINGS_HOLD) drawFindings(state.shown.rtp);
     } else if (m.t === "offset") {
       state.rtpOffset = m.rtp_offset;
     } else if (m.t === "pong") {
@@ -347,8 +376,59 @@ if (typeof document !== "undefined") (function () {
     return Number(ns / 1000000n) + Number(ns % 1000000n) / 1e6;
   }
 
+  // -- findings on the canvas over the video ------------------------------------------
+  const COLORS = ["#ffd54a", "#4ad2ff", "#ff6e6e", "#8dff7a", "#d38cff"];
+  function drawFindings(frameRtp) {
+    const cv = $("findings");
+    const box = $("videobox").getBoundingClientRect();
+    if (cv.width !== Math.round(box.width) || cv.height !== Math.round(box.height)) {
+      cv.width = Math.round(box.width); cv.height = Math.round(box.height);
+    }
+    const g = cv.getContext("2d");
+    g.clearRect(0, 0, cv.width, cv.height);
+    const set = frameRtp === null ? null : rtsFindingsFor(state.findings, frameRtp);
+    if (!set) { if (frameRtp !== null) logFindings(frameRtp, null, 0); return; }
+    // The picture inside the <video> box (object-fit: contain).
+    const vr = video.getBoundingClientRect();
+    const vw = video.videoWidth || set.w, vh = video.videoHeight || set.h;
+    const k = Math.min(vr.width / vw, vr.height / vh);
+    const ox = vr.left - box.left + (vr.width - vw * k) / 2;
+    const oy = vr.top - box.top + (vr.height - vh * k) / 2;
+    const sx = k * vw / set.w, sy = k * vh / set.h;
+    const X = (x) => ox + x * sx, Y = (y) => oy + y * sy;
+    g.lineWidth = 2; g.font = "13px DejaVu Sans Mono, monospace"; g.textBaseline = "bottom";
+    set.findings.forEach((f, i) => {
+      const c = COLORS[i % COLORS.length];
+      g.strokeStyle = c; g.fillStyle = c;
+      let ax, ay;
+      if (f.box) {
+        g.strokeRect(X(f.box[0]), Y(f.box[1]), f.box[2] * sx, f.box[3] * sy);
+        ax = X(f.box[0]); ay = Y(f.box[1]);
+      } else if (f.polygon) {
+        g.beginPath();
+        f.polygon.forEach((p, j) => (j ? g.lineTo(X(p[0]), Y(p[1])) : g.moveTo(X(p[0]), Y(p[1]))));
+        g.closePath(); g.stroke();
+        ax = X(f.polygon[0][0]); ay = Y(f.polygon[0][1]);
+      } else if (f.point) {
+        ax = X(f.point[0]); ay = Y(f.point[1]);
+        g.beginPath(); g.arc(ax, ay, 5, 0, 2 * Math.PI); g.stroke();
+      }
+      let caption = f.label;
+      if (f.score !== undefined) caption += " " + Number(f.score).toFixed(2);
+      if (f.text) caption += " " + f.text;
+      g.fillText(caption, ax + 2, ay - 2);
+    });
+    logFindings(frameRtp, set.rtp, set.findings.length);
+  }
+  function logFindings(frame, findingsRtp, n) {
+    state.findingsShown = { frame, findings: findingsRtp, n };
+    state.findingsLog.push(state.findingsShown);
+    if (state.findingsLog.length > 600) state.findingsLog.shift();
+  }
+
   function showInfo(rtp, info, displayEpochMs) {
     state.shown = { rtp, info };
+    drawFindings(rtp);
     const ov = info.overlay || {};
     $("ov-name").textContent = ov.patient_name || "";
     $("ov-id").textContent = ov.patient_id ? "ID " + ov.patient_id : "";
@@ -478,6 +558,7 @@ if (typeof document !== "undefined") (function () {
 
   $("snap").onclick = snapshot;
   $("ov-toggle").onchange = (e) => $("overlay").classList.toggle("hidden", !e.target.checked);
+  $("fd-toggle").onchange = (e) => $("findings").classList.toggle("hidden", !e.target.checked);
   loadStreams();
   setInterval(loadStreams, 5000);
   setInterval(pollStats, 1000);
