@@ -238,7 +238,8 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     for port in ports:
         vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
                             encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
-        server = ViewerServer(vcfg, feed_from_receiver(rx), snapshot_from_receiver(rx))
+        feed = feed_from_receiver(rx)
+        server = ViewerServer(vcfg, feed, snapshot_from_receiver(rx, feed))
         try:
             await server.start()
             return server
