@@ -178,6 +178,7 @@ class DemoResult:
     snapshots: int = 0
     stored: int = 0
     archive_received: int = 0
+    analysis: dict[str, int] | None = None
 
 
 def free_udp_base(count: int = 4, step: int = 2, host: str = "127.0.0.1") -> int:
@@ -396,6 +397,7 @@ async def run_demo(
             result.frames_received = int(st.get("frames_delivered", 0))
             result.packets_lost = int(st.get("packets_lost", 0))
             result.snapshots = int(st.get("snapshots", 0))
+            result.analysis = st.get("analysis")
             # leaving the stack: plane, node, viewer, receiver (outbox flush), archive
         if rx.stats.get("store"):
             result.stored = int(rx.stats["store"].get("stored", 0))
@@ -407,7 +409,16 @@ async def run_demo(
         f"(lost packets {result.packets_lost}), stored {result.stored} instance(s)"
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
            if cfg.pacs is None else ""))
+    if result.analysis is not None:
+        say(analysis_line(result.analysis))
     return result
+
+
+def analysis_line(counts: dict[str, int]) -> str:
+    """What ``--analyze`` did, for the closing lines of ``demo`` and ``receive``."""
+    return (f"analysis: {counts['analysed']} frame(s) analysed, {counts['skipped']} skipped "
+            f"(the callable was busy), {counts['findings']} finding(s), "
+            f"{counts['malformed']} malformed, {counts['exceptions']} exception(s)")
 
 
 def _sample(rx: Any, snode: Any, viewer: Any) -> Sample:

@@ -5,6 +5,7 @@ snapshots (MQTT events: tests/control/test_findings_events.py)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,11 @@ def test_demo_runs_the_numpy_example(tmp_path: Path) -> None:
     for ds in kinds["SR"]:
         ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         assert ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in images
+    # the closing lines say what the callable did, with the same counts as the receiver's
+    line = next(x for x in res.stdout.splitlines() + res.stderr.splitlines()
+                if "analysis:" in x)
+    m = re.search(r"analysis: (\d+) frame\(s\) analysed, (\d+) skipped .*?(\d+) finding\(s\), "
+                  r"(\d+) malformed, (\d+) exception\(s\)", line)
+    assert m is not None, line
+    analysed, _, findings, malformed, exceptions = map(int, m.groups())
+    assert analysed > 0 and findings > 0 and malformed == exceptions == 0

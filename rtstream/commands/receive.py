@@ -369,6 +369,8 @@ def run(args: argparse.Namespace) -> int:
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
         "metadata_unmatched", "latency_p50_us", "latency_p99_us",
     )}
+    if stats.get("analysis") is not None:  # --analyze: what the callable did
+        summary["analysis"] = stats["analysis"]
     print(json.dumps(summary), file=sys.stderr)
     outbox = _outbox(cfg)
     if outbox is not None:
