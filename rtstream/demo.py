@@ -82,7 +82,8 @@ class DemoConfig:
     depth : int
         Bits per component, 8 or 10 (default 8: modest enough for any machine).
     port : int or None
-        Base UDP port of the flows (PORT .. PORT+6); None picks free ones.
+        Base UDP port of the flows (PORT .. PORT+12: with audio comes a rendition flow
+        at PORT+12); None picks free ones.
     http_host : str
         Address of the viewer (127.0.0.1 unless told otherwise).
     http_port : int or None
@@ -154,13 +155,13 @@ class DemoConfig:
             raise ConfigError("--duration", self.duration, "a positive number of seconds")
         if self.snapshot_every is not None and not self.snapshot_every > 0:
             raise ConfigError("--snapshot-every", self.snapshot_every, "seconds > 0")
-        if self.port is not None and not 1024 <= self.port <= 65529:
-            raise ConfigError("--port", self.port, "1024..65529 (PORT..PORT+6 are used)")
+        if self.port is not None and not 1024 <= self.port <= 65523:
+            raise ConfigError("--port", self.port, "1024..65523 (PORT..PORT+12 are used)")
         if self.http_port is not None:
             check_port(self.http_port, "--http", allow_zero=True, what="TCP port")
         check_port(self.archive_port, "--archive-port", allow_zero=True, what="TCP port")
-        if self.depth not in (8, 10):
-            raise ConfigError("--depth", self.depth, "8 or 10")
+        if self.depth not in (8, 10, 12, 16):
+            raise ConfigError("--depth", self.depth, "8, 10, 12 or 16")
         if self.pacs is not None:
             parse_dicom_peer(self.pacs, key="--pacs")
 
@@ -285,7 +286,7 @@ async def run_demo(
         if out is not None:
             print(f"rtstream demo: {text}", file=out, flush=True)
 
-    port = cfg.port or free_udp_base()
+    port = cfg.port or free_udp_base(count=7)  # PORT..PORT+12: with audio, REND at +12
     scfg = sender_config(cfg, port)
     probe = Sender(scfg)  # the SDP the receiver needs, before anything is sent
     try:
