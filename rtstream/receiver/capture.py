@@ -779,7 +779,10 @@ class Capture:
         af = rec.flow
         static, rtv_uid = self._audio_static(af, rec)
         if self.audio_series is None:
-            self.audio_series = _Series(generate_uid(), self.clips.number + 1)
+            # a number of its own: clips + 1 is what the next session (or the findings'
+            # series, started right after this session's) gets
+            self.audio_series = _Series(generate_uid(),
+                                        session_series_numbers(self.clock.now_ns())[0])
         series = self.audio_series
         series.instances += 1
         samples = concatenate(rec.chunks, af.fmt.channels)
