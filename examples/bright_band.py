@@ -1,6 +1,11 @@
 """A numpy-only detector: the brightest horizontal band of an ultrasound sector.
 
-Run it on ``make demo``'s stream (or any rtstream stream)::
+Run it on the demo's stream::
+
+    rtstream demo --analyze examples/bright_band.py:detect
+    make demo DEMO_ARGS="--analyze examples/bright_band.py:detect"
+
+or on any sender's (the demo's own receiver holds its stream's ports)::
 
     rtstream view --sdp http://127.0.0.1:8000/sdp --analyze examples/bright_band.py:detect
 

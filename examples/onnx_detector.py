@@ -1,8 +1,14 @@
 """An ONNX model run with onnxruntime on the live stream: built in code, no weights to fetch.
 
-Run it on ``make demo``'s stream (needs the ``examples`` extra: onnx, onnxruntime)::
+Run it on the demo's stream (needs the ``examples`` extra:
+onnx, onnxruntime; ``make`` installs it)::
 
-    rtstream receive --sdp http://127.0.0.1:8000/sdp --analyze examples/onnx_detector.py:detect
+    rtstream demo --analyze examples/onnx_detector.py:detect
+    make demo DEMO_ARGS="--analyze examples/onnx_detector.py:detect"
+
+or on any sender's (the demo's own receiver holds its stream's ports)::
+
+    rtstream view --sdp http://127.0.0.1:8000/sdp --analyze examples/onnx_detector.py:detect
 
 The model is a tiny fixed-weight network made with ``onnx.helper``: it turns the RGB
 frame into luma with a 1x1 convolution (BT.601 weights), pools it 16x16 (average), and

@@ -82,7 +82,8 @@ class DemoConfig:
     depth : int
         Bits per component, 8 or 10 (default 8: modest enough for any machine).
     port : int or None
-        Base UDP port of the flows (PORT .. PORT+6); None picks free ones.
+        Base UDP port of the flows (PORT .. PORT+12: with audio comes a rendition flow
+        at PORT+12); None picks free ones.
     http_host : str
         Address of the viewer (127.0.0.1 unless told otherwise).
     http_port : int or None
@@ -154,13 +155,13 @@ class DemoConfig:
             raise ConfigError("--duration", self.duration, "a positive number of seconds")
         if self.snapshot_every is not None and not self.snapshot_every > 0:
             raise ConfigError("--snapshot-every", self.snapshot_every, "seconds > 0")
-        if self.port is not None and not 1024 <= self.port <= 65529:
-            raise ConfigError("--port", self.port, "1024..65529 (PORT..PORT+6 are used)")
+        if self.port is not None and not 1024 <= self.port <= 65523:
+            raise ConfigError("--port", self.port, "1024..65523 (PORT..PORT+12 are used)")
         if self.http_port is not None:
             check_port(self.http_port, "--http", allow_zero=True, what="TCP port")
         check_port(self.archive_port, "--archive-port", allow_zero=True, what="TCP port")
-        if self.depth not in (8, 10):
-            raise ConfigError("--depth", self.depth, "8 or 10")
+        if self.depth not in (8, 10, 12, 16):
+            raise ConfigError("--depth", self.depth, "8, 10, 12 or 16")
         if self.pacs is not None:
             parse_dicom_peer(self.pacs, key="--pacs")
 
@@ -178,6 +179,7 @@ class DemoResult:
     snapshots: int = 0
     stored: int = 0
     archive_received: int = 0
+    analysis: dict[str, int] | None = None
 
 
 def free_udp_base(count: int = 4, step: int = 2, host: str = "127.0.0.1") -> int:
@@ -238,7 +240,8 @@ async def _start_viewer(cfg: DemoConfig, rx: Any) -> Any:
     for port in ports:
         vcfg = ViewerConfig(host=cfg.http_host, port=port, token=cfg.token,
                             encoder=EncoderConfig(bitrate=4_000_000, fps=fps))
-        server = ViewerServer(vcfg, feed_from_receiver(rx), snapshot_from_receiver(rx))
+        feed = feed_from_receiver(rx)
+        server = ViewerServer(vcfg, feed, snapshot_from_receiver(rx, feed))
         try:
             await server.start()
             return server
@@ -283,7 +286,7 @@ async def run_demo(
         if out is not None:
             print(f"rtstream demo: {text}", file=out, flush=True)
 
-    port = cfg.port or free_udp_base()
+    port = cfg.port or free_udp_base(count=7)  # PORT..PORT+12: with audio, REND at +12
     scfg = sender_config(cfg, port)
     probe = Sender(scfg)  # the SDP the receiver needs, before anything is sent
     try:
@@ -395,6 +398,7 @@ async def run_demo(
             result.frames_received = int(st.get("frames_delivered", 0))
             result.packets_lost = int(st.get("packets_lost", 0))
             result.snapshots = int(st.get("snapshots", 0))
+            result.analysis = st.get("analysis")
             # leaving the stack: plane, node, viewer, receiver (outbox flush), archive
         if rx.stats.get("store"):
             result.stored = int(rx.stats["store"].get("stored", 0))
@@ -406,7 +410,16 @@ async def run_demo(
         f"(lost packets {result.packets_lost}), stored {result.stored} instance(s)"
         + (f"; archive holds {len(list(cfg.archive_dir.glob('*/*/*.dcm')))} file(s)"
            if cfg.pacs is None else ""))
+    if result.analysis is not None:
+        say(analysis_line(result.analysis))
     return result
+
+
+def analysis_line(counts: dict[str, int]) -> str:
+    """What ``--analyze`` did, for the closing lines of ``demo`` and ``receive``."""
+    return (f"analysis: {counts['analysed']} frame(s) analysed, {counts['skipped']} skipped "
+            f"(the callable was busy), {counts['findings']} finding(s), "
+            f"{counts['malformed']} malformed, {counts['exceptions']} exception(s)")
 
 
 def _sample(rx: Any, snode: Any, viewer: Any) -> Sample:

@@ -5,6 +5,7 @@ snapshots (MQTT events: tests/control/test_findings_events.py)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.dicom.test_stored_trust import dcentvfy
 from tests.net.test_analysis import rtstream_send
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +77,27 @@ def test_receive_stores_findings_with_periodic_snapshots(tmp_path: Path) -> None
     assert refs == images
 
 
+
+def test_a_session_with_everything_is_one_study_an_archive_trusts(tmp_path: Path) -> None:
+    """Snapshots, their presentation states and reports, a clip and its audio, stored by
+    one receiving session: one patient, one study, every series its own Series Number,
+    and dcentvfy finds no Error across the files (a PACS administrator's view)."""
+    archive = tmp_path / "archive"
+    with rtstream_send(tmp_path, "320x240@30", "--audio") as sdp:
+        res = rtstream("receive", "--sdp", str(sdp), "--duration", "5", "--snapshot-every",
+                       "1.5", "--record", "2", "--store-dir", str(archive), "--outbox",
+                       str(tmp_path / "ob"), "--analyze", "examples/bright_band.py:detect")
+    assert res.returncode == 0, res.stderr
+    files = sorted(archive.iterdir())
+    sets = [pydicom.dcmread(p) for p in files]
+    assert {str(ds.Modality) for ds in sets} == {"ES", "PR", "SR", "AU"}
+    assert len({ds.StudyInstanceUID for ds in sets}) == 1
+    assert {str(ds.PatientID) for ds in sets} == {"RTS-AN-1"}
+    numbers = {ds.SeriesInstanceUID: int(ds.SeriesNumber) for ds in sets}
+    assert len(set(numbers.values())) == len(numbers) == 5, numbers  # stills, clip, AU, PR, SR
+    errors = [line for line in dcentvfy(files) if line.startswith("Error")]
+    assert errors == []
+
 def test_demo_runs_the_numpy_example(tmp_path: Path) -> None:
     """``make demo``'s stream with the example: snapshots land in the embedded archive with
     their findings beside them."""
@@ -95,3 +118,11 @@ def test_demo_runs_the_numpy_example(tmp_path: Path) -> None:
     for ds in kinds["SR"]:
         ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         assert ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in images
+    # the closing lines say what the callable did, with the same counts as the receiver's
+    line = next(x for x in res.stdout.splitlines() + res.stderr.splitlines()
+                if "analysis:" in x)
+    m = re.search(r"analysis: (\d+) frame\(s\) analysed, (\d+) skipped .*?(\d+) finding\(s\), "
+                  r"(\d+) malformed, (\d+) exception\(s\)", line)
+    assert m is not None, line
+    analysed, _, findings, malformed, exceptions = map(int, m.groups())
+    assert analysed > 0 and findings > 0 and malformed == exceptions == 0

@@ -187,3 +187,13 @@ def test_joining_a_group_needs_an_interface(tmp_path: Path) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert "--interface" in lines[0] and "239.255.0.9" in lines[0] and "lo" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("skew", ["-1", "900"])
+def test_dup_skew_out_of_range_names_the_flag(skew: str, tmp_path: Path) -> None:
+    sdp = tmp_path / "s.sdp"
+    sdp.write_text("v=0\r\n")  # never read: the flag is checked first
+    res = rtstream("receive", "--sdp", str(sdp), "--dup-skew", skew)
+    assert res.returncode == 2
+    line = last_error_line(res)
+    assert "--dup-skew" in line and "0..500 ms" in line, line

@@ -44,11 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="frame size and rate (default: the source's; testsrc 1280x720@30)")
     parser.add_argument("--sampling", choices=[s.value for s in Sampling], default="YCbCr-4:2:2",
                         help="wire sampling (default YCbCr-4:2:2)")
-    parser.add_argument("--depth", type=int, choices=[8, 10], default=8,
+    parser.add_argument("--depth", type=int, choices=[8, 10, 12, 16], default=8,
                         help="bits per component (default 8)")
     parser.add_argument("--audio", action="store_true", help="add an ST 2110-30 audio flow")
     parser.add_argument("--port", type=int, metavar="PORT",
-                        help="base UDP port of the flows, PORT..PORT+6 (default: free ports)")
+                        help="base UDP port of the flows, PORT..PORT+12 (default: free ports)")
     parser.add_argument("--http", metavar="HOST:PORT",
                         help="viewer address (default 127.0.0.1:8080, or a free port if taken)")
     parser.add_argument("--token", help="viewer access token (default: generated, printed)")

@@ -120,6 +120,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", help="multicast interface (name or IPv4 address)")
     parser.add_argument("--interface2", help="ST 2022-7: multicast interface of the second legs "
                         "(the SDP's a=group:DUP flows; default --interface)")
+    parser.add_argument("--dup-skew", metavar="MS", type=float, default=10.0,
+                        help="ST 2022-7: how long a packet missing on the faster leg waits for "
+                        "its copy on the other (default 10 ms; 0..500); it is also the most "
+                        "latency the protection adds behind such a packet")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
@@ -155,6 +159,8 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
     if args.record_audio is not None and not (args.store or args.store_dir):
         raise ConfigError("--record-audio", args.record_audio,
                           "together with --store AET@HOST:PORT or --store-dir DIR")
+    if not 0 <= args.dup_skew <= 500:
+        raise ConfigError("--dup-skew", args.dup_skew, "0..500 ms")
     return ReceiverConfig(
         sdp=args.sdp,
         frames=args.frames,
@@ -164,6 +170,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         rcvbuf=args.rcvbuf,
         interface=args.interface,
         interface2=args.interface2,
+        dup_skew_ms=args.dup_skew,
         bind_address=args.bind,
         dump_frames=args.dump_frames,
         dump_metadata=args.dump_metadata,
@@ -362,6 +369,8 @@ def run(args: argparse.Namespace) -> int:
         "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
         "metadata_unmatched", "latency_p50_us", "latency_p99_us",
     )}
+    if stats.get("analysis") is not None:  # --analyze: what the callable did
+        summary["analysis"] = stats["analysis"]
     print(json.dumps(summary), file=sys.stderr)
     outbox = _outbox(cfg)
     if outbox is not None:

@@ -275,10 +275,11 @@ async def _serve_until(args: argparse.Namespace, cfg: Any, stop: asyncio.Event) 
     rx_kwargs["context"] = context_from_args(args)
     rx_kwargs["flush_timeout"] = args.flush_timeout
     async with AnalysisSpec.receiver(ReceiverConfig(**rx_kwargs), analysis) as rx:
-        snapshot = snapshot_from_receiver(rx) if (args.store or args.store_dir) else None
+        feed = feed_from_receiver(rx)
+        snapshot = snapshot_from_receiver(rx, feed) if (args.store or args.store_dir) else None
         async with contextlib.AsyncExitStack() as stack:
             viewer = await stack.enter_async_context(
-                ViewerServer(cfg, feed_from_receiver(rx), snapshot)
+                ViewerServer(cfg, feed, snapshot)
             )
             mqtt = config_from_args(args, role="view")
             node = await stack.enter_async_context(control_for_viewer(mqtt, rx, viewer))

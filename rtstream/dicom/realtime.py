@@ -232,6 +232,26 @@ def _bulk_flow_sequence(bulk_flows: Sequence[BulkFlowRef]) -> list[Dataset]:
     return items
 
 
+def _patient_and_study(ds: Dataset, ctx: StreamContext, date: str, tm: str) -> None:
+    """Patient (PS3.3 C.7.1.1) and General Study (C.7.2.1) of the stream's context: a
+    source study's values unchanged, else this session's (``date``/``tm``, the creation
+    instant)."""
+    ds.PatientName = ctx.patient_name
+    ds.PatientID = ctx.patient_id
+    if ctx.issuer_of_patient_id:
+        ds.IssuerOfPatientID = ctx.issuer_of_patient_id
+    ds.PatientBirthDate = ctx.birth_date
+    ds.PatientSex = ctx.sex
+    ds.StudyInstanceUID = ctx.study_uid
+    ds.StudyDate = ctx.study_date or date
+    ds.StudyTime = ctx.study_time if ctx.study_date else tm
+    ds.ReferringPhysicianName = ctx.referring_physician
+    ds.StudyID = ctx.study_id
+    ds.AccessionNumber = ctx.accession_number
+    if ctx.study_description:
+        ds.StudyDescription = ctx.study_description
+
+
 def static_part(
     sop: RtvSop,
     ctx: StreamContext,
@@ -320,22 +340,7 @@ def static_part(
     ds.SOPClassUID = sop.value
     ds.SOPInstanceUID = sop_instance_uid
     ds.TimezoneOffsetFromUTC = format_offset(created)
-    # Patient (C.7.1.1)
-    ds.PatientName = ctx.patient_name
-    ds.PatientID = ctx.patient_id
-    if ctx.issuer_of_patient_id:
-        ds.IssuerOfPatientID = ctx.issuer_of_patient_id
-    ds.PatientBirthDate = ctx.birth_date
-    ds.PatientSex = ctx.sex
-    # General Study (C.7.2.1): a source study's values unchanged, else this session's
-    ds.StudyInstanceUID = ctx.study_uid
-    ds.StudyDate = ctx.study_date or date
-    ds.StudyTime = ctx.study_time if ctx.study_date else tm
-    ds.ReferringPhysicianName = ctx.referring_physician
-    ds.StudyID = ctx.study_id
-    ds.AccessionNumber = ctx.accession_number
-    if ctx.study_description:
-        ds.StudyDescription = ctx.study_description
+    _patient_and_study(ds, ctx, date, tm)
     # General Series (C.7.3.1)
     ds.Modality = sop.modality
     ds.SeriesInstanceUID = series_instance_uid or new_uid(ctx.uid_root)
@@ -758,16 +763,7 @@ def rendition_document(
     ds.SOPInstanceUID = sop_instance_uid
     ds.TimezoneOffsetFromUTC = format_offset(created)
     # Patient (C.7.1.1) and General Study (C.7.2.1), as the member flows say them
-    ds.PatientName = ctx.patient_name
-    ds.PatientID = ctx.patient_id
-    ds.PatientBirthDate = ctx.birth_date
-    ds.PatientSex = ctx.sex
-    ds.StudyInstanceUID = ctx.study_uid
-    ds.StudyDate = ctx.study_date or date
-    ds.StudyTime = ctx.study_time if ctx.study_date else tm
-    ds.ReferringPhysicianName = ctx.referring_physician
-    ds.StudyID = ctx.study_id
-    ds.AccessionNumber = ctx.accession_number
+    _patient_and_study(ds, ctx, date, tm)
     # Key Object Document Series (C.17.6.1)
     ds.Modality = "KO"
     ds.SeriesInstanceUID = series_instance_uid or new_uid(ctx.uid_root)

@@ -298,6 +298,22 @@ def _strip_group_0006(ds: Dataset) -> None:
         del ds[tag]
 
 
+
+def _stamp_times(ds: Dataset, static: Dataset,
+                 origin: PtpTimestamp) -> tuple[_dt.datetime, _dt.datetime]:
+    """Instance creation date/time and Timezone Offset From UTC of a stored instance, all
+    in one offset (PS3.3 C.12.1.1.8): the stream's (its static part's) when it says one,
+    else this machine's at the capture instant. Returns the capture and creation instants
+    in that offset."""
+    captured_utc = tai_ns_to_datetime(origin.to_ns())
+    zone = civil_zone(captured_utc, str(static.get("TimezoneOffsetFromUTC", "")))
+    captured = captured_utc.astimezone(zone)
+    created = _dt.datetime.now(_dt.UTC).astimezone(zone)
+    ds.InstanceCreationDate = created.strftime("%Y%m%d")
+    ds.InstanceCreationTime = created.strftime("%H%M%S.%f")
+    ds.TimezoneOffsetFromUTC = format_offset(captured)
+    return captured, created
+
 def _common(
     ds: Dataset,
     static: Dataset,
@@ -320,15 +336,7 @@ def _common(
     ds.InstanceNumber = instance_number
     if series_description:
         ds.SeriesDescription = series_description
-    # One offset for every date and time (C.12.1.1.8): the stream's (its static part's)
-    # when it says one, else this machine's at the capture instant.
-    captured_utc = tai_ns_to_datetime(origin.to_ns())
-    zone = civil_zone(captured_utc, str(static.get("TimezoneOffsetFromUTC", "")))
-    captured = captured_utc.astimezone(zone)
-    created = _dt.datetime.now(_dt.UTC).astimezone(zone)
-    ds.InstanceCreationDate = created.strftime("%Y%m%d")
-    ds.InstanceCreationTime = created.strftime("%H%M%S.%f")
-    ds.TimezoneOffsetFromUTC = format_offset(captured)
+    captured, created = _stamp_times(ds, static, origin)
     ds.AcquisitionDateTime = dicom_dt(captured)
     ds.ContentDate = captured.strftime("%Y%m%d")
     ds.ContentTime = captured.strftime("%H%M%S.%f")

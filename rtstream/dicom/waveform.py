@@ -42,7 +42,6 @@ pure; :func:`rtstream.dicom.stored.save_new` writes a result without replacing a
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,13 +49,15 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from rtstream.dicom.realtime import (
-    civil_zone,
     code_item,
     dicom_dt,
-    format_offset,
-    tai_ns_to_datetime,
 )
-from rtstream.dicom.stored import _contributing_equipment, _copy_static, _new_dataset
+from rtstream.dicom.stored import (
+    _contributing_equipment,
+    _copy_static,
+    _new_dataset,
+    _stamp_times,
+)
 from rtstream.errors import LocalProtocolError
 from rtstream.proto.clock import PtpTimestamp
 from rtstream.proto.formats import AudioEncoding, AudioFormat
@@ -152,14 +153,7 @@ def build_audio_waveform(
     ds.SeriesInstanceUID = series_instance_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = AUDIO_SERIES_DESCRIPTION
-    # Dates and times in one offset (C.12.1.1.8), the stream's when it says one.
-    captured_utc = tai_ns_to_datetime(origin.to_ns())
-    zone = civil_zone(captured_utc, str(static.get("TimezoneOffsetFromUTC", "")))
-    captured = captured_utc.astimezone(zone)
-    created = _dt.datetime.now(_dt.UTC).astimezone(zone)
-    ds.InstanceCreationDate = created.strftime("%Y%m%d")
-    ds.InstanceCreationTime = created.strftime("%H%M%S.%f")
-    ds.TimezoneOffsetFromUTC = format_offset(captured)
+    captured, created = _stamp_times(ds, static, origin)
     # Synchronization (C.7.4.2): the stream's own frame of reference
     ds.SynchronizationFrameOfReferenceUID = str(
         static.get("SynchronizationFrameOfReferenceUID") or generate_uid())

@@ -8,7 +8,7 @@ receiver's flows, and tests can hand it a fake.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from rtstream.pacs.store import StoreClient, StoreEvent
 from rtstream.receiver.config import ReceiverConfig
 from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
+from rtstream.receiver.sync import StereoPair
 
 __all__ = ["CaptureLike", "ReceiverLike"]
 
@@ -55,6 +56,10 @@ class CaptureLike(Protocol):
 
     async def queue_stereo_snapshot(self, rtp_timestamp: int | None = None) -> StoredInstance:
         """Store a recent stereo pair as one instance, durable in the outbox on return."""
+        ...
+
+    async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
+        """Store a recent stereo pair as one instance and wait for the archive's answer."""
         ...
 
     def record_start(self, *, seconds: float | None = None, frames: int | None = None) -> None:
@@ -118,6 +123,11 @@ class ReceiverLike(Protocol):
 
     def latencies_since(self, seen: int) -> tuple[np.ndarray, int]:
         """Frame-ready latencies (ns) after the first ``seen``, and the new total."""
+        ...
+
+    @property
+    def stereo_pairs(self) -> Sequence[StereoPair]:
+        """The latest left/right frame pairs of a stereo rendition (oldest first)."""
         ...
 
     def __aiter__(self) -> AsyncIterator[ReceivedItem]:

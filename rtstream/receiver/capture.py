@@ -58,7 +58,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -404,19 +404,30 @@ class Capture:
         if self.store_client is None:
             raise LocalProtocolError("snapshot: configure store or store_dir first")
         vf, item = self.pick_frame(flow=flow, rtp_timestamp=rtp_timestamp)
-        key = (vf.name, item.rtp_timestamp, self._rtv_uid(vf, item))
+
+        async def store() -> StoredInstance:
+            ds = await self._build_snapshot(vf, item)
+            return await self._enqueue(ds, vf.name, item.rtp_timestamp, clip=False, frames=1)
+
+        return await self._once((vf.name, item.rtp_timestamp, self._rtv_uid(vf, item)), store)
+
+    async def _once(self, key: tuple[str, int, str],
+                    store: Callable[[], Awaitable[StoredInstance]]) -> tuple[StoredInstance, bool]:
+        """``store()`` the instance of ``key`` (flow, RTP timestamp, RTV instance) unless
+        this session stored it already: then that instance. Returns it and whether it is
+        new. Concurrent asks for one key wait for the first; a failed or cancelled store is
+        forgotten, so that a later ask tries again."""
         known = self._recent.get(key)
         if known is not None and not known.cancelled():
             self._recent.move_to_end(key)
-            log.debug("snapshot of %s at %d: already stored", vf.name, item.rtp_timestamp)
+            log.debug("snapshot of %s at %d: already stored", key[0], key[1])
             return await asyncio.shield(known), False
         fut: asyncio.Future[StoredInstance] = asyncio.get_running_loop().create_future()
         self._recent[key] = fut
         while len(self._recent) > RECENT_SNAPSHOTS:
             self._recent.popitem(last=False)
         try:
-            ds = await self._build_snapshot(vf, item)
-            inst = await self._enqueue(ds, vf.name, item.rtp_timestamp, clip=False, frames=1)
+            inst = await store()
         except asyncio.CancelledError:
             self._forget(key, fut)
             fut.cancel()
@@ -442,7 +453,10 @@ class Capture:
         (C-STORE) or saved (``store_dir``); the result names its SOP Instance UID. Asking
         again for a frame already stored answers with the same instance (not a copy).
         """
-        inst, new = await self._queue_snapshot(flow, rtp_timestamp)
+        return await self._answer(*await self._queue_snapshot(flow, rtp_timestamp))
+
+    async def _answer(self, inst: StoredInstance, new: bool) -> SnapshotResult:
+        """Wait for the archive's answer about ``inst``; a new one joins :attr:`snapshots`."""
         res = await asyncio.shield(inst.future)
         result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, inst.dataset)
         if new:
@@ -544,23 +558,14 @@ class Capture:
             raise LocalProtocolError("stereo snapshot: configure store or store_dir first")
         pair = self.pick_stereo(rtp_timestamp)
         lf, rf = self.video_flow(pair.left.flow), self.video_flow(pair.right.flow)
-        assert pair.left.frame is not None and pair.right.frame is not None
-        key = (f"{lf.name}+{rf.name}", pair.rtp_timestamp, self._rtv_uid(lf, pair.left))
-        known = self._recent.get(key)
-        if known is not None and not known.cancelled():
-            self._recent.move_to_end(key)
-            log.debug("stereo snapshot at %d: already stored", pair.rtp_timestamp)
-            return await asyncio.shield(known), False
-        fut: asyncio.Future[StoredInstance] = asyncio.get_running_loop().create_future()
-        self._recent[key] = fut
-        while len(self._recent) > RECENT_SNAPSHOTS:
-            self._recent.popitem(last=False)
-        try:
+
+        async def store() -> StoredInstance:
+            assert pair.left.frame is not None and pair.right.frame is not None
             left_static = self._static_for(lf, pair.left)
             right_static = self._static_for(rf, pair.right)
             right_uid = self._rtv_uid(rf, pair.right)
-            p = self._provenance(lf, pair.left, self.stills)
             left, right, fmt = pair.left.frame.copy(), pair.right.frame.copy(), lf.fmt
+            p = self._provenance(lf, pair.left, self.stills)
 
             def build() -> Dataset:
                 return build_stereo_snapshot(
@@ -570,28 +575,15 @@ class Capture:
                     series_number=p.series_number, instance_number=p.instance_number)
 
             ds = await asyncio.get_running_loop().run_in_executor(self._work, build)
-            inst = await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
-        except asyncio.CancelledError:
-            self._forget(key, fut)
-            fut.cancel()
-            raise
-        except Exception as exc:
-            self._forget(key, fut)
-            fut.set_exception(exc)
-            fut.exception()
-            raise
-        fut.set_result(inst)
-        return inst, True
+            return await self._enqueue(ds, lf.name, pair.rtp_timestamp, clip=False, frames=2)
+
+        key = (f"{lf.name}+{rf.name}", pair.rtp_timestamp, self._rtv_uid(lf, pair.left))
+        return await self._once(key, store)
 
     async def stereo_snapshot(self, rtp_timestamp: int | None = None) -> SnapshotResult:
         """Store a stereo pair (left, right) as one instance, Stereo Pairs Present YES,
         and wait for the archive's answer (a pair stored before: that instance)."""
-        inst, new = await self._queue_stereo(rtp_timestamp)
-        res = await asyncio.shield(inst.future)
-        result = SnapshotResult(inst.sop_instance_uid, bool(res.ok), res, inst.dataset)
-        if new:
-            self.snapshots.append(result)
-        return result
+        return await self._answer(*await self._queue_stereo(rtp_timestamp))
 
     # -- clips ------------------------------------------------------------------------
 
@@ -787,7 +779,10 @@ class Capture:
         af = rec.flow
         static, rtv_uid = self._audio_static(af, rec)
         if self.audio_series is None:
-            self.audio_series = _Series(generate_uid(), self.clips.number + 1)
+            # a number of its own: clips + 1 is what the next session (or the findings'
+            # series, started right after this session's) gets
+            self.audio_series = _Series(generate_uid(),
+                                        session_series_numbers(self.clock.now_ns())[0])
         series = self.audio_series
         series.instances += 1
         samples = concatenate(rec.chunks, af.fmt.channels)

@@ -57,6 +57,7 @@ real interfaces, which aioice's own host candidates pair with.)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hmac
 import json
@@ -105,6 +106,7 @@ from rtstream.viewer.rtc import (
 if TYPE_CHECKING:
     from rtstream.control.metrics import Registry
     from rtstream.receiver import ReceiverLike
+    from rtstream.receiver.items import ReceivedItem
 
 log = logging.getLogger(__name__)
 
@@ -832,12 +834,16 @@ def _default_metrics(server: ViewerServer, feed: object) -> Registry:
 
 
 class ReceiverFeed:
-    """What :func:`feed_from_receiver` returns: the frames, and the :attr:`receiver` they
-    come from (so that the viewer can serve its metrics)."""
+    """What :func:`feed_from_receiver` returns: the frames, the :attr:`receiver` they come
+    from (so that the viewer can serve its metrics), and which receiver flow each stream
+    shows (:attr:`flows`; the side-by-side streams of stereo renditions in :attr:`stereo`),
+    so that a snapshot stores what the page shows."""
 
     def __init__(self, rx: ReceiverLike) -> None:
         self.receiver = rx
-        self._frames = _receiver_frames(rx)
+        self.flows: dict[str, str] = {}
+        self.stereo: set[str] = set()
+        self._frames = self._receive()
 
     def __aiter__(self) -> AsyncIterator[ViewerFrame]:
         return self._frames
@@ -849,14 +855,97 @@ class ReceiverFeed:
         """Close the underlying generator."""
         await self._frames.aclose()
 
+    async def _receive(self) -> AsyncGenerator[ViewerFrame, None]:
+        from rtstream.errors import LocalProtocolError
+        from rtstream.proto.pixfmt import from_wire
+
+        counts: dict[int, int] = {}
+        refused: set[int] = set()
+        latest: dict[str, ViewerFrame] = {}  # flow -> its latest frame (for stereo pairs)
+        async for item in self.receiver:
+            if item.kind.value != "video" or item.frame is None:
+                continue
+            fmt = item.fmt
+            try:
+                if fmt is not None:
+                    image, pix_fmt = from_wire(item.frame, fmt, "yuv420p"), "yuv420p"
+                else:
+                    image, pix_fmt = item.rgb(), "rgb24"
+            except (ConfigError, LocalProtocolError) as exc:
+                if item.ssrc not in refused:
+                    refused.add(item.ssrc)
+                    log.warning("viewer: cannot show stream %08x: %s", item.ssrc, exc)
+                continue
+            origin_ns = item.origin.to_ns() if item.origin is not None else None
+            n = counts[item.ssrc] = counts.get(item.ssrc, 0) + 1
+            number = _find(item.metadata, "FrameAcquisitionNumber")
+            overlay = overlay_from_datasets(item.static, item.metadata, origin_ns, number or n)
+            frame = ViewerFrame(stream_id=f"video-{item.ssrc:08x}", image=image,
+                                rtp_timestamp=item.rtp_timestamp, origin_ns=origin_ns,
+                                overlay=overlay, pix_fmt=pix_fmt)
+            self.flows[frame.stream_id] = item.flow
+            latest[item.flow] = frame
+            yield frame
+            both = self._stereo_frame(item, latest)
+            if both is not None:
+                yield both
+
+    def _stereo_frame(self, item: ReceivedItem,
+                      latest: Mapping[str, ViewerFrame]) -> ViewerFrame | None:
+        """The left and right views side by side, once ``item`` completed a stereo pair
+        (PS3.22 rendition, ``Receiver.stereo_pairs``): stream ``stereo-<left ssrc hex>``
+        with the left view's overlay and timing."""
+        pairs = self.receiver.stereo_pairs
+        if not pairs:
+            return None
+        pair = pairs[-1]
+        if pair.rtp_timestamp != item.rtp_timestamp or item.flow not in (pair.left.flow,
+                                                                         pair.right.flow):
+            return None
+        left, right = latest.get(pair.left.flow), latest.get(pair.right.flow)
+        if (left is None or right is None or left.rtp_timestamp != right.rtp_timestamp
+                or left.pix_fmt != right.pix_fmt):
+            return None
+        image = side_by_side(left.image, right.image, left.pix_fmt)
+        if image is None:
+            return None
+        stream_id = f"stereo-{pair.left.ssrc:08x}"
+        self.stereo.add(stream_id)
+        return dataclasses.replace(left, stream_id=stream_id, image=image)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, pix_fmt: str) -> np.ndarray | None:
+    """Two pictures of one size next to each other (left | right), in their own layout
+    (``rgb24`` or ``yuv420p`` as :class:`ViewerFrame` holds them); None when their sizes
+    differ or a ``yuv420p`` chroma plane would not fill whole rows of the doubled width
+    (height not a multiple of 4)."""
+    if left.shape != right.shape:
+        return None
+    if pix_fmt == "rgb24":
+        return np.hstack((left, right))
+    rows, width = left.shape
+    h = rows * 2 // 3
+    if h % 4 or width % 2:
+        return None
+    q = h // 4
+
+    def planes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (a[:h], a[h:h + q].reshape(h // 2, width // 2),
+                a[h + q:].reshape(h // 2, width // 2))
+
+    (yl, ul, vl), (yr, ur, vr) = planes(left), planes(right)
+    return np.concatenate((np.hstack((yl, yr)), np.hstack((ul, ur)).reshape(q, 2 * width),
+                           np.hstack((vl, vr)).reshape(q, 2 * width)))
+
 
 def feed_from_receiver(rx: ReceiverLike) -> ReceiverFeed:
     """Map the receiver's items (``async for item in rx``) to :class:`ViewerFrame`.
 
     Video items with a frame become one frame each of stream ``"video-<ssrc hex>"``;
-    audio items are skipped. Written against the ``ReceivedItem`` contract in
-    ``docs/internal-api.md`` (``frame``, ``fmt``, ``rgb()``, ``metadata``, ``static``,
-    ``origin``, ``rtp_timestamp``, ``ssrc``).
+    audio items are skipped. A stereo rendition's two views are shown side by side too,
+    as stream ``"stereo-<left ssrc hex>"``. Written against the ``ReceivedItem`` contract
+    in ``docs/internal-api.md`` (``frame``, ``fmt``, ``rgb()``, ``metadata``, ``static``,
+    ``origin``, ``rtp_timestamp``, ``ssrc``, ``flow``).
 
     Frames go to the encoder as ``yuv420p`` made by
     :func:`rtstream.proto.pixfmt.from_wire` -- its cheap display path (a pure reorder for
@@ -867,40 +956,6 @@ def feed_from_receiver(rx: ReceiverLike) -> ReceiverFeed:
     skipped with one warning per stream.
     """
     return ReceiverFeed(rx)
-
-
-async def _receiver_frames(rx: ReceiverLike) -> AsyncGenerator[ViewerFrame, None]:
-    from rtstream.errors import LocalProtocolError
-    from rtstream.proto.pixfmt import from_wire
-
-    counts: dict[int, int] = {}
-    refused: set[int] = set()
-    async for item in rx:
-        if item.kind.value != "video" or item.frame is None:
-            continue
-        fmt = item.fmt
-        try:
-            if fmt is not None:
-                image, pix_fmt = from_wire(item.frame, fmt, "yuv420p"), "yuv420p"
-            else:
-                image, pix_fmt = item.rgb(), "rgb24"
-        except (ConfigError, LocalProtocolError) as exc:
-            if item.ssrc not in refused:
-                refused.add(item.ssrc)
-                log.warning("viewer: cannot show stream %08x: %s", item.ssrc, exc)
-            continue
-        origin_ns = item.origin.to_ns() if item.origin is not None else None
-        n = counts[item.ssrc] = counts.get(item.ssrc, 0) + 1
-        number = _find(item.metadata, "FrameAcquisitionNumber")
-        overlay = overlay_from_datasets(item.static, item.metadata, origin_ns, number or n)
-        yield ViewerFrame(
-            stream_id=f"video-{item.ssrc:08x}",
-            image=image,
-            rtp_timestamp=item.rtp_timestamp,
-            origin_ns=origin_ns,
-            overlay=overlay,
-            pix_fmt=pix_fmt,
-        )
 
 
 def findings_to_viewer(server: ViewerServer) -> Callable[[Any], None]:
@@ -914,11 +969,20 @@ def findings_to_viewer(server: ViewerServer) -> Callable[[Any], None]:
     return publish
 
 
-def snapshot_from_receiver(rx: ReceiverLike) -> SnapshotFn:
-    """A snapshot callback that asks the receiver's capture to store the frame."""
+def snapshot_from_receiver(rx: ReceiverLike, feed: ReceiverFeed | None = None) -> SnapshotFn:
+    """A snapshot callback that asks the receiver's capture to store the frame.
+
+    Given the ``feed`` the page watches, the snapshot is of the flow the stream shows (a
+    stereo pair's right view is not its left one, at the same RTP timestamp), and of both
+    views, as one stereo instance, for a side-by-side stream.
+    """
 
     async def snapshot(stream_id: str, rtp_timestamp: int) -> SnapshotReply:
-        result = await rx.capture.snapshot(rtp_timestamp=rtp_timestamp)
+        if feed is not None and stream_id in feed.stereo:
+            result = await rx.capture.stereo_snapshot(rtp_timestamp)
+        else:
+            flow = feed.flows.get(stream_id) if feed is not None else None
+            result = await rx.capture.snapshot(rtp_timestamp=rtp_timestamp, flow=flow)
         status = result.store.status if result.store is not None else "?"
         error = None if result.ok else f"store failed: status {status}"
         return SnapshotReply(ok=result.ok, sop_instance_uid=result.sop_instance_uid, error=error)

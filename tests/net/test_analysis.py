@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextlib.contextmanager
 def rtstream_send(tmp_path: Path, video: str = "640x360@30", *extra: str) -> Iterator[Path]:
     """``rtstream send --source testsrc`` in its own process; yields its SDP file."""
-    port = free_port(count=4, step=2)
+    port = free_port(count=7, step=2)  # PORT..PORT+12: with --audio, REND at +12
     sdp = tmp_path / "rtv.sdp"
     log = open(tmp_path / "send.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(

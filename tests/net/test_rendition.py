@@ -470,3 +470,65 @@ def test_every_element_removed_is_a_named_error_or_still_a_rendition() -> None:
         except RemoteProtocolError:
             outcomes.add("refused")
     assert outcomes == {"parsed", "refused"}
+
+
+async def test_viewer_shows_a_stereo_pair_side_by_side_and_snapshots_what_it_shows(
+        tmp_path: Path) -> None:
+    """The viewer's feed adds a ``stereo-`` stream whose picture is the left view next to
+    the right one of the same instant; its snapshot stores the stereo instance, and the
+    right view's own stream snapshots the right flow (not the left one, which shares its
+    RTP timestamps)."""
+    from rtstream.proto.pixfmt import from_wire
+    from rtstream.viewer.server import feed_from_receiver, snapshot_from_receiver
+
+    port = free_port(count=7, step=2)
+    store = tmp_path / "store"
+    async with Sender(stereo_config(port, duration=6.0)) as tx:
+        sdp = tmp_path / "rx.sdp"
+        sdp.write_text(tx.sdp_text())
+        run = asyncio.create_task(tx.run())
+        try:
+            cfg = ReceiverConfig(sdp=str(sdp), store_dir=store, outbox=tmp_path / "outbox")
+            async with Receiver(cfg) as rx:
+                feed = feed_from_receiver(rx)
+                shown: dict[tuple[str, int], Any] = {}
+                composed = []
+                async with asyncio.timeout(20):
+                    async for frame in feed:
+                        shown[frame.stream_id, frame.rtp_timestamp] = frame
+                        if frame.stream_id.startswith("stereo-"):
+                            composed.append(frame)
+                            if len(composed) >= 10:
+                                break
+                wire = {(p.left.flow, p.rtp_timestamp): p.left.frame for p in rx.stereo_pairs}
+                wire |= {(p.right.flow, p.rtp_timestamp): p.right.frame for p in rx.stereo_pairs}
+                fmt = rx.flows.video[0].fmt
+                streams = {flow: sid for sid, flow in feed.flows.items()}
+                last = composed[-1]
+                snap = snapshot_from_receiver(rx, feed)
+                stereo_reply = await snap(last.stream_id, last.rtp_timestamp)
+                right_reply = await snap(streams["VIDR"], last.rtp_timestamp)
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    assert feed.stereo == {last.stream_id}
+    h, w = 120, 160
+    for frame in composed:
+        left = shown[streams["VID"], frame.rtp_timestamp].image
+        right = shown[streams["VIDR"], frame.rtp_timestamp].image
+        assert frame.pix_fmt == "yuv420p" and frame.image.shape == (h * 3 // 2, 2 * w)
+        # luma rows: left | right; each chroma plane likewise, at half size
+        assert np.array_equal(frame.image[:h], np.hstack((left[:h], right[:h])))
+        for lo, hi in ((h, h + h // 4), (h + h // 4, h * 3 // 2)):
+            both = frame.image[lo:hi].reshape(h // 2, w)
+            assert np.array_equal(both[:, : w // 2], left[lo:hi].reshape(h // 2, w // 2))
+            assert np.array_equal(both[:, w // 2:], right[lo:hi].reshape(h // 2, w // 2))
+        assert frame.overlay == shown[streams["VID"], frame.rtp_timestamp].overlay
+    assert not np.array_equal(composed[-1].image[:h, :w], composed[-1].image[:h, w:])
+    # the two snapshots: a two-frame stereo instance, and the right view's own frame
+    assert stereo_reply.ok and right_reply.ok
+    stereo = pydicom.dcmread(store.glob(f"**/{stereo_reply.sop_instance_uid}*").__next__())
+    assert stereo.StereoPairsPresent == "YES" and int(stereo.NumberOfFrames) == 2
+    right = pydicom.dcmread(store.glob(f"**/{right_reply.sop_instance_uid}*").__next__())
+    expected = from_wire(wire["VIDR", last.rtp_timestamp], fmt, "rgb24")  # type: ignore[arg-type]
+    assert np.array_equal(right.pixel_array, expected)

@@ -388,7 +388,7 @@ async def test_feed_from_receiver_maps_video_items() -> None:
 
     def item(kind: str, rtp: int, number: int) -> SimpleNamespace:
         return SimpleNamespace(
-            kind=SimpleNamespace(value=kind), rtp_timestamp=rtp, ssrc=0xABC,
+            kind=SimpleNamespace(value=kind), rtp_timestamp=rtp, ssrc=0xABC, flow="VID",
             frame=np.zeros(72, np.uint8) if kind == "video" else None, fmt=None,
             metadata=_dynamic(number), static=_static(),
             origin=PtpTimestamp(1_700_000_000, number), received_ns=0, audio=None,
@@ -396,6 +396,8 @@ async def test_feed_from_receiver_maps_video_items() -> None:
         )
 
     class FakeRx:
+        stereo_pairs = ()  # no stereo rendition
+
         def __aiter__(self) -> Any:
             async def gen() -> Any:
                 for x in (item("video", 100, 1), item("audio", 150, 0), item("video", 200, 2)):
