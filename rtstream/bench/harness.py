@@ -106,6 +106,9 @@ class BenchConfig:
         split in contiguous groups, each process one event loop); 0 means one process
         per stream. Default: one sender process and one receiver process for all
         streams, the layout that measured cheapest here (see the module docstring).
+    split : bool
+        rtstream receivers read video with split reads (payloads straight into the
+        frame); False runs them with ``--no-split`` (the copying path) to compare.
     """
 
     seconds: float = 10.0
@@ -120,6 +123,7 @@ class BenchConfig:
     frames_in_file: int = 8
     scale_senders: int = 1
     scale_receivers: int = 1
+    split: bool = True
 
     def __post_init__(self) -> None:
         if not self.seconds > 0:
@@ -435,7 +439,8 @@ def receiver_argv(tool: str, cfg: BenchConfig, depth: int, port: int, sdp: Path,
                   total: float) -> tuple[list[str], str]:
     """(argv, output parser) of a receiver; ``sdp`` is what rtstream/FFmpeg read."""
     if tool == "rtstream":
-        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total)], "json"
+        extra = [] if cfg.split else ["--no-split"]
+        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total), *extra], "json"
     if tool == "gstreamer":
         caps = ("application/x-rtp,media=(string)video,clock-rate=(int)90000,"
                 "encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,"
@@ -602,6 +607,9 @@ def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
         out["packets_lost"] = int(rf.get("packets_lost", rx.last.get("lost", 0)))
         out["latency_p50_us"] = rf.get("latency_p50_us")
         out["latency_p99_us"] = rf.get("latency_p99_us")
+        # packets whose payload the kernel put straight in the frame (split reads)
+        out["placed_share"] = (int(rx.last.get("placed", 0)) / int(rx.last["packets"])
+                               if rx.last.get("packets") else None)
         if out["packets_per_s"] is None:
             out["packets_per_s"] = _rate(rx, w, "packets")
     out["loss"] = drops + (out["packets_lost"] or 0)

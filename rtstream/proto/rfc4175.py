@@ -492,6 +492,8 @@ class DepacketizerStats:
     foreign: int = 0
     frames_complete: int = 0
     frames_incomplete: int = 0
+    #: packets whose payload a split read put in place (no copy; not in :meth:`as_dict`)
+    placed: int = 0
     malformed_by_field: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -1254,6 +1256,7 @@ class VideoDepacketizer:
         high = self._seq.highest
         assert high is not None
         self.stats.packets += j
+        self.stats.placed += j
         self._ssrc_seen_ns = now
         self._seq.advance(j)
         self.stats.lost = self._seq.lost
