@@ -1244,6 +1244,11 @@ class VideoDepacketizer:
             ok &= (b1 & 0x7F) == self.payload_type
         if ok.all():
             j = m
+            if marker[m - 1] and m < len(lens):
+                # The frame's last packet with more after it: :meth:`feed` would add
+                # those of the same frame (reordered) before ending it, so it goes there
+                # with them.
+                j = m - 1
         else:
             j = int(np.argmin(ok))
         if pend is not None and pend.nseg + j > self._max_segments:
