@@ -187,3 +187,21 @@ async def test_two_senders_share_one_event_loop(tmp_path: Path) -> None:
     finally:
         for s in sinks:
             s.close()
+
+
+def test_split_reads_place_payloads_and_no_split_turns_them_off(tmp_path: Path) -> None:
+    # rtstream sender -> rtstream receiver over 127.0.0.1: with split reads (default) the
+    # kernel puts nearly every payload in its frame; --no-split copies every one. Both
+    # deliver every frame without loss (values, not speeds).
+    from dataclasses import replace
+
+    from rtstream.bench.harness import run_pair
+
+    cfg, files = _tiny(tmp_path)
+    shares = {}
+    for split in (True, False):
+        run = run_pair("rtstream", "rtstream", replace(cfg, split=split), 10, files, tmp_path)
+        assert run["receiver_frames"] > 0 and run["loss"] == 0, run
+        shares[split] = run["placed_share"]
+    assert shares[False] == 0
+    assert shares[True] > 0.5
