@@ -38,7 +38,13 @@ def test_bench_all_tiny(tmp_path: Path) -> None:
     assert set(result["runs"]) == {
         "rtstream->rtstream@10", "gstreamer->rtstream@10", "rtstream->gstreamer@10",
         "ffmpeg->rtstream@10", "rtstream->ffmpeg@10",
+        "rtstream->rtstream@10-copy", "rtstream->rtstream@10-2x",
     }
+    # rtstream alone: the copying receiver, and twice the width and height
+    assert set(result["summary"]) == {"64x32p30_422_10bit", "64x32p30_422_10bit-copy",
+                                      "128x64p30_422_10bit"}
+    assert result["runs"]["rtstream->rtstream@10-copy"]["placed_share"] == 0
+    assert result["runs"]["rtstream->rtstream@10-2x"]["receiver_frames"] > 0
     base = result["runs"]["rtstream->rtstream@10"]
     # every process ran and was measured (values, not speeds)
     assert base["sender_frames"] > 0 and base["receiver_frames"] > 0
