@@ -205,11 +205,17 @@ NOTES = """
   hundred datagrams; decoding costs about as much per batch as per datagram, so a batch
   without a marker bit stays in the arena and the next read appends to it (up to 1,024
   rows or 1 ms). The marker packet ends a frame and is decoded at once, so no frame waits
-  for that. A batch that continues the stream exactly (next sequence number, locked
-  SSRC, plain single-SRD packets with valid fields) is decoded from one compact copy of
-  its 20-byte headers in a fixed number of numpy calls, and its payload goes to the frame
-  in one strided copy per run of contiguous destinations; any other batch takes the
-  general parser, with the same result (a differential test holds the two together).
+  for that. Once the stream runs in order, reads are *split* (issue 18, below): each
+  datagram's 20 header bytes go to a header row and its payload straight to the place in
+  the frame where the next in-order packet belongs, so the kernel's copy is the only
+  one; the headers are then verified in a fixed number of numpy calls and only what
+  landed elsewhere is moved. Without a plan (stream start, unknown layout, ST 2022-7
+  merge, interlaced or 4:2:0 video), a batch that continues the stream exactly (next
+  sequence number, locked SSRC, plain single-SRD packets with valid fields) is decoded
+  from one compact copy of its 20-byte headers in a fixed number of numpy calls, and its
+  payload goes to the frame in one strided copy per run of contiguous destinations; any
+  other batch takes the general parser, with the same result (differential tests hold
+  the three together).
   Frame buffers come from a pool: a buffer is written again only when nothing outside
   the pool holds it, and the pool is faulted in when the receiver starts (fresh 5 MB
   buffers cost their page faults during the first frames: with four streams in one
@@ -225,13 +231,12 @@ NOTES = """
   so datagrams queue in the kernel instead of waking the loop one by one. GStreamer
   splits packets at row ends (two SRDs); segments of one packet that continue in the
   frame are copied as one. What remains is the kernel's per-datagram receive cost.
-- **No compiled kernel**: the remaining per-frame cost is dominated by one memory copy of
-  the frame on each side (kernel -> arena is done by the kernel, arena -> frame by numpy at
-  memory bandwidth) and by fixed per-frame Python work (metadata grain, pairing, event
-  loop). A C extension could save the arena -> frame copy only by receiving into per-frame
-  buffers, which GRO's segment layout (headers interleaved with payload) does not allow
-  without a copy anyway; it would not change the ratios materially, so the project stays
-  pure Python + numpy, installable with pip alone.
+- **No compiled kernel**: the remaining per-frame cost is dominated by writing the frame
+  once into memory that is not in the cache (the frame buffers cycle through the frames
+  the application keeps: 8 recent ones for snapshots, the queue, the pairing wait) and by
+  fixed per-frame Python work (metadata grain, pairing, event loop). Split reads showed
+  that removing the user-space copy does not remove that cost: the kernel then pays it
+  (below). The project stays pure Python + numpy, installable with pip alone.
 
 ## Caveats
 

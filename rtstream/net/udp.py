@@ -686,8 +686,12 @@ class _SplitReader:
         self.iov[:, 0, 0] = self.heads.ctypes.data + np.arange(self.rows, dtype=np.uint64) * head
         self.iov[:, 0, 1] = head
         self.iov[:, 1, 1] = payload
-        self._key: tuple[int, int, int] | None = None
+        self._step = np.arange(self.rows, dtype=np.uint64) * np.uint64(payload)
+        self._key = (0, 0, 0)
+        self._aimed = 0  # payload iovecs below this row point where _key says
         self._ctrl = ctypes.create_string_buffer(cmsg_space)
+        # cmsghdr {size_t len; int level; int type;} then the GRO segment size (an int)
+        self._cmsg = (ctypes.c_int * (cmsg_space // 4)).from_buffer(self._ctrl)
         self._msg = MsgHdr()
         self._msg.control = ctypes.addressof(self._ctrl)
         self._cmsg_space = cmsg_space
@@ -701,21 +705,31 @@ class _SplitReader:
         self._iov_base = int(self.iov.ctypes.data)
         self.truncated = 0
 
-    def _aim(self, dest: np.ndarray, start: int, slots: int) -> None:
-        """Point the payload iovecs at ``dest`` (rows below ``slots``) and the spare rows."""
-        key = (int(dest.ctypes.data), start, slots)
-        if key == self._key:
+    def _aim(self, upto: int) -> None:
+        """Point the payload iovecs of rows ``_aimed..upto-1`` where ``_key`` says: the
+        caller's buffer below ``slots``, the spare rows after (a few rows more at a time,
+        as reads need them: a drain rarely uses more than a few hundred)."""
+        a = self._aimed
+        if upto <= a:
             return
-        self._key = key
-        k = min(slots, self.rows)
-        step = np.arange(self.rows, dtype=np.uint64) * np.uint64(self.payload)
-        self.iov[:k, 1, 0] = np.uint64(key[0] + start) + step[:k]
-        self.iov[k:, 1, 0] = np.uint64(self.spare.ctypes.data) + step[: self.rows - k]
+        base, start, slots = self._key
+        step = self._step
+        k = min(slots, upto)
+        if a < k:
+            self.iov[a:k, 1, 0] = np.uint64(base + start) + step[a:k]
+        lo = max(a, slots)
+        if lo < upto:
+            self.iov[lo:upto, 1, 0] = np.uint64(self.spare.ctypes.data) + step[
+                lo - slots : upto - slots]
+        self._aimed = upto
 
     def read(self, dest: np.ndarray, start: int, slots: int, n: int,
              lengths: np.ndarray) -> tuple[int, int, int, tuple[np.ndarray, int] | None]:
         """Read from row ``n`` on; (rows, reads, coalesced reads, carried read or None)."""
-        self._aim(dest, start, slots)
+        key = (int(dest.ctypes.data), start, slots)
+        if key != self._key:
+            self._key = key
+            self._aimed = 0
         msg = self._msg
         recvmsg = self._recvmsg
         ref = self._msg_ref
@@ -723,10 +737,12 @@ class _SplitReader:
         seg = self.head + self.payload
         per_read = self.per_read
         rows = min(self.rows, lengths.shape[0])
-        ctrl = self._ctrl
+        cmsg = self._cmsg
         reads = gro_reads = 0
         carry: tuple[np.ndarray, int] | None = None
         while n + per_read <= rows:
+            if n + per_read > self._aimed:
+                self._aim(min(rows, n + per_read + 256))
             msg.iov = self._iov_base + n * 32
             msg.iovlen = 2 * per_read
             msg.controllen = self._cmsg_space
@@ -739,11 +755,8 @@ class _SplitReader:
                 break
             reads += 1
             got = 0
-            if msg.controllen >= 20:
-                raw = ctrl.raw
-                if (int.from_bytes(raw[8:12], "little") == SOL_UDP
-                        and int.from_bytes(raw[12:16], "little") == UDP_GRO):
-                    got = int.from_bytes(raw[16:20], "little")
+            if msg.controllen >= 20 and cmsg[2] == SOL_UDP and cmsg[3] == UDP_GRO:
+                got = cmsg[4]
             if msg.flags & _MSG_TRUNC:
                 self.truncated += 1
                 continue
