@@ -238,6 +238,62 @@ NOTES = """
   that removing the user-space copy does not remove that cost: the kernel then pays it
   (below). The project stays pure Python + numpy, installable with pip alone.
 
+## Split reads: the kernel writes into the frame (issue 18)
+
+How (module docstrings of `rtstream/net/udp.py` and `rtstream/proto/rfc4175.py`): once an
+in-order batch has shown the sender's payload size and that size tiles every row, the
+depacketizer plans where the next packets' payloads belong (right after the furthest byte
+the frame has recorded, or byte 0 of a spare buffer for the next frame). Each GRO read is
+one `recvmsg` (ctypes) into an iovec array alternating a 20-byte header row with a payload
+slot in the frame; datagrams past the frame's end go to spare rows. The headers are then
+verified in ~15 numpy calls (sequence, SSRC, payload type, timestamp, SRD length, row,
+offset, continuation, datagram length, marker only on the frame's last packet); the
+verified prefix is accounted without touching the payload, and every later datagram is
+put back together from its header row and wherever its payload landed and goes through
+the general path. Only bytes no recorded segment wrote are ever planned, so a misplaced
+payload spoils nothing: it is moved out before anything else writes there, and bytes no
+segment records are zeroed when the frame is emitted. `tests/proto/test_rfc4175_split.py`
+holds it to the general path (byte-identical frames and counters) with lost, duplicated,
+reordered, truncated, longer, corrupt and foreign datagrams and carried reads. The
+copying path stays for everything else (`worker recv --no-split` forces it).
+
+Measured 2026-12-06 on this shared 2-CPU machine (other engineers' jobs running: load
+1.4-2.2), rtstream sender -> rtstream receiver, 1080p60 4:2:2 10-bit, 5 s windows
+after 2 s, split and copying receivers alternated in one script (`run_pair`):
+
+| receiver | CPU ms/frame (3 + 2 runs) | frame-ready p50 | p99 | payloads placed by the kernel |
+|---|---|---|---|---|
+| split reads | 3.87, 3.50, 3.64; 3.85, 3.97 | 210-235 us | 373-765 us | 99.9 % |
+| copying (before) | 3.64, 3.64, 3.91; 3.72, 3.89 | 366-440 us | 638-2842 us | 0 |
+
+- **CPU: no gain at 1080p.** `perf record` (cpu-clock) of the receiver over 6 s of the
+  same stream: split 1,430 ms of CPU, of which the kernel's copy into the frame
+  (`_copy_to_iter`) 21.2 %, the interpreter 42.8 %, numpy 18.9 %; copying 1,372 ms, of
+  which `memmove` (arena -> frame) 18.2 %, `_copy_to_iter` (socket -> arena) 5.8 %, the
+  interpreter 42.6 %, numpy 16.1 %. The copies together cost 303 ms against 329 ms: the
+  user-space copy mostly moved into the kernel, because what it cost was writing 5 MB into
+  frame memory that is not in the cache (the frame buffers cycle through the frames the
+  application keeps), not the second pass over the data. The per-drain verification and
+  the iovec set-up add about as much as that saves. py-spy top lines (busy samples),
+  before: `_feed_in_order` payload copy 13-25 %, `_drain_gro` `recvmsg_into` 6-17 %;
+  after: `_SplitReader.read` `recvmsg` (the kernel copy into the frame) 21-38 %, iovec
+  set-up 3 % (8 % before the iovecs were aimed a few hundred rows at a time), header
+  verification ~3 %. The rest (about 1.7 ms per frame) is the interpreter: event loop,
+  timers, metadata grain, pairing.
+- **Latency: halved.** The copying path holds batches (up to 1,024 datagrams or 1 ms) and
+  copies the held payloads when the marker packet comes; with split reads they are
+  already in place, so frame-ready p99 stays under the issue's 0.5 ms in most runs.
+- **2160p60 10-bit** (the same script, 3840x2160, 5 s): split reads 7.56 CPU ms per frame
+  against 9.14 for the copying receiver (0.83x; 2.0x the 1080p figure, the issue's
+  bound is 4.5x), sender 7.4 ms per frame, p50 342 against 807 us. Neither was clean on
+  the loaded machine (65,614 and 16,678 packets lost in 5 s, 34-43 % CPU wait from other
+  jobs): a clean 60 s 2160p run is still to be shown on an idle machine.
+- Tried and dropped: frame buffers on transparent huge pages (`MADV_HUGEPAGE`; the
+  machine's THP mode is `madvise`): no gain in an in-process drain + depacketize loop
+  (copying 2.27 against 2.09 ms per frame without, split 2.67 against 2.50). Not built:
+  split reads for senders without GSO (`recvmmsg` with two iovecs per datagram), and a
+  multi-process `rtstream receive` for many SDPs.
+
 ## Caveats
 
 - The machine is shared: other test suites ran during the measurement (see the load
