@@ -657,12 +657,17 @@ _LIBC = _libc_recvmmsg()
 class _SplitReader:
     """``recvmsg(2)`` through ctypes into alternating header and payload iovecs.
 
-    ``heads`` is an ``(rows, head)`` array, ``spare`` a ``(rows, payload)`` one. The iovec
-    array has two entries per row: the row's header slot, then its payload slot (in the
-    caller's buffer while the row is below ``slots``, else the spare row). One read may
-    fill up to ``per_read`` rows (a whole 64 KiB GRO read), so reads stop while fewer
-    rows than that are left.
+    For each destination (buffer address, first payload's byte offset modulo the payload
+    size, slot count up to the end) one *table* is built once, vectorized: pair ``g`` is
+    (header row ``g``, payload slot ``g`` of the buffer) for every slot of the buffer,
+    then (header row, spare row) pairs for a whole batch past its end. A read from batch
+    row ``n`` of a plan whose first slot is ``f`` just points ``msg_iov`` at pair
+    ``f + n``: nothing is rebuilt per drain (frame buffers come from a small pool, so a
+    stream uses a handful of tables). One read may fill up to ``per_read`` rows (a whole
+    64 KiB GRO read), so reads stop while fewer rows than that are left.
     """
+
+    _MAX_TABLES = 64
 
     def __init__(self, libc: Any, fd: int, head: int, payload: int, rows: int,
                  cmsg_space: int) -> None:
@@ -679,16 +684,9 @@ class _SplitReader:
         self.payload = payload
         self.per_read = -(-65536 // seg) + 1
         self.rows = max(rows, 2 * self.per_read)
-        self.heads = np.zeros((self.rows, head), np.uint8)
         self.spare = np.zeros((self.rows, payload), np.uint8)
-        # (rows, 2 entries, base/len): struct iovec is two 8-byte words on 64-bit Linux
-        self.iov = np.zeros((self.rows, 2, 2), np.uint64)
-        self.iov[:, 0, 0] = self.heads.ctypes.data + np.arange(self.rows, dtype=np.uint64) * head
-        self.iov[:, 0, 1] = head
-        self.iov[:, 1, 1] = payload
-        self._step = np.arange(self.rows, dtype=np.uint64) * np.uint64(payload)
-        self._key = (0, 0, 0)
-        self._aimed = 0  # payload iovecs below this row point where _key says
+        # key -> (iov pairs (slots + rows, 2, 2) uint64, header rows (slots + rows, head))
+        self._tables: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._ctrl = ctypes.create_string_buffer(cmsg_space)
         # cmsghdr {size_t len; int level; int type;} then the GRO segment size (an int)
         self._cmsg = (ctypes.c_int * (cmsg_space // 4)).from_buffer(self._ctrl)
@@ -696,57 +694,58 @@ class _SplitReader:
         self._msg.control = ctypes.addressof(self._ctrl)
         self._cmsg_space = cmsg_space
         self._ctypes = ctypes
-        self._libc = libc
         self._fd = fd
         self._recvmsg = libc.recvmsg
         self._recvmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
         self._recvmsg.restype = ctypes.c_ssize_t
         self._msg_ref = ctypes.byref(self._msg)
-        self._iov_base = int(self.iov.ctypes.data)
         self.truncated = 0
 
-    def _aim(self, upto: int) -> None:
-        """Point the payload iovecs of rows ``_aimed..upto-1`` where ``_key`` says: the
-        caller's buffer below ``slots``, the spare rows after (a few rows more at a time,
-        as reads need them: a drain rarely uses more than a few hundred)."""
-        a = self._aimed
-        if upto <= a:
-            return
-        base, start, slots = self._key
-        step = self._step
-        k = min(slots, upto)
-        if a < k:
-            self.iov[a:k, 1, 0] = np.uint64(base + start) + step[a:k]
-        lo = max(a, slots)
-        if lo < upto:
-            self.iov[lo:upto, 1, 0] = np.uint64(self.spare.ctypes.data) + step[
-                lo - slots : upto - slots]
-        self._aimed = upto
+    def _table(self, base: int, origin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The iovec pairs and header rows for slots ``0..end-1`` of the buffer at
+        ``base`` (slot ``g`` at byte ``origin + g * payload``), then spare rows."""
+        key = (base, origin, end)
+        got = self._tables.get(key)
+        if got is not None:
+            return got
+        if len(self._tables) >= self._MAX_TABLES:
+            self._tables.clear()
+        total = end + self.rows
+        heads = np.zeros((total, self.head), np.uint8)
+        iov = np.empty((total, 2, 2), np.uint64)
+        g = np.arange(total, dtype=np.uint64)
+        iov[:, 0, 0] = np.uint64(heads.ctypes.data) + g * np.uint64(self.head)
+        iov[:, 0, 1] = self.head
+        iov[:end, 1, 0] = np.uint64(base + origin) + g[:end] * np.uint64(self.payload)
+        iov[end:, 1, 0] = np.uint64(self.spare.ctypes.data) + g[: self.rows] * np.uint64(
+            self.payload)
+        iov[:, 1, 1] = self.payload
+        self._tables[key] = (iov, heads)
+        return iov, heads
 
-    def read(self, dest: np.ndarray, start: int, slots: int, n: int,
-             lengths: np.ndarray) -> tuple[int, int, int, tuple[np.ndarray, int] | None]:
-        """Read from row ``n`` on; (rows, reads, coalesced reads, carried read or None)."""
-        key = (int(dest.ctypes.data), start, slots)
-        if key != self._key:
-            self._key = key
-            self._aimed = 0
+    def read(self, dest: np.ndarray, start: int, slots: int, n: int, lengths: np.ndarray
+             ) -> tuple[int, int, int, tuple[np.ndarray, int] | None, np.ndarray]:
+        """Read from row ``n`` on; (rows, reads, coalesced reads, carried read or None,
+        the header rows of the batch)."""
+        pay = self.payload
+        first, origin = divmod(start, pay)
+        iov, heads_all = self._table(int(dest.ctypes.data), origin, first + slots)
+        heads = heads_all[first:]
+        iov_base = int(iov.ctypes.data) + first * 32
         msg = self._msg
         recvmsg = self._recvmsg
         ref = self._msg_ref
         fd = self._fd
-        seg = self.head + self.payload
+        seg = self.head + pay
         per_read = self.per_read
         rows = min(self.rows, lengths.shape[0])
         cmsg = self._cmsg
         reads = gro_reads = 0
         carry: tuple[np.ndarray, int] | None = None
         while n + per_read <= rows:
-            if n + per_read > self._aimed:
-                self._aim(min(rows, n + per_read + 256))
-            msg.iov = self._iov_base + n * 32
+            msg.iov = iov_base + n * 32
             msg.iovlen = 2 * per_read
             msg.controllen = self._cmsg_space
-            msg.flags = 0
             k = int(recvmsg(fd, ref, socket.MSG_DONTWAIT))
             if k < 0:
                 err = self._ctypes.get_errno()
@@ -766,20 +765,21 @@ class _SplitReader:
                 got = k
             if got != seg and k > got or got > seg:
                 # not this sender's segment size: hand the read on as it arrived
-                carry = (self._joined(n, k, dest, start, slots), got)
+                carry = (self._joined(heads, n, k, dest, start, slots), got)
                 break
             count = -(-k // seg) if k else 1
             lengths[n : n + count] = seg
             lengths[n + count - 1] = k - (count - 1) * seg
             n += count
-        return n, reads, gro_reads, carry
+        return n, reads, gro_reads, carry, heads[:n]
 
-    def _joined(self, n: int, k: int, dest: np.ndarray, start: int, slots: int) -> np.ndarray:
+    def _joined(self, heads: np.ndarray, n: int, k: int, dest: np.ndarray, start: int,
+                slots: int) -> np.ndarray:
         """The ``k`` bytes of a read placed from row ``n``, back in arrival order."""
         head, payload = self.head, self.payload
         count = -(-k // (head + payload))
         out = np.empty((count, head + payload), np.uint8)
-        out[:, :head] = self.heads[n : n + count]
+        out[:, :head] = heads[n : n + count]
         inside = max(0, min(count, slots - n))
         if inside:
             a = start + n * payload
@@ -788,6 +788,8 @@ class _SplitReader:
         rest = count - inside
         out[inside:, head:] = self.spare[first_spare : first_spare + rest]
         return out.reshape(-1)[:k].copy()
+
+
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 #: A GRO socket whose reads were never coalesced for this many batches in a row (its
 #: sender does not use GSO, or the path does not coalesce) is switched to recvmmsg.
@@ -983,7 +985,7 @@ class UdpReceiver:
         if sp is None or sp.head != head or sp.payload != payload:
             sp = self._split = _SplitReader(_LIBC, self._sock.fileno(), head, payload,
                                             self._buf.shape[0], self._cmsg_space)
-        n, reads, gro_reads, carry = sp.read(dest, start, slots, hold, self._lengths)
+        n, reads, gro_reads, carry, heads = sp.read(dest, start, slots, hold, self._lengths)
         self.split_full = carry is None and n + sp.per_read > min(sp.rows, self._lengths.shape[0])
         self.stats.reads += reads
         self.stats.gro_reads += gro_reads
@@ -994,7 +996,7 @@ class UdpReceiver:
         self._note_coalescing(reads, gro_reads)
         self._account(hold, n)
         self._last = (n, -1) if carry is None else None
-        return sp.heads[:n], self._lengths[:n], sp.spare[: max(0, n - slots)]
+        return heads, self._lengths[:n], sp.spare[: max(0, n - slots)]
 
     def _read_rows(self, n: int) -> int:
         """Datagrams into the rows of ``self._buf`` from row ``n`` until the socket is

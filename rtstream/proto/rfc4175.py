@@ -1006,6 +1006,7 @@ class VideoDepacketizer:
         # pool for the next frame's first payloads.
         self._split_payload: int | None = None
         self._spare: np.ndarray | None = None
+        self._frame_bytes = fmt.frame_bytes  # (a computed property of the format)
 
     # -- public ------------------------------------------------------------------------
 
@@ -1153,7 +1154,7 @@ class VideoDepacketizer:
             data, start = pend.data, pend.frontier
             if start % p or pend.nseg >= self._max_segments // 2:
                 return None
-        slots = (self.fmt.frame_bytes - start) // p
+        slots = (self._frame_bytes - start) // p
         if slots <= 0:
             return None
         return SplitPlan(data=data, start=start, payload=p, slots=slots)
@@ -1238,7 +1239,7 @@ class VideoDepacketizer:
             & (h["row"] == dst // rb)
             & (h["off"] == dst % rb // pg * ppl)
             & (h["ts"] == ts0)
-            & (~marker | (dst + pay == self.fmt.frame_bytes))
+            & (~marker | (dst + pay == self._frame_bytes))
         )
         if self.payload_type is not None:
             ok &= (b1 & 0x7F) == self.payload_type
@@ -1271,7 +1272,7 @@ class VideoDepacketizer:
             pend = self._pending = _Pending(self._ssrc or 0, ts, plan.data)
             self._spare = None
         pay = plan.payload
-        rb = self.fmt.row_bytes
+        rb = self._geometry[2]
         dst = plan.start + np.arange(j, dtype=np.int64) * pay
         pend.fields |= 1
         pend.add_segments(dst // rb, np.full(j, pay, np.int64), dst, self._max_segments)
