@@ -252,7 +252,10 @@ verified prefix is accounted without touching the payload, and every later datag
 put back together from its header row and wherever its payload landed and goes through
 the general path. Only bytes no recorded segment wrote are ever planned, so a misplaced
 payload spoils nothing: it is moved out before anything else writes there, and bytes no
-segment records are zeroed when the frame is emitted. `tests/proto/test_rfc4175_split.py`
+segment records are zeroed when the frame is emitted; and a plan is good only until the
+next batch is fed or a frame emitted (a held batch whose plan went stale, as after a
+paused flow's silence flush, is given up rather than read into a frame the application
+may hold). `tests/proto/test_rfc4175_split.py`
 holds it to the general path (byte-identical frames and counters) with lost, duplicated,
 reordered, truncated, longer, corrupt and foreign datagrams and carried reads. The
 copying path stays for everything else (`worker recv --no-split` forces it).

@@ -1065,6 +1065,11 @@ class UdpReceiver:
         self._last = None
         return True
 
+    def unhold(self) -> None:
+        """Forget the rows :meth:`hold` kept: the next drain starts a new batch."""
+        self._held = None
+        self._split_held = 0
+
     def _account(self, n0: int, n: int) -> None:
         self.new_rows = n - n0
         if n > n0:

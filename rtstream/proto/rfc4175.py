@@ -954,6 +954,9 @@ class SplitPlan:
         Payload bytes of this sender's packets (all equal, tiling each row).
     slots : int
         Packets that fit between ``start`` and the end of the frame.
+    generation : int
+        The depacketizer's state the plan was made in: a plan is good only until the
+        next batch is fed, or a frame emitted (:meth:`VideoDepacketizer.plan_is_current`).
     header : int
         Header bytes per datagram (RTP + extended sequence number + one SRD header).
     """
@@ -962,6 +965,7 @@ class SplitPlan:
     start: int
     payload: int
     slots: int
+    generation: int
     header: int = SINGLE_SRD_HEADER_BYTES
 
 
@@ -1007,6 +1011,7 @@ class VideoDepacketizer:
         self._split_payload: int | None = None
         self._spare: np.ndarray | None = None
         self._frame_bytes = fmt.frame_bytes  # (a computed property of the format)
+        self._generation = 0  # counts batches fed and frames emitted (SplitPlan.generation)
 
     # -- public ------------------------------------------------------------------------
 
@@ -1033,6 +1038,7 @@ class VideoDepacketizer:
         """
         if batch.ndim != 2 or batch.dtype != np.uint8:
             raise LocalProtocolError("batch: need a 2-D uint8 array")
+        self._generation += 1
         n = min(batch.shape[0], len(lengths))
         events: list[VideoFrameEvent] = []
         if n == 0:
@@ -1157,7 +1163,14 @@ class VideoDepacketizer:
         slots = (self._frame_bytes - start) // p
         if slots <= 0:
             return None
-        return SplitPlan(data=data, start=start, payload=p, slots=slots)
+        return SplitPlan(data=data, start=start, payload=p, slots=slots,
+                         generation=self._generation)
+
+    def plan_is_current(self, plan: SplitPlan) -> bool:
+        """True while nothing was fed or emitted since ``plan`` was made: only then may
+        a socket still write where it says (a frame emitted since may be held by the
+        application)."""
+        return plan.generation == self._generation
 
     def feed_split(self, plan: SplitPlan, headers: np.ndarray, lengths: np.ndarray,
                    spare_rows: np.ndarray, now: int) -> list[VideoFrameEvent]:
@@ -1211,7 +1224,7 @@ class VideoDepacketizer:
                       m: int) -> int:
         """How many datagrams at the start of a split batch are the planned packets."""
         high = self._seq.highest
-        if m == 0 or high is None or self._ssrc is None:
+        if m == 0 or high is None or self._ssrc is None or plan.generation != self._generation:
             return 0
         pend = self._pending
         if (pend is None and plan.data is not self._spare) or (
@@ -1261,6 +1274,7 @@ class VideoDepacketizer:
         """Account the ``j`` verified packets of a split batch (payloads in place)."""
         high = self._seq.highest
         assert high is not None
+        self._generation += 1
         self.stats.packets += j
         self.stats.placed += j
         self._ssrc_seen_ns = now
@@ -1463,6 +1477,7 @@ class VideoDepacketizer:
         pend = self._pending
         assert pend is not None
         self._pending = None
+        self._generation += 1
         self._recent.append(pend.ts)
         rows = self.fmt.rows
         covered: np.ndarray = np.zeros(rows)

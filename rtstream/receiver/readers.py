@@ -493,6 +493,12 @@ class VideoReader(FlowReader):
         verifies the headers. Returns True when the batch was full (read again)."""
         plan = self._split_plan
         self._split_plan = None
+        if plan is not None and not self.depkt.plan_is_current(plan):
+            # Something was fed or a frame emitted since the rows were held (a paused
+            # flow's silence flush): the plan may point into a frame handed out. Give up
+            # the held rows (their packets count as lost) and plan again.
+            sock.unhold()
+            plan = None
         if plan is None:
             plan = self.depkt.plan_split()
             if plan is None:

@@ -253,3 +253,28 @@ def test_plans_only_where_nothing_was_recorded() -> None:
     dp.feed(*to_batch([wire[9]]), now=0)
     plan = dp.plan_split()
     assert plan is not None and plan.start == 10 * plan.payload
+
+
+def test_a_plan_is_good_only_until_the_next_batch_or_frame() -> None:
+    # A socket must never write where an old plan says: the frame it points into may
+    # have been emitted (and handed to the application) since.
+    fmt = make_fmt(Sampling.YCBCR_422, 10, 64, 8)
+    pk = VideoPacketizer(fmt, ssrc=5, max_payload=120)
+    wire = datagrams(pk.packetize(random_frame(fmt, 0), 0))
+    dp = VideoDepacketizer(fmt)
+    dp.feed(*to_batch(wire[:3]), now=0)
+    dp.feed(*to_batch(wire[3:6]), now=0)
+    plan = dp.plan_split()
+    assert plan is not None and dp.plan_is_current(plan)
+    (ev,) = dp.flush()  # e.g. the silence check of a paused flow
+    assert not dp.plan_is_current(plan)
+    before = ev.data.copy()
+    # fed anyway (a caller that did not check): nothing is taken from the stale plan
+    heads, lengths, spare, _ = kernel_split(plan, [wire[6:9]], rows=16)
+    assert np.array_equal(ev.data[: plan.start], before[: plan.start])
+    dp.feed_split(plan, heads, lengths, spare, now=0)
+    assert dp.stats.placed == 0
+    again = dp.plan_split()
+    assert again is not None and again.generation != plan.generation
+    dp.feed(*to_batch(wire[9:10]), now=0)
+    assert not dp.plan_is_current(again)
