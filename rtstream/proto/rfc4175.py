@@ -40,6 +40,19 @@ distinct segment length. A frame is emitted when its marker packet arrives or wh
 packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows
 not fully covered are reported in ``missing_rows``. Each frame gets its own buffer, so an
 event owns its data.
+
+**Split reads.** Once an in-order batch has shown this sender's payload size and that
+size tiles every row, :meth:`VideoDepacketizer.plan_split` says where the next packets'
+payloads belong: one after the other from the furthest byte the frame being built has
+recorded (or from byte 0 of a spare buffer for the next frame). A socket that splits its
+reads by that plan puts each datagram's first 20 bytes into a header row and its payload
+there (``rtstream.net.udp``). :meth:`VideoDepacketizer.feed_split` verifies all headers
+at once against the plan; the longest verified prefix is accounted as :meth:`feed` would,
+without touching the payloads, and every later datagram is put back together from its
+header row and wherever its payload landed and goes through :meth:`feed`. Since only
+unrecorded bytes are planned, a payload in the wrong place overwrites nothing received:
+it is moved before anything else writes there, and unrecorded bytes are zeroed at emit.
+A plan is good only until the next batch or emitted frame (``SplitPlan.generation``).
 """
 
 from __future__ import annotations

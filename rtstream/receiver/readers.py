@@ -10,7 +10,14 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
   frames go to its :class:`FrameSink`. The video path is tuned (DESIGN.md §3): a batch
   without a marker bit is held in the socket for the next event (up to ``_HOLD_ROWS`` rows
   or ``_HOLD_S``), a socket that trickles single datagrams is not watched until the hold
-  timer, and a silence check delivers the frame whose marker packet was lost.
+  timer, and a silence check delivers the frame whose marker packet was lost. Once the
+  depacketizer can say where the next in-order payloads belong
+  (:meth:`~rtstream.proto.rfc4175.VideoDepacketizer.plan_split`), a GRO socket reads
+  with *split reads* (:meth:`~rtstream.net.udp.UdpReceiver.drain_split`): headers to a
+  header array, payloads straight into the frame; the depacketizer then verifies the
+  headers and moves only what landed elsewhere. A held split batch keeps its plan, and
+  is given up if the plan went stale meanwhile (never read into a frame handed out).
+  ST 2022-7 flows and :attr:`VideoReader.split` False keep the copying path.
 * :class:`AudioReader` -> :class:`~rtstream.proto.st2110_30.AudioDepacketizer`; chunks
   go to its :class:`ChunkSink`.
 * :class:`MetadataReader` -> :class:`~rtstream.proto.rtv_metadata.MetadataDepacketizer`
