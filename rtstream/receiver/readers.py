@@ -453,10 +453,10 @@ class VideoReader(FlowReader):
         merge = self.merge
         for _ in range(4):
             sock = self.socket_of(leg)
-            if merge is None and sock is not None and (self._split_plan is not None or (
-                    sock.can_split and self.split)):
-                more = self._read_split(sock, flush)
-                if more:
+            plan = self._split_plan_for(sock) if merge is None and sock is not None else None
+            if plan is not None:
+                assert sock is not None
+                if self._read_split(sock, flush, plan):
                     continue
                 return
             got = self._drain(leg)
@@ -495,28 +495,24 @@ class VideoReader(FlowReader):
             if n < self.batch:
                 return
 
-    def _read_split(self, sock: UdpReceiver, flush: bool) -> bool:
-        """One split drain (module doc): payloads land in the frame, the depacketizer
-        verifies the headers. Returns True when the batch was full (read again)."""
+    def _split_plan_for(self, sock: UdpReceiver) -> SplitPlan | None:
+        """The plan of the next split read of ``sock``, or None for an ordinary drain."""
         plan = self._split_plan
         self._split_plan = None
-        if plan is not None and not self.depkt.plan_is_current(plan):
+        if plan is not None:
+            if self.depkt.plan_is_current(plan):
+                return plan
             # Something was fed or a frame emitted since the rows were held (a paused
             # flow's silence flush): the plan may point into a frame handed out. Give up
             # the held rows (their packets count as lost) and plan again.
             sock.unhold()
-            plan = None
-        if plan is None:
-            plan = self.depkt.plan_split()
-            if plan is None:
-                got = self._drain(0)
-                if got is not None:  # an ordinary batch (no hold: rare, at stream start)
-                    batch, lengths, now = got
-                    self.last_rx_ns = now
-                    for ev in self.depkt.feed(batch, lengths, now):
-                        self.sink.on_frame(self, ev, now)
-                    return len(lengths) >= self.batch
-                return False
+        if not (self.split and sock.can_split):
+            return None
+        return self.depkt.plan_split()
+
+    def _read_split(self, sock: UdpReceiver, flush: bool, plan: SplitPlan) -> bool:
+        """One split drain (module doc): payloads land in the frame, the depacketizer
+        verifies the headers. Returns True when the batch was full (read again)."""
         heads, lengths, spare = sock.drain_split(plan.data, plan.start, plan.payload,
                                                  plan.slots, head=plan.header)
         n = len(lengths)
