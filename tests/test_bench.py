@@ -38,7 +38,13 @@ def test_bench_all_tiny(tmp_path: Path) -> None:
     assert set(result["runs"]) == {
         "rtstream->rtstream@10", "gstreamer->rtstream@10", "rtstream->gstreamer@10",
         "ffmpeg->rtstream@10", "rtstream->ffmpeg@10",
+        "rtstream->rtstream@10-copy", "rtstream->rtstream@10-2x",
     }
+    # rtstream alone: the copying receiver, and twice the width and height
+    assert set(result["summary"]) == {"64x32p30_422_10bit", "64x32p30_422_10bit-copy",
+                                      "128x64p30_422_10bit"}
+    assert result["runs"]["rtstream->rtstream@10-copy"]["placed_share"] == 0
+    assert result["runs"]["rtstream->rtstream@10-2x"]["receiver_frames"] > 0
     base = result["runs"]["rtstream->rtstream@10"]
     # every process ran and was measured (values, not speeds)
     assert base["sender_frames"] > 0 and base["receiver_frames"] > 0
@@ -187,3 +193,21 @@ async def test_two_senders_share_one_event_loop(tmp_path: Path) -> None:
     finally:
         for s in sinks:
             s.close()
+
+
+def test_split_reads_place_payloads_and_no_split_turns_them_off(tmp_path: Path) -> None:
+    # rtstream sender -> rtstream receiver over 127.0.0.1: with split reads (default) the
+    # kernel puts nearly every payload in its frame; --no-split copies every one. Both
+    # deliver every frame without loss (values, not speeds).
+    from dataclasses import replace
+
+    from rtstream.bench.harness import run_pair
+
+    cfg, files = _tiny(tmp_path)
+    shares = {}
+    for split in (True, False):
+        run = run_pair("rtstream", "rtstream", replace(cfg, split=split), 10, files, tmp_path)
+        assert run["receiver_frames"] > 0 and run["loss"] == 0, run
+        shares[split] = run["placed_share"]
+    assert shares[False] == 0
+    assert shares[True] > 0.5

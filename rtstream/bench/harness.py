@@ -29,6 +29,13 @@ receiver's sequence-number loss plus the kernel's drop counter of the receiving 
 rtstream sender's (last packet after the next frame's capture instant); frame-ready
 latency is the rtstream receiver's (last packet read -> item delivered with its metadata).
 
+Two rtstream-only cases follow the matrix (10-bit): ``-copy`` is the same stream taken by
+the rtstream receiver with split reads off (``worker recv --no-split``: every payload
+copied from the read buffer into the frame, the path before issue 18), for a comparison
+in the same run; and a stream of twice the width and height (3840x2160 from 1080p) end to
+end. The rtstream rows also give the share of video packets whose payload the kernel
+put straight into the frame (split reads).
+
 Scaling runs ``n`` streams of 1080p60 10-bit at once, all sent and received on this
 machine (n = 1, 2, 4, ... up to ``--max-streams``, stopping after the first ``n`` where a
 stream loses packets, falls behind or sends late frames). By default one sender process
@@ -66,7 +73,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -106,6 +113,9 @@ class BenchConfig:
         split in contiguous groups, each process one event loop); 0 means one process
         per stream. Default: one sender process and one receiver process for all
         streams, the layout that measured cheapest here (see the module docstring).
+    split : bool
+        rtstream receivers read video with split reads (payloads straight into the
+        frame); False runs them with ``--no-split`` (the copying path) to compare.
     """
 
     seconds: float = 10.0
@@ -120,6 +130,7 @@ class BenchConfig:
     frames_in_file: int = 8
     scale_senders: int = 1
     scale_receivers: int = 1
+    split: bool = True
 
     def __post_init__(self) -> None:
         if not self.seconds > 0:
@@ -435,7 +446,11 @@ def receiver_argv(tool: str, cfg: BenchConfig, depth: int, port: int, sdp: Path,
                   total: float) -> tuple[list[str], str]:
     """(argv, output parser) of a receiver; ``sdp`` is what rtstream/FFmpeg read."""
     if tool == "rtstream":
-        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total)], "json"
+        extra = [] if cfg.split else ["--no-split"]
+        # room for three 10-bit 4:2:2 frames in the socket buffer (32 MiB up to 1080p)
+        rcvbuf = max(32 << 20, 3 * cfg.width * cfg.height * 5 // 2)
+        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total),
+                "--rcvbuf", str(rcvbuf), *extra], "json"
     if tool == "gstreamer":
         caps = ("application/x-rtp,media=(string)video,clock-rate=(int)90000,"
                 "encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,"
@@ -602,6 +617,9 @@ def run_pair(sender: str, receiver: str, cfg: BenchConfig, depth: int,
         out["packets_lost"] = int(rf.get("packets_lost", rx.last.get("lost", 0)))
         out["latency_p50_us"] = rf.get("latency_p50_us")
         out["latency_p99_us"] = rf.get("latency_p99_us")
+        # packets whose payload the kernel put straight in the frame (split reads)
+        out["placed_share"] = (int(rx.last.get("placed", 0)) / int(rx.last["packets"])
+                               if rx.last.get("packets") else None)
         if out["packets_per_s"] is None:
             out["packets_per_s"] = _rate(rx, w, "packets")
     out["loss"] = drops + (out["packets_lost"] or 0)
@@ -859,6 +877,25 @@ def _pairs(tools: tuple[str, ...]) -> Iterator[tuple[str, str]]:
             yield "rtstream", t
 
 
+#: runs of rtstream alone: the copying receiver (``--no-split``), and twice the picture size
+COPY_KEY = "rtstream->rtstream@10-copy"
+BIG_KEY = "rtstream->rtstream@10-2x"
+
+
+def _rtstream_row(base: dict[str, Any]) -> dict[str, Any]:
+    """A summary row of an rtstream-only run (no peer, no ratios)."""
+    row = {key: {"rtstream": base[src]} for key, src in (
+        ("send_cpu_ms_per_frame", "sender_cpu_ms_per_frame"),
+        ("recv_cpu_ms_per_frame", "receiver_cpu_ms_per_frame"),
+        ("send_fps", "sender_fps"), ("recv_fps", "receiver_fps"), ("recv_loss", "loss"),
+        ("send_late_frames", "late_frames"), ("packets_per_s", "packets_per_s"),
+        ("latency_p50_us", "latency_p50_us"), ("latency_p99_us", "latency_p99_us"))}
+    row["send_ratio"] = {}
+    row["recv_ratio"] = {}
+    row["placed_share"] = {"rtstream": base.get("placed_share")}
+    return row
+
+
 def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
     started = time.time()
     info = machine_info()
@@ -871,6 +908,20 @@ def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
                 log.info("run %d/%d: %s", r + 1, cfg.repeat, key)
                 samples.setdefault(key, []).append(run_pair(s, rcv, cfg, depth, files[depth],
                                                             work))
+    if 10 in cfg.depths and "rtstream" in cfg.tools:
+        # rtstream alone: the same 10-bit stream with the copying receiver (split reads
+        # off) for a same-run comparison, and a stream of twice the width and height
+        # (2160p from 1080p) end to end
+        big = replace(cfg, width=2 * cfg.width, height=2 * cfg.height)
+        (work / "big").mkdir(exist_ok=True)
+        big_files = write_frames(work / "big", big, 10)
+        for r in range(cfg.repeat):
+            log.info("run %d/%d: rtstream, copying receiver", r + 1, cfg.repeat)
+            samples.setdefault(COPY_KEY, []).append(
+                run_pair("rtstream", "rtstream", replace(cfg, split=False), 10, files[10], work))
+            log.info("run %d/%d: rtstream %dx%d", r + 1, cfg.repeat, big.width, big.height)
+            samples.setdefault(BIG_KEY, []).append(
+                run_pair("rtstream", "rtstream", big, 10, big_files, work / "big"))
     runs = {k: _merge(v) for k, v in samples.items()}
     summary: dict[str, Any] = {}
     for depth in cfg.depths:
@@ -885,6 +936,7 @@ def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
         row["packets_per_s"] = {"rtstream": base["packets_per_s"]}
         row["latency_p50_us"] = {"rtstream": base["latency_p50_us"]}
         row["latency_p99_us"] = {"rtstream": base["latency_p99_us"]}
+        row["placed_share"] = {"rtstream": base.get("placed_share")}
         row["send_ratio"] = {}
         row["recv_ratio"] = {}
         for t in cfg.tools:
@@ -904,6 +956,11 @@ def _run_all(cfg: BenchConfig, work: Path) -> dict[str, Any]:
             row["recv_ratio"][t] = _ratio(base["receiver_cpu_ms_per_frame"],
                                           rx["receiver_cpu_ms_per_frame"])
         summary[f"{cfg.width}x{cfg.height}p{cfg.fps}_422_{depth}bit"] = row
+    if COPY_KEY in runs:
+        summary[f"{cfg.width}x{cfg.height}p{cfg.fps}_422_10bit-copy"] = _rtstream_row(
+            runs[COPY_KEY])
+        summary[f"{2 * cfg.width}x{2 * cfg.height}p{cfg.fps}_422_10bit"] = _rtstream_row(
+            runs[BIG_KEY])
     scaling: list[dict[str, Any]] = []
     if cfg.max_streams > 0 and 10 in cfg.depths:
         scaling = run_scaling(cfg, files[10], work)

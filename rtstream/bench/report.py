@@ -205,11 +205,17 @@ NOTES = """
   hundred datagrams; decoding costs about as much per batch as per datagram, so a batch
   without a marker bit stays in the arena and the next read appends to it (up to 1,024
   rows or 1 ms). The marker packet ends a frame and is decoded at once, so no frame waits
-  for that. A batch that continues the stream exactly (next sequence number, locked
-  SSRC, plain single-SRD packets with valid fields) is decoded from one compact copy of
-  its 20-byte headers in a fixed number of numpy calls, and its payload goes to the frame
-  in one strided copy per run of contiguous destinations; any other batch takes the
-  general parser, with the same result (a differential test holds the two together).
+  for that. Once the stream runs in order, reads are *split* (issue 18, below): each
+  datagram's 20 header bytes go to a header row and its payload straight to the place in
+  the frame where the next in-order packet belongs, so the kernel's copy is the only
+  one; the headers are then verified in a fixed number of numpy calls and only what
+  landed elsewhere is moved. Without a plan (stream start, unknown layout, ST 2022-7
+  merge, interlaced or 4:2:0 video), a batch that continues the stream exactly (next
+  sequence number, locked SSRC, plain single-SRD packets with valid fields) is decoded
+  from one compact copy of its 20-byte headers in a fixed number of numpy calls, and its
+  payload goes to the frame in one strided copy per run of contiguous destinations; any
+  other batch takes the general parser, with the same result (differential tests hold
+  the three together).
   Frame buffers come from a pool: a buffer is written again only when nothing outside
   the pool holds it, and the pool is faulted in when the receiver starts (fresh 5 MB
   buffers cost their page faults during the first frames: with four streams in one
@@ -225,13 +231,71 @@ NOTES = """
   so datagrams queue in the kernel instead of waking the loop one by one. GStreamer
   splits packets at row ends (two SRDs); segments of one packet that continue in the
   frame are copied as one. What remains is the kernel's per-datagram receive cost.
-- **No compiled kernel**: the remaining per-frame cost is dominated by one memory copy of
-  the frame on each side (kernel -> arena is done by the kernel, arena -> frame by numpy at
-  memory bandwidth) and by fixed per-frame Python work (metadata grain, pairing, event
-  loop). A C extension could save the arena -> frame copy only by receiving into per-frame
-  buffers, which GRO's segment layout (headers interleaved with payload) does not allow
-  without a copy anyway; it would not change the ratios materially, so the project stays
-  pure Python + numpy, installable with pip alone.
+- **No compiled kernel**: the remaining per-frame cost is dominated by writing the frame
+  once into memory that is not in the cache (the frame buffers cycle through the frames
+  the application keeps: 8 recent ones for snapshots, the queue, the pairing wait) and by
+  fixed per-frame Python work (metadata grain, pairing, event loop). Split reads showed
+  that removing the user-space copy does not remove that cost: the kernel then pays it
+  (below). The project stays pure Python + numpy, installable with pip alone.
+
+## Split reads: the kernel writes into the frame (issue 18)
+
+How (module docstrings of `rtstream/net/udp.py` and `rtstream/proto/rfc4175.py`): once an
+in-order batch has shown the sender's payload size and that size tiles every row, the
+depacketizer plans where the next packets' payloads belong (right after the furthest byte
+the frame has recorded, or byte 0 of a spare buffer for the next frame). Each GRO read is
+one `recvmsg` (ctypes) into an iovec array alternating a 20-byte header row with a payload
+slot in the frame; datagrams past the frame's end go to spare rows. The headers are then
+verified in ~15 numpy calls (sequence, SSRC, payload type, timestamp, SRD length, row,
+offset, continuation, datagram length, marker only on the frame's last packet); the
+verified prefix is accounted without touching the payload, and every later datagram is
+put back together from its header row and wherever its payload landed and goes through
+the general path. Only bytes no recorded segment wrote are ever planned, so a misplaced
+payload spoils nothing: it is moved out before anything else writes there, and bytes no
+segment records are zeroed when the frame is emitted; and a plan is good only until the
+next batch is fed or a frame emitted (a held batch whose plan went stale, as after a
+paused flow's silence flush, is given up rather than read into a frame the application
+may hold). `tests/proto/test_rfc4175_split.py`
+holds it to the general path (byte-identical frames and counters) with lost, duplicated,
+reordered, truncated, longer, corrupt and foreign datagrams and carried reads. The
+copying path stays for everything else (`worker recv --no-split` forces it).
+
+Measured 2026-12-06 on this shared 2-CPU machine (other engineers' jobs running: load
+1.4-2.2), rtstream sender -> rtstream receiver, 1080p60 4:2:2 10-bit, 5 s windows
+after 2 s, split and copying receivers alternated in one script (`run_pair`):
+
+| receiver | CPU ms/frame (3 + 2 runs) | frame-ready p50 | p99 | payloads placed by the kernel |
+|---|---|---|---|---|
+| split reads | 3.87, 3.50, 3.64; 3.85, 3.97 | 210-235 us | 373-765 us | 99.9 % |
+| copying (before) | 3.64, 3.64, 3.91; 3.72, 3.89 | 366-440 us | 638-2842 us | 0 |
+
+- **CPU: no gain at 1080p.** `perf record` (cpu-clock) of the receiver over 6 s of the
+  same stream: split 1,430 ms of CPU, of which the kernel's copy into the frame
+  (`_copy_to_iter`) 21.2 %, the interpreter 42.8 %, numpy 18.9 %; copying 1,372 ms, of
+  which `memmove` (arena -> frame) 18.2 %, `_copy_to_iter` (socket -> arena) 5.8 %, the
+  interpreter 42.6 %, numpy 16.1 %. The copies together cost 303 ms against 329 ms: the
+  user-space copy mostly moved into the kernel, because what it cost was writing 5 MB into
+  frame memory that is not in the cache (the frame buffers cycle through the frames the
+  application keeps), not the second pass over the data. The per-drain verification and
+  the iovec set-up add about as much as that saves. py-spy top lines (busy samples),
+  before: `_feed_in_order` payload copy 13-25 %, `_drain_gro` `recvmsg_into` 6-17 %;
+  after: `_SplitReader.read` `recvmsg` (the kernel copy into the frame) 21-38 %, iovec
+  set-up 3 % (8 % before the iovecs were aimed a few hundred rows at a time), header
+  verification ~3 %. The rest (about 1.7 ms per frame) is the interpreter: event loop,
+  timers, metadata grain, pairing.
+- **Latency: halved.** The copying path holds batches (up to 1,024 datagrams or 1 ms) and
+  copies the held payloads when the marker packet comes; with split reads they are
+  already in place, so frame-ready p99 stays under the issue's 0.5 ms in most runs.
+- **2160p60 10-bit** (the same script, 3840x2160, 5 s): split reads 7.56 CPU ms per frame
+  against 9.14 for the copying receiver (0.83x; 2.0x the 1080p figure, the issue's
+  bound is 4.5x), sender 7.4 ms per frame, p50 342 against 807 us. Neither was clean on
+  the loaded machine (65,614 and 16,678 packets lost in 5 s, 34-43 % CPU wait from other
+  jobs): a clean 60 s 2160p run is still to be shown on an idle machine.
+- Tried and dropped: frame buffers on transparent huge pages (`MADV_HUGEPAGE`; the
+  machine's THP mode is `madvise`): no gain in an in-process drain + depacketize loop
+  (copying 2.27 against 2.09 ms per frame without, split 2.67 against 2.50). Not built:
+  split reads for senders without GSO (`recvmmsg` with two iovecs per datagram), and a
+  multi-process `rtstream receive` for many SDPs.
 
 ## Caveats
 

@@ -166,6 +166,7 @@ def _rx_counters(rx: Any) -> dict[str, int]:
         "packets": sum(f.packets for f in rx.video),
         "seen": sum(f.depkt.stats.frames_complete + f.depkt.stats.frames_incomplete
                     for f in rx.video),
+        "placed": sum(f.depkt.stats.placed for f in rx.video),
     }
 
 
@@ -208,7 +209,7 @@ async def _recv(args: argparse.Namespace) -> None:
     def counters() -> dict[str, Any]:
         each = [_rx_counters(rx) for rx in rxs]
         out: dict[str, Any] = {"t": time.monotonic()}
-        for key in ("frames", "lost", "packets", "seen"):
+        for key in ("frames", "lost", "packets", "seen", "placed"):
             out[key] = sum(c[key] for c in each)
         out["frames_each"] = [c["frames"] for c in each]
         return out
@@ -220,6 +221,8 @@ async def _recv(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         for rx in rxs:
             await stack.enter_async_context(rx)
+            for flow in rx.video:
+                flow.split = not args.no_split
         task = asyncio.create_task(_status_feed(counters, args.status))
         try:
             async with asyncio.TaskGroup() as tg:
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sdp", required=True, action="append",
                    help="SDP of a stream to receive; repeat for several in one process")
     r.add_argument("--rcvbuf", type=int, default=32 << 20)
+    r.add_argument("--no-split", action="store_true",
+                   help="read video with the copying path only (no split reads into the "
+                        "frame), to compare the two")
     for q in (s, r):
         q.add_argument("--seconds", type=float, default=3600.0)
         q.add_argument("--status", type=float, default=0.1)

@@ -21,6 +21,18 @@ it is counted and the send retried, never raised.
 the preallocated batch is full) straight into the rows of a ``(batch, max_datagram)`` array.
 With ``UDP_GRO`` (Linux >= 5.0) one read may return several equal-size datagrams back to back,
 with the segment size in a control message; those are split into rows with one numpy copy.
+
+*Split reads.* :meth:`UdpReceiver.drain_split` lets the kernel's one copy put each
+datagram where it belongs: every ``recvmsg`` (through ctypes, as ``recvmmsg``) gets an
+iovec array that alternates a ``head``-byte slot in a header array with a
+``payload``-byte slot in a caller's buffer (the place an in-order video packet's payload
+belongs in its frame), then spare rows past the caller's slots. A GRO read of ``k``
+equal segments fills ``k`` such pairs in one system call (``readv`` semantics: the
+kernel fills each iovec in turn, ``recvmsg(2)``). The iovec array is built vectorized,
+one ``(address, length)`` pair per slot, for the whole batch at once. A read whose
+segment size is not ``head + payload`` is put back together as it arrived and handed to
+the next :meth:`UdpReceiver.drain` as if read there (the caller verifies the headers and
+moves what did not land where it was expected).
 """
 
 from __future__ import annotations
@@ -640,6 +652,144 @@ def _libc_recvmmsg() -> Any:
 
 
 _LIBC = _libc_recvmmsg()
+
+
+class _SplitReader:
+    """``recvmsg(2)`` through ctypes into alternating header and payload iovecs.
+
+    For each destination (buffer address, first payload's byte offset modulo the payload
+    size, slot count up to the end) one *table* is built once, vectorized: pair ``g`` is
+    (header row ``g``, payload slot ``g`` of the buffer) for every slot of the buffer,
+    then (header row, spare row) pairs for a whole batch past its end. A read from batch
+    row ``n`` of a plan whose first slot is ``f`` just points ``msg_iov`` at pair
+    ``f + n``: nothing is rebuilt per drain (frame buffers come from a small pool, so a
+    stream uses a handful of tables). One read may fill up to ``per_read`` rows (a whole
+    64 KiB GRO read), so reads stop while fewer rows than that are left.
+    """
+
+    _MAX_TABLES = 64
+
+    def __init__(self, libc: Any, fd: int, head: int, payload: int, rows: int,
+                 cmsg_space: int) -> None:
+        import ctypes
+
+        class MsgHdr(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                        ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                        ("flags", ctypes.c_int)]
+
+        seg = head + payload
+        self.head = head
+        self.payload = payload
+        self.per_read = -(-65536 // seg) + 1
+        self.rows = max(rows, 2 * self.per_read)
+        self.spare = np.zeros((self.rows, payload), np.uint8)
+        # key -> (iov pairs (slots + rows, 2, 2) uint64, header rows (slots + rows, head))
+        self._tables: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._ctrl = ctypes.create_string_buffer(cmsg_space)
+        # cmsghdr {size_t len; int level; int type;} then the GRO segment size (an int)
+        self._cmsg = (ctypes.c_int * (cmsg_space // 4)).from_buffer(self._ctrl)
+        self._msg = MsgHdr()
+        self._msg.control = ctypes.addressof(self._ctrl)
+        self._cmsg_space = cmsg_space
+        self._ctypes = ctypes
+        self._fd = fd
+        self._recvmsg = libc.recvmsg
+        self._recvmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        self._recvmsg.restype = ctypes.c_ssize_t
+        self._msg_ref = ctypes.byref(self._msg)
+        self.truncated = 0
+
+    def _table(self, base: int, origin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The iovec pairs and header rows for slots ``0..end-1`` of the buffer at
+        ``base`` (slot ``g`` at byte ``origin + g * payload``), then spare rows."""
+        key = (base, origin, end)
+        got = self._tables.get(key)
+        if got is not None:
+            return got
+        if len(self._tables) >= self._MAX_TABLES:
+            self._tables.clear()
+        total = end + self.rows
+        heads = np.zeros((total, self.head), np.uint8)
+        iov = np.empty((total, 2, 2), np.uint64)
+        g = np.arange(total, dtype=np.uint64)
+        iov[:, 0, 0] = np.uint64(heads.ctypes.data) + g * np.uint64(self.head)
+        iov[:, 0, 1] = self.head
+        iov[:end, 1, 0] = np.uint64(base + origin) + g[:end] * np.uint64(self.payload)
+        iov[end:, 1, 0] = np.uint64(self.spare.ctypes.data) + g[: self.rows] * np.uint64(
+            self.payload)
+        iov[:, 1, 1] = self.payload
+        self._tables[key] = (iov, heads)
+        return iov, heads
+
+    def read(self, dest: np.ndarray, start: int, slots: int, n: int, lengths: np.ndarray
+             ) -> tuple[int, int, int, tuple[np.ndarray, int] | None, np.ndarray]:
+        """Read from row ``n`` on; (rows, reads, coalesced reads, carried read or None,
+        the header rows of the batch)."""
+        pay = self.payload
+        first, origin = divmod(start, pay)
+        iov, heads_all = self._table(int(dest.ctypes.data), origin, first + slots)
+        heads = heads_all[first:]
+        iov_base = int(iov.ctypes.data) + first * 32
+        msg = self._msg
+        recvmsg = self._recvmsg
+        ref = self._msg_ref
+        fd = self._fd
+        seg = self.head + pay
+        per_read = self.per_read
+        rows = min(self.rows, lengths.shape[0])
+        cmsg = self._cmsg
+        reads = gro_reads = 0
+        carry: tuple[np.ndarray, int] | None = None
+        while n + per_read <= rows:
+            msg.iov = iov_base + n * 32
+            msg.iovlen = 2 * per_read
+            msg.controllen = self._cmsg_space
+            k = int(recvmsg(fd, ref, socket.MSG_DONTWAIT))
+            if k < 0:
+                err = self._ctypes.get_errno()
+                if err not in (errno.EAGAIN, errno.EINTR):
+                    log.debug("recvmsg: %s", os.strerror(err))
+                break
+            reads += 1
+            got = 0
+            if msg.controllen >= 20 and cmsg[2] == SOL_UDP and cmsg[3] == UDP_GRO:
+                got = cmsg[4]
+            if msg.flags & _MSG_TRUNC:
+                self.truncated += 1
+                continue
+            if got and k > got:
+                gro_reads += 1
+            else:
+                got = k
+            if got != seg and k > got or got > seg:
+                # not this sender's segment size: hand the read on as it arrived
+                carry = (self._joined(heads, n, k, dest, start, slots), got)
+                break
+            count = -(-k // seg) if k else 1
+            lengths[n : n + count] = seg
+            lengths[n + count - 1] = k - (count - 1) * seg
+            n += count
+        return n, reads, gro_reads, carry, heads[:n]
+
+    def _joined(self, heads: np.ndarray, n: int, k: int, dest: np.ndarray, start: int,
+                slots: int) -> np.ndarray:
+        """The ``k`` bytes of a read placed from row ``n``, back in arrival order."""
+        head, payload = self.head, self.payload
+        count = -(-k // (head + payload))
+        out = np.empty((count, head + payload), np.uint8)
+        out[:, :head] = heads[n : n + count]
+        inside = max(0, min(count, slots - n))
+        if inside:
+            a = start + n * payload
+            out[:inside, head:] = dest[a : a + inside * payload].reshape(inside, payload)
+        first_spare = max(0, n - slots) if inside == 0 else 0
+        rest = count - inside
+        out[inside:, head:] = self.spare[first_spare : first_spare + rest]
+        return out.reshape(-1)[:k].copy()
+
+
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 #: A GRO socket whose reads were never coalesced for this many batches in a row (its
 #: sender does not use GSO, or the path does not coalesce) is switched to recvmmsg.
@@ -744,6 +894,10 @@ class UdpReceiver:
                 "network.address", f"{address}:{port}", f"an address this host can receive on ({exc})"
             ) from None
         self._cmsg_space = socket.CMSG_SPACE(4)
+        self._split: _SplitReader | None = None
+        self._split_held = 0  # rows of the last drain_split kept by hold()
+        #: The last drain_split stopped because its rows were full (data may be left).
+        self.split_full = False
 
     @property
     def port(self) -> int:
@@ -769,6 +923,7 @@ class UdpReceiver:
         """
         held, self._held = self._held, None
         self._last = None
+        self._split_held = 0  # (a held split batch is given up: its rows are not here)
         lengths = self._lengths
         if self.gro and self._pending is None:
             n0, stride = held if held is not None else (0, 0)
@@ -786,6 +941,62 @@ class UdpReceiver:
             self._last = (n, 0)
         self._account(n0, n)
         return self._buf[:n], lengths[:n]
+
+    @property
+    def can_split(self) -> bool:
+        """:meth:`drain_split` may be called: GRO on, nothing carried over or held by
+        :meth:`drain`, and ``recvmsg`` reachable through ctypes."""
+        return (self.gro and _LIBC is not None and self._carry is None
+                and self._pending is None and self._held is None)
+
+    def drain_split(self, dest: np.ndarray, start: int, payload: int, slots: int, *,
+                    head: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read until the socket is empty or the batch is full, splitting each datagram.
+
+        Datagram ``i`` of the batch puts its first ``head`` bytes into row ``i`` of a
+        header array and the next ``payload`` bytes at ``dest[start + i * payload:]``
+        while ``i < slots``, into row ``i - slots`` of a spare array after that (see the
+        module docstring). Only call when :attr:`can_split`.
+
+        Parameters
+        ----------
+        dest : numpy.ndarray
+            1-D uint8 buffer receiving payloads; ``start + slots * payload`` must fit.
+
+        After :meth:`hold` the rows of the previous call come first (the caller passes
+        the same ``dest``, ``start``, ``payload`` and ``slots`` again); :attr:`new_rows`
+        tells how many rows this call added.
+
+        Returns
+        -------
+        headers, lengths, spare : numpy.ndarray
+            ``(n, head)`` header rows, ``(n,)`` datagram lengths, and the ``(max(0, n -
+            slots), payload)`` spare rows; views of reused buffers valid until the next
+            call. A datagram longer than ``head + payload`` (or a GRO read of another
+            segment size) ends the batch and goes to the next :meth:`drain`.
+        """
+        if dest.ndim != 1 or dest.dtype != np.uint8 or not dest.flags.c_contiguous:
+            raise ValueError("dest: need a contiguous 1-D uint8 array")
+        if start < 0 or slots < 0 or start + slots * payload > dest.size or payload <= 0:
+            raise ValueError("dest too small for the slots asked")
+        hold, self._split_held = self._split_held, 0
+        self._last = None
+        sp = self._split
+        if sp is None or sp.head != head or sp.payload != payload:
+            sp = self._split = _SplitReader(_LIBC, self._sock.fileno(), head, payload,
+                                            self._buf.shape[0], self._cmsg_space)
+        n, reads, gro_reads, carry, heads = sp.read(dest, start, slots, hold, self._lengths)
+        self.split_full = carry is None and n + sp.per_read > min(sp.rows, self._lengths.shape[0])
+        self.stats.reads += reads
+        self.stats.gro_reads += gro_reads
+        self.stats.truncated += sp.truncated
+        sp.truncated = 0
+        if carry is not None:
+            self._carry = carry
+        self._note_coalescing(reads, gro_reads)
+        self._account(hold, n)
+        self._last = (n, -1) if carry is None else None
+        return heads, self._lengths[:n], sp.spare[: max(0, n - slots)]
 
     def _read_rows(self, n: int) -> int:
         """Datagrams into the rows of ``self._buf`` from row ``n`` until the socket is
@@ -846,9 +1057,18 @@ class UdpReceiver:
         last = self._last
         if last is None or last[0] == 0:
             return False
+        if last[1] < 0:  # a split batch: the next drain_split appends
+            self._split_held = last[0]
+            self._last = None
+            return True
         self._held = last
         self._last = None
         return True
+
+    def unhold(self) -> None:
+        """Forget the rows :meth:`hold` kept: the next drain starts a new batch."""
+        self._held = None
+        self._split_held = 0
 
     def _account(self, n0: int, n: int) -> None:
         self.new_rows = n - n0

@@ -40,6 +40,19 @@ distinct segment length. A frame is emitted when its marker packet arrives or wh
 packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows
 not fully covered are reported in ``missing_rows``. Each frame gets its own buffer, so an
 event owns its data.
+
+**Split reads.** Once an in-order batch has shown this sender's payload size and that
+size tiles every row, :meth:`VideoDepacketizer.plan_split` says where the next packets'
+payloads belong: one after the other from the furthest byte the frame being built has
+recorded (or from byte 0 of a spare buffer for the next frame). A socket that splits its
+reads by that plan puts each datagram's first 20 bytes into a header row and its payload
+there (``rtstream.net.udp``). :meth:`VideoDepacketizer.feed_split` verifies all headers
+at once against the plan; the longest verified prefix is accounted as :meth:`feed` would,
+without touching the payloads, and every later datagram is put back together from its
+header row and wherever its payload landed and goes through :meth:`feed`. Since only
+unrecorded bytes are planned, a payload in the wrong place overwrites nothing received:
+it is moved before anything else writes there, and unrecorded bytes are zeroed at emit.
+A plan is good only until the next batch or emitted frame (``SplitPlan.generation``).
 """
 
 from __future__ import annotations
@@ -508,6 +521,8 @@ class DepacketizerStats:
     foreign: int = 0
     frames_complete: int = 0
     frames_incomplete: int = 0
+    #: packets whose payload a split read put in place (no copy; not in :meth:`as_dict`)
+    placed: int = 0
     malformed_by_field: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -876,7 +891,7 @@ class _Pending:
     """The frame being assembled."""
 
     __slots__ = ("ssrc", "ts", "frame_ts", "data", "segs", "nseg", "packets", "first_seq",
-                 "fields")
+                 "fields", "frontier")
 
     def __init__(self, ssrc: int, ts: int, data: np.ndarray) -> None:
         self.ssrc = ssrc
@@ -893,6 +908,9 @@ class _Pending:
         self.packets = 0
         self.first_seq: int | None = None
         self.fields = 0  # bit 0: first field seen, bit 1: second field seen
+        # One past the furthest byte any recorded segment wrote: every byte from here on
+        # is unrecorded, so a split read may land payloads there (VideoDepacketizer.plan_split).
+        self.frontier = 0
 
     def add_segments(self, rows: np.ndarray, lens: np.ndarray, dsts: np.ndarray, cap: int) -> None:
         """Record segments (the caller keeps ``nseg + len(rows) <= cap``)."""
@@ -905,6 +923,8 @@ class _Pending:
         self.segs[1, self.nseg : end] = lens
         self.segs[2, self.nseg : end] = dsts
         self.nseg = end
+        if len(dsts):
+            self.frontier = max(self.frontier, int((dsts + lens).max()))
 
 
 def _zero_uncovered(pend: _Pending, missing: np.ndarray, row_bytes: int) -> None:
@@ -944,6 +964,40 @@ def _zero_uncovered(pend: _Pending, missing: np.ndarray, row_bytes: int) -> None
         flat[a:b] = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    """Where the payloads of the next in-order datagrams belong in the frame being built.
+
+    Made by :meth:`VideoDepacketizer.plan_split` for a socket that can split each read
+    (:meth:`rtstream.net.udp.UdpReceiver.drain_split`): datagram ``i`` of the drain puts
+    its first ``header`` bytes into a header row and the rest at
+    ``data[start + i * payload:]`` while ``i < slots``, into spare rows after that.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The frame buffer (1-D uint8) the payloads land in.
+    start : int
+        Byte offset of the next packet's payload: nothing recorded lies at or after it.
+    payload : int
+        Payload bytes of this sender's packets (all equal, tiling each row).
+    slots : int
+        Packets that fit between ``start`` and the end of the frame.
+    generation : int
+        The depacketizer's state the plan was made in: a plan is good only until the
+        next batch is fed, or a frame emitted (:meth:`VideoDepacketizer.plan_is_current`).
+    header : int
+        Header bytes per datagram (RTP + extended sequence number + one SRD header).
+    """
+
+    data: np.ndarray
+    start: int
+    payload: int
+    slots: int
+    generation: int
+    header: int = SINGLE_SRD_HEADER_BYTES
+
+
 class VideoDepacketizer:
     """Reassemble RFC 4175 frames from batches of datagrams (sans-I/O).
 
@@ -980,6 +1034,13 @@ class VideoDepacketizer:
         # (pgroup bytes, pixels per pgroup, row bytes, lines per row, height), read per batch
         self._geometry = (fmt.pgroup_bytes, fmt.pgroup_pixels_per_line, fmt.row_bytes,
                           fmt.lines_per_row, fmt.height)
+        # Split reads (plan_split): the payload size this sender's packets had in the
+        # last in-order batch when it tiles a row exactly, and a buffer taken from the
+        # pool for the next frame's first payloads.
+        self._split_payload: int | None = None
+        self._spare: np.ndarray | None = None
+        self._frame_bytes = fmt.frame_bytes  # (a computed property of the format)
+        self._generation = 0  # counts batches fed and frames emitted (SplitPlan.generation)
 
     # -- public ------------------------------------------------------------------------
 
@@ -1006,6 +1067,7 @@ class VideoDepacketizer:
         """
         if batch.ndim != 2 or batch.dtype != np.uint8:
             raise LocalProtocolError("batch: need a 2-D uint8 array")
+        self._generation += 1
         n = min(batch.shape[0], len(lengths))
         events: list[VideoFrameEvent] = []
         if n == 0:
@@ -1103,7 +1165,166 @@ class VideoDepacketizer:
             return []
         return [self._emit()]
 
+    def plan_split(self) -> SplitPlan | None:
+        """Where the next in-order packets' payloads belong, or None when unknown.
+
+        A plan exists once an in-order batch has shown this sender's payload size and
+        that size tiles every row (progressive, one line per SRD row): the payload of
+        the packet after the highest sequence number then belongs right after the
+        furthest byte recorded in the frame being built (or at byte 0 of a spare buffer
+        for the next frame), and each later one ``payload`` bytes further. Only bytes no
+        recorded segment wrote are ever planned, so a datagram that lands in the wrong
+        place spoils nothing: :meth:`feed_split` moves it out before anything else
+        writes there, and bytes no segment records are zeroed when the frame is emitted.
+        """
+        p = self._split_payload
+        if p is None or self._seq.highest is None or self._ssrc is None:
+            return None
+        pend = self._pending
+        if pend is None:
+            if self._spare is None:
+                self._spare = self._pool.take()
+            data, start = self._spare, 0
+        else:
+            data, start = pend.data, pend.frontier
+            if start % p or pend.nseg >= self._max_segments // 2:
+                return None
+        slots = (self._frame_bytes - start) // p
+        if slots <= 0:
+            return None
+        return SplitPlan(data=data, start=start, payload=p, slots=slots,
+                         generation=self._generation)
+
+    def plan_is_current(self, plan: SplitPlan) -> bool:
+        """True while nothing was fed or emitted since ``plan`` was made: only then may
+        a socket still write where it says (a frame emitted since may be held by the
+        application)."""
+        return plan.generation == self._generation
+
+    def feed_split(self, plan: SplitPlan, headers: np.ndarray, lengths: np.ndarray,
+                   spare_rows: np.ndarray, now: int) -> list[VideoFrameEvent]:
+        """Consume datagrams a socket split by ``plan``; return the frames completed.
+
+        Parameters
+        ----------
+        plan : SplitPlan
+            The plan of :meth:`plan_split` the socket followed (no other batch fed since).
+        headers : numpy.ndarray
+            ``(n, plan.header)`` uint8: the first bytes of each datagram.
+        lengths : numpy.ndarray
+            ``(n,)`` bytes of each datagram.
+        spare_rows : numpy.ndarray
+            ``(max(0, n - plan.slots), plan.payload)`` uint8: payloads past the frame.
+
+        Notes
+        -----
+        The headers are verified at once (RFC 4175 §4.2-4.3 fields against the planned
+        place, sequence numbers continuing from the highest, locked SSRC and payload
+        type, one timestamp, a marker only on the frame's last packet). The longest
+        verified prefix is accounted exactly as :meth:`feed` would (its payloads are
+        already in place: no copy); every later datagram is put back together from its
+        header row and wherever its payload landed, then goes through :meth:`feed`.
+        """
+        n = min(len(lengths), headers.shape[0])
+        if n == 0:
+            return []
+        lens = np.asarray(lengths)[:n]
+        m = min(n, plan.slots)
+        hp = plan.header
+        pay = plan.payload
+        j = self._verify_split(plan, headers, lens, m)
+        events: list[VideoFrameEvent] = []
+        if j:
+            events = self._commit_split(plan, headers, j, now)
+        if j < n:
+            rows = np.empty((n - j, hp + pay), np.uint8)
+            rows[:, :hp] = headers[j:n, :hp]
+            k = max(0, m - j)
+            if k:
+                a = plan.start + j * pay
+                rows[:k, hp:] = plan.data[a : a + k * pay].reshape(k, pay)
+            rows[k:, hp:] = spare_rows[max(0, j - plan.slots) : n - plan.slots]
+            events += self.feed(rows, lens[j:], now)
+        return events
+
     # -- internals ---------------------------------------------------------------------
+
+    def _verify_split(self, plan: SplitPlan, headers: np.ndarray, lens: np.ndarray,
+                      m: int) -> int:
+        """How many datagrams at the start of a split batch are the planned packets."""
+        high = self._seq.highest
+        if m == 0 or high is None or self._ssrc is None or plan.generation != self._generation:
+            return 0
+        pend = self._pending
+        if (pend is None and plan.data is not self._spare) or (
+            pend is not None and (plan.data is not pend.data or plan.start != pend.frontier)
+        ):
+            return 0  # stale plan (the caller fed something else since)
+        hdr = headers[:m]
+        if not hdr.flags.c_contiguous or hdr.shape[1] != SINGLE_SRD_HEADER_BYTES:
+            return 0
+        h = hdr.view(_PLAIN_HEADER)[:, 0]
+        pg, ppl, rb, _, _ = self._geometry
+        pay = plan.payload
+        dst = plan.start + np.arange(m, dtype=np.int64) * pay
+        ts0 = int(h["ts"][0]) if pend is None else pend.ts
+        if pend is None and ts0 in self._recent:
+            return 0
+        b1 = h["b1"]
+        marker = (b1 & 0x80) != 0
+        ok = (
+            (h["b0"] == 0x80)
+            & (h["seq"] == ((high + 1 + np.arange(m)) & 0xFFFF))
+            & (h["ssrc"] == self._ssrc)
+            & (lens[:m] == SINGLE_SRD_HEADER_BYTES + pay)
+            & (h["len"] == pay)
+            & (h["row"] == dst // rb)
+            & (h["off"] == dst % rb // pg * ppl)
+            & (h["ts"] == ts0)
+            & (~marker | (dst + pay == self._frame_bytes))
+        )
+        if self.payload_type is not None:
+            ok &= (b1 & 0x7F) == self.payload_type
+        if ok.all():
+            j = m
+            if marker[m - 1] and m < len(lens):
+                # The frame's last packet with more after it: :meth:`feed` would add
+                # those of the same frame (reordered) before ending it, so it goes there
+                # with them.
+                j = m - 1
+        else:
+            j = int(np.argmin(ok))
+        if pend is not None and pend.nseg + j > self._max_segments:
+            return 0
+        return j
+
+    def _commit_split(self, plan: SplitPlan, headers: np.ndarray, j: int,
+                      now: int) -> list[VideoFrameEvent]:
+        """Account the ``j`` verified packets of a split batch (payloads in place)."""
+        high = self._seq.highest
+        assert high is not None
+        self._generation += 1
+        self.stats.packets += j
+        self.stats.placed += j
+        self._ssrc_seen_ns = now
+        self._seq.advance(j)
+        self.stats.lost = self._seq.lost
+        pend = self._pending
+        if pend is None:
+            ts = int(headers[0, 4:8].view(">u4")[0])
+            pend = self._pending = _Pending(self._ssrc or 0, ts, plan.data)
+            self._spare = None
+        pay = plan.payload
+        rb = self._geometry[2]
+        dst = plan.start + np.arange(j, dtype=np.int64) * pay
+        pend.fields |= 1
+        pend.add_segments(dst // rb, np.full(j, pay, np.int64), dst, self._max_segments)
+        pend.packets += j
+        lo = high + 1
+        pend.first_seq = lo if pend.first_seq is None else min(pend.first_seq, lo)
+        if headers[j - 1, 1] & 0x80:
+            return [self._emit()]
+        return []
 
     def _feed_in_order(
         self, batch: np.ndarray, lens: np.ndarray, now: int
@@ -1204,6 +1425,7 @@ class VideoDepacketizer:
                 # consecutive packets with equal payloads to consecutive bytes: one copy
                 l0 = int(ln[0])
                 m = b - a - 1
+                self._split_payload = l0 if rb % l0 == 0 and lpr == 1 else None
                 pend.data[d0 : d0 + m * l0].reshape(m, l0)[:] = batch[
                     a : b - 1, SINGLE_SRD_HEADER_BYTES : SINGLE_SRD_HEADER_BYTES + l0
                 ]
@@ -1284,6 +1506,7 @@ class VideoDepacketizer:
         pend = self._pending
         assert pend is not None
         self._pending = None
+        self._generation += 1
         self._recent.append(pend.ts)
         rows = self.fmt.rows
         covered: np.ndarray = np.zeros(rows)
@@ -1325,6 +1548,7 @@ __all__ = [
     "PacketBatch",
     "PayloadHeader",
     "Sampling",
+    "SplitPlan",
     "SrdHeader",
     "VideoDepacketizer",
     "VideoFrameEvent",

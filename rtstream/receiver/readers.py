@@ -10,7 +10,14 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
   frames go to its :class:`FrameSink`. The video path is tuned (DESIGN.md §3): a batch
   without a marker bit is held in the socket for the next event (up to ``_HOLD_ROWS`` rows
   or ``_HOLD_S``), a socket that trickles single datagrams is not watched until the hold
-  timer, and a silence check delivers the frame whose marker packet was lost.
+  timer, and a silence check delivers the frame whose marker packet was lost. Once the
+  depacketizer can say where the next in-order payloads belong
+  (:meth:`~rtstream.proto.rfc4175.VideoDepacketizer.plan_split`), a GRO socket reads
+  with *split reads* (:meth:`~rtstream.net.udp.UdpReceiver.drain_split`): headers to a
+  header array, payloads straight into the frame; the depacketizer then verifies the
+  headers and moves only what landed elsewhere. A held split batch keeps its plan, and
+  is given up if the plan went stale meanwhile (never read into a frame handed out).
+  ST 2022-7 flows and :attr:`VideoReader.split` False keep the copying path.
 * :class:`AudioReader` -> :class:`~rtstream.proto.st2110_30.AudioDepacketizer`; chunks
   go to its :class:`ChunkSink`.
 * :class:`MetadataReader` -> :class:`~rtstream.proto.rtv_metadata.MetadataDepacketizer`
@@ -52,7 +59,7 @@ from rtstream.proto.clock import Clock
 from rtstream.proto.dup import DupMerger, LegEvent, LegState
 from rtstream.proto.formats import AudioFormat, VideoFormat
 from rtstream.proto.pairing import AudioOrderer, MediaClock, Pairer
-from rtstream.proto.rfc4175 import VideoDepacketizer, VideoFrameEvent
+from rtstream.proto.rfc4175 import SplitPlan, VideoDepacketizer, VideoFrameEvent
 from rtstream.proto.rtv_metadata import GrainEvent, MetadataDepacketizer
 from rtstream.proto.sdp import SdpMedia
 from rtstream.proto.st2110_30 import AudioChunkEvent, AudioDepacketizer
@@ -408,6 +415,10 @@ class VideoReader(FlowReader):
         self.reader_off = [False, False]  # not watched until the hold timer (trickling in)
         self.last_rx_ns = 0  # when the last datagram was read
         self.sink = sink
+        #: Read with split reads (module doc) when the socket can; False keeps every
+        #: read on the copying path (the differential benchmarks compare the two).
+        self.split = True
+        self._split_plan: SplitPlan | None = None  # the plan of a held split batch
         # Frame buffers for what is held at once (the recent frames, the consumer's
         # queue, the pairing wait), faulted in now rather than during the first
         # second of the stream; at most ~64 MB.
@@ -441,6 +452,13 @@ class VideoReader(FlowReader):
         sink = self.sink
         merge = self.merge
         for _ in range(4):
+            sock = self.socket_of(leg)
+            plan = self._split_plan_for(sock) if merge is None and sock is not None else None
+            if plan is not None:
+                assert sock is not None
+                if self._read_split(sock, flush, plan):
+                    continue
+                return
             got = self._drain(leg)
             if got is None:
                 return
@@ -476,6 +494,47 @@ class VideoReader(FlowReader):
                 self._deliver(leg, batch, lengths, now)
             if n < self.batch:
                 return
+
+    def _split_plan_for(self, sock: UdpReceiver) -> SplitPlan | None:
+        """The plan of the next split read of ``sock``, or None for an ordinary drain."""
+        plan = self._split_plan
+        self._split_plan = None
+        if plan is not None:
+            if self.depkt.plan_is_current(plan):
+                return plan
+            # Something was fed or a frame emitted since the rows were held (a paused
+            # flow's silence flush): the plan may point into a frame handed out. Give up
+            # the held rows (their packets count as lost) and plan again.
+            sock.unhold()
+        if not (self.split and sock.can_split):
+            return None
+        return self.depkt.plan_split()
+
+    def _read_split(self, sock: UdpReceiver, flush: bool, plan: SplitPlan) -> bool:
+        """One split drain (module doc): payloads land in the frame, the depacketizer
+        verifies the headers. Returns True when the batch was full (read again)."""
+        heads, lengths, spare = sock.drain_split(plan.data, plan.start, plan.payload,
+                                                 plan.slots, head=plan.header)
+        n = len(lengths)
+        if n == 0:
+            return False
+        self.packets += sock.new_rows
+        now = self.clock.now_ns()
+        self.last_rx_ns = now
+        new = sock.new_rows
+        if (not flush and n < _HOLD_ROWS and new and not (heads[n - new :, 1] & 0x80).any()
+                and sock.hold()):
+            self._split_plan = plan
+            if self.hold_timers[0] is None and self._loop is not None:
+                self.hold_timers[0] = self._loop.call_later(_HOLD_S, self._flush_held, 0)
+            return False
+        timer = self.hold_timers[0]
+        if timer is not None:
+            timer.cancel()
+            self.hold_timers[0] = None
+        for ev in self.depkt.feed_split(plan, heads, lengths, spare, now):
+            self.sink.on_frame(self, ev, now)
+        return sock.split_full
 
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Depacketize one batch (merged winners of an ST 2022-7 flow)."""

@@ -351,3 +351,87 @@ def test_buffer_full_beyond_max_wait_drops_and_counts() -> None:
         assert asyncio.run(main()) >= 10
         peer.close()
         assert tx.stats.dropped == 11 and tx.stats.datagrams == 0
+
+
+# ------------------------------------------------------------------ split reads
+
+
+def _split_view(rx: UdpReceiver, dest: np.ndarray, start: int, payload: int, slots: int,
+                want: int, timeout: float = 3.0) -> tuple[list[bytes], int]:
+    """Drain with drain_split until ``want`` datagrams came; each datagram put back
+    together from its header row and its payload slot (or spare row)."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        assert rx.can_split
+        heads, lengths, spare = rx.drain_split(dest, start, payload, slots)
+        for i in range(len(lengths)):
+            k = int(lengths[i])
+            body = (dest[start + i * payload : start + (i + 1) * payload] if i < slots
+                    else spare[i - slots])
+            out.append((heads[i].tobytes() + body.tobytes())[:k])
+        if len(out) < want:
+            time.sleep(0.005)
+    return out, len(out)
+
+
+def test_split_read_puts_payloads_in_the_slots_with_one_call_per_gro_read() -> None:
+    # 100 datagrams of 20 + 1200 bytes sent with GSO: on a GRO socket each coalesced read
+    # fills 20-byte header rows and 1200-byte slots of the destination in turn; datagrams
+    # past the slots go to the spare rows.
+    batch = make_batch(100, 1220, seed=7)
+    dest = np.zeros(80 * 1200 + 37, np.uint8)
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port)) as tx:
+        tx.send_batch(batch)
+        wait_readable(rx)
+        got, n = _split_view(rx, dest, 37, 1200, 80, 100)
+        if rx.stats.gro_reads == 0:
+            pytest.skip("this kernel does not coalesce loopback GSO into GRO reads")
+        assert rx.stats.reads < 100  # several datagrams per system call
+        assert rx.stats.datagrams == 100
+    assert got == expected(batch)
+    want = np.concatenate([batch.buf[i, 20:1220] for i in range(80)])
+    assert np.array_equal(dest[37:], want)  # straight into place, in order
+    assert not dest[:37].any()  # nothing before ``start`` was written
+
+
+def test_split_read_hands_another_segment_size_to_the_next_drain() -> None:
+    # A read of 300-byte datagrams does not fit 20 + 1200 slots: the split drain stops
+    # there, and the ordinary drain gets that read whole, then the rest.
+    good = make_batch(10, 1220, seed=8)
+    other = make_batch(30, 300, seed=9)
+    after = make_batch(5, 1220, seed=10)
+    dest = np.zeros(64 * 1200, np.uint8)
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port)) as tx:
+        for b in (good, other, after):
+            tx.send_batch(b)
+        wait_readable(rx)
+        time.sleep(0.05)
+        heads, lengths, _ = rx.drain_split(dest, 0, 1200, 64)
+        first = [(heads[i].tobytes() + dest[i * 1200 : (i + 1) * 1200].tobytes())[
+            : int(lengths[i])] for i in range(len(lengths))]
+        assert not rx.can_split  # a read waits for the ordinary drain
+        rest = collect(rx, len(expected(other)) + 5 + 10 - len(first))
+    assert first + rest == expected(good) + expected(other) + expected(after)
+
+
+def test_split_read_hold_appends_after_the_kept_rows() -> None:
+    first, second = make_batch(50, 1220, seed=11), make_batch(20, 1220, last=700, seed=12)
+    dest = np.zeros(100 * 1200, np.uint8)
+    with UdpReceiver("127.0.0.1", 0, gro=True, batch=1024) as rx, \
+            UdpSender(("127.0.0.1", rx.port)) as tx:
+        tx.send_batch(first)
+        wait_readable(rx)
+        _, lengths, _ = rx.drain_split(dest, 0, 1200, 100)
+        assert len(lengths) == rx.new_rows == 50
+        assert rx.hold()
+        tx.send_batch(second)
+        wait_readable(rx)
+        heads, lengths, _ = rx.drain_split(dest, 0, 1200, 100)
+        assert (len(lengths), rx.new_rows) == (70, 20)
+        got = [(heads[i].tobytes() + dest[i * 1200 : (i + 1) * 1200].tobytes())[
+            : int(lengths[i])] for i in range(70)]
+        assert rx.stats.datagrams == 70
+    assert got == expected(first) + expected(second)
