@@ -312,22 +312,27 @@ after 2 s, split and copying receivers alternated in one script (`run_pair`):
 
 `rtstream bench dup` (module docstring of `rtstream/bench/dup.py`: one rtstream sender
 on two legs over 127.0.0.1, four receivers measured one after the other over a steady
-window, CPU from `/proc`). Measured 2026-12-06 on this 2-CPU shared machine, 1080p60
-4:2:2 10-bit, 4 s window after 2 s warm-up (`rtstream bench dup --seconds 4 --warmup 2`):
+window, CPU from `/proc`). Measured 2026-12-06 14:28 UTC on this 2-CPU machine with
+nothing else running, 1080p60 4:2:2 10-bit, 5 s window (`rtstream bench dup --seconds 5`):
 
 | receiver | CPU ms/frame | fps | loss | frame-ready p50 / p99 |
 |---|---|---|---|---|
-| rtstream, 1 leg | 3.61 | 60.2 | 0 | 290 / 633 us |
-| rtstream, 2 legs merged | 4.96 | 60.5 | 0 | 499 / 2131 us |
-| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 8.29 | 60.0 | 0 | - |
-| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (1.2) | (859) | 1,743,149 datagrams | - |
+| rtstream, 1 leg | 3.68 | 59.2 | 0 | 243 / 379 us |
+| rtstream, 2 legs merged | 5.55 | 60.6 | 0 | 600 / 966 us |
+| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 9.50 | 60.0 | 0 | - |
+| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (1.29) | (1032) | 2,019,803 datagrams | - |
 
-- Merging both legs cost **1.37x** the single-leg receiver in that run (1.44x and 1.74x in
-  earlier runs of the same day under heavier load from other jobs; the issue's target is
-  1.3x). What is added is mostly the second leg's socket reads (twice the datagrams
-  cross the kernel) and event-loop wake-ups; the merge itself is a few numpy calls per
-  batch (~25 us warm per batch of 350 datagrams: the leading leg's batch is handed on as
-  the same view, the other leg's copies are dropped as a whole after one ring lookup).
+- Merging both legs costs **1.51x** the single-leg receiver (the issue's target is 1.3x:
+  not met). Part of it is that a single leg now takes the split-read path (the kernel
+  writes payloads into the frame, issue 18) while a merged flow still copies: against the
+  copying single-leg receiver of `bench all` (3.68-4.07 ms) the merge costs 1.36-1.51x.
+  The rest is the second leg's socket reads (twice the datagrams cross the kernel) and
+  event-loop wake-ups; the merge itself is a few numpy calls per batch (~25 us warm per
+  batch of 350 datagrams: the leading leg's batch is handed on as the same view, the other
+  leg's copies are dropped as a whole after one ring lookup). The way to the target: split
+  reads on both legs (a copy lands where the other leg's would: identical bytes), so that
+  only headers are merged. Earlier runs the same day, under load from other jobs: 1.37x,
+  1.44x, 1.74x.
 - GStreamer's stand-in could not keep up at this rate here: its two sockets dropped
   1.7 M datagrams in the run (kernel drop counters) and its frame counter counts the
   depayloader's partial outputs (859/s), so its CPU per frame is meaningless; even when it
