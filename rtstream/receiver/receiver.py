@@ -121,7 +121,8 @@ class Receiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
-        self._analysis: list[Any] = []  # Analyzer and FindingsArchiver of analyze()
+        self._analyzer: Analyzer | None = None  # of analyze()
+        self._archiver: FindingsArchiver | None = None  # stores its findings with snapshots
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -150,9 +151,8 @@ class Receiver:
             if self.metadata:
                 _warm_up_grain_decoder()
             self._timer = DeadlineTimer(loop, self.clock, self._on_timer)
-            for a in self._analysis:
-                if hasattr(a, "start"):
-                    a.start(loop, self.clock)
+            if self._analyzer is not None:
+                self._analyzer.start(loop, self.clock)
             for f in self.flows.all():
                 f.start(loop, open_socket(f, cfg), self)
             log.info(
@@ -196,8 +196,9 @@ class Receiver:
             return
         self._closed = True
         self.stop()
-        for a in self._analysis:  # the worker, then the findings still being stored
-            await a.aclose()
+        if self._analyzer is not None and self._archiver is not None:
+            await self._analyzer.aclose()  # the worker, then the findings still being stored
+            await self._archiver.aclose()
         await self._capture.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._dumps.drain)
         self._dumps.shutdown()
@@ -350,8 +351,8 @@ class Receiver:
         be read), and ``flows`` (a dict per flow name).
         """
         out = self.counters().as_dict()
-        if self._analysis:
-            out["analysis"] = self._analysis[0].stats().as_dict()
+        if self._analyzer is not None:
+            out["analysis"] = self._analyzer.stats().as_dict()
         return out
 
     # -- analysis -------------------------------------------------------------------------
@@ -368,7 +369,7 @@ class Receiver:
         with findings also stores them (``store_findings``: ``"ps"``, ``"sr"``, ``"both"``
         or ``"none"``) when the receiver stores. One analysis per receiver.
         """
-        if self._analysis:
+        if self._analyzer is not None:
             raise LocalProtocolError("analyze(): this receiver runs an analysis already")
         if self._loop is not None:
             raise LocalProtocolError("analyze(): call it before 'async with Receiver(...)'")
@@ -379,19 +380,19 @@ class Receiver:
                               "one of " + ", ".join(w.value for w in StoreFindings)) from None
         analyzer = Analyzer(fn, layout=layout, flow=flow)
         self._sync.observer = FrameFanout([self._capture, analyzer])
-        self._analysis = [analyzer, FindingsArchiver(
-            analyzer, self._capture, what=what, window=window)]
+        self._analyzer = analyzer
+        self._archiver = FindingsArchiver(analyzer, self._capture, what=what, window=window)
         return analyzer
 
     @property
     def analyzer(self) -> Analyzer | None:
         """The analysis of :meth:`analyze`, None without one."""
-        return self._analysis[0] if self._analysis else None
+        return self._analyzer
 
     @property
     def findings_archiver(self) -> FindingsArchiver | None:
         """What stores snapshots' findings as DICOM (its ``results``), None without analysis."""
-        return self._analysis[1] if self._analysis else None
+        return self._archiver
 
     # -- renditions -----------------------------------------------------------------------
 
