@@ -88,7 +88,13 @@ def build_flows(
     metadata: list[MetadataReader] = []
     for i, m in enumerate(metas):
         mf = MetadataReader(m.mid or f"metadata{i}", m, clock, sink=grain_sink)
-        if _is_rendition(m, mf, metadata):
+        if m.rendition:
+            # A Rendition Selection Document (``a=x-rtstream-rendition``) describes a group,
+            # no one flow: read like any metadata flow, joined to none; its document says
+            # which flows belong together (:mod:`rtstream.receiver.sync`).
+            log.info("metadata flow %s carries a rendition (Rendition Selection Document)",
+                     mf.name)
+            metadata.append(mf)
             continue
         target: VideoReader | AudioReader | None = None
         if m.describes is not None:
@@ -126,18 +132,6 @@ def build_flows(
         if vf.meta is None and metas:
             log.info("video flow %s has no metadata flow: frames come without metadata", vf.name)
     return FlowSet(video=video, audio=audio, metadata=metadata)
-
-
-def _is_rendition(m: SdpMedia, mf: MetadataReader, metadata: list[MetadataReader]) -> bool:
-    """A Rendition Selection Document flow (``a=x-rtstream-rendition``) describes no one
-    flow: it is read like any metadata flow but joined to none (its document says which
-    flows belong together, :mod:`rtstream.receiver.sync`)."""
-    if not m.rendition:
-        return False
-    mf.target = None
-    metadata.append(mf)
-    log.info("metadata flow %s carries a rendition (Rendition Selection Document)", mf.name)
-    return True
 
 
 #: When a leg of a rendition flow counts as silent (ns): two 1 Hz documents missed.
