@@ -765,7 +765,11 @@ class StoreClient:
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._scu: _Scu | _SaveDir | None = None
-        self._adding = 0  # enqueue calls making a file durable right now
+        # Files being made durable right now, by enqueue calls that may have been cancelled
+        # meanwhile (the writing thread goes on): flush waits for them before it looks.
+        self._adding = 0
+        self._added = asyncio.Event()
+        self._added.set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -838,14 +842,15 @@ class StoreClient:
             self._entries[uid].waiters.append(fut)
             return fut
         await self._slots.acquire()
+        adding = asyncio.ensure_future(asyncio.to_thread(outbox.add, ds))
         self._adding += 1
+        self._added.clear()
+        adding.add_done_callback(self._add_done)
         try:
-            _, new = await asyncio.to_thread(outbox.add, ds)
+            _, new = await asyncio.shield(adding)
         except BaseException:
             self._slots.release()
             raise
-        finally:
-            self._adding -= 1
         if uid in self._entries:  # queued by a concurrent call meanwhile
             self._slots.release()
             self._entries[uid].waiters.append(fut)
@@ -867,11 +872,19 @@ class StoreClient:
         Files in the outbox that no call is still adding and nothing tracks (an
         :meth:`enqueue` cancelled while its file was being made durable) are queued too.
         """
-        if self.outbox is not None and self._worker is not None and not self._adding:
+        if self.outbox is not None and self._worker is not None:
+            await self._added.wait()
             for uid in await asyncio.to_thread(self.outbox.pending):
-                if uid not in self._entries and not self._adding:
+                if uid not in self._entries:
                     self._track(uid, slot=False)
         await self._idle.wait()
+
+    def _add_done(self, adding: asyncio.Future[Any]) -> None:
+        if not adding.cancelled():
+            adding.exception()  # retrieved: the enqueue that awaited it (if any) raised it
+        self._adding -= 1
+        if not self._adding:
+            self._added.set()
 
     @property
     def depth(self) -> int:

@@ -416,6 +416,38 @@ async def test_save_dir_mode_never_overwrites(tmp_path: Path) -> None:
     assert pydicom.dcmread(r1.path).PixelData == ds.PixelData
 
 
+async def test_flush_sends_what_a_cancelled_enqueue_was_still_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A snapshot task cancelled at shutdown while its file is being made durable: the
+    writing thread goes on, and the flush that follows waits for it and sends the file
+    (it used to look at the outbox too early and leave the instance queued)."""
+    writing, release = threading.Event(), threading.Event()
+    add = Outbox.add
+
+    def slow_add(self: Outbox, ds: Any) -> Any:
+        writing.set()
+        release.wait(5)
+        return add(self, ds)
+
+    monkeypatch.setattr(Outbox, "add", slow_add)
+    cfg = StoreConfig(outbox=tmp_path / "outbox", save_dir=tmp_path / "saved")
+    ds = secondary_capture(rows=8, cols=8, seed=1)
+    async with StoreClient(cfg) as sc:
+        task = asyncio.create_task(sc.enqueue(ds))
+        await asyncio.to_thread(writing.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        flush = asyncio.create_task(sc.flush())
+        await asyncio.sleep(0.1)
+        assert not flush.done()  # waits for the thread still writing
+        release.set()
+        await asyncio.wait_for(flush, 5)
+        assert sc.queued() == 0
+    assert (tmp_path / "saved" / f"{ds.SOPInstanceUID}.dcm").is_file()
+
+
 async def test_replay_on_start(tmp_path: Path, archive: Archive) -> None:
     box = Outbox(tmp_path / "outbox")
     queued = [secondary_capture(rows=8, cols=8, seed=i) for i in range(4)]
