@@ -652,6 +652,7 @@ def _libc_recvmmsg() -> Any:
 
 
 _LIBC = _libc_recvmmsg()
+_UIO_MAXIOV = 1024  # iovecs one recvmsg(2) takes (Linux <uapi/linux/uio.h>)
 
 
 class _SplitReader:
@@ -682,7 +683,10 @@ class _SplitReader:
         seg = head + payload
         self.head = head
         self.payload = payload
-        self.per_read = -(-65536 // seg) + 1
+        # A read's iovecs: two per datagram it may hold (a 64 KiB GRO read), never more
+        # than the kernel takes (UIO_MAXIOV, 1024: more fails with EMSGSIZE). A GRO read
+        # holds at most UDP_GRO_CNT_MAX (64) segments, so 512 pairs always suffice.
+        self.per_read = min(-(-65536 // seg) + 1, _UIO_MAXIOV // 2)
         self.rows = max(rows, 2 * self.per_read)
         self.spare = np.zeros((self.rows, payload), np.uint8)
         # key -> (iov pairs (slots + rows, 2, 2) uint64, header rows (slots + rows, head))
@@ -700,6 +704,7 @@ class _SplitReader:
         self._recvmsg.restype = ctypes.c_ssize_t
         self._msg_ref = ctypes.byref(self._msg)
         self.truncated = 0
+        self.failed = False
 
     def _table(self, base: int, origin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """The iovec pairs and header rows for slots ``0..end-1`` of the buffer at
@@ -750,7 +755,9 @@ class _SplitReader:
             if k < 0:
                 err = self._ctypes.get_errno()
                 if err not in (errno.EAGAIN, errno.EINTR):
-                    log.debug("recvmsg: %s", os.strerror(err))
+                    # never again: the socket is drained the ordinary way from now on
+                    log.debug("split recvmsg: %s; reading without splitting", os.strerror(err))
+                    self.failed = True
                 break
             reads += 1
             got = 0
@@ -947,7 +954,8 @@ class UdpReceiver:
         """:meth:`drain_split` may be called: GRO on, nothing carried over or held by
         :meth:`drain`, and ``recvmsg`` reachable through ctypes."""
         return (self.gro and _LIBC is not None and self._carry is None
-                and self._pending is None and self._held is None)
+                and self._pending is None and self._held is None
+                and (self._split is None or not self._split.failed))
 
     def drain_split(self, dest: np.ndarray, start: int, payload: int, slots: int, *,
                     head: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -66,6 +66,33 @@ MergeBatch = tuple[np.ndarray, np.ndarray]
 _HEADER = np.dtype({"names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
                     "offsets": [0, 2, 8], "itemsize": RTP_HEADER_SIZE})
 
+
+
+def _headers(rows: np.ndarray) -> np.ndarray:
+    """The RTP header fields of every row as a record array: a view (no copy) of
+    C-contiguous rows, a copy of the first 12 bytes of each otherwise."""
+    if rows.flags.c_contiguous and rows.shape[1] >= RTP_HEADER_SIZE:
+        dt = _ROW_HEADERS.get(rows.shape[1])
+        if dt is None:
+            dt = _ROW_HEADERS[rows.shape[1]] = np.dtype({
+                "names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
+                "offsets": [0, 2, 8], "itemsize": rows.shape[1]})
+        return rows.view(dt)[:, 0]
+    return np.ascontiguousarray(rows[:, :RTP_HEADER_SIZE]).view(_HEADER)[:, 0]
+
+
+_ROW_HEADERS: dict[int, np.dtype] = {}
+
+def _consecutive(seq: np.ndarray) -> bool:
+    """True when 16-bit sequence numbers go up by one from each to the next (wrapping)."""
+    n = len(seq)
+    if n < 2:
+        return True
+    if (int(seq[-1]) - int(seq[0])) & 0xFFFF != n - 1:
+        return False
+    return bool((np.diff(seq.astype(np.uint16)) == 1).all())
+
+
 DEFAULT_SKEW_NS = 10_000_000
 DEFAULT_SILENCE_NS = 100_000_000
 DEFAULT_SSRC_TIMEOUT_NS = 1_000_000_000
@@ -258,9 +285,14 @@ class DupMerger:
         if batch.shape[1] < RTP_HEADER_SIZE:
             counters.malformed += n
             return []
-        hdr = np.ascontiguousarray(batch[:, :RTP_HEADER_SIZE]).view(_HEADER)[:, 0]
-        ok = (lengths >= RTP_HEADER_SIZE) & ((hdr["b0"] >> 6) == RTP_VERSION)
-        if not ok.all():
+        hdr = _headers(batch)
+        b0 = hdr["b0"]
+        if int(lengths.min()) >= RTP_HEADER_SIZE and int(b0.min()) >> 6 == int(b0.max()) >> 6 \
+                == RTP_VERSION:
+            ok = None
+        else:
+            ok = (lengths >= RTP_HEADER_SIZE) & ((b0 >> 6) == RTP_VERSION)
+        if ok is not None:
             counters.malformed += int(n - np.count_nonzero(ok))
             batch, lengths, hdr = batch[ok], lengths[ok], hdr[ok]
             n = len(lengths)
@@ -273,8 +305,9 @@ class DupMerger:
             first_ssrc = int(ssrc[0]).to_bytes(4, "big")
             if first_ssrc != self._ssrc:
                 out += self._restart(first_ssrc)
-        mine = ssrc == int.from_bytes(self._ssrc or b"\0\0\0\0", "big")
-        if not mine.all():
+        locked = int.from_bytes(self._ssrc or b"\0\0\0\0", "big")
+        if int(ssrc.min()) != locked or int(ssrc.max()) != locked:
+            mine = ssrc == locked
             counters.foreign += int(n - np.count_nonzero(mine))
             batch, lengths, hdr = batch[mine], lengths[mine], hdr[mine]
             n = len(lengths)
@@ -325,39 +358,96 @@ class DupMerger:
         path): consecutive numbers that continue the merged stream exactly (the leading
         leg: all win, handed on as they are), or consecutive numbers all seen already
         (the other leg's copies: all redundant). Same counters as the general path."""
-        tracker = self._tracker
-        h = tracker.highest
+        h = self._tracker.highest
         n = len(seq)
         if h is None or self._held or self._frontier != h or n >= 0x8000:
             return None
-        if n > 1 and not bool((((seq[1:] - seq[:-1]) & 0xFFFF) == 1).all()):
+        if not _consecutive(seq):
             return None
         first = h + seq_diff(int(seq[0]), h)
-        counters = self.legs[leg]
-        bit = np.uint8(1 << leg)
         if first == h + 1:
-            numbers = np.arange(first, first + n, dtype=np.int64)
-            slots = numbers & self._mask
-            tracker.advance(n)
-            self._owner[slots] = bit
-            self._seen[slots] = numbers
-            counters.first += n
-            counters.unique += n
-            self.winners += n
-            self._frontier = h + n
+            self._advance(leg, n)
             return [(batch, lengths)]
         if first + n - 1 <= h and first > h - self._window:
-            numbers = np.arange(first, first + n, dtype=np.int64)
-            slots = numbers & self._mask
-            if not bool((self._seen[slots] == numbers).all()):
+            slots = self._slots(first, n)
+            if not bool((self._seen[slots] == np.arange(first, first + n)).all()):
                 return None
             prior = self._owner[slots]
+            bit = np.uint8(1 << leg)
             own = int(np.count_nonzero(prior & bit))
             self._owner[slots] = prior | bit
+            counters = self.legs[leg]
             counters.redundant += n
             counters.unique += n - own
             return []
         return None
+
+    def _slots(self, first: int, n: int) -> slice | np.ndarray:
+        """Where numbers ``first .. first + n - 1`` live in the rings (a slice unless
+        they wrap around the window's end)."""
+        lo = first & self._mask
+        if lo + n <= self._window:
+            return slice(lo, lo + n)
+        return np.arange(first, first + n, dtype=np.int64) & self._mask
+
+    def _advance(self, leg: int, n: int) -> None:
+        """The next ``n`` numbers of the merged stream came first on ``leg``, no gap."""
+        h = self._tracker.highest
+        assert h is not None
+        slots = self._slots(h + 1, n)
+        self._tracker.advance(n)
+        self._owner[slots] = np.uint8(1 << leg)
+        self._seen[slots] = np.arange(h + 1, h + 1 + n, dtype=np.int64)
+        counters = self.legs[leg]
+        counters.first += n
+        counters.unique += n
+        self.winners += n
+        self._frontier = h + n
+
+    def leads(self, leg: int) -> bool:
+        """True when ``leg`` delivered the newest number and nothing waits behind a gap:
+        its next datagrams are likely the next numbers of the merged stream (a reader may
+        then let the kernel put their payloads in place, see :meth:`take_next`)."""
+        h = self._tracker.highest
+        if h is None or self._held or self._frontier != h:
+            return False
+        slot = h & self._mask
+        return bool(self._seen[slot] == h and self._owner[slot] & (1 << leg))
+
+    def take_next(self, leg: int, headers: np.ndarray, lengths: np.ndarray, now: int) -> bool:
+        """Accept a batch of ``leg`` known by its headers only, if it is exactly the next
+        numbers of the merged stream (the leading leg's steady state).
+
+        ``headers`` is ``(n, >= 12)`` uint8, the first bytes of each datagram. When every
+        datagram is RTP of the locked SSRC and their numbers continue the merged stream
+        one by one, they are counted as :meth:`push` counts winners and True is returned:
+        the caller hands them on itself. Otherwise nothing changes and False is returned:
+        push the whole datagrams instead.
+        """
+        n = min(headers.shape[0], len(lengths))
+        h = self._tracker.highest
+        if (n == 0 or n >= 0x8000 or h is None or self._held or self._frontier != h
+                or self._ssrc is None or headers.shape[1] < RTP_HEADER_SIZE
+                or now - self._ssrc_seen_ns > self.ssrc_timeout_ns):
+            return False
+        hdr = _headers(headers[:n])
+        seq = hdr["seq"]
+        locked = int.from_bytes(self._ssrc, "big")
+        b0, ssrc = hdr["b0"], hdr["ssrc"]
+        if not (
+            int(seq[0]) == (h + 1) & 0xFFFF
+            and int(np.asarray(lengths)[:n].min()) >= RTP_HEADER_SIZE
+            and int(b0.min()) >> 6 == int(b0.max()) >> 6 == RTP_VERSION
+            and int(ssrc.min()) == locked == int(ssrc.max())
+            and _consecutive(seq)
+        ):
+            return False
+        counters = self.legs[leg]
+        counters.last_rx_ns = now
+        counters.packets += n
+        self._ssrc_seen_ns = now
+        self._advance(leg, n)
+        return True
 
     def release(self, now: int) -> list[MergeBatch]:
         """Give up the gaps whose wait is over at ``now``; the batches that frees."""

@@ -998,6 +998,22 @@ class SplitPlan:
     header: int = SINGLE_SRD_HEADER_BYTES
 
 
+def split_rows(plan: SplitPlan, headers: np.ndarray, lengths: np.ndarray,
+               spare_rows: np.ndarray, first: int = 0) -> np.ndarray:
+    """The datagrams ``first:`` of a split read put back together (header row, then
+    wherever the payload landed: its planned slot or a spare row), one per row."""
+    n = min(len(lengths), headers.shape[0])
+    hp, pay = plan.header, plan.payload
+    rows = np.empty((max(0, n - first), hp + pay), np.uint8)
+    rows[:, :hp] = headers[first:n, :hp]
+    k = max(0, min(n, plan.slots) - first)
+    if k:
+        a = plan.start + first * pay
+        rows[:k, hp:] = plan.data[a : a + k * pay].reshape(k, pay)
+    rows[k:, hp:] = spare_rows[max(0, first - plan.slots) : n - plan.slots]
+    return rows
+
+
 class VideoDepacketizer:
     """Reassemble RFC 4175 frames from batches of datagrams (sans-I/O).
 
@@ -1229,22 +1245,12 @@ class VideoDepacketizer:
         if n == 0:
             return []
         lens = np.asarray(lengths)[:n]
-        m = min(n, plan.slots)
-        hp = plan.header
-        pay = plan.payload
-        j = self._verify_split(plan, headers, lens, m)
+        j = self._verify_split(plan, headers, lens, min(n, plan.slots))
         events: list[VideoFrameEvent] = []
         if j:
             events = self._commit_split(plan, headers, j, now)
         if j < n:
-            rows = np.empty((n - j, hp + pay), np.uint8)
-            rows[:, :hp] = headers[j:n, :hp]
-            k = max(0, m - j)
-            if k:
-                a = plan.start + j * pay
-                rows[:k, hp:] = plan.data[a : a + k * pay].reshape(k, pay)
-            rows[k:, hp:] = spare_rows[max(0, j - plan.slots) : n - plan.slots]
-            events += self.feed(rows, lens[j:], now)
+            events += self.feed(split_rows(plan, headers, lens, spare_rows, j), lens[j:], now)
         return events
 
     # -- internals ---------------------------------------------------------------------
@@ -1554,4 +1560,5 @@ __all__ = [
     "VideoFrameEvent",
     "VideoPacketizer",
     "parse_batch",
+    "split_rows",
 ]

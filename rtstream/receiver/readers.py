@@ -17,7 +17,8 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
   header array, payloads straight into the frame; the depacketizer then verifies the
   headers and moves only what landed elsewhere. A held split batch keeps its plan, and
   is given up if the plan went stale meanwhile (never read into a frame handed out).
-  ST 2022-7 flows and :attr:`VideoReader.split` False keep the copying path.
+  Of an ST 2022-7 flow the leg leading the merge reads split (see below); the other
+  leg, and every read when :attr:`VideoReader.split` is False, take the copying path.
 * :class:`AudioReader` -> :class:`~rtstream.proto.st2110_30.AudioDepacketizer`; chunks
   go to its :class:`ChunkSink`.
 * :class:`MetadataReader` -> :class:`~rtstream.proto.rtv_metadata.MetadataDepacketizer`
@@ -29,7 +30,13 @@ with ``loop.add_reader``; each readiness event drains the socket into one numpy 
 (:attr:`FlowReader.sock2`), watched like the first; every drained batch of either leg
 goes through the flow's :class:`~rtstream.proto.dup.DupMerger` first, which hands on
 the first copy of each packet as the same ``(rows, lengths)`` batch shape, so the
-depacketizers and the tuned video path are unchanged. Winners held behind a gap (the
+depacketizers and the tuned video path are unchanged. A video leg that delivered the
+merged stream's newest packet (:meth:`~rtstream.proto.dup.DupMerger.leads`) reads split:
+when its batch's headers are exactly the merged stream's next numbers
+(:meth:`~rtstream.proto.dup.DupMerger.take_next`; taken before the other leg's next
+batch is merged even while held, so that leg's copies are dropped as copies) the
+payloads stay where they landed, else the datagrams are put back together and merged
+whole. Winners of the other leg are depacketized only after a held split batch. Winners held behind a gap (the
 other leg's copy may still come, ``dup_skew_ms``) are released by a timer at their
 deadline; every 50 ms the legs are polled and a leg silent for 100 ms, or back, is
 logged at INFO and kept in :attr:`FlowReader.leg_events` for the control plane. A
@@ -59,7 +66,7 @@ from rtstream.proto.clock import Clock
 from rtstream.proto.dup import DupMerger, LegEvent, LegState
 from rtstream.proto.formats import AudioFormat, VideoFormat
 from rtstream.proto.pairing import AudioOrderer, MediaClock, Pairer
-from rtstream.proto.rfc4175 import SplitPlan, VideoDepacketizer, VideoFrameEvent
+from rtstream.proto.rfc4175 import SplitPlan, VideoDepacketizer, VideoFrameEvent, split_rows
 from rtstream.proto.rtv_metadata import GrainEvent, MetadataDepacketizer
 from rtstream.proto.sdp import SdpMedia
 from rtstream.proto.st2110_30 import AudioChunkEvent, AudioDepacketizer
@@ -419,6 +426,11 @@ class VideoReader(FlowReader):
         #: read on the copying path (the differential benchmarks compare the two).
         self.split = True
         self._split_plan: SplitPlan | None = None  # the plan of a held split batch
+        self._split_leg = 0  # the leg holding it
+        # Of an ST 2022-7 flow: the held batch's header rows and lengths (views valid
+        # while it is held), and how many of them the merge took already.
+        self._split_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._split_taken = 0
         # Frame buffers for what is held at once (the recent frames, the consumer's
         # queue, the pairing wait), faulted in now rather than during the first
         # second of the stream; at most ~64 MB.
@@ -452,11 +464,9 @@ class VideoReader(FlowReader):
         sink = self.sink
         merge = self.merge
         for _ in range(4):
-            sock = self.socket_of(leg)
-            plan = self._split_plan_for(sock) if merge is None and sock is not None else None
+            plan = self._split_plan_for(leg)
             if plan is not None:
-                assert sock is not None
-                if self._read_split(sock, flush, plan):
+                if self._read_split(leg, flush, plan):
                     continue
                 return
             got = self._drain(leg)
@@ -491,14 +501,26 @@ class VideoReader(FlowReader):
                 for ev in self.depkt.feed(batch, lengths, now):
                     sink.on_frame(self, ev, now)
             else:
+                if self._split_plan is not None and self._split_leg != leg:
+                    self._take_held_split(now)
                 self._deliver(leg, batch, lengths, now)
             if n < self.batch:
                 return
 
-    def _split_plan_for(self, sock: UdpReceiver) -> SplitPlan | None:
-        """The plan of the next split read of ``sock``, or None for an ordinary drain."""
+    def _split_plan_for(self, leg: int) -> SplitPlan | None:
+        """The plan of the next split read of leg ``leg``, or None for an ordinary drain.
+
+        Of an ST 2022-7 flow only the leg that leads the merge reads split (the other's
+        datagrams are mostly copies, which would only be moved out again), and never
+        while the other leg holds a split batch."""
         plan = self._split_plan
+        if plan is not None and self._split_leg != leg:
+            return None
+        sock = self.socket_of(leg)
         self._split_plan = None
+        self._split_rows = None
+        if sock is None:
+            return None
         if plan is not None:
             if self.depkt.plan_is_current(plan):
                 return plan
@@ -506,38 +528,83 @@ class VideoReader(FlowReader):
             # flow's silence flush): the plan may point into a frame handed out. Give up
             # the held rows (their packets count as lost) and plan again.
             sock.unhold()
+            self._split_taken = 0
         if not (self.split and sock.can_split):
+            return None
+        if self.merge is not None and not self.merge.leads(leg):
             return None
         return self.depkt.plan_split()
 
-    def _read_split(self, sock: UdpReceiver, flush: bool, plan: SplitPlan) -> bool:
-        """One split drain (module doc): payloads land in the frame, the depacketizer
-        verifies the headers. Returns True when the batch was full (read again)."""
+    def _read_split(self, leg: int, flush: bool, plan: SplitPlan) -> bool:
+        """One split drain of leg ``leg`` (module doc): payloads land in the frame, the
+        depacketizer verifies the headers. Returns True when the batch was full (read
+        again).
+
+        Of an ST 2022-7 flow the merge takes the batch's datagrams when they are its
+        next numbers (:meth:`~rtstream.proto.dup.DupMerger.take_next`): when the batch
+        is depacketized, or earlier, while it is held, when the other leg's batch is
+        about to be merged (:meth:`_take_held_split`). What it does not take is put back
+        together and merged whole.
+        """
+        sock = self.socket_of(leg)
+        assert sock is not None
         heads, lengths, spare = sock.drain_split(plan.data, plan.start, plan.payload,
                                                  plan.slots, head=plan.header)
         n = len(lengths)
         if n == 0:
             return False
-        self.packets += sock.new_rows
+        new = sock.new_rows
+        self.packets += new
         now = self.clock.now_ns()
         self.last_rx_ns = now
-        new = sock.new_rows
-        if (not flush and n < _HOLD_ROWS and new and not (heads[n - new :, 1] & 0x80).any()
-                and sock.hold()):
-            self._split_plan = plan
-            if self.hold_timers[0] is None and self._loop is not None:
-                self.hold_timers[0] = self._loop.call_later(_HOLD_S, self._flush_held, 0)
+        if (not flush and n < _HOLD_ROWS and new
+                and not (heads[n - new :, 1] & 0x80).any() and sock.hold()):
+            self._split_plan, self._split_leg = plan, leg
+            if self.merge is not None:
+                self._split_rows = (heads, lengths)
+            if self.hold_timers[leg] is None and self._loop is not None:
+                self.hold_timers[leg] = self._loop.call_later(_HOLD_S, self._flush_held, leg)
             return False
-        timer = self.hold_timers[0]
+        timer = self.hold_timers[leg]
         if timer is not None:
             timer.cancel()
-            self.hold_timers[0] = None
-        for ev in self.depkt.feed_split(plan, heads, lengths, spare, now):
-            self.sink.on_frame(self, ev, now)
+            self.hold_timers[leg] = None
+        merge = self.merge
+        taken, self._split_taken = self._split_taken, 0
+        if merge is None or (taken < n and merge.take_next(leg, heads[taken:], lengths[taken:],
+                                                           now)):
+            taken = n
+        # Put back together what the merge did not take before anything else writes in
+        # the frame (where those payloads landed is no recorded segment's).
+        rest = split_rows(plan, heads, lengths, spare, taken) if taken < n else None
+        if taken:
+            for ev in self.depkt.feed_split(plan, heads[:taken], lengths[:taken], spare, now):
+                self.sink.on_frame(self, ev, now)
+        if rest is not None:
+            self._deliver(leg, rest, lengths[taken:], now)
         return sock.split_full
 
+    def _take_held_split(self, now: int) -> None:
+        """Before the other leg's batch is merged, the merge takes the rows of the split
+        batch held now (they came first); if they are not its next numbers, that batch
+        is depacketized at once instead."""
+        rows = self._split_rows
+        merge = self.merge
+        assert merge is not None
+        if rows is not None:
+            heads, lengths = rows
+            n, taken = len(lengths), self._split_taken
+            if taken == n or merge.take_next(self._split_leg, heads[taken:], lengths[taken:],
+                                             now):
+                self._split_taken = n
+                return
+        self.read(True, self._split_leg)
+
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
-        """Depacketize one batch (merged winners of an ST 2022-7 flow)."""
+        """Depacketize one batch of merged winners (an ST 2022-7 flow); a split batch
+        held meanwhile (already taken by the merge, so earlier) goes first."""
+        if self._split_plan is not None:
+            self.read(True, self._split_leg)
         for ev in self.depkt.feed(batch, lengths, now):
             self.sink.on_frame(self, ev, now)
 
