@@ -292,9 +292,14 @@ class FlowReader:
         if merge is None:
             self.feed(batch, lengths, now)
             return
+        self._before_merge(leg, now)
         for rows, lens in merge.push(leg, batch, lengths, now):
             self.feed(rows, lens, now)
         self._arm_release(now)
+
+    def _before_merge(self, leg: int | None, now: int) -> None:
+        """Called before the merge is given anything from leg ``leg`` (None: a timer's
+        release or a flush); video settles a split batch held on the other leg here."""
 
     def _arm_release(self, now: int) -> None:
         """Wake up when the oldest datagram held behind a gap stops waiting."""
@@ -312,6 +317,7 @@ class FlowReader:
             return
         now = self.clock.now_ns()
         try:
+            self._before_merge(None, now)
             for rows, lens in merge.release(now):
                 self.feed(rows, lens, now)
         except Exception as exc:  # a bug: surface it, as on_readable does
@@ -326,6 +332,7 @@ class FlowReader:
     def flush_merge(self, now: int) -> None:
         """Hand on what the merge holds (the flow went silent)."""
         if self.merge is not None and self.merge.held:
+            self._before_merge(None, now)
             for rows, lens in self.merge.flush():
                 self.feed(rows, lens, now)
 
@@ -429,7 +436,7 @@ class VideoReader(FlowReader):
         self._split_leg = 0  # the leg holding it
         # Of an ST 2022-7 flow: the held batch's header rows and lengths (views valid
         # while it is held), and how many of them the merge took already.
-        self._split_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._split_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split_taken = 0
         # Frame buffers for what is held at once (the recent frames, the consumer's
         # queue, the pairing wait), faulted in now rather than during the first
@@ -501,8 +508,6 @@ class VideoReader(FlowReader):
                 for ev in self.depkt.feed(batch, lengths, now):
                     sink.on_frame(self, ev, now)
             else:
-                if self._split_plan is not None and self._split_leg != leg:
-                    self._take_held_split(now)
                 self._deliver(leg, batch, lengths, now)
             if n < self.batch:
                 return
@@ -543,7 +548,7 @@ class VideoReader(FlowReader):
         Of an ST 2022-7 flow the merge takes the batch's datagrams when they are its
         next numbers (:meth:`~rtstream.proto.dup.DupMerger.take_next`): when the batch
         is depacketized, or earlier, while it is held, when the other leg's batch is
-        about to be merged (:meth:`_take_held_split`). What it does not take is put back
+        about to be merged (:meth:`_before_merge`). What it does not take is put back
         together and merged whole.
         """
         sock = self.socket_of(leg)
@@ -561,16 +566,26 @@ class VideoReader(FlowReader):
                 and not (heads[n - new :, 1] & 0x80).any() and sock.hold()):
             self._split_plan, self._split_leg = plan, leg
             if self.merge is not None:
-                self._split_rows = (heads, lengths)
+                self._split_rows = (heads, lengths, spare)
             if self.hold_timers[leg] is None and self._loop is not None:
                 self.hold_timers[leg] = self._loop.call_later(_HOLD_S, self._flush_held, leg)
             return False
+        self._cancel_hold(leg)
+        taken, self._split_taken = self._split_taken, 0
+        self._split_batch(leg, plan, heads, lengths, spare, taken, now)
+        return sock.split_full
+
+    def _cancel_hold(self, leg: int) -> None:
         timer = self.hold_timers[leg]
         if timer is not None:
             timer.cancel()
             self.hold_timers[leg] = None
+
+    def _split_batch(self, leg: int, plan: SplitPlan, heads: np.ndarray, lengths: np.ndarray,
+                     spare: np.ndarray, taken: int, now: int) -> None:
+        """Depacketize a split batch whose first ``taken`` datagrams the merge took."""
+        n = len(lengths)
         merge = self.merge
-        taken, self._split_taken = self._split_taken, 0
         if merge is None or (taken < n and merge.take_next(leg, heads[taken:], lengths[taken:],
                                                            now)):
             taken = n
@@ -582,29 +597,43 @@ class VideoReader(FlowReader):
                 self.sink.on_frame(self, ev, now)
         if rest is not None:
             self._deliver(leg, rest, lengths[taken:], now)
-        return sock.split_full
 
-    def _take_held_split(self, now: int) -> None:
-        """Before the other leg's batch is merged, the merge takes the rows of the split
-        batch held now (they came first); if they are not its next numbers, that batch
-        is depacketized at once instead."""
+    def _before_merge(self, leg: int | None, now: int) -> None:
+        """A split batch held on another leg arrived first: the merge takes its datagrams
+        now (it stays held), or, when they are not the merge's next numbers, it is
+        depacketized now."""
+        if self._split_plan is None or self._split_leg == leg:
+            return
         rows = self._split_rows
         merge = self.merge
-        assert merge is not None
-        if rows is not None:
-            heads, lengths = rows
+        if rows is not None and merge is not None:
+            heads, lengths, _ = rows
             n, taken = len(lengths), self._split_taken
             if taken == n or merge.take_next(self._split_leg, heads[taken:], lengths[taken:],
                                              now):
                 self._split_taken = n
                 return
-        self.read(True, self._split_leg)
+        self._settle_split(now)
+
+    def _settle_split(self, now: int) -> None:
+        """Depacketize the held split batch as it is (read nothing more: what arrived
+        since is newer than what the caller is about to hand on)."""
+        plan, rows, leg = self._split_plan, self._split_rows, self._split_leg
+        self._split_plan = self._split_rows = None
+        taken, self._split_taken = self._split_taken, 0
+        sock = self.socket_of(leg)
+        if plan is None or rows is None or sock is None:
+            return
+        sock.unhold()
+        self._cancel_hold(leg)
+        heads, lengths, spare = rows
+        self._split_batch(leg, plan, heads, lengths, spare, taken, now)
 
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Depacketize one batch of merged winners (an ST 2022-7 flow); a split batch
         held meanwhile (already taken by the merge, so earlier) goes first."""
         if self._split_plan is not None:
-            self.read(True, self._split_leg)
+            self._settle_split(now)
         for ev in self.depkt.feed(batch, lengths, now):
             self.sink.on_frame(self, ev, now)
 
