@@ -36,7 +36,8 @@ when its batch's headers are exactly the merged stream's next numbers
 (:meth:`~rtstream.proto.dup.DupMerger.take_next`; taken before the other leg's next
 batch is merged even while held, so that leg's copies are dropped as copies) the
 payloads stay where they landed, else the datagrams are put back together and merged
-whole. Winners of the other leg are depacketized only after a held split batch. Winners held behind a gap (the
+whole. Winners of the other leg are depacketized only after a held split batch.
+Winners held behind a gap (the
 other leg's copy may still come, ``dup_skew_ms``) are released by a timer at their
 deadline; every 50 ms the legs are polled and a leg silent for 100 ms, or back, is
 logged at INFO and kept in :attr:`FlowReader.leg_events` for the control plane. A
@@ -434,8 +435,8 @@ class VideoReader(FlowReader):
         self.split = True
         self._split_plan: SplitPlan | None = None  # the plan of a held split batch
         self._split_leg = 0  # the leg holding it
-        # Of an ST 2022-7 flow: the held batch's header rows and lengths (views valid
-        # while it is held), and how many of them the merge took already.
+        # Of an ST 2022-7 flow: the held batch's header rows, lengths and spare rows
+        # (views valid while it is held), and how many of them the merge took already.
         self._split_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split_taken = 0
         # Frame buffers for what is held at once (the recent frames, the consumer's
