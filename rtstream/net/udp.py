@@ -684,8 +684,9 @@ class _SplitReader:
         self.head = head
         self.payload = payload
         # A read's iovecs: two per datagram it may hold (a 64 KiB GRO read), never more
-        # than the kernel takes (UIO_MAXIOV, 1024: more fails with EMSGSIZE). A GRO read
-        # holds at most UDP_GRO_CNT_MAX (64) segments, so 512 pairs always suffice.
+        # than the kernel takes (UIO_MAXIOV, 1024: more fails with EMSGSIZE). 512 pairs
+        # cover any read (GRO coalesces at most 64 segments, UDP_GRO_CNT_MAX; a longer
+        # read would be counted truncated).
         self.per_read = min(-(-65536 // seg) + 1, _UIO_MAXIOV // 2)
         self.rows = max(rows, 2 * self.per_read)
         self.spare = np.zeros((self.rows, payload), np.uint8)

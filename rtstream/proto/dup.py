@@ -62,26 +62,28 @@ __all__ = ["DupMerger", "LegCounters", "LegEvent", "LegState", "MergeBatch"]
 #: One batch handed on: ``(rows, lengths)``, rows one datagram each (``(n, stride)`` uint8).
 MergeBatch = tuple[np.ndarray, np.ndarray]
 
-# The fixed RTP header of every row, as one record (RFC 3550 §5.1).
-_HEADER = np.dtype({"names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
-                    "offsets": [0, 2, 8], "itemsize": RTP_HEADER_SIZE})
 
+def _header_dtype(itemsize: int) -> np.dtype:
+    """The fixed RTP header's fields (RFC 3550 §5.1) in a record of ``itemsize`` bytes."""
+    return np.dtype({"names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
+                     "offsets": [0, 2, 8], "itemsize": itemsize})
+
+
+_HEADER = _header_dtype(RTP_HEADER_SIZE)
+_ROW_HEADERS: dict[int, np.dtype] = {}  # by row width: the header read in place
 
 
 def _headers(rows: np.ndarray) -> np.ndarray:
     """The RTP header fields of every row as a record array: a view (no copy) of
     C-contiguous rows, a copy of the first 12 bytes of each otherwise."""
-    if rows.flags.c_contiguous and rows.shape[1] >= RTP_HEADER_SIZE:
-        dt = _ROW_HEADERS.get(rows.shape[1])
+    width = rows.shape[1]
+    if rows.flags.c_contiguous and width >= RTP_HEADER_SIZE:
+        dt = _ROW_HEADERS.get(width)
         if dt is None:
-            dt = _ROW_HEADERS[rows.shape[1]] = np.dtype({
-                "names": ["b0", "seq", "ssrc"], "formats": ["u1", ">u2", ">u4"],
-                "offsets": [0, 2, 8], "itemsize": rows.shape[1]})
+            dt = _ROW_HEADERS[width] = _header_dtype(width)
         return rows.view(dt)[:, 0]
     return np.ascontiguousarray(rows[:, :RTP_HEADER_SIZE]).view(_HEADER)[:, 0]
 
-
-_ROW_HEADERS: dict[int, np.dtype] = {}
 
 def _consecutive(seq: np.ndarray) -> bool:
     """True when 16-bit sequence numbers go up by one from each to the next (wrapping)."""
