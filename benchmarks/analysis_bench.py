@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,29 @@ MODES: dict[str, tuple[str, str] | None] = {
     "slow50": (f"{HOOKS}:slow50", "rgb24"),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(count: int = 4) -> int:
+    """A base port with ``count`` consecutive free even UDP ports after it (PORT..PORT+2k)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1] & ~1
+        if base + 2 * count > 65535:
+            continue
+        try:
+            socks = []
+            for i in range(2 * count):
+                t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(t)
+                t.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no free UDP ports")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,11 +127,8 @@ def measure(args: list[str], seconds: float, warmup: float, log: Path) -> tuple[
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from rtstream.bench.harness import free_ports
-
     work = Path(tempfile.mkdtemp(prefix="rtstream-analysis-bench-"))
-    port = free_ports(8)  # PORT..PORT+7: video, metadata and their RTCP
+    port = free_port()
     sdp = work / "rtv.sdp"
     py = [sys.executable, "-m", "rtstream", "--log-level", "WARNING"]
     sender = subprocess.Popen(
