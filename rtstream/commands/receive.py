@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import datetime
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from pydicom.uid import generate_uid
 
 from rtstream.commands._analysis_args import (
     AnalysisSpec,
@@ -37,8 +41,11 @@ from rtstream.commands._tls_args import add_tls_arguments, tls_from_args
 from rtstream.control.mqtt import MqttConfig
 from rtstream.control.observe import parse_listen, serve_receiver
 from rtstream.control.wiring import control_for_receiver
+from rtstream.dicom.realtime import civil_zone
 from rtstream.errors import ConfigError, LocalProtocolError
+from rtstream.pacs.store import StoreClient
 from rtstream.receiver import IncompletePolicy, Receiver, ReceiverConfig
+from rtstream.receiver.capture import close_store, store_config
 from rtstream.receiver.config import default_outbox
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,15 @@ periodic stats, events (stream started/stopped, snapshot/clip stored with its SO
 UID, loss alarm, archive outage/recovery) and the commands snapshot, record_start,
 record_stop, stream_stop and stream_start; the media path never waits for the broker.
 
+Several streams (--sdp given once per stream, e.g. the cameras of one operating room)
+are received in this one process; the limits and the dump and store options apply to each
+stream, --dump-frames/--dump-metadata DIR write stream n (in --sdp order, from 1) into
+DIR/n, snapshots ('s' key, --snapshot-every) are taken of every stream, all of them go
+through one outbox and one archive association, and a stream without metadata is stored
+under --patient-id in one study shared by all streams of the session. --stats-json
+writes {"streams": [...]} (each stream's counters and its "sdp"). --mqtt, --http and
+--analyze take one stream: run one receive per stream for those.
+
 With --http HOST:PORT (off by default) it serves Prometheus metrics at /metrics and
 {"state": "starting"|"receiving"|"stalled", ...} at /healthz (docs/observability.md).
 
@@ -77,12 +93,17 @@ examples:
   rtstream receive --sdp third-party.sdp --snapshot-every 10 --store-dir /tmp/archive \
       --patient-id MRN123 --patient-name Doe^Jane --accession-number A42
   rtstream receive --sdp http://192.0.2.10:8080/sdp --http 127.0.0.1:9100
+  rtstream receive --sdp or1-room.sdp --sdp or1-endoscope.sdp --snapshot-every 60 \
+      --store ORTHANC@127.0.0.1:4242
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``receive`` options."""
-    parser.add_argument("--sdp", required=True, metavar="FILE|URL", help="SDP file or http:// URL")
+    parser.add_argument("--sdp", required=True, action="append", metavar="FILE|URL",
+                        help="SDP file or http:// URL; give it once per stream to receive "
+                             "several streams in this one process (one event loop: cheaper "
+                             "than a process per stream; see 'several streams' above)")
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--frames", type=int, metavar="N", help="stop after N video frames")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -143,8 +164,46 @@ def _listen(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _sdps(args: argparse.Namespace) -> list[str]:
+    sdp = args.sdp
+    return [sdp] if isinstance(sdp, str) else list(sdp)
+
+
+def build_configs(args: argparse.Namespace) -> list[ReceiverConfig]:
+    """Flags -> one :class:`ReceiverConfig` per ``--sdp`` (ConfigError names the flag)."""
+    base = build_config(args)
+    sdps = _sdps(args)
+    if len(sdps) == 1:
+        return [base]
+    for i, sdp in enumerate(sdps):
+        if sdp in sdps[:i]:
+            raise ConfigError("--sdp", sdp, "each stream's SDP once")
+    for flag, value in (("--mqtt", getattr(args, "mqtt", None)),
+                        ("--http", getattr(args, "http", None)),
+                        ("--analyze", getattr(args, "analyze", None))):
+        if value:
+            raise ConfigError(flag, value, f"one --sdp (this receive has {len(sdps)}); "
+                                           "run one receive per stream for it")
+    context = base.context
+    if context is not None and not context.get("study_instance_uid"):
+        # a bare stream's identity: one study (UID, date and time) for every stream of the
+        # session, in the zone the instances write their times in
+        now = datetime.datetime.now(datetime.UTC)
+        now = now.astimezone(civil_zone(now, context.get("timezone_offset", "")))
+        context = {**context, "study_instance_uid": generate_uid(),
+                   "study_date": now.strftime("%Y%m%d"), "study_time": now.strftime("%H%M%S.%f")}
+
+    def sub(d: Path | None, n: int) -> Path | None:
+        return d / str(n) if d is not None else None
+
+    return [dataclasses.replace(base, sdp=sdp, context=context,
+                                dump_frames=sub(base.dump_frames, n),
+                                dump_metadata=sub(base.dump_metadata, n))
+            for n, sdp in enumerate(sdps, start=1)]
+
+
 def build_config(args: argparse.Namespace) -> ReceiverConfig:
-    """Flags -> :class:`ReceiverConfig` (ConfigError names the flag)."""
+    """Flags -> the :class:`ReceiverConfig` of the first ``--sdp`` (ConfigError names the flag)."""
     if args.frames is not None and args.frames < 1:
         raise ConfigError("--frames", args.frames, "a positive number of frames")
     if args.duration is not None and not args.duration > 0:
@@ -162,7 +221,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
     if not 0 <= args.dup_skew <= 500:
         raise ConfigError("--dup-skew", args.dup_skew, "0..500 ms")
     return ReceiverConfig(
-        sdp=args.sdp,
+        sdp=_sdps(args)[0],
         frames=args.frames,
         duration=args.duration,
         incomplete=IncompletePolicy(args.incomplete),
@@ -188,17 +247,20 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
     )
 
 
-def _sample(rx: Receiver) -> Sample:
-    """The receiver's counters for the status line."""
-    st = rx.stats
-    store = rx.store_client
-    rec = rx.capture.recording
+def _sample(rxs: list[Receiver]) -> Sample:
+    """The receivers' counters for the status line (summed over several streams)."""
+    stats = [rx.stats for rx in rxs]
+    store = rxs[0].store_client  # one store client for all of them
+    recs = [r for r in (rx.capture.recording for rx in rxs) if r is not None]
+    legs = [s for s in map(legs_status, stats) if s is not None]
     return Sample(
-        frames=int(st["frames_delivered"]), packets=int(st["packets"]),
-        lost=int(st["packets_lost"]), late=int(st["late"]),
+        frames=sum(int(st["frames_delivered"]) for st in stats),
+        packets=sum(int(st["packets"]) for st in stats),
+        lost=sum(int(st["packets_lost"]) for st in stats),
+        late=sum(int(st["late"]) for st in stats),
         queued=store.depth if store is not None else None,
-        recording=f"rec {rec.frames}/{rec.limit}" if rec is not None else None,
-        legs=legs_status(st),
+        recording=", ".join(f"rec {r.frames}/{r.limit}" for r in recs) or None,
+        legs=", ".join(legs) or None,
     )
 
 
@@ -266,95 +328,127 @@ class _Keys:
 
 
 async def _main(
-    cfg: ReceiverConfig, stats_json: Path | None, mqtt: MqttConfig | None = None,
+    cfgs: list[ReceiverConfig], stats_json: Path | None, mqtt: MqttConfig | None = None,
     http: tuple[str, int] | None = None, status_every: float = 0.0,
     analysis: AnalysisSpec | None = None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """Receive the streams of ``cfgs`` on this loop; their stats, in ``cfgs`` order."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    # First signal: media stops now (the item stream ends; before the receiver is up, the
-    # start is cancelled); leaving the Receiver drains the outbox for --flush-timeout s.
-    # A second signal ends the process at once (status 130) saying what stays queued.
+    # First signal: media stops now (the item streams end; before every receiver is up,
+    # the start is cancelled); leaving the receivers drains the outbox for --flush-timeout
+    # s. A second signal ends the process at once (status 130) saying what stays queued.
     receiving: list[Receiver] = []
 
     def stop_media() -> None:
-        if receiving:
-            receiving[0].stop()
+        if len(receiving) == len(cfgs):
+            for rx in receiving:
+                rx.stop()
         else:
             main_task.cancel()
 
-    def write_stats() -> None:
-        if stats_json is not None and receiving:
-            stats_json.write_text(json.dumps(receiving[0].stats, indent=2, sort_keys=True) + "\n")
+    def write_stats(stats: list[dict[str, Any]]) -> None:
+        if stats_json is not None and stats:
+            doc: Any = stats[0] if len(cfgs) == 1 else {"streams": [
+                {"sdp": cfg.sdp, **st} for cfg, st in zip(cfgs, stats, strict=True)]}
+            stats_json.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
-    stopper = Stopper("receive", stop_media, _outbox(cfg), last_words=write_stats)
+    first = cfgs[0]
+    stopper = Stopper("receive", stop_media, _outbox(first),
+                      last_words=lambda: write_stats([rx.stats for rx in receiving]))
     stopper.__enter__()
-    tty_in = sys.stdin.isatty() and cfg.stores
-    stats: dict[str, Any] = {}
+    tty_in = sys.stdin.isatty() and first.stores
+    stats: list[dict[str, Any]] = []
     keys = _Keys(sys.stdin) if tty_in else contextlib.nullcontext()
     snapshot_tasks: set[asyncio.Task[Any]] = set()
     side_tasks: list[asyncio.Task[Any]] = []
     try:
-        async with (
-            AnalysisSpec.receiver(cfg, analysis) as rx,
-            control_for_receiver(mqtt, rx, role="receive") as node,
-            serve_receiver(http, rx, plane=node.plane),
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            shared: StoreClient | None = None
+            if len(cfgs) > 1 and first.stores:
+                # several streams: one outbox and one association, closed after them all
+                shared = await stack.enter_async_context(StoreClient(store_config(first)))
+                stack.push_async_callback(close_store, shared, first.flush_timeout)
+            for cfg in cfgs:
+                rx = Receiver(cfg, store=shared)
+                receiving.append(await stack.enter_async_context(
+                    analysis.attach(rx) if analysis is not None else rx))
+            rx = receiving[0]
+            node = await stack.enter_async_context(
+                control_for_receiver(mqtt, rx, role="receive"))
+            await stack.enter_async_context(serve_receiver(http, rx, plane=node.plane))
             on_control_plane(node.plane, rx)
-            receiving.append(rx)
             side_tasks.append(
                 loop.create_task(echo_archive("receive", rx.store_client), name="rx-echo"))
-            side_tasks.append(loop.create_task(_watch_silence(rx), name="rx-silence"))
+            side_tasks += [loop.create_task(_watch_silence(r), name="rx-silence")
+                           for r in receiving]
 
-            async def snap() -> None:
+            async def snap(r: Receiver, n: int) -> None:
+                which = f"stream {n}: " if len(cfgs) > 1 else ""
                 try:
-                    res = await (rx.stereo_snapshot() if cfg.snapshot_stereo else rx.snapshot())
-                    print(f"\nsnapshot {res.sop_instance_uid} stored={res.ok}", file=sys.stderr)
+                    res = await (r.stereo_snapshot() if first.snapshot_stereo else r.snapshot())
+                    print(f"\n{which}snapshot {res.sop_instance_uid} stored={res.ok}",
+                          file=sys.stderr)
                 except LocalProtocolError as exc:
-                    print(f"\nsnapshot: {exc}", file=sys.stderr)
+                    print(f"\n{which}snapshot: {exc}", file=sys.stderr)
 
             def on_key() -> None:
                 ch = sys.stdin.read(1)
                 if ch in ("s", "S"):
-                    t = loop.create_task(snap())
-                    snapshot_tasks.add(t)
-                    t.add_done_callback(snapshot_tasks.discard)
+                    for n, r in enumerate(receiving, start=1):
+                        t = loop.create_task(snap(r, n))
+                        snapshot_tasks.add(t)
+                        t.add_done_callback(snapshot_tasks.discard)
 
             with keys:
                 if tty_in:
                     loop.add_reader(sys.stdin.fileno(), on_key)
                 try:
-                    async with running_status(lambda: _sample(rx), status_every):
-                        async for _item in rx:
-                            pass
+                    async with running_status(lambda: _sample(receiving), status_every):
+                        await _drain(receiving)
                     if snapshot_tasks:
-                        await asyncio.wait(list(snapshot_tasks), timeout=cfg.flush_timeout)
+                        await asyncio.wait(list(snapshot_tasks), timeout=first.flush_timeout)
                 except asyncio.CancelledError:
                     log.info("interrupted: stopping, queued instances stay in the outbox")
                 finally:
                     if tty_in:
                         loop.remove_reader(sys.stdin.fileno())
-                    stats = rx.stats
-            # leaving the Receiver flushes the outbox state and the dump writers
-        stats = rx.stats
+                    stats = [r.stats for r in receiving]
+            # leaving the receivers flushes the outbox state and the dump writers
+        stats = [r.stats for r in receiving]
     finally:
         for t in [*snapshot_tasks, *side_tasks]:
             t.cancel()
         stopper.__exit__(None, None, None)
-        if stats_json is not None and stats:
-            stats_json.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        write_stats(stats)
     return stats
 
 
+async def _drain(receivers: list[Receiver]) -> None:
+    """Take every item of every receiver until their streams end."""
+
+    async def drain(rx: Receiver) -> None:
+        async for _item in rx:
+            pass
+
+    if len(receivers) == 1:
+        await drain(receivers[0])
+        return
+    async with asyncio.TaskGroup() as tg:
+        for n, rx in enumerate(receivers, start=1):
+            tg.create_task(drain(rx), name=f"rx-stream-{n}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Receive until the limit, the end of the stream or Ctrl-C; exit 0 on a clean stop."""
-    cfg = build_config(args)
+    """Receive until the limit, the end of the streams or Ctrl-C; exit 0 on a clean stop."""
+    cfgs = build_configs(args)
+    cfg = cfgs[0]
     mqtt = config_from_args(args, role="receive")
     analysis = analysis_from_args(args)
     try:
         stats = asyncio.run(_main(
-            cfg, args.stats_json, mqtt, getattr(args, "http", None),
+            cfgs, args.stats_json, mqtt, getattr(args, "http", None),
             status_every=status_interval(getattr(args, "status_interval", None)),
             analysis=analysis,
         ))
@@ -365,16 +459,19 @@ def run(args: argparse.Namespace) -> int:
         if outbox is not None:
             print(queued_line("receive", outbox), file=sys.stderr)
         return exit_promptly(130 if isinstance(exc, KeyboardInterrupt) else 0)
-    summary = {k: stats.get(k) for k in (
-        "frames_delivered", "packets", "packets_lost", "frames_incomplete", "metadata_matched",
-        "metadata_unmatched", "latency_p50_us", "latency_p99_us",
-    )}
-    if stats.get("analysis") is not None:  # --analyze: what the callable did
-        summary["analysis"] = stats["analysis"]
-    print(json.dumps(summary), file=sys.stderr)
+    for each, st in zip(cfgs, stats, strict=True):
+        summary = {k: st.get(k) for k in (
+            "frames_delivered", "packets", "packets_lost", "frames_incomplete",
+            "metadata_matched", "metadata_unmatched", "latency_p50_us", "latency_p99_us",
+        )}
+        if st.get("analysis") is not None:  # --analyze: what the callable did
+            summary["analysis"] = st["analysis"]
+        if len(cfgs) > 1:
+            summary = {"sdp": each.sdp, **summary}
+        print(json.dumps(summary), file=sys.stderr)
     outbox = _outbox(cfg)
     if outbox is not None:
-        store = stats.get("store") or {}
+        store = stats[0].get("store") or {}  # several streams share one store client
         where = cfg.store if cfg.store is not None else f"folder {cfg.store_dir}"
         print(f"rtstream receive: stored {store.get('stored', 0)} instance(s) in {where}, "
               f"failed {store.get('failed', 0)}", file=sys.stderr)

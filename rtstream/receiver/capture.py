@@ -70,7 +70,7 @@ from pydicom.uid import generate_uid
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.video import choose_video_syntax
 from rtstream.errors import ConfigError, LocalProtocolError
-from rtstream.pacs.store import StoreClient, StoreEvent, StoreResult
+from rtstream.pacs.store import StoreClient, StoreConfig, StoreEvent, StoreResult
 from rtstream.proto.clock import Clock, PtpTimestamp
 from rtstream.receiver.config import ReceiverConfig, default_outbox, identity_context
 from rtstream.receiver.items import ReceivedItem, RecordingState, SnapshotResult, StoredInstance
@@ -148,6 +148,36 @@ _series_lock = threading.Lock()
 _last_series = 0
 
 
+def store_config(cfg: ReceiverConfig) -> StoreConfig:
+    """The store client settings of a receiver that stores (``--store`` or ``--store-dir``)."""
+    outbox = cfg.outbox or default_outbox()
+    if cfg.store_dir is not None:
+        return StoreConfig(outbox=outbox, save_dir=cfg.store_dir, calling_aet=cfg.calling_aet)
+    assert cfg.store is not None
+    return StoreConfig.from_target(
+        cfg.store, outbox=outbox, calling_aet=cfg.calling_aet, tls=cfg.store_tls,
+    )
+
+
+async def close_store(store: StoreClient, flush_timeout: float) -> int:
+    """Give ``store`` at most ``flush_timeout`` s to drain, close it; the instances left.
+
+    One bound for the whole drain (``--flush-timeout``); what is left stays durable in
+    the outbox and is sent at the next start.
+    """
+    try:
+        async with asyncio.timeout(flush_timeout):
+            await store.flush()
+    except TimeoutError:
+        pass
+    await store.aclose()
+    queued = await asyncio.to_thread(store.queued)
+    if queued:
+        log.warning("store: %d instance(s) stay queued in %s for the next run",
+                    queued, store.cfg.outbox)
+    return queued
+
+
 def session_series_numbers(now_ns: int) -> tuple[int, int]:
     """Series Numbers of one receiving session: ``(stills, clips)``.
 
@@ -190,7 +220,8 @@ class Capture:
     """
 
     def __init__(self, cfg: ReceiverConfig, clock: Clock, video: list[VideoReader],
-                 audio: list[AudioReader] | None = None) -> None:
+                 audio: list[AudioReader] | None = None, *,
+                 store: StoreClient | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.video = video
@@ -200,6 +231,7 @@ class Capture:
         #: the synchronizer's recent stereo pairs (the receiver hands its deque over)
         self.stereo_pairs: deque[StereoPair] = deque()
         self.store_client: StoreClient | None = None
+        self._shared_store = store  # open, owned (flushed and closed) by the caller
         # One series per kind per receiving session: stills in one, clips in the other.
         stills, clips = session_series_numbers(clock.now_ns())
         self.stills = _Series(generate_uid(), stills)
@@ -225,18 +257,10 @@ class Capture:
 
     async def open_store(self) -> None:
         """Open the store client (outbox, archive association or folder)."""
-        from rtstream.pacs.store import StoreConfig
-
-        cfg = self.cfg
-        outbox = cfg.outbox or default_outbox()
-        if cfg.store_dir is not None:
-            scfg = StoreConfig(outbox=outbox, save_dir=cfg.store_dir, calling_aet=cfg.calling_aet)
-        else:
-            assert cfg.store is not None
-            scfg = StoreConfig.from_target(
-                cfg.store, outbox=outbox, calling_aet=cfg.calling_aet, tls=cfg.store_tls,
-            )
-        client = StoreClient(scfg, on_event=self._store_event)
+        if self._shared_store is not None:
+            self.store_client = self._shared_store
+            return
+        client = StoreClient(store_config(self.cfg), on_event=self._store_event)
         self.store_client = await client.__aenter__()
 
     def spawn(self, coro: Coroutine[None, None, None], name: str) -> None:
@@ -263,20 +287,12 @@ class Capture:
             except Exception as exc:  # noqa: BLE001 - closing: say so and go on
                 log.warning("audio not stored at close: %s", exc)
         store = self.store_client
-        if store is not None:
-            # One bound for the whole drain (--flush-timeout); what is left stays durable
-            # in the outbox and is sent at the next start.
-            try:
-                async with asyncio.timeout(self.cfg.flush_timeout):
-                    await store.flush()
-            except TimeoutError:
-                pass
+        if store is not None and store is self._shared_store:
+            self.store_counters = store.counters  # live: its owner flushes and closes it
+            self.store_client = None
+        elif store is not None:
+            self.queued_at_close = await close_store(store, self.cfg.flush_timeout)
             self.store_counters = dict(store.counters)
-            await store.aclose()
-            self.queued_at_close = await asyncio.to_thread(store.queued)
-            if self.queued_at_close:
-                log.warning("store: %d instance(s) stay queued in %s for the next run",
-                            self.queued_at_close, store.cfg.outbox)
             self.store_client = None
         await asyncio.get_running_loop().run_in_executor(None, self._work.shutdown)
 

@@ -97,6 +97,11 @@ class Receiver:
     cfg : ReceiverConfig
     clock : Clock or None
         TAI time for stamps and deadlines (the system clock by default).
+    store : StoreClient or None
+        An open store client to queue snapshots and clips into, shared with other
+        receivers of one process (one outbox, one association); its owner flushes and
+        closes it after the receivers. None (default): the receiver opens its own from
+        ``cfg`` when ``cfg`` stores.
 
     Examples
     --------
@@ -106,7 +111,8 @@ class Receiver:
     ...     print(rx.stats["metadata_matched"])
     """
 
-    def __init__(self, cfg: ReceiverConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: ReceiverConfig, *, clock: Clock | None = None,
+                 store: StoreClient | None = None) -> None:
         self._cfg = cfg
         self.clock: Clock = clock or SystemClock()
         self.session: SdpSession | None = None
@@ -114,7 +120,8 @@ class Receiver:
         self._queue = ItemQueue(queue_size=cfg.queue_size, frames=cfg.frames, clock=self.clock)
         self._dumps = DumpWriter()
         self._sync = Synchronizer(cfg, self._queue, self._dumps)
-        self._capture = Capture(cfg, self.clock, self.flows.video, self.flows.audio)
+        self._capture = Capture(cfg, self.clock, self.flows.video, self.flows.audio,
+                                store=store)
         self._sync.observer = self._capture
         self._sync.audio_observer = self._capture
         self._capture.stereo_pairs = self._sync.stereo_pairs

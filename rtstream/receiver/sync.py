@@ -163,6 +163,8 @@ class Synchronizer:
             OrderedDict())
         self._statics = StaticTracker()
         self._drop_incomplete = cfg.incomplete is IncompletePolicy.DROP
+        # --frames N with --dump-frames: N files, not the frames reassembled past the limit
+        self._dumps_left = cfg.frames if cfg.frames is not None else -1
 
     # -- video ------------------------------------------------------------------------
 
@@ -184,7 +186,8 @@ class Synchronizer:
             received_ns=now,
             flow=reader.name,
         )
-        if ev.complete and self.cfg.dump_frames is not None:
+        if ev.complete and self.cfg.dump_frames is not None and self._dumps_left:
+            self._dumps_left -= 1
             self.dumps.write(self.cfg.dump_frames, ev.rtp_timestamp, ".raw", data)
         if reader.meta is None:
             self._deliver_video(reader, item, None, now)
