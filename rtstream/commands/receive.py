@@ -381,8 +381,9 @@ async def _main(
             on_control_plane(node.plane, rx)
             side_tasks.append(
                 loop.create_task(echo_archive("receive", rx.store_client), name="rx-echo"))
-            side_tasks += [loop.create_task(_watch_silence(r), name="rx-silence")
-                           for r in receiving]
+            watchers = [loop.create_task(_watch_silence(r), name="rx-silence")
+                        for r in receiving]
+            side_tasks += watchers
 
             async def snap(r: Receiver, n: int) -> None:
                 which = f"stream {n}: " if len(cfgs) > 1 else ""
@@ -412,6 +413,8 @@ async def _main(
                 except asyncio.CancelledError:
                     log.info("interrupted: stopping, queued instances stay in the outbox")
                 finally:
+                    for t in watchers:  # media stopped: silence from here on is ours
+                        t.cancel()
                     if tty_in:
                         loop.remove_reader(sys.stdin.fileno())
                     stats = [r.stats for r in receiving]
