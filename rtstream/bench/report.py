@@ -205,7 +205,10 @@ NOTES = """
   hundred datagrams; decoding costs about as much per batch as per datagram, so a batch
   without a marker bit stays in the arena and the next read appends to it (up to 1,024
   rows or 1 ms). The marker packet ends a frame and is decoded at once, so no frame waits
-  for that. Once the stream runs in order, reads are *split* (issue 18, below): each
+  for that. Early in a paced frame the reader does not even wake per burst: a held batch
+  stops the socket's readiness events until 3 ms before the frame's last packet is due
+  (timed from the last frame's first read to its marker), and one read then takes what
+  queued in the kernel meanwhile (below, "Deferred reads"). Once the stream runs in order, reads are *split* (issue 18, below): each
   datagram's 20 header bytes go to a header row and its payload straight to the place in
   the frame where the next in-order packet belongs, so the kernel's copy is the only
   one; the headers are then verified in a fixed number of numpy calls and only what
@@ -294,8 +297,35 @@ after 2 s, split and copying receivers alternated in one script (`run_pair`):
 - Tried and dropped: frame buffers on transparent huge pages (`MADV_HUGEPAGE`; the
   machine's THP mode is `madvise`): no gain in an in-process drain + depacketize loop
   (copying 2.27 against 2.09 ms per frame without, split 2.67 against 2.50). Not built:
-  split reads for senders without GSO (`recvmmsg` with two iovecs per datagram), and a
-  multi-process `rtstream receive` for many SDPs.
+  split reads for senders without GSO (`recvmmsg` with two iovecs per datagram).
+
+## Deferred reads: one wake-up for most of a frame (issue 18)
+
+`perf record` of the split receiver (1080p60 10-bit, 8 s, cpu-clock): the interpreter
+44 %, numpy 16 %, the kernel 33 % (its copy into the frame, `_copy_to_iter`, 22 %). The
+same receiver fed by an unpaced sender (`worker send --pacing none`: each frame in one
+burst) spent 2.45-2.52 CPU ms per frame against 3.67-3.75 paced: about 1.2 ms per frame
+went to waking up once per burst of the sender (16 per frame: `epoll_wait`, the read
+callback, the timers, the pairing deadline), not to the data. So a held batch early in
+a frame now also stops the socket's readiness events (`VideoReader._hold`) until
+3 ms before the frame's last packet is due, from the pacing of the last frame as read
+(first read to marker read); one read then drains what queued in the kernel, and from
+there the reader wakes per burst again, so the frame's last packets are read as they
+arrive. The wait is at most one frame period and at most the time in which a quarter
+of the socket's buffer fills (datagrams take up to twice their size there), and a
+sender that sends a frame at once (GStreamer, FFmpeg, `--pacing none`) never triggers
+it. Margin measured (two runs each): 2 ms left the frame's last read too big (frame-ready
+p99 2.6-2.9 ms), 3 ms gave 2.73-2.77 ms per frame with p99 0.41-0.48 ms, 4-5 ms saved
+less (2.85-3.13). A test (`tests/net/test_receiver.py`, 720p in 16 bursts per frame)
+checks that most frames are read this way and arrive byte-exact with their grains.
+The cost: a frame whose packets come more than 3 ms sooner than the last one's did waits
+in the kernel until the timer (at most one frame period); frame-ready latency as measured
+here starts at the read, so it does not show that case. ST 2022-7 flows do not defer
+yet: timing the two legs together held frames back (p50 1.6 ms) in a first attempt.
+
+Several streams in one `rtstream receive` (`--sdp` given once per stream) run on one
+event loop, the layout the scaling run measured cheapest (see above); one outbox and one
+archive association serve them all.
 
 ## Caveats
 
@@ -312,27 +342,27 @@ after 2 s, split and copying receivers alternated in one script (`run_pair`):
 
 `rtstream bench dup` (module docstring of `rtstream/bench/dup.py`: one rtstream sender
 on two legs over 127.0.0.1, four receivers measured one after the other over a steady
-window, CPU from `/proc`). Measured 2026-12-06 14:28 UTC on this 2-CPU machine with
-nothing else running, 1080p60 4:2:2 10-bit, 5 s window (`rtstream bench dup --seconds 5`):
+window, CPU from `/proc`). Measured 2026-12-06 19:33 UTC on this 2-CPU machine with
+nothing else running, 1080p60 4:2:2 10-bit, 10 s window (`rtstream bench dup --seconds 10`):
 
 | receiver | CPU ms/frame | fps | loss | frame-ready p50 / p99 |
 |---|---|---|---|---|
-| rtstream, 1 leg | 3.68 | 59.2 | 0 | 243 / 379 us |
-| rtstream, 2 legs merged | 5.55 | 60.6 | 0 | 600 / 966 us |
-| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 9.50 | 60.0 | 0 | - |
-| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (1.29) | (1032) | 2,019,803 datagrams | - |
+| rtstream, 1 leg | 3.03 | 60.0 | 0 | 284 / 759 us |
+| rtstream, 2 legs merged | 5.43 | 59.9 | 0 | 452 / 594 us |
+| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 9.82 | 60.1 | 0 | - |
+| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (2.11) | (610) | 3,491,438 datagrams | - |
 
-- Merging both legs costs **1.51x** the single-leg receiver (the issue's target is 1.3x:
-  not met). Part of it is that a single leg now takes the split-read path (the kernel
-  writes payloads into the frame, issue 18) while a merged flow still copies: against the
-  copying single-leg receiver of `bench all` (3.68-4.07 ms) the merge costs 1.36-1.51x.
-  The rest is the second leg's socket reads (twice the datagrams cross the kernel) and
-  event-loop wake-ups; the merge itself is a few numpy calls per batch (~25 us warm per
-  batch of 350 datagrams: the leading leg's batch is handed on as the same view, the other
-  leg's copies are dropped as a whole after one ring lookup). The way to the target: split
-  reads on both legs (a copy lands where the other leg's would: identical bytes), so that
-  only headers are merged. Earlier runs the same day, under load from other jobs: 1.37x,
-  1.44x, 1.74x.
+- Merging both legs costs **1.79x** the single-leg receiver in this run (two more runs
+  the same hour: 2.01x, 2.09x; the issue's target is 1.3x: not met). The merged receiver
+  costs what it did (5.1-5.5 ms per frame; 14:28 UTC: 5.55), but a single leg got
+  cheaper with deferred reads (above: 2.5-3.0 ms, 3.68 at 14:28, when the ratio was
+  1.51x), which merged flows do not use yet. Before that, merged video flows got split
+  reads on the leading leg (the merge takes such a batch by its headers alone,
+  `DupMerger.take_next`): 1.45-1.49x then. What the second leg's bytes alone cost,
+  measured with a throwaway build that drained the second leg and discarded it unread:
+  1.25-1.28x the copying single leg. The rest is the merge's holds, the second leg's
+  wake-ups and reads; the way on is to defer both legs' reads together without holding
+  frames back (a first try read each frame's end late: p50 1.6 ms).
 - GStreamer's stand-in could not keep up at this rate here: its two sockets dropped
   1.7 M datagrams in the run (kernel drop counters) and its frame counter counts the
   depayloader's partial outputs (859/s), so its CPU per frame is meaningless; even when it
