@@ -205,10 +205,7 @@ NOTES = """
   hundred datagrams; decoding costs about as much per batch as per datagram, so a batch
   without a marker bit stays in the arena and the next read appends to it (up to 1,024
   rows or 1 ms). The marker packet ends a frame and is decoded at once, so no frame waits
-  for that. Early in a paced frame the reader does not even wake per burst: a held batch
-  stops the socket's readiness events until 3 ms before the frame's last packet is due
-  (timed from the last frame's first read to its marker), and one read then takes what
-  queued in the kernel meanwhile (below, "Deferred reads"). Once the stream runs in order, reads are *split* (issue 18, below): each
+  for that. Once the stream runs in order, reads are *split* (issue 18, below): each
   datagram's 20 header bytes go to a header row and its payload straight to the place in
   the frame where the next in-order packet belongs, so the kernel's copy is the only
   one; the headers are then verified in a fixed number of numpy calls and only what
@@ -218,7 +215,10 @@ NOTES = """
   from one compact copy of its 20-byte headers in a fixed number of numpy calls, and its
   payload goes to the frame in one strided copy per run of contiguous destinations; any
   other batch takes the general parser, with the same result (differential tests hold
-  the three together).
+  the three together). Early in a paced frame a split reader does not even wake per
+  burst: a held batch stops the socket's readiness events until 3 ms before the frame's
+  last packet is due (timed from the last frame's first read to its marker), and one
+  read then takes what queued in the kernel meanwhile (below, "Deferred reads").
   Frame buffers come from a pool: a buffer is written again only when nothing outside
   the pool holds it, and the pool is faulted in when the receiver starts (fresh 5 MB
   buffers cost their page faults during the first frames: with four streams in one
@@ -306,8 +306,8 @@ after 2 s, split and copying receivers alternated in one script (`run_pair`):
 same receiver fed by an unpaced sender (`worker send --pacing none`: each frame in one
 burst) spent 2.45-2.52 CPU ms per frame against 3.67-3.75 paced: about 1.2 ms per frame
 went to waking up once per burst of the sender (16 per frame: `epoll_wait`, the read
-callback, the timers, the pairing deadline), not to the data. So a held batch early in
-a frame now also stops the socket's readiness events (`VideoReader._hold`) until
+callback, the timers, the pairing deadline), not to the data. So a held split batch
+early in a frame now also stops the socket's readiness events (`VideoReader._hold`) until
 3 ms before the frame's last packet is due, from the pacing of the last frame as read
 (first read to marker read); one read then drains what queued in the kernel, and from
 there the reader wakes per burst again, so the frame's last packets are read as they
@@ -322,6 +322,9 @@ The cost: a frame whose packets come more than 3 ms sooner than the last one's d
 in the kernel until the timer (at most one frame period); frame-ready latency as measured
 here starts at the read, so it does not show that case. ST 2022-7 flows do not defer
 yet: timing the two legs together held frames back (p50 1.6 ms) in a first attempt.
+Nor does the copying path (frames it cannot read split): it would copy most of a frame
+in one go just before the frame's end, and its frame-ready p99 rose to 2.1-2.8 ms in the
+two `bench all` runs that tried it (CPU 3.14-3.41 against 3.68 ms per frame).
 
 Several streams in one `rtstream receive` (`--sdp` given once per stream) run on one
 event loop, the layout the scaling run measured cheapest (see above); one outbox and one
