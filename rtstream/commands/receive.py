@@ -178,8 +178,9 @@ def build_configs(args: argparse.Namespace) -> list[ReceiverConfig]:
     for i, sdp in enumerate(sdps):
         if sdp in sdps[:i]:
             raise ConfigError("--sdp", sdp, "each stream's SDP once")
+    http = getattr(args, "http", None)
     for flag, value in (("--mqtt", getattr(args, "mqtt", None)),
-                        ("--http", getattr(args, "http", None)),
+                        ("--http", f"{http[0]}:{http[1]}" if http else None),
                         ("--analyze", getattr(args, "analyze", None))):
         if value:
             raise ConfigError(flag, value, f"one --sdp (this receive has {len(sdps)}); "
