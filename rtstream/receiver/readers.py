@@ -689,10 +689,16 @@ class VideoReader(FlowReader):
             return
         silence = max(_SILENCE_S, 2 * float(self.fmt.frame_duration_ns) / 1e9)
         # A busy loop may not have read the socket for a while: what waits there is not
-        # silence. Read it first.
+        # silence. Read it first, a socket left unwatched by a hold too (else its held
+        # rows would be given up once the silence flush emitted the frame they belong to).
         if not self.paused:
             for leg in (0, 1):
-                if self.socket_of(leg) is not None and not self.reader_off[leg]:
+                if self.socket_of(leg) is None:
+                    continue
+                if self.reader_off[leg]:
+                    self._cancel_hold(leg)
+                    self._flush_held(leg)  # watches the socket again and reads it
+                else:
                     self.on_readable(True, leg)
         now = self.clock.now_ns()
         if now - self.last_rx_ns >= silence * 1e9 and not self.paused:

@@ -337,6 +337,44 @@ async def test_paced_frames_are_read_in_few_wakeups_and_arrive_whole(tmp_path: P
     assert reader.deferrals >= n // 2
 
 
+async def test_the_silence_check_reads_a_socket_left_unwatched(tmp_path: Path) -> None:
+    """The event loop stalls (a consumer or an analysis holding it) while the socket is
+    unwatched for a deferred read, and the silence check is the first timer to run after
+    the stall: it reads the socket before it calls the flow silent. (It did not: under
+    load the silence flush emitted the frame being assembled, and the deferred read then
+    gave up its held rows as lost, 22 packets in a loaded run of the ONNX example.) The
+    check is called at once here, the last read made to look older than the silence
+    limit, which is the order a stall may produce."""
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 1280, 720)
+    base = free_port(count=4, step=2)
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt)
+    n = 40
+    items = []
+    checked = 0
+    async with Receiver(ReceiverConfig(sdp=str(sdp), frames=n - 2)) as rx:
+        tx = RtvTestSender(fmt, base, frames=n, bursts=16).start()
+        reader = rx.video[0]
+        async for it in rx:
+            items.append(it)
+            if len(items) in (8, 16, 24):
+                while not reader.reader_off[0]:  # until the socket is unwatched
+                    await asyncio.sleep(0.0005)
+                time.sleep(0.005)  # the loop stalls; what came meanwhile waits in the socket
+                reader.last_rx_ns -= 10**9  # ... and the last read looks a second old
+                packets = reader.packets
+                reader._check_silence()
+                assert not reader.reader_off[0] and reader.hold_timers[0] is None
+                assert reader.packets > packets  # it read what waited
+                checked += 1
+        stats = rx.stats
+    tx.join()
+    assert checked == 3
+    assert stats["packets_lost"] == 0
+    assert len(items) == n - 2
+    assert all(it.complete and it.frame is not None
+               and it.frame.tobytes() == tx.log.frames[it.rtp_timestamp] for it in items)
+
+
 async def test_audio_in_order_on_common_clock(tmp_path: Path) -> None:
     fmt = fmt_of(Sampling.YCBCR_422, 10)
     afmt = AudioFormat(encoding=AudioEncoding.L24, sample_rate=48000, channels=2)
