@@ -37,12 +37,11 @@ when its batch's headers are exactly the merged stream's next numbers
 batch is merged even while held, so that leg's copies are dropped as copies) the
 payloads stay where they landed, else the datagrams are put back together and merged
 whole. Winners of the other leg are depacketized only after a held split batch.
-Winners held behind a gap (the
-other leg's copy may still come, ``dup_skew_ms``) are released by a timer at their
-deadline; every 50 ms the legs are polled and a leg silent for 100 ms, or back, is
-logged at INFO and kept in :attr:`FlowReader.leg_events` for the control plane. A
-second leg whose socket cannot be opened (its network down at start) is logged and the
-flow runs on the first.
+Winners held behind a gap (the other leg's copy may still come, ``dup_skew_ms``) are
+released by a timer at their deadline; every 50 ms the legs are polled and a leg silent
+for 100 ms, or back, is logged at INFO and kept in :attr:`FlowReader.leg_events` for the
+control plane. A second leg whose socket cannot be opened (its network down at start)
+is logged and the flow runs on the first.
 
 A reader never raises into the event loop: an exception (a bug) is reported to its
 :class:`ReaderHost`, which surfaces it to the consumer, and the socket is no longer
@@ -503,10 +502,7 @@ class VideoReader(FlowReader):
                 # coalesce): let them queue in the socket until the timer.
                 self._hold(leg, sock, now, new < _PACE_ROWS and not sock.gro, defer=False)
                 return
-            timer = self.hold_timers[leg]
-            if timer is not None:
-                timer.cancel()
-                self.hold_timers[leg] = None
+            self._cancel_hold(leg)
             if merge is None:
                 for ev in self.depkt.feed(batch, lengths, now):
                     sink.on_frame(self, ev, now)
