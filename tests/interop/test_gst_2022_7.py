@@ -109,12 +109,8 @@ def test_rtstream_merges_gstreamer_tee_legs(tmp_path: Path) -> None:
 
     async def receive() -> tuple[list[bytes], dict[str, object]]:
         got: list[bytes] = []
-        # The relay (one Python thread, sharing this process's GIL with the receiver)
-        # forwards all that waits on one leg before it turns to the other: a frame's burst
-        # of ~640 datagrams puts that leg tens of ms ahead (seen: packets a leg lost came
-        # from the other after the default 10 ms, counted late, frames dropped). Two real
-        # networks differ by far less; here the skew tolerance covers the relay.
-        async with Receiver(ReceiverConfig(sdp=str(sdp), dup_skew_ms=200)) as rx:
+        # the default skew tolerance (10 ms): the relay forwards from its own process
+        async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx:
             with running([gst, "-q", *tee.split()], log=tmp_path / "gst.log") as g:
                 try:
                     async with asyncio.timeout(20):

@@ -16,19 +16,27 @@ receiver's counters with what was injected.
   ``outage_trigger`` on, every route drops everything for ``outage_s`` seconds (a cut
   cable). Datagrams dropped that way are recorded separately.
 
-A thread forwards; nothing here is meant to be fast (small test streams only).
+A child process forwards (``python relay.py``, stdlib only, the listen sockets inherited),
+so the test's own event loop and GIL never hold a datagram back: a thread here once put one
+leg of a 2022-7 pair more than the merge's skew behind the other under load. Routes are
+served in turns of a few datagrams each, so a burst on one route does not hold the others
+back either. Nothing here is meant to be fast (small test streams only).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import select
 import socket
 import struct
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +78,19 @@ class RouteReport:
     after_marker_ts: set[int] = field(default_factory=set)
 
 
-@dataclass
+def _report_to_json(rep: RouteReport) -> dict[str, object]:
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in dataclasses.asdict(rep).items()}
+
+
+def _report_from_json(d: dict[str, object]) -> RouteReport:
+    rep = RouteReport(**d)  # type: ignore[arg-type]
+    for f in dataclasses.fields(RouteReport):
+        if isinstance(getattr(RouteReport(), f.name), set):
+            setattr(rep, f.name, set(getattr(rep, f.name)))
+    return rep
+
+
+@dataclass(eq=False)  # hashed by identity: the forwarder keeps a list of busy routes
 class _Route:
     listen: socket.socket
     dest: tuple[str, int]
@@ -90,6 +110,10 @@ def _seq_ts(datagram: bytes) -> tuple[int, int]:
 
 class UdpRelay:
     """Forward UDP datagrams from listen ports to destination ports with impairments.
+
+    The listen sockets are bound here (so a sender may start as soon as this returns);
+    :meth:`start` hands them to a child process that forwards until :meth:`stop`, which
+    collects what it did.
 
     Parameters
     ----------
@@ -120,54 +144,86 @@ class UdpRelay:
         hold_s: float = 0.005,
     ) -> None:
         impairments = impairments or {}
-        self.routes: dict[int, _Route] = {}
-        for lport, dport in routes.items():
+        self._sockets: dict[int, socket.socket] = {}
+        for lport in routes:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             s.bind(("127.0.0.1", lport))
-            s.setblocking(False)
-            self.routes[lport] = _Route(
-                listen=s,
-                dest=("127.0.0.1", dport),
-                impairment=impairments.get(lport, Impairment()),
-                rng=random.Random(f"{seed}:{lport}"),
-                report=RouteReport(),
-            )
-        self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-        self.outage_s = outage_s
-        self.outage_trigger = outage_trigger
-        self.outage_after = outage_after
-        self.outage_started: float | None = None
-        self._outage_over = False
-        self._hold_s = hold_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+            self._sockets[lport] = s
+        self._config = {
+            "routes": [{"port": lport, "fd": self._sockets[lport].fileno(), "dest": dport,
+                        "impairment": dataclasses.asdict(impairments.get(lport, Impairment()))}
+                       for lport, dport in routes.items()],
+            "seed": seed, "outage_s": outage_s, "outage_trigger": outage_trigger,
+            "outage_after": outage_after, "hold_s": hold_s,
+        }
+        self._proc: subprocess.Popen[str] | None = None
+        self._reports: dict[int, RouteReport] = {}
 
     def report(self, port: int) -> RouteReport:
         """The record of route ``port`` (read it after :meth:`stop`)."""
-        return self.routes[port].report
+        return self._reports[port]
 
     def start(self) -> UdpRelay:
-        """Start forwarding in a thread."""
-        self._thread.start()
+        """Start forwarding in a child process (returns once it forwards)."""
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            pass_fds=[s.fileno() for s in self._sockets.values()], text=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(self._config) + "\n")
+        self._proc.stdin.flush()
+        if self._proc.stdout.readline().strip() != "ready":
+            self._proc.kill()
+            raise RuntimeError(f"the relay did not start (exit {self._proc.wait()})")
         return self
 
     def stop(self) -> None:
-        """Release held datagrams, stop the thread and close the sockets."""
-        self._stop.set()
-        self._thread.join(10)
-        for r in self.routes.values():
-            r.listen.close()
-        self._out.close()
+        """Release held datagrams, stop the child and collect its records."""
+        if self._proc is not None:
+            out, _ = self._proc.communicate("stop\n", timeout=10)
+            if self._proc.returncode != 0:
+                raise RuntimeError(f"the relay failed (exit {self._proc.returncode})")
+            self._reports = {int(k): _report_from_json(v) for k, v in json.loads(out).items()}
+            self._proc = None
+        for s in self._sockets.values():
+            s.close()
 
     def __enter__(self) -> UdpRelay:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None and self._proc is not None:
+            self._proc.kill()  # the test failed already: do not wait on the child
+            self._proc.wait()
+            self._proc = None
         self.stop()
 
-    # -- forwarding thread ---------------------------------------------------------------
+
+class _Forwarder:
+    """The child's side: forward, impair and record until told to stop on stdin."""
+
+    BATCH = 8  # datagrams per route per turn
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.routes: dict[int, _Route] = {}
+        for r in config["routes"]:
+            s = socket.socket(fileno=r["fd"])
+            s.setblocking(False)
+            self.routes[r["port"]] = _Route(
+                listen=s,
+                dest=("127.0.0.1", r["dest"]),
+                impairment=Impairment(**r["impairment"]),
+                rng=random.Random(f"{config['seed']}:{r['port']}"),
+                report=RouteReport(),
+            )
+        self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        self.outage_s = config["outage_s"]
+        self.outage_trigger = config["outage_trigger"]
+        self.outage_after = config["outage_after"]
+        self.outage_started: float | None = None
+        self._outage_over = False
+        self._hold_s = config["hold_s"]
 
     def _in_outage(self, now: float) -> bool:
         if self.outage_started is None or self._outage_over:
@@ -197,21 +253,29 @@ class UdpRelay:
         else:
             rep.highest = ext
 
-    def _run(self) -> None:
+    def run(self, control: int) -> None:
+        """Forward until ``control`` (the child's stdin) is readable, then flush the held."""
         poller = select.poll()
         by_fd = {}
         for r in self.routes.values():
             poller.register(r.listen.fileno(), select.POLLIN)
             by_fd[r.listen.fileno()] = r
-        while not self._stop.is_set():
-            events = poller.poll(1)
+        poller.register(control, select.POLLIN)
+        busy: list[_Route] = []
+        while True:
+            events = poller.poll(0 if busy else 1)
+            if any(fd == control for fd, _ in events):
+                break
+            busy = list(dict.fromkeys(busy + [by_fd[fd] for fd, _ in events]))
             now = time.monotonic()
-            for fd, _ in events:
-                route = by_fd[fd]
-                while True:
+            # one turn: a few datagrams from each route that has some (a burst on one
+            # route does not hold back the others)
+            for route in busy[:]:
+                for _ in range(self.BATCH):
                     try:
                         datagram = route.listen.recv(65536)
                     except BlockingIOError:
+                        busy.remove(route)
                         break
                     self._handle(route, datagram, time.monotonic())
             for route in self.routes.values():
@@ -272,3 +336,14 @@ class UdpRelay:
                 self._send(route, datagram)
         for d in ready:
             self._send(route, d)
+
+
+def _child() -> None:
+    fwd = _Forwarder(json.loads(sys.stdin.readline()))
+    print("ready", flush=True)
+    fwd.run(sys.stdin.fileno())
+    json.dump({port: _report_to_json(r.report) for port, r in fwd.routes.items()}, sys.stdout)
+
+
+if __name__ == "__main__":
+    _child()
