@@ -85,6 +85,13 @@ def test_format_status_rates_and_fields() -> None:
                     "| rec 30/150")
     rx = format_status(Sample(frames=60, packets=7000, lost=0, late=0), None, 2.0, 2.0)
     assert rx == "2s | 30.0 fps | 3500 pkt/s | lost 0 | late 0"
+    # several streams in one receive: each one's rate (a stalled camera shows), not the sum
+    two = format_status(Sample(frames=230, frames_each=(120, 110), packets=10),
+                        Sample(frames=110, frames_each=(60, 50), packets=0), 1.0, 3.0)
+    assert two == "3s | 60.0/60.0 fps | 10 pkt/s"
+    stalled = format_status(Sample(frames=180, frames_each=(120, 60)),
+                            Sample(frames=120, frames_each=(60, 60)), 1.0, 4.0)
+    assert stalled == "4s | 60.0/0.0 fps"
 
     class Tty:
         def isatty(self) -> bool:

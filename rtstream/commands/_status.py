@@ -37,6 +37,9 @@ class Sample:
     viewers: int | None = None
     recording: str | None = None  # e.g. "rec 42/150"
     legs: str | None = None  # ST 2022-7: e.g. "legs 1+2", "leg 2 DOWN"
+    # several streams in one command: frames of each (the line shows each one's rate,
+    # "60.0/59.9 fps", not their sum)
+    frames_each: tuple[int, ...] | None = None
 
 
 def seconds_up_to(maximum: float, hint: str) -> Callable[[str], float]:
@@ -82,8 +85,12 @@ def format_status(now: Sample, before: Sample | None, seconds: float, elapsed: f
         return max(0, a - (b or 0)) / dt
 
     prev = before or Sample()
-    fps = rate(now.frames, prev.frames if before else 0)
-    if fps is not None:
+    each = now.frames_each
+    if each is not None and len(each) > 1:
+        was = prev.frames_each if prev.frames_each and len(prev.frames_each) == len(each) else None
+        parts.append("/".join(f"{rate(n, was[i] if was else 0):.1f}" for i, n in enumerate(each))
+                     + " fps")
+    elif (fps := rate(now.frames, prev.frames if before else 0)) is not None:
         parts.append(f"{fps:.1f} fps")
     mbit = rate(now.bytes, prev.bytes if before else 0)
     if mbit is not None:

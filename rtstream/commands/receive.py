@@ -249,13 +249,15 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
 
 
 def _sample(rxs: list[Receiver]) -> Sample:
-    """The receivers' counters for the status line (summed over several streams)."""
+    """The receivers' counters for the status line (summed over several streams, but
+    each stream's frame rate on its own)."""
     stats = [rx.stats for rx in rxs]
     store = rxs[0].store_client  # one store client for all of them
     recs = [r for r in (rx.capture.recording for rx in rxs) if r is not None]
     legs = [s for s in map(legs_status, stats) if s is not None]
     return Sample(
         frames=sum(int(st["frames_delivered"]) for st in stats),
+        frames_each=tuple(int(st["frames_delivered"]) for st in stats),
         packets=sum(int(st["packets"]) for st in stats),
         lost=sum(int(st["packets_lost"]) for st in stats),
         late=sum(int(st["late"]) for st in stats),
