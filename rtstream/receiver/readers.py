@@ -36,7 +36,9 @@ when its batch's headers are exactly the merged stream's next numbers
 (:meth:`~rtstream.proto.dup.DupMerger.take_next`; taken before the other leg's next
 batch is merged even while held, so that leg's copies are dropped as copies) the
 payloads stay where they landed, else the datagrams are put back together and merged
-whole. Winners of the other leg are depacketized only after a held split batch.
+whole. Winners of the other leg are depacketized only after a held split batch. When
+the leading leg defers its read through most of a paced frame, the other leg waits too
+(:meth:`VideoReader._hold`); it is read shortly after the leading one, its copies dropped.
 Winners held behind a gap (the other leg's copy may still come, ``dup_skew_ms``) are
 released by a timer at their deadline; every 50 ms the legs are polled and a leg silent
 for 100 ms, or back, is logged at INFO and kept in :attr:`FlowReader.leg_events` for the
@@ -460,7 +462,15 @@ class VideoReader(FlowReader):
         loop.call_later(_SILENCE_S, self._check_silence)
 
     def close(self) -> None:
-        """Cancel the hold timer, stop watching the socket and close it."""
+        """Read what a deferral left in the sockets (the leading leg first, so that the
+        counters, each leg's too, include what arrived), cancel the hold timers, stop
+        watching the sockets and close them."""
+        if self._loop is not None and not self.paused:
+            lead = self._split_leg if self._split_plan is not None else 0
+            for leg in (lead, 1 - lead):
+                if self.reader_off[leg] and self.socket_of(leg) is not None:
+                    self._cancel_hold(leg)
+                    self._flush_held(leg)
         for leg, timer in enumerate(self.hold_timers):
             if timer is not None:
                 timer.cancel()
@@ -496,7 +506,9 @@ class VideoReader(FlowReader):
             self.last_rx_ns = now
             n = len(lengths)
             new = sock.new_rows
-            marker = batch.shape[1] > 1 and self._paced(batch[n - new :, 1], now)
+            marker = batch.shape[1] > 1 and bool((batch[n - new :, 1] & 0x80).any())
+            if merge is None and new and batch.shape[1] > 1:
+                self._paced(marker, now)
             if not flush and n < _HOLD_ROWS and batch.shape[1] > 1 and not marker and sock.hold():
                 # One datagram per wake-up (a sender without GSO on a path that does not
                 # coalesce): let them queue in the socket until the timer.
@@ -507,7 +519,12 @@ class VideoReader(FlowReader):
                 for ev in self.depkt.feed(batch, lengths, now):
                     sink.on_frame(self, ev, now)
             else:
+                won = merge.winners
                 self._deliver(leg, batch, lengths, now)
+                # of an ST 2022-7 flow, the pacing of the merged stream: reads that
+                # delivered some of its packets first (copies come at any time)
+                if merge.winners > won:
+                    self._paced(marker, now)
             if n < self.batch:
                 return
 
@@ -561,7 +578,9 @@ class VideoReader(FlowReader):
         self.packets += new
         now = self.clock.now_ns()
         self.last_rx_ns = now
-        marker = self._paced(heads[n - new :, 1], now)
+        marker = bool((heads[n - new :, 1] & 0x80).any())
+        if new:
+            self._paced(marker, now)
         if not flush and n < _HOLD_ROWS and new and not marker and sock.hold():
             self._split_plan, self._split_leg = plan, leg
             if self.merge is not None:
@@ -573,17 +592,15 @@ class VideoReader(FlowReader):
         self._split_batch(leg, plan, heads, lengths, spare, taken, now)
         return sock.split_full
 
-    def _paced(self, second_bytes: np.ndarray, now: int) -> bool:
-        """Note a read's place in the frame pacing; True when it holds a marker bit
-        (``second_bytes``: the second byte of each new RTP header)."""
-        if not len(second_bytes):
-            return False
-        if not self._frame_t0:
-            self._frame_t0 = now
-        if not (second_bytes & 0x80).any():
-            return False
-        self._span_ns, self._frame_t0 = now - self._frame_t0, 0
-        return True
+    def _paced(self, marker: bool, now: int) -> None:
+        """Note a read's place in the frame pacing (``marker``: it read a frame's last
+        packet). A frame first read more than two frame periods ago is stale (its
+        marker was lost, or not noted): this read starts a new one."""
+        t0 = self._frame_t0
+        if not t0 or now - t0 > 2 * self.fmt.frame_duration_ns:
+            self._frame_t0 = t0 = now
+        if marker:
+            self._span_ns, self._frame_t0 = now - t0, 0
 
     def _hold(self, leg: int, sock: UdpReceiver, now: int, reader_off: bool, *,
               defer: bool) -> None:
@@ -591,31 +608,63 @@ class VideoReader(FlowReader):
 
         Normally the timer reads what came within _HOLD_S, and readiness events read
         sooner. With ``defer`` (a split batch: its payloads are in place already), early
-        in a paced frame of a merge-free flow the socket is not watched until
-        _DEFER_MARGIN_S before the frame's last packet is due: the datagrams wait in the
-        socket's buffer, one wake-up reads them all instead of one per burst of the
-        sender, and the frame's last packets are read as they arrive. (The copying path
-        would then copy most of a frame in one go just before its end: frame-ready p99
-        2.1-2.8 ms in two runs, so it does not defer.)"""
+        in a paced frame the socket is not watched until _DEFER_MARGIN_S before the
+        frame's last packet is due: the datagrams wait in the socket's buffer, one
+        wake-up reads them all instead of one per burst of the sender, and the frame's
+        last packets are read as they arrive. (The copying path would then copy most of
+        a frame in one go just before its end: frame-ready p99 2.1-2.8 ms in two runs, so
+        it does not defer.) Of an ST 2022-7 flow both legs wait, and the leading leg
+        ``leg`` is read first when they wake."""
         loop = self._loop
         if self.hold_timers[leg] is not None or loop is None:
             return
         wait = _HOLD_S
-        if defer and self.merge is None and self._span_ns and self._frame_t0:
+        then: Callable[[int], None] = self._flush_held
+        t0, span = self._frame_t0, self._span_ns
+        if defer and span and t0:
+            socks = [s for s in (self.sock, self.sock2) if s is not None]
             until = min(
-                (self._frame_t0 + self._span_ns - now) / 1e9 - _DEFER_MARGIN_S,
+                (t0 + span - now) / 1e9 - _DEFER_MARGIN_S,
                 self.fmt.frame_duration_ns / 1e9,
-                # what arrives meanwhile fills at most a quarter of the socket's buffer
+                # what arrives meanwhile fills at most a quarter of a socket's buffer
                 # (datagrams take up to twice their size there)
-                sock.rcvbuf / 4 * self._span_ns / 1e9 / self.fmt.frame_bytes,
+                min(s.rcvbuf for s in socks) / 4 * span / 1e9 / self.fmt.frame_bytes,
             )
             if until > 2 * _HOLD_S:
                 wait, reader_off = until, True
                 self.deferrals += 1
-        self.hold_timers[leg] = loop.call_later(wait, self._flush_held, leg)
-        if reader_off and not self.reader_off[leg]:
-            loop.remove_reader(sock.fileno())
+                if self.merge is not None:
+                    # Both legs wait: the other leg's datagrams are mostly copies of
+                    # what this leg holds; read after it, they drop as copies.
+                    other = 1 - leg
+                    self._cancel_hold(other)
+                    self._unwatch(other)
+                    then = self._wake_legs
+        self.hold_timers[leg] = loop.call_later(wait, then, leg)
+        if reader_off:
+            self._unwatch(leg)
+
+    def _unwatch(self, leg: int) -> None:
+        """Stop leg ``leg``'s readiness events until :meth:`_flush_held`."""
+        sock = self.socket_of(leg)
+        if sock is not None and self._loop is not None and not self.reader_off[leg]:
+            self._loop.remove_reader(sock.fileno())
             self.reader_off[leg] = True
+
+    def _wake_legs(self, leg: int) -> None:
+        """The end of a deferral of both legs: the leading leg ``leg`` is read now. The
+        other's datagrams are mostly copies: they are read _HOLD_S later, after the
+        frame's last packets and its grain (read at once, they held the frame's grain
+        back: frame-ready p50 1.8 ms), unless a gap waits for them in the merge."""
+        self._flush_held(leg)
+        other = 1 - leg
+        loop, merge = self._loop, self.merge
+        if not self.reader_off[other] or self.hold_timers[other] is not None or loop is None:
+            return
+        if merge is not None and merge.held:
+            self._flush_held(other)
+        else:
+            self.hold_timers[other] = loop.call_later(_HOLD_S, self._flush_held, other)
 
     def _cancel_hold(self, leg: int) -> None:
         timer = self.hold_timers[leg]

@@ -8,6 +8,7 @@ receiver here, so every byte and every metadata grain sent is known; tests with 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -69,12 +70,16 @@ def make_sdp(
     *,
     audio: AudioFormat | None = None,
     metadata: bool = True,
+    dup_port: int | None = None,
 ) -> Path:
-    """Write rtstream's SDP for flows on base (video), +2 (metadata), +4 audio, +6 audio meta."""
+    """Write rtstream's SDP for flows on base (video), +2 (metadata), +4 audio, +6 audio meta
+    (and a second video leg on ``dup_port``, ST 2022-7)."""
     media = [
         SdpMedia(kind=MediaKind.VIDEO, port=base, payload_type=96, address="127.0.0.1",
                  clock_rate=90000, video=fmt, mid="VID"),
     ]
+    if dup_port is not None:
+        media.append(dataclasses.replace(media[0], port=dup_port, mid="VID2"))
     if metadata:
         media.append(SdpMedia(kind=MediaKind.METADATA, port=base + 2, payload_type=104,
                               address="127.0.0.1", clock_rate=90000, extmap=ExtMap.default(),
@@ -88,7 +93,8 @@ def make_sdp(
                                   address="127.0.0.1", clock_rate=audio.sample_rate,
                                   extmap=ExtMap.default(), mid="AMETA", describes="AUD"))
     sess = SdpSession(origin_address="127.0.0.1", session_name="rtstream test", session_id=7,
-                      media=tuple(media))
+                      media=tuple(media),
+                      dup_groups=(("VID", "VID2"),) if dup_port is not None else ())
     path.write_text(write_sdp(sess))
     return path
 
@@ -115,9 +121,13 @@ class RtvTestSender:
         first_index: int = 0,
         ts_base: int | None = None,
         bursts: int = 1,
+        dup_port: int | None = None,
+        partial: int = 0,
     ) -> None:
         self.fmt = fmt
+        self.partial = partial  # then the first bursts of one more frame (no marker)
         self.bursts = bursts  # a frame's datagrams in this many bursts over its period
+        self.dup_port = dup_port  # ST 2022-7: each video burst sent here too, right after
         self.port = port
         self.n = frames
         self.period = 1.0 / fps
@@ -154,6 +164,7 @@ class RtvTestSender:
         fmt = self.fmt
         vid = UdpSender(("127.0.0.1", self.port))
         meta = UdpSender(("127.0.0.1", self.port + 2))
+        vid2 = None if self.dup_port is None else UdpSender(("127.0.0.1", self.dup_port))
         pk = VideoPacketizer(fmt, ssrc=self.ssrc, sequence=int(self.rng.integers(0, 2**32)))
         mpk = MetadataPacketizer(ssrc=self.ssrc + 1, extmap=ExtMap.default(),
                                  source_id=uuid.UUID(int=self.ssrc), flow_id=uuid.UUID(int=2),
@@ -179,7 +190,7 @@ class RtvTestSender:
             a_ts = rtp_timestamp(self.t0, a.sample_rate)
         start = time.monotonic()
         try:
-            for k in range(self.n):
+            for k in range(self.n + (1 if self.partial else 0)):
                 i = self.first_index + k
                 ts = (self.ts_base + i * TICKS_60) & 0xFFFFFFFF
                 origin = PtpTimestamp.from_ns(self.t0 + round(i * 1e9 / 60))
@@ -196,13 +207,16 @@ class RtvTestSender:
                     for d in datagrams:
                         meta.send(d)
                 rows = len(batch.sizes)
-                for b in range(self.bursts):
+                bursts = self.bursts if k < self.n else self.partial
+                for b in range(bursts):
                     if b:
                         time.sleep(self.period / self.bursts)
                     lo, hi = rows * b // self.bursts, rows * (b + 1) // self.bursts
-                    while lo < hi:
-                        lo += vid.send_batch(batch, lo, hi)
-                self.log.video_packets += rows
+                    for out in (vid, vid2):
+                        at = lo
+                        while out is not None and at < hi:
+                            at += out.send_batch(batch, at, hi)
+                self.log.video_packets += rows * bursts // self.bursts
                 if i % 2 == 1:
                     for d in datagrams:
                         meta.send(d)
@@ -230,7 +244,7 @@ class RtvTestSender:
                 if delay > 0:
                     time.sleep(delay)
         finally:
-            for s in (vid, meta, aud, ameta):
+            for s in (vid, vid2, meta, aud, ameta):
                 if s is not None:
                     s.close()
 
@@ -335,6 +349,53 @@ async def test_paced_frames_are_read_in_few_wakeups_and_arrive_whole(tmp_path: P
     assert stats["packets_lost"] == 0
     # after the first frame told the pacing, most frames were read in a deferred read
     assert reader.deferrals >= n // 2
+
+
+async def test_paced_frames_on_two_legs_are_read_in_few_wakeups(tmp_path: Path) -> None:
+    """The same over ST 2022-7: both legs wait through most of each frame and the one
+    that leads is read first (its payloads in place), the other's copies drop as copies;
+    every frame whole and byte-exact, nothing lost on either leg."""
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 1280, 720)
+    base = free_port(count=4, step=2)
+    dup = free_port()
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt, dup_port=dup)
+    n = 40
+    async with Receiver(ReceiverConfig(sdp=str(sdp), frames=n - 2)) as rx:
+        tx = RtvTestSender(fmt, base, frames=n, bursts=16, dup_port=dup).start()
+        items = await asyncio.wait_for(collect(rx), 30)
+        reader = rx.video[0]
+        await asyncio.to_thread(tx.join)  # all sent: nothing is on its way at the close
+    stats = rx.stats  # after the close, which reads what a deferral left in the sockets
+    assert len(items) == n - 2
+    for it in items:
+        assert it.complete and it.frame is not None
+        assert it.frame.tobytes() == tx.log.frames[it.rtp_timestamp]
+    assert check_pairs(items, tx.log) == len(items)
+    vid = stats["flows"]["VID"]
+    assert stats["packets_lost"] == 0 and vid["packets_lost"] == 0
+    assert [leg["lost"] for leg in vid["legs"]] == [0, 0]
+    assert vid["legs"][1]["redundant"] > 0  # the copies came, and were dropped as copies
+    assert reader.deferrals >= n // 2
+
+
+async def test_a_receiver_closed_during_a_deferral_counts_what_waited(tmp_path: Path) -> None:
+    """The stream stops in the middle of a frame while both legs wait for a deferred read
+    (a Ctrl-C, a frame limit): the close reads what waited, so every packet sent is
+    counted, on each leg too (else the leg read last showed a frame's packets as lost)."""
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 1280, 720)
+    base = free_port(count=4, step=2)
+    dup = free_port()
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt, dup_port=dup)
+    async with Receiver(ReceiverConfig(sdp=str(sdp))) as rx:
+        reader = rx.video[0]
+        tx = RtvTestSender(fmt, base, frames=6, bursts=16, dup_port=dup, partial=4).start()
+        await asyncio.to_thread(tx.join)  # ... the last frame's first 4 bursts of 16
+        await asyncio.sleep(0.002)
+        assert reader.reader_off == [True, True]  # both legs wait for the deferred read
+    vid = rx.stats["flows"]["VID"]
+    assert vid["packets_lost"] == 0
+    assert [(leg["packets"], leg["lost"]) for leg in vid["legs"]] == [
+        (tx.log.video_packets, 0)] * 2
 
 
 async def test_the_silence_check_reads_a_socket_left_unwatched(tmp_path: Path) -> None:
