@@ -440,6 +440,7 @@ class VideoReader(FlowReader):
         # (0: between frames), and the last frame's first read -> marker read (ns).
         self._frame_t0 = 0
         self._span_ns = 0
+        self._catch_up: int | None = None  # the leg read after the frame's end (_wake_legs)
         self.deferrals = 0  # holds that left the socket unwatched until late in the frame
         self.sink = sink
         #: Read with split reads (module doc) when the socket can; False keeps every
@@ -466,11 +467,7 @@ class VideoReader(FlowReader):
         counters, each leg's too, include what arrived), cancel the hold timers, stop
         watching the sockets and close them."""
         if self._loop is not None and not self.paused:
-            lead = self._split_leg if self._split_plan is not None else 0
-            for leg in (lead, 1 - lead):
-                if self.reader_off[leg] and self.socket_of(leg) is not None:
-                    self._cancel_hold(leg)
-                    self._flush_held(leg)
+            self._read_unwatched()
         for leg, timer in enumerate(self.hold_timers):
             if timer is not None:
                 timer.cancel()
@@ -601,6 +598,13 @@ class VideoReader(FlowReader):
             self._frame_t0 = t0 = now
         if marker:
             self._span_ns, self._frame_t0 = now - t0, 0
+            other = self._catch_up
+            if other is not None and self.reader_off[other] and self._loop is not None:
+                # the frame is in: the other leg's copies after its grain (_wake_legs)
+                self._catch_up = None
+                self._cancel_hold(other)
+                self.hold_timers[other] = self._loop.call_later(_HOLD_S, self._flush_held,
+                                                                other)
 
     def _hold(self, leg: int, sock: UdpReceiver, now: int, reader_off: bool, *,
               defer: bool) -> None:
@@ -621,7 +625,10 @@ class VideoReader(FlowReader):
         wait = _HOLD_S
         then: Callable[[int], None] = self._flush_held
         t0, span = self._frame_t0, self._span_ns
-        if defer and span and t0:
+        other = 1 - leg
+        # (of an ST 2022-7 flow, not while the other leg's read is due: read now, it
+        # could deliver what this leg has not read yet and lead; left, it would wait on)
+        if defer and span and t0 and (self.merge is None or self.hold_timers[other] is None):
             socks = [s for s in (self.sock, self.sock2) if s is not None]
             until = min(
                 (t0 + span - now) / 1e9 - _DEFER_MARGIN_S,
@@ -636,8 +643,6 @@ class VideoReader(FlowReader):
                 if self.merge is not None:
                     # Both legs wait: the other leg's datagrams are mostly copies of
                     # what this leg holds; read after it, they drop as copies.
-                    other = 1 - leg
-                    self._cancel_hold(other)
                     self._unwatch(other)
                     then = self._wake_legs
         self.hold_timers[leg] = loop.call_later(wait, then, leg)
@@ -653,24 +658,42 @@ class VideoReader(FlowReader):
 
     def _wake_legs(self, leg: int) -> None:
         """The end of a deferral of both legs: the leading leg ``leg`` is read now. The
-        other's datagrams are mostly copies: they are read _HOLD_S later, after the
-        frame's last packets and its grain (read at once, they held the frame's grain
-        back: frame-ready p50 1.8 ms), unless a gap waits for them in the merge."""
-        self._flush_held(leg)
+        other's datagrams are mostly copies: they are read _HOLD_S after the frame's last
+        packet (:meth:`_paced`), so after the frame and its grain (read before, they held
+        frames back: frame-ready p50 1.8 ms), at the latest a frame period from now, and
+        at once when a gap waits for them in the merge."""
         other = 1 - leg
+        self._catch_up = other  # (the lead's read may be the one with the frame's end)
+        self._flush_held(leg)
         loop, merge = self._loop, self.merge
-        if not self.reader_off[other] or self.hold_timers[other] is not None or loop is None:
-            return
+        if self._catch_up is None or not self.reader_off[other] or loop is None:
+            return  # read already, or read at the end of the frame
+        self._cancel_hold(other)
         if merge is not None and merge.held:
+            self._catch_up = None
             self._flush_held(other)
         else:
-            self.hold_timers[other] = loop.call_later(_HOLD_S, self._flush_held, other)
+            self.hold_timers[other] = loop.call_later(self.fmt.frame_duration_ns / 1e9,
+                                                      self._flush_held, other)
 
     def _cancel_hold(self, leg: int) -> None:
         timer = self.hold_timers[leg]
         if timer is not None:
             timer.cancel()
             self.hold_timers[leg] = None
+
+    def _end_hold(self, leg: int) -> None:
+        """The batch held on leg ``leg`` was taken another way: cancel its timer, and
+        watch again the sockets its hold left unwatched (both legs after a deferral of
+        an ST 2022-7 flow), else nothing would read them until the silence check."""
+        self._cancel_hold(leg)
+        loop = self._loop
+        for i in (leg, 1 - leg):
+            sock = self.socket_of(i)
+            if (self.reader_off[i] and self.hold_timers[i] is None and sock is not None
+                    and loop is not None and not self.paused):
+                loop.add_reader(sock.fileno(), self.on_readable, False, i)
+                self.reader_off[i] = False
 
     def _split_batch(self, leg: int, plan: SplitPlan, heads: np.ndarray, lengths: np.ndarray,
                      spare: np.ndarray, taken: int, now: int) -> None:
@@ -716,7 +739,7 @@ class VideoReader(FlowReader):
         if plan is None or rows is None or sock is None:
             return
         sock.unhold()
-        self._cancel_hold(leg)
+        self._end_hold(leg)
         heads, lengths, spare = rows
         self._split_batch(leg, plan, heads, lengths, spare, taken, now)
 
@@ -733,26 +756,33 @@ class VideoReader(FlowReader):
         if self.sock is None or loop is None:
             return
         silence = max(_SILENCE_S, 2 * float(self.fmt.frame_duration_ns) / 1e9)
-        # A busy loop may not have read the socket for a while: what waits there is not
-        # silence. Read it first, a socket left unwatched by a hold too (else its held
-        # rows would be given up once the silence flush emitted the frame they belong to).
         if not self.paused:
+            # A busy loop may not have read the socket for a while: what waits there is
+            # not silence. Read it first, a socket left unwatched by a hold too (else its
+            # held rows would be given up once the silence flush emitted the frame they
+            # belong to), but that one only when the flow looks silent (a deferral's
+            # timer reads it soon, and reading it early costs the reads it saves).
             for leg in (0, 1):
-                if self.socket_of(leg) is None:
-                    continue
-                if self.reader_off[leg]:
-                    self._cancel_hold(leg)
-                    self._flush_held(leg)  # watches the socket again and reads it
-                else:
+                if self.socket_of(leg) is not None and not self.reader_off[leg]:
                     self.on_readable(True, leg)
-        now = self.clock.now_ns()
-        if now - self.last_rx_ns >= silence * 1e9 and not self.paused:
-            self.flush_merge(now)
-            for ev in self.depkt.flush():
-                self.sink.on_frame(self, ev, now)
-            if self._host is not None:
-                self._host.read_done()
+            if self.clock.now_ns() - self.last_rx_ns >= silence * 1e9:
+                self._read_unwatched()
+            now = self.clock.now_ns()
+            if now - self.last_rx_ns >= silence * 1e9:
+                self.flush_merge(now)
+                for ev in self.depkt.flush():
+                    self.sink.on_frame(self, ev, now)
+                if self._host is not None:
+                    self._host.read_done()
         loop.call_later(silence / 2, self._check_silence)
+
+    def _read_unwatched(self) -> None:
+        """Read the sockets a hold left unwatched now, the leading leg first."""
+        lead = self._split_leg if self._split_plan is not None else 0
+        for leg in (lead, 1 - lead):
+            if self.reader_off[leg] and self.socket_of(leg) is not None:
+                self._cancel_hold(leg)
+                self._flush_held(leg)  # watches the socket again and reads it
 
     def _flush_held(self, leg: int = 0) -> None:
         self.hold_timers[leg] = None
