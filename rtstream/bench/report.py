@@ -320,8 +320,10 @@ less (2.85-3.13). A test (`tests/net/test_receiver.py`, 720p in 16 bursts per fr
 checks that most frames are read this way and arrive byte-exact with their grains.
 The cost: a frame whose packets come more than 3 ms sooner than the last one's did waits
 in the kernel until the timer (at most one frame period); frame-ready latency as measured
-here starts at the read, so it does not show that case. ST 2022-7 flows do not defer
-yet: timing the two legs together held frames back (p50 1.6 ms) in a first attempt.
+here starts at the read, so it does not show that case. The flow's silence check (every
+50 ms) read a deferred socket at once, which cut about one deferral in three short; it
+now does so only when the flow looks silent. ST 2022-7 flows defer too (see "ST 2022-7:
+two networks" below).
 Nor does the copying path (frames it cannot read split): it would copy most of a frame
 in one go just before the frame's end, and its frame-ready p99 rose to 2.1-2.8 ms in the
 two `bench all` runs that tried it (CPU 3.14-3.41 against 3.68 ms per frame).
@@ -345,27 +347,31 @@ archive association serve them all.
 
 `rtstream bench dup` (module docstring of `rtstream/bench/dup.py`: one rtstream sender
 on two legs over 127.0.0.1, four receivers measured one after the other over a steady
-window, CPU from `/proc`). Measured 2026-12-06 19:33 UTC on this 2-CPU machine with
+window, CPU from `/proc`). Measured 2026-12-06 23:00 UTC on this 2-CPU machine with
 nothing else running, 1080p60 4:2:2 10-bit, 10 s window (`rtstream bench dup --seconds 10`):
 
 | receiver | CPU ms/frame | fps | loss | frame-ready p50 / p99 |
 |---|---|---|---|---|
-| rtstream, 1 leg | 3.03 | 60.0 | 0 | 284 / 759 us |
-| rtstream, 2 legs merged | 5.43 | 59.9 | 0 | 452 / 594 us |
-| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 9.82 | 60.1 | 0 | - |
-| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (2.11) | (610) | 3,491,438 datagrams | - |
+| rtstream, 1 leg | 3.07 | 60.0 | 0 | 295 / 565 us |
+| rtstream, 2 legs merged | 5.03 | 60.1 | 0 | 379 / 635 us |
+| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 10.00 | 60.0 | 0 | - |
+| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (2.00) | (642) | 3,760,655 datagrams | - |
 
-- Merging both legs costs **1.79x** the single-leg receiver in this run (two more runs
-  the same hour: 2.01x, 2.09x; the issue's target is 1.3x: not met). The merged receiver
-  costs what it did (5.1-5.5 ms per frame; 14:28 UTC: 5.55), but a single leg got
-  cheaper with deferred reads (above: 2.5-3.0 ms, 3.68 at 14:28, when the ratio was
-  1.51x), which merged flows do not use yet. Before that, merged video flows got split
-  reads on the leading leg (the merge takes such a batch by its headers alone,
-  `DupMerger.take_next`): 1.45-1.49x then. What the second leg's bytes alone cost,
-  measured with a throwaway build that drained the second leg and discarded it unread:
-  1.25-1.28x the copying single leg. The rest is the merge's holds, the second leg's
-  wake-ups and reads; the way on is to defer both legs' reads together without holding
-  frames back (a first try read each frame's end late: p50 1.6 ms).
+- Merging both legs costs **1.64x** the single-leg receiver in this run (the next run:
+  1.60x; the issue's target is 1.3x: not met). The merged flow now defers its reads as a
+  single leg does (above): when the leading leg holds a split batch early in a paced
+  frame, both legs stop their readiness events; at the wake the leading leg is read
+  first, and the other leg 1 ms after the frame's last packet (so after the frame and
+  its grain; read at the wake it held the grain back, p50 1.8 ms), its copies dropped as
+  copies. The frame pacing is the merged stream's (reads that delivered packets first).
+  Interleaved runs of the same build with and without it (three each): 5.44-5.58 against
+  5.87-6.11 ms per frame, p50 405-424 against 495-515 us, p99 786-957 against 775-804
+  us. Same hour, the build before: 1.78-1.79x (19:33 UTC: 1.79-2.09x). Before that,
+  merged video flows got split reads on the leading leg (the merge takes such a batch by
+  its headers alone, `DupMerger.take_next`): 1.45-1.49x against a costlier single leg.
+  What the second leg's bytes alone cost, measured with a throwaway build that drained
+  the second leg and discarded it unread: 1.25-1.28x the copying single leg; the kernel
+  has to copy the second leg's datagrams to tell copies from winners.
 - GStreamer's stand-in could not keep up at this rate here: its two sockets dropped
   1.7 M datagrams in the run (kernel drop counters) and its frame counter counts the
   depayloader's partial outputs (859/s), so its CPU per frame is meaningless; even when it
