@@ -599,12 +599,10 @@ class VideoReader(FlowReader):
         if marker:
             self._span_ns, self._frame_t0 = now - t0, 0
             other = self._catch_up
-            if other is not None and self.reader_off[other] and self._loop is not None:
+            if other is not None and self.reader_off[other]:
                 # the frame is in: the other leg's copies after its grain (_wake_legs)
                 self._catch_up = None
-                self._cancel_hold(other)
-                self.hold_timers[other] = self._loop.call_later(_HOLD_S, self._flush_held,
-                                                                other)
+                self._read_later(other, _HOLD_S)
 
     def _hold(self, leg: int, sock: UdpReceiver, now: int, reader_off: bool, *,
               defer: bool) -> None:
@@ -649,6 +647,15 @@ class VideoReader(FlowReader):
         if reader_off:
             self._unwatch(leg)
 
+    def _watch(self, leg: int) -> None:
+        """Undo :meth:`_unwatch` (the readiness events come back once a paused flow
+        resumes)."""
+        sock = self.socket_of(leg)
+        if sock is not None and self._loop is not None and self.reader_off[leg]:
+            self.reader_off[leg] = False
+            if not self.paused:
+                self._loop.add_reader(sock.fileno(), self.on_readable, False, leg)
+
     def _unwatch(self, leg: int) -> None:
         """Stop leg ``leg``'s readiness events until :meth:`_flush_held`."""
         sock = self.socket_of(leg)
@@ -665,16 +672,20 @@ class VideoReader(FlowReader):
         other = 1 - leg
         self._catch_up = other  # (the lead's read may be the one with the frame's end)
         self._flush_held(leg)
-        loop, merge = self._loop, self.merge
-        if self._catch_up is None or not self.reader_off[other] or loop is None:
+        if self._catch_up is None or not self.reader_off[other]:
             return  # read already, or read at the end of the frame
-        self._cancel_hold(other)
-        if merge is not None and merge.held:
+        if self.merge is not None and self.merge.held:
             self._catch_up = None
+            self._cancel_hold(other)
             self._flush_held(other)
         else:
-            self.hold_timers[other] = loop.call_later(self.fmt.frame_duration_ns / 1e9,
-                                                      self._flush_held, other)
+            self._read_later(other, self.fmt.frame_duration_ns / 1e9)
+
+    def _read_later(self, leg: int, delay: float) -> None:
+        """Read leg ``leg`` in ``delay`` seconds (instead of when its timer said)."""
+        self._cancel_hold(leg)
+        if self._loop is not None:
+            self.hold_timers[leg] = self._loop.call_later(delay, self._flush_held, leg)
 
     def _cancel_hold(self, leg: int) -> None:
         timer = self.hold_timers[leg]
@@ -687,13 +698,9 @@ class VideoReader(FlowReader):
         watch again the sockets its hold left unwatched (both legs after a deferral of
         an ST 2022-7 flow), else nothing would read them until the silence check."""
         self._cancel_hold(leg)
-        loop = self._loop
         for i in (leg, 1 - leg):
-            sock = self.socket_of(i)
-            if (self.reader_off[i] and self.hold_timers[i] is None and sock is not None
-                    and loop is not None and not self.paused):
-                loop.add_reader(sock.fileno(), self.on_readable, False, i)
-                self.reader_off[i] = False
+            if self.hold_timers[i] is None:
+                self._watch(i)
 
     def _split_batch(self, leg: int, plan: SplitPlan, heads: np.ndarray, lengths: np.ndarray,
                      spare: np.ndarray, taken: int, now: int) -> None:
@@ -786,16 +793,12 @@ class VideoReader(FlowReader):
 
     def _flush_held(self, leg: int = 0) -> None:
         self.hold_timers[leg] = None
-        loop = self._loop
-        sock = self.socket_of(leg)
-        if sock is None or loop is None:
+        if self.socket_of(leg) is None or self._loop is None:
             return
-        if self.reader_off[leg]:
-            self.reader_off[leg] = False
-            if self.paused:
-                return
-            loop.add_reader(sock.fileno(), self.on_readable, False, leg)
-        self.on_readable(True, leg)
+        was_off = self.reader_off[leg]
+        self._watch(leg)
+        if not (was_off and self.paused):
+            self.on_readable(True, leg)
 
 
 class AudioReader(FlowReader):
