@@ -24,7 +24,6 @@ is kept.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +37,7 @@ from rtstream.pacs.worklist import (
     apply_to_context,
     context_fields,
     find_worklist,
+    today,
 )
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def worklist_item(
     cfg = WorklistConfig.from_target(
         worklist, calling_aet=calling_aet or station, timeout=timeout
     )
-    day = date or datetime.date.today().strftime("%Y%m%d")
+    day = date or today()
     if accession is not None:
         if not accession or len(accession) > 16 or "\\" in accession:
             raise ConfigError("--accession", accession, "an Accession Number (SH, 1..16 chars)")

@@ -76,6 +76,11 @@ class WorklistConfig:
         return cls(host=t.host, port=t.port, called_aet=t.called_aet, **kwargs)
 
 
+def today() -> str:
+    """Today's date, local time, as ``YYYYMMDD``: the default day of a station's query."""
+    return datetime.date.today().strftime("%Y%m%d")
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorklistQuery:
     """Matching keys of a worklist query (PS3.4 K.2.2.1; None means *any*).
@@ -108,8 +113,7 @@ class WorklistQuery:
         cls, station_aet: str, *, modality: str | None = None, date: str | None = None
     ) -> WorklistQuery:
         """Steps scheduled for ``station_aet`` on ``date`` (today, local time, by default)."""
-        day = date if date is not None else datetime.date.today().strftime("%Y%m%d")
-        return cls(station_aet=station_aet, modality=modality, date=day)
+        return cls(station_aet=station_aet, modality=modality, date=date or today())
 
     @classmethod
     def by_accession(cls, accession_number: str) -> WorklistQuery:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -12,9 +13,22 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+import rtstream.pacs.context
+import rtstream.pacs.worklist
 from rtstream.pacs.archive import Archive
 from tests.orthanc import Orthanc, die_with_parent
 from tests.peers import free_port, require_program, stop, wait_for_tcp
+
+# The day the worklist entries of these tests are scheduled on. A query for "today" is
+# asked on this day too, so that a run crossing midnight between writing the entries and
+# querying them still finds them (one did: six worklist tests failed at 00:00).
+TODAY = datetime.date.today().strftime("%Y%m%d")
+
+
+@pytest.fixture(autouse=True)
+def _today_is_the_day_of_the_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (rtstream.pacs.worklist, rtstream.pacs.context):
+        monkeypatch.setattr(module, "today", lambda: TODAY)
 
 
 def secondary_capture(

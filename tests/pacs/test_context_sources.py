@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
 from collections.abc import Iterator
 
@@ -19,10 +18,10 @@ from rtstream.pacs.context import (
 )
 from rtstream.pacs.worklist import ScheduledStep, WorklistItem
 from tests.orthanc import Orthanc
+from tests.pacs.conftest import TODAY
 from tests.pacs.test_worklist import WorklistScp, worklist_entry, write_wl
 from tests.peers import free_port
 
-TODAY = datetime.date.today().strftime("%Y%m%d")
 BASE = StreamContext(institution="Test Hospital", station_name="OR-3", patient_name="Stale^Name")
 
 

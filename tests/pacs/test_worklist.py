@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import io
 import socket
 from collections.abc import Iterator
@@ -31,9 +30,8 @@ from rtstream.pacs.worklist import (
     parse_item,
 )
 from tests.orthanc import Orthanc
+from tests.pacs.conftest import TODAY
 from tests.peers import free_port
-
-TODAY = datetime.date.today().strftime("%Y%m%d")
 
 
 def worklist_entry(
