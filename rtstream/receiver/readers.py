@@ -115,6 +115,19 @@ _LEG_POLL_S = 0.05
 VideoPairer = Pairer[ReceivedItem, GrainEvent]
 
 
+def _frame_end(rows: np.ndarray) -> tuple[int, int]:
+    """Of datagrams starting with an RTP header, one per row: how many rows follow the
+    last one with the marker bit (a frame's last packet), and that row's RTP timestamp;
+    (-1, 0) when none has it."""
+    if rows.shape[1] < 8:
+        return -1, 0
+    hits = np.flatnonzero(rows[:, 1] & 0x80)
+    if not len(hits):
+        return -1, 0
+    last = int(hits[-1])
+    return len(rows) - 1 - last, int.from_bytes(rows[last, 4:8].tobytes(), "big")
+
+
 class ReaderHost(Protocol):
     """What a reader reports to besides its data (the receiver)."""
 
@@ -440,8 +453,10 @@ class VideoReader(FlowReader):
         # (0: between frames), and the last frame's first read -> marker read (ns).
         self._frame_t0 = 0
         self._span_ns = 0
+        self._frame_ts = -1  # the RTP timestamp of the frame that ended last
         self._catch_up: int | None = None  # the leg read after the frame's end (_wake_legs)
         self.deferrals = 0  # holds that left the socket unwatched until late in the frame
+        self._late_rows = 0  # packets that arrive in _DEFER_MARGIN_S (once split reads begin)
         self.sink = sink
         #: Read with split reads (module doc) when the socket can; False keeps every
         #: read on the copying path (the differential benchmarks compare the two).
@@ -503,9 +518,10 @@ class VideoReader(FlowReader):
             self.last_rx_ns = now
             n = len(lengths)
             new = sock.new_rows
-            marker = batch.shape[1] > 1 and bool((batch[n - new :, 1] & 0x80).any())
+            after, ts = _frame_end(batch[n - new :])
+            marker = after >= 0
             if merge is None and new and batch.shape[1] > 1:
-                self._paced(marker, now)
+                self._paced(after, ts, now)
             if not flush and n < _HOLD_ROWS and batch.shape[1] > 1 and not marker and sock.hold():
                 # One datagram per wake-up (a sender without GSO on a path that does not
                 # coalesce): let them queue in the socket until the timer.
@@ -521,7 +537,7 @@ class VideoReader(FlowReader):
                 # of an ST 2022-7 flow, the pacing of the merged stream: reads that
                 # delivered some of its packets first (copies come at any time)
                 if merge.winners > won:
-                    self._paced(marker, now)
+                    self._paced(after, ts, now)
             if n < self.batch:
                 return
 
@@ -566,6 +582,9 @@ class VideoReader(FlowReader):
         """
         sock = self.socket_of(leg)
         assert sock is not None
+        fmt = self.fmt
+        self._late_rows = int(fmt.frame_bytes * _DEFER_MARGIN_S * 1e9
+                              / (plan.payload * fmt.frame_duration_ns))
         heads, lengths, spare = sock.drain_split(plan.data, plan.start, plan.payload,
                                                  plan.slots, head=plan.header)
         n = len(lengths)
@@ -575,9 +594,10 @@ class VideoReader(FlowReader):
         self.packets += new
         now = self.clock.now_ns()
         self.last_rx_ns = now
-        marker = bool((heads[n - new :, 1] & 0x80).any())
+        after, ts = _frame_end(heads[n - new :])
+        marker = after >= 0
         if new:
-            self._paced(marker, now)
+            self._paced(after, ts, now)
         if not flush and n < _HOLD_ROWS and new and not marker and sock.hold():
             self._split_plan, self._split_leg = plan, leg
             if self.merge is not None:
@@ -589,15 +609,31 @@ class VideoReader(FlowReader):
         self._split_batch(leg, plan, heads, lengths, spare, taken, now)
         return sock.split_full
 
-    def _paced(self, marker: bool, now: int) -> None:
-        """Note a read's place in the frame pacing (``marker``: it read a frame's last
-        packet). A frame first read more than two frame periods ago is stale (its
-        marker was lost, or not noted): this read starts a new one."""
+    def _paced(self, after: int, ts: int, now: int) -> None:
+        """Note a read's place in the frame pacing (``after``: it read the last packet
+        of the frame of RTP timestamp ``ts`` and this many after it; -1: no frame's last
+        packet). A frame first read more than two frame periods ago is stale (its marker
+        was lost, or not noted): this read starts a new one. The last packet of the frame
+        that ended last again (a copy, on the other leg of an ST 2022-7 flow) ends
+        nothing: it had set the span to 0, and the next frame was not deferred."""
+        if after >= 0 and ts == self._frame_ts:
+            after = -1
         t0 = self._frame_t0
         if not t0 or now - t0 > 2 * self.fmt.frame_duration_ns:
             self._frame_t0 = t0 = now
-        if marker:
-            self._span_ns, self._frame_t0 = now - t0, 0
+        if after >= 0:
+            if after > self._late_rows:
+                # The next frame's first packets, more than arrive in a deferral's margin,
+                # came in this read too: the socket is read late (a deferral woke after
+                # the frame's end, or the process waited for a core). This frame's span
+                # is unknown and the next one's start was missed; a deferral timed from
+                # them would wake late again, and so on every frame, the frames ever
+                # later than their grains (1-4 frames behind, a tenth paired with no
+                # grain, on a busy machine). The next frame is read as it comes.
+                self._span_ns, self._frame_t0 = 0, now
+            else:
+                self._span_ns, self._frame_t0 = now - t0, 0
+            self._frame_ts = ts
             other = self._catch_up
             if other is not None and self.reader_off[other]:
                 # the frame is in: the other leg's copies after its grain (_wake_legs)
@@ -624,9 +660,7 @@ class VideoReader(FlowReader):
         then: Callable[[int], None] = self._flush_held
         t0, span = self._frame_t0, self._span_ns
         other = 1 - leg
-        # (of an ST 2022-7 flow, not while the other leg's read is due: read now, it
-        # could deliver what this leg has not read yet and lead; left, it would wait on)
-        if defer and span and t0 and (self.merge is None or self.hold_timers[other] is None):
+        if defer and span and t0:
             socks = [s for s in (self.sock, self.sock2) if s is not None]
             until = min(
                 (t0 + span - now) / 1e9 - _DEFER_MARGIN_S,
@@ -640,7 +674,11 @@ class VideoReader(FlowReader):
                 self.deferrals += 1
                 if self.merge is not None:
                     # Both legs wait: the other leg's datagrams are mostly copies of
-                    # what this leg holds; read after it, they drop as copies.
+                    # what this leg holds; read after it, they drop as copies. Its own
+                    # timer waits too: read meanwhile, it could deliver what this leg has
+                    # not read yet and lead. (A deferral waited for that timer instead:
+                    # with both legs holding in turn, none began, some runs.)
+                    self._cancel_hold(other)
                     self._unwatch(other)
                     then = self._wake_legs
         self.hold_timers[leg] = loop.call_later(wait, then, leg)

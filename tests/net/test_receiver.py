@@ -398,6 +398,43 @@ async def test_a_receiver_closed_during_a_deferral_counts_what_waited(tmp_path: 
         (tx.log.video_packets, 0)] * 2
 
 
+def test_frame_pacing_ignores_a_copied_frame_end_and_a_late_read() -> None:
+    """The pacing a deferral is timed from (frame's first read -> its last packet's read)
+    is not reset by the other ST 2022-7 leg's copy of a frame's last packet (it had set
+    the span to 0: with both legs holding in turn, no frame was deferred, and the test
+    above failed 4 runs in 20), and is not taken from a read that came late: one that
+    brought the next frame's first packets too, more than arrive in a deferral's margin
+    (timed from it, each deferral woke after its frame's end, the frames ever later than
+    their grains: a tenth of them paired with none in bench runs on a busy machine)."""
+    from rtstream.receiver.readers import VideoReader, _frame_end
+
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 1280, 720)
+    media = SdpMedia(kind=MediaKind.VIDEO, port=5004, payload_type=96, address="127.0.0.1",
+                     clock_rate=90000, video=fmt, mid="VID")
+    reader = VideoReader("VID", media, SystemClock(), cfg=ReceiverConfig(sdp="x.sdp"),
+                         sink=None)  # type: ignore[arg-type]
+    pk = VideoPacketizer(fmt, ssrc=1, sequence=0)
+    frames = [pk.packetize(np.zeros(fmt.frame_bytes, np.uint8), i * TICKS_60).buf.copy()
+              for i in range(3)]
+    rows = len(frames[0])
+    ms = 1_000_000
+    reader._late_rows = rows * 3 // 16  # (what its split reads set: 3 ms of 16.7)
+
+    def read(block: np.ndarray, at_ms: float) -> None:
+        reader._paced(*_frame_end(block), 10**12 + int(at_ms * ms))
+
+    read(frames[0][:100], 0)
+    read(frames[0][100:], 12)  # the frame's end, alone
+    assert reader._span_ns == 12 * ms
+    # the other leg: a copy of that end, then the next frame's first packets
+    read(np.concatenate([frames[0][-50:], frames[1][:60]]), 13)
+    assert reader._span_ns == 12 * ms
+    read(np.concatenate([frames[1][60:], frames[2][:rows // 16]]), 25.5)  # on time
+    assert reader._span_ns == 12.5 * ms
+    read(np.concatenate([frames[2][rows // 16:], frames[0][: rows // 4]]), 50)  # late
+    assert reader._span_ns == 0  # the next frame is read as it comes, not deferred
+
+
 async def test_the_silence_check_reads_a_socket_left_unwatched(tmp_path: Path) -> None:
     """The event loop stalls (a consumer or an analysis holding it) while the socket is
     unwatched for a deferred read, and the silence check is the first timer to run after
