@@ -103,7 +103,14 @@ def sender_of(items: list[dict[str, Any]], sent: dict[str, dict[int, str]]) -> N
     uid_owner: dict[str, str] = {}
     for it in items:
         owners = [name for name, frames in sent.items() if it["ts"] in frames]
-        assert len(owners) == 1, f"frame {it['ts']}: sent by {owners}"
+        assert owners, f"frame {it['ts']}: sent by neither"
+        if len(owners) > 1:
+            # Both senders stamped a frame with this timestamp (their capture instants fell
+            # in one 90 kHz tick, as in a fresh-clone CI run): it cannot be told whose it
+            # is, but a complete frame must still be one of theirs, whole.
+            if it["complete"]:
+                assert it["sha"] in {sent[o][it["ts"]] for o in owners}
+            continue
         owner = owners[0]
         if it["complete"]:
             assert sent[owner][it["ts"]] == it["sha"], f"frame {it['ts']}: not {owner}'s bytes"
