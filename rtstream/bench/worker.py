@@ -203,7 +203,8 @@ async def _recv(args: argparse.Namespace) -> None:
     from rtstream.receiver import Receiver, ReceiverConfig
 
     sdps: list[str] = args.sdp
-    rxs = [Receiver(ReceiverConfig(sdp=sdp, duration=args.seconds, rcvbuf=args.rcvbuf))
+    rxs = [Receiver(ReceiverConfig(sdp=sdp, duration=args.seconds, rcvbuf=args.rcvbuf,
+                                   dup_kernel_filter=not args.no_dup_filter))
            for sdp in sdps]
 
     def counters() -> dict[str, Any]:
@@ -237,6 +238,10 @@ async def _recv(args: argparse.Namespace) -> None:
             for st in stats:
                 st["video_packets"] = sum(int(f["packets"]) for f in st["flows"].values()
                                           if f["kind"] == "video")
+                # ST 2022-7 copies the kernel filter dropped: socket drops to the kernel too
+                st["filtered_buffers"] = sum(int(leg["filtered_buffers"])
+                                             for f in st["flows"].values()
+                                             for leg in f.get("legs", ()))
             if len(stats) == 1:
                 final = stats[0]
                 final.pop("flows", None)
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-split", action="store_true",
                    help="read video with the copying path only (no split reads into the "
                         "frame), to compare the two")
+    r.add_argument("--no-dup-filter", action="store_true",
+                   help="ST 2022-7: drop every copy in the merge, none in the kernel")
     for q in (s, r):
         q.add_argument("--seconds", type=float, default=3600.0)
         q.add_argument("--status", type=float, default=0.1)

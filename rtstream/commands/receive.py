@@ -145,6 +145,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ST 2022-7: how long a packet missing on the faster leg waits for "
                         "its copy on the other (default 10 ms; 0..500); it is also the most "
                         "latency the protection adds behind such a packet")
+    parser.add_argument("--no-dup-kernel-filter", dest="dup_kernel_filter", action="store_false",
+                        help="ST 2022-7: read every copy and drop it in rtstream, not in the "
+                        "kernel (by default an eBPF socket filter drops a video packet's second "
+                        "copy before it is read, where the process may load one: CAP_BPF)")
     parser.add_argument("--bind", metavar="ADDRESS",
                         help="receive unicast flows on this local address")
     parser.add_argument("--http", metavar="HOST:PORT", type=_listen,
@@ -231,6 +235,7 @@ def build_config(args: argparse.Namespace) -> ReceiverConfig:
         interface=args.interface,
         interface2=args.interface2,
         dup_skew_ms=args.dup_skew,
+        dup_kernel_filter=args.dup_kernel_filter,
         bind_address=args.bind,
         dump_frames=args.dump_frames,
         dump_metadata=args.dump_metadata,

@@ -113,6 +113,9 @@ _LEG_COUNTERS: Final[dict[str, tuple[str, str]]] = {
                   "Packets this leg lost that the other leg delivered."),
     "redundant": ("rtstream_leg_packets_redundant_total",
                   "Copies from this leg dropped because the other leg's came first."),
+    "filtered": ("rtstream_leg_packets_filtered_total",
+                 "Copies from this leg the kernel's eBPF filter dropped before they were read "
+                 "(counted in redundant too)."),
     "silences": ("rtstream_leg_silences_total",
                  "Times this leg went silent for 100 ms (or was missing from the start)."),
 }

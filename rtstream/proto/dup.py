@@ -146,6 +146,10 @@ class LegCounters:
     silences : int
         Times the leg went ``SILENT`` or was found ``MISSING`` (a short outage between
         two looks at the counters still shows here).
+    filtered, filtered_buffers : int
+        Copies dropped before they reached the merge (the kernel filter of
+        :mod:`rtstream.net.dupfilter`), and the receive buffers they came in; the copies
+        are in ``packets``, ``redundant`` and ``unique`` too.
     """
 
     packets: int = 0
@@ -157,6 +161,8 @@ class LegCounters:
     last_rx_ns: int | None = None
     state: LegState = LegState.STARTING
     silences: int = 0
+    filtered: int = 0
+    filtered_buffers: int = 0
 
 
 class DupMerger:
@@ -450,6 +456,20 @@ class DupMerger:
         self._ssrc_seen_ns = now
         self._advance(leg, n)
         return True
+
+    def filtered(self, leg: int, packets: int, buffers: int, now: int) -> None:
+        """``packets`` more copies of leg ``leg`` (in ``buffers`` receive buffers) were dropped
+        before the merge, each a number another leg delivered first: counted as the merge
+        counts a copy it drops, and as a sign of life of the leg."""
+        if packets <= 0:
+            return
+        c = self.legs[leg]
+        c.packets += packets
+        c.redundant += packets
+        c.unique += packets
+        c.filtered += packets
+        c.filtered_buffers += buffers
+        c.last_rx_ns = now
 
     def release(self, now: int) -> list[MergeBatch]:
         """Give up the gaps whose wait is over at ``now``; the batches that frees."""

@@ -129,6 +129,10 @@ class ReceiverConfig:
         ST 2022-7: path delay difference between the legs tolerated without loss; a
         packet missing on the leading leg waits at most this long for the other's copy
         (the latency this costs, only behind such a packet: docs/performance.md).
+    dup_kernel_filter : bool
+        ST 2022-7: drop the second copies of video packets in the kernel, before they are
+        read (an eBPF socket filter; needs CAP_BPF, else the merge drops them, as with
+        ``false``; ``--no-dup-kernel-filter``). The copies are counted either way.
     """
 
     sdp: str
@@ -157,6 +161,7 @@ class ReceiverConfig:
     flush_timeout: float = 5.0
     interface2: str | None = None
     dup_skew_ms: float = 10.0
+    dup_kernel_filter: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.sdp, str) or not self.sdp:
@@ -176,6 +181,8 @@ class ReceiverConfig:
             raise ConfigError("audio_wait_ms", self.audio_wait_ms, "0..1000 ms")
         if not 0 <= self.dup_skew_ms <= 500:
             raise ConfigError("dup_skew_ms", self.dup_skew_ms, "0..500 ms (ST 2022-7 leg skew)")
+        if not isinstance(self.dup_kernel_filter, bool):
+            raise ConfigError("dup_kernel_filter", self.dup_kernel_filter, "true or false")
         if self.rcvbuf < 4096:
             raise ConfigError("rcvbuf", self.rcvbuf, "at least 4096 bytes")
         for key in ("snapshot_every", "record", "record_audio"):

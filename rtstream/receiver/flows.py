@@ -151,6 +151,9 @@ def _dup_legs(session: SdpSession, reader: FlowReader, cfg: ReceiverConfig) -> N
     # legs are silent only when two documents in a row are missing.
     silence_ns = RENDITION_SILENCE_NS if reader.media.rendition else DEFAULT_SILENCE_NS
     merge = DupMerger(2, window=window, skew_ns=int(cfg.dup_skew_ms * 1e6), silence_ns=silence_ns)
-    reader.set_legs(legs, merge, partial(open_socket, reader, cfg))
+    # Video copies cost the receiver as much as the first leg to read; audio and metadata
+    # copies are too few to be worth a filter.
+    reader.set_legs(legs, merge, partial(open_socket, reader, cfg),
+                    kernel_filter=cfg.dup_kernel_filter and isinstance(reader, VideoReader))
     log.info("flow %s: ST 2022-7 legs %s (%s:%d) and %s (%s:%d), merged", reader.name,
              legs[0].mid, legs[0].address, legs[0].port, legs[1].mid, legs[1].address, legs[1].port)

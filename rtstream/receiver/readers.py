@@ -63,6 +63,7 @@ import numpy as np
 from pydicom import Dataset
 
 from rtstream.errors import ConfigError
+from rtstream.net.dupfilter import KernelDupFilter
 from rtstream.net.udp import UdpReceiver, is_multicast
 from rtstream.proto.clock import Clock
 from rtstream.proto.dup import DupMerger, LegEvent, LegState
@@ -198,6 +199,10 @@ class FlowReader:
         self.open_leg: Callable[[int], UdpReceiver] | None = None
         self.merge: DupMerger | None = None
         self.sock2: UdpReceiver | None = None
+        self.kernel_filter = False  # drop the legs' copies in the kernel when it can
+        self._filter: KernelDupFilter | None = None
+        self._filtered = [(0, 0), (0, 0)]  # its counts already given to the merge, per leg
+        self._first = [0, 0]  # the merge's first-copy counts per leg at the last look
         self.leg_events: deque[LegEvent] = deque(maxlen=64)
         self._release_timer: asyncio.TimerHandle | None = None
         self._leg_timer: asyncio.TimerHandle | None = None
@@ -207,11 +212,14 @@ class FlowReader:
         return self.sock if leg == 0 else self.sock2
 
     def set_legs(self, legs: tuple[SdpMedia, ...], merge: DupMerger,
-                 open_leg: Callable[[int], UdpReceiver]) -> None:
-        """Make this an ST 2022-7 flow of ``legs`` (the first is :attr:`media`)."""
+                 open_leg: Callable[[int], UdpReceiver], *, kernel_filter: bool = False) -> None:
+        """Make this an ST 2022-7 flow of ``legs`` (the first is :attr:`media`); with
+        ``kernel_filter`` its legs' copies are dropped in the kernel where it can
+        (:mod:`rtstream.net.dupfilter`), else all in the merge."""
         self.legs_media = legs
         self.merge = merge
         self.open_leg = open_leg
+        self.kernel_filter = kernel_filter
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -231,7 +239,49 @@ class FlowReader:
                             "leg only", self.name, leg2.address, leg2.port, exc)
             else:
                 loop.add_reader(self.sock2.fileno(), self.on_readable, False, 1)
+                if self.kernel_filter:
+                    self._attach_filter(self.sock, self.sock2)
             self._leg_timer = loop.call_later(_LEG_POLL_S, self._poll_legs)
+
+    def _attach_filter(self, *socks: UdpReceiver) -> None:
+        """Drop the legs' copies in the kernel (logged at INFO: whether it could)."""
+        kf = KernelDupFilter.open(len(socks))
+        if kf is None:
+            return
+        try:
+            for leg, sock in enumerate(socks):
+                kf.attach(sock.fileno(), leg)
+        except OSError as exc:
+            log.info("%s: ST 2022-7 copies are dropped in user space (the kernel filter cannot "
+                     "be attached: %s)", self.name, exc.strerror or exc)
+            kf.close()
+            return
+        self._filter = kf
+        log.info("%s: ST 2022-7 copies are dropped in the kernel (eBPF socket filter)",
+                 self.name)
+
+    def sync_legs(self) -> None:
+        """Give the merge what the kernel filter dropped since the last look."""
+        kf, merge = self._filter, self.merge
+        if kf is None or merge is None:
+            return
+        now = self.clock.now_ns()
+        for leg, (seen_p, seen_b) in enumerate(self._filtered):
+            packets, buffers = kf.counts(leg)
+            if packets != seen_p:
+                merge.filtered(leg, packets - seen_p, buffers - seen_b, now)
+                self._filtered[leg] = (packets, buffers)
+        # The leg whose packets come first keeps them all (the filter drops the other's
+        # copies): when the secondary leg won clearly more packets since the last look, it
+        # is the faster path now.
+        first = [c.first for c in merge.legs]
+        won = [f - before for f, before in zip(first, self._first, strict=True)]
+        self._first = first
+        p = kf.primary
+        if won[1 - p] > 2 * won[p] + 64:
+            kf.set_primary(1 - p)
+            log.debug("%s: leg %d is the faster path now: its socket keeps every packet",
+                      self.name, 2 - p)
 
     def close(self) -> None:
         """Stop watching the socket and close it."""
@@ -239,6 +289,10 @@ class FlowReader:
             if timer is not None:
                 timer.cancel()
         self._release_timer = self._leg_timer = None
+        if self._filter is not None:
+            self.sync_legs()
+            self._filter.close()
+            self._filter = None
         loop = self._loop
         for sock in (self.sock, self.sock2):
             if sock is None:
@@ -361,6 +415,7 @@ class FlowReader:
         loop, merge = self._loop, self.merge
         if loop is None or merge is None or self.sock is None:
             return
+        self.sync_legs()
         for ev in merge.poll_legs(self.clock.now_ns()):
             self.leg_events.append(ev)
             log.info("%s: %s", self.name, self._leg_text(ev.leg, merge))
@@ -538,6 +593,14 @@ class VideoReader(FlowReader):
                 # delivered some of its packets first (copies come at any time)
                 if merge.winners > won:
                     self._paced(after, ts, now)
+                other = 1 - leg
+                if merge.held and self.reader_off[other] and self.hold_timers[other]:
+                    # Winners wait behind a gap, and the other leg, which may hold the
+                    # gap's packets, waits in a deferral (longer than the merge waits:
+                    # the gap was given up and its packets came late, with the second
+                    # leg's copies dropped in the kernel). It is read now.
+                    self._cancel_hold(other)
+                    self._flush_held(other)
             if n < self.batch:
                 return
 

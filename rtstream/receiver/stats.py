@@ -45,7 +45,9 @@ class LegStats:
     ``recovered``: the part of that the other leg delivered; ``redundant``: its copies
     dropped because the other leg's came first; ``state``: ``up``, ``silent``,
     ``missing`` (nothing since the start) or ``starting``; ``silences``: times it went
-    silent (or was found missing).
+    silent (or was found missing); ``filtered``: the part of ``redundant`` the kernel
+    dropped before it was read (:mod:`rtstream.net.dupfilter`), in ``filtered_buffers``
+    receive buffers (the kernel counts those as socket drops too).
     """
 
     leg: int
@@ -56,22 +58,27 @@ class LegStats:
     redundant: int
     state: str
     silences: int = 0
+    filtered: int = 0
+    filtered_buffers: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """``{"leg": 1, "mid": ..., "packets": ..., ...}``."""
         return {"leg": self.leg, "mid": self.mid, "packets": self.packets, "lost": self.lost,
                 "recovered": self.recovered, "redundant": self.redundant, "state": self.state,
-                "silences": self.silences}
+                "silences": self.silences, "filtered": self.filtered,
+                "filtered_buffers": self.filtered_buffers}
 
 
 def _legs(reader: FlowReader) -> tuple[LegStats, ...]:
     merge = reader.merge
     if merge is None:
         return ()
+    reader.sync_legs()
     return tuple(
         LegStats(leg=i + 1, mid=reader.legs_media[i].mid or f"{reader.name}#{i + 1}",
                  packets=c.packets, lost=merge.leg_lost(i), recovered=merge.leg_recovered(i),
-                 redundant=c.redundant, state=c.state.value, silences=c.silences)
+                 redundant=c.redundant, state=c.state.value, silences=c.silences,
+                 filtered=c.filtered, filtered_buffers=c.filtered_buffers)
         for i, c in enumerate(merge.legs))
 
 
@@ -83,6 +90,9 @@ class FlowStats:
     with a metadata flow, ``metadata_matched``, ``metadata_unmatched``,
     ``grains_unmatched``, ``restarts``; audio: ``audio_chunks``; metadata:
     ``grains_complete``, ``grains_dropped``.
+
+    ``packets`` counts the datagrams read: of an ST 2022-7 flow those of both legs, less
+    the copies the kernel dropped before they were read (each leg's ``filtered``).
     """
 
     kind: str

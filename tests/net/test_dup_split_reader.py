@@ -28,7 +28,7 @@ from rtstream.receiver import ReceiverConfig
 from rtstream.receiver.flows import build_flows
 from rtstream.receiver.readers import FlowReader, VideoReader, open_socket
 from rtstream.sysclock import SystemClock
-from tests.peers import free_port
+from tests.peers import free_port, require_root
 from tests.proto.test_rfc4175 import datagrams, make_fmt, random_frame
 
 SOL_UDP = 17
@@ -100,7 +100,8 @@ def send_runs(sock: socket.socket, port: int, wire: list[bytes], idx: list[int])
                      [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))], 0, ("127.0.0.1", port))
 
 
-async def run(sc: Scenario, *, split: bool, chunk: int = 12) -> dict[str, Any]:
+async def run(sc: Scenario, *, split: bool, chunk: int = 12, kernel: bool = True
+              ) -> dict[str, Any]:
     frames = [random_frame(FMT, i) for i in range(FRAMES)]
     pk = VideoPacketizer(FMT, ssrc=7, max_payload=80, sequence=0xFFF0)  # wraps at 16
     wire = [d for i, f in enumerate(frames) for d in datagrams(pk.packetize(f, 3000 * i))]
@@ -108,7 +109,7 @@ async def run(sc: Scenario, *, split: bool, chunk: int = 12) -> dict[str, Any]:
     p2 = free_port()
     # the legs' skew here is the test's pace (a few ms a chunk on a loaded machine):
     # waiting up to 500 ms for the other leg's copy keeps every frame whole
-    cfg = ReceiverConfig(sdp="-", dup_skew_ms=500)
+    cfg = ReceiverConfig(sdp="-", dup_skew_ms=500, dup_kernel_filter=kernel)
     out = Collect()
     flows = build_flows(parse_sdp(sdp(p1, p2)), cfg, SystemClock(), out, out, out)
     (reader,) = flows.video
@@ -140,6 +141,7 @@ async def run(sc: Scenario, *, split: bool, chunk: int = 12) -> dict[str, Any]:
         "want": [(3000 * i, f.tobytes(), True) for i, f in enumerate(frames)],
         "legs": [(c.packets, merge.leg_lost(i), merge.leg_recovered(i))
                  for i, c in enumerate(merge.legs)],
+        "filtered": [c.filtered for c in merge.legs],
         "lost": merge.lost + reader.depkt.stats.lost,
         # a datagram handed on after its frame went out (out of order through the merge)
         "late": reader.depkt.stats.late + reader.depkt.stats.reordered,
@@ -179,16 +181,32 @@ def scenarios() -> dict[str, Scenario]:
 SCENARIOS = scenarios()
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel-filter", "merge-only"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_split_and_copying_paths_agree(name: str) -> None:
+async def test_split_and_copying_paths_agree(name: str, kernel: bool) -> None:
+    """The same frames and per-leg counters whichever path reads, and whether the kernel
+    filter drops the second copies or the merge does."""
+    if kernel:
+        require_root("an eBPF socket filter (CAP_BPF)")
     sc = SCENARIOS[name]
-    split = await run(sc, split=True)
+    split = await run(sc, split=True, kernel=kernel)
     check(split, sc)
-    copying = await run(sc, split=False)
+    copying = await run(sc, split=False, kernel=kernel)
     check(copying, sc)
     assert split["frames"] == copying["frames"]
     assert split["legs"] == copying["legs"]
     assert copying["placed"] == 0
+    if not kernel:
+        assert split["filtered"] == copying["filtered"] == [0, 0]
+
+
+async def test_the_kernel_drops_the_copies_of_the_later_leg() -> None:
+    require_root("an eBPF socket filter (CAP_BPF)")
+    sc = SCENARIOS["clean, first leg leads"]
+    r = await run(sc, split=True)
+    check(r, sc)
+    # every copy of the second leg came after the first's: none was read
+    assert r["filtered"] == [0, r["packets"]]
 
 
 async def test_the_leading_leg_lands_in_place() -> None:

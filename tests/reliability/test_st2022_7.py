@@ -167,7 +167,10 @@ def check_frames(tmp: Path, r: dict[str, Any], *, all_frames: bool) -> None:
 def check_legs(r: dict[str, Any]) -> None:
     """Per-leg counters equal what each wire did; the merged loss what both dropped."""
     rx, wires = r["rx"], r["wires"]
-    assert r["udp"]["RcvbufErrors"] == 0 and r["udp"]["InErrors"] == 0
+    # no datagram lost to a full socket; the only receive "errors" are the copies the
+    # receiver's kernel filter dropped (the kernel counts a filter's drop as one)
+    filtered = sum(leg["filtered_buffers"] for f in rx["flows"].values() for leg in f["legs"])
+    assert r["udp"]["RcvbufErrors"] == 0 and r["udp"]["InErrors"] == filtered
     for flow, port in (("VID", VPORT), ("VMETA", MPORT)):
         f = rx["flows"][flow]
         legs = f["legs"]
