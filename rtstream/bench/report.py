@@ -346,45 +346,55 @@ archive association serve them all.
 ## ST 2022-7: two networks
 
 `rtstream bench dup` (module docstring of `rtstream/bench/dup.py`: one rtstream sender
-on two legs over 127.0.0.1, four receivers measured one after the other over a steady
-window, CPU from `/proc`). Measured 2026-12-06 23:00 UTC on this 2-CPU machine with
-nothing else running, 1080p60 4:2:2 10-bit, 10 s window (`rtstream bench dup --seconds 10`):
+on two legs over 127.0.0.1, five receivers measured one after the other over a steady
+window, CPU from `/proc`). Measured 2026-12-07 03:37 UTC on this 2-CPU machine with
+nothing else running, 1080p60 4:2:2 10-bit, 10 s window (`rtstream bench dup --seconds 10`),
+as root:
 
 | receiver | CPU ms/frame | fps | loss | frame-ready p50 / p99 |
 |---|---|---|---|---|
-| rtstream, 1 leg | 3.07 | 60.0 | 0 | 295 / 565 us |
-| rtstream, 2 legs merged | 5.03 | 60.1 | 0 | 379 / 635 us |
-| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 10.00 | 60.0 | 0 | - |
-| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (2.00) | (642) | 3,760,655 datagrams | - |
+| rtstream, 1 leg | 3.15 | 60.0 | 0 | 290 / 1,211 us |
+| rtstream, 2 legs merged, copies dropped in the kernel | 3.43 | 60.0 | 0 | 331 / 1,769 us |
+| rtstream, 2 legs merged, copies dropped by the merge (`--no-dup-kernel-filter`) | 4.61 | 59.5 | 0 | 335 / 656 us |
+| GStreamer `udpsrc ! rtpvrawdepay`, 1 leg | 9.85 | 60.0 | 0 | - |
+| GStreamer 2 x `udpsrc ! funnel ! rtpjitterbuffer ! rtpvrawdepay` | (2.20) | (591) | 3,468,019 datagrams | - |
 
-- Merging both legs costs **1.64x** the single-leg receiver in this run (the next run:
-  1.60x; the issue's target is 1.3x: not met). The merged flow now defers its reads as a
-  single leg does (above): when the leading leg holds a split batch early in a paced
-  frame, both legs stop their readiness events; at the wake the leading leg is read
-  first, and the other leg 1 ms after the frame's last packet (so after the frame and
-  its grain; read at the wake it held the grain back, p50 1.8 ms), its copies dropped as
-  copies. The frame pacing is the merged stream's (reads that delivered packets first).
-  Interleaved runs of the same build with and without it (three each): 5.44-5.58 against
-  5.87-6.11 ms per frame, p50 405-424 against 495-515 us, p99 786-957 against 775-804
-  us. Same hour, the build before: 1.78-1.79x (19:33 UTC: 1.79-2.09x). Before that,
-  merged video flows got split reads on the leading leg (the merge takes such a batch by
-  its headers alone, `DupMerger.take_next`): 1.45-1.49x against a costlier single leg.
-  What the second leg's bytes alone cost, measured with a throwaway build that drained
-  the second leg and discarded it unread: 1.25-1.28x the copying single leg; the kernel
-  has to copy the second leg's datagrams to tell copies from winners.
+- Merging both legs costs **1.09x** the single-leg receiver in this run (1.17x in a run
+  at 03:13 UTC on a busier machine; the issue's target is 1.3x). The second leg's copies
+  never reach the process: an eBPF socket filter on each leg (`rtstream/net/dupfilter.py`)
+  remembers, per RTP sequence number, the timestamp and SSRC of the packet last seen and
+  which legs delivered it, and drops a receive buffer of the secondary leg when every
+  datagram in it is a copy of the other leg's. The kernel still receives both legs (that
+  work is the network's, not the process's); the process reads the second leg only for
+  what the first lost or delivered late. The leg whose packets come first is the primary
+  one and keeps them all (the reader moves that role when the other leg starts winning,
+  e.g. during an outage), so two paths of equal delay do not split the stream between the
+  two sockets.
+- Without `CAP_BPF` (or with `--no-dup-kernel-filter`) the merge reads and drops every
+  copy itself: **1.46x** here (1.81x at 03:13 UTC; 1.60-1.64x in the runs of 2026-12-06).
+  What that costs, from `perf` on 2026-12-06: the kernel's copy of the second leg's
+  datagrams to user space is ~0.7 ms a frame, and the Python and numpy around those
+  reads ~0.6 more. The merged flow defers its reads as a single leg does (above): when
+  the leading leg holds a split batch early in a paced frame, both legs stop their
+  readiness events; at the wake the leading leg is read first, and the other leg 1 ms
+  after the frame's last packet (its copies then drop as copies), or at once when a gap
+  in the merge waits for it.
+- The kernel counts each buffer its filter drops as a socket drop (`/proc/net/udp`) and a
+  UDP `InErrors`; the benchmark takes the filter's own count (`filtered_buffers` of each
+  leg) out of the drops it reports, so the loss column above is real loss.
 - GStreamer's stand-in could not keep up at this rate here: its two sockets dropped
-  1.7 M datagrams in the run (kernel drop counters) and its frame counter counts the
-  depayloader's partial outputs (859/s), so its CPU per frame is meaningless; even when it
+  3.5 M datagrams in the run (kernel drop counters) and its frame counter counts the
+  depayloader's partial outputs (591/s), so its CPU per frame is meaningless; even when it
   keeps up, `rtpjitterbuffer` only drops duplicates and still loses what both paths do not
   carry in time, with its own latency (`latency=10` ms here).
 - **Latency.** When both legs deliver, winners continue the stream and go on at once: no
-  added latency beyond the second socket's reads (p50 +0.2 ms above). A packet missing on
-  the leading leg holds the datagrams after it until the other leg's copy fills the gap or
-  `dup_skew_ms` (default 10 ms) passes; so the path delay difference the merge tolerates
-  without loss is also the most latency it adds, and only for the frames behind such a
-  packet. Set it to the largest delay difference of the two networks (a few ms on one
-  campus; tests/reliability/test_st2022_7.py uses 5 ms of delay on one leg and
-  reordering on the other with the default).
+  added latency beyond the second socket's reads. A packet missing on the leading leg
+  holds the datagrams after it until the other leg's copy fills the gap or `dup_skew_ms`
+  (default 10 ms) passes; so the path delay difference the merge tolerates without loss
+  is also the most latency it adds, and only for the frames behind such a packet. Set it
+  to the largest delay difference of the two networks (a few ms on one campus;
+  tests/reliability/test_st2022_7.py uses 5 ms of delay on one leg and reordering on the
+  other with the default).
 """
 
 
