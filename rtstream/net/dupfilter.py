@@ -68,7 +68,6 @@ _PROG_TYPE_SOCKET_FILTER = 1
 _PSEUDO_MAP_FD = 1
 _FUNC_MAP_LOOKUP_ELEM = 1
 SO_ATTACH_BPF = 50  # socket(7)
-SO_DETACH_FILTER = 27
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280}
 
 # __sk_buff fields read by the program (offsets in include/uapi/linux/bpf.h).
