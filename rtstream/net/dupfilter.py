@@ -89,7 +89,7 @@ _W, _H, _DW = 0x00, 0x08, 0x18
 _K, _X = 0x00, 0x08
 _MEM, _IND, _IMM, _ATOMIC = 0x60, 0x40, 0x00, 0xC0
 _ADD, _SUB, _MUL, _OR, _MOV = 0x00, 0x10, 0x20, 0x40, 0xB0
-_JA, _JEQ, _JGT, _JNE, _JSET, _CALL, _EXIT = 0x00, 0x10, 0x20, 0x50, 0x40, 0x80, 0x90
+_JA, _JEQ, _JGT, _JNE, _JSET, _CALL, _EXIT, _JLT = 0x00, 0x10, 0x20, 0x50, 0x40, 0x80, 0x90, 0xA0
 _R0, _R1, _R2, _R6, _R7, _R8, _R9, _FP = 0, 1, 2, 6, 7, 8, 9, 10
 
 
@@ -181,6 +181,7 @@ def filter_program(seen_fd: int, counts_fd: int, leg: int, legs: int = 2) -> byt
     a(_movi(_R9, 1))
     a.label("counted")
     a.jmp(_JGT, _R9, "accept", imm=MAX_SEGMENTS)
+    a.jmp(_JLT, _R8, "accept", imm=12)  # datagrams too short for an RTP header
     # the last datagram must hold an RTP header: 8 + (n - 1) * stride + 12 <= len
     a(_mov(_R0, _R9), _alui(_SUB, _R0, 1), _alu(_MUL, _R0, _R8), _alui(_ADD, _R0, 20))
     a.jmp(_JGT, _R0, "accept", src=_R7)
@@ -197,6 +198,7 @@ def filter_program(seen_fd: int, counts_fd: int, leg: int, legs: int = 2) -> byt
     a(_ldx(_W, _R1, _R0, 4), _ldx(_W, _R2, _FP, -28))
     a.jmp(_JNE, _R1, "fresh", src=_R2)
     a(_ldx(_W, _R1, _R0, 8))
+    a.jmp(_JEQ, _R1, "fresh", imm=0)  # a slot never written (timestamp and SSRC 0)
     a.jmp(_JSET, _R1, "own", imm=bit)
     a(_alui(_OR, _R1, bit), _stx(_W, _R0, 8, _R1))  # a copy of the other leg's
     a.jmp(_JA, 0, "next")

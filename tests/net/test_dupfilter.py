@@ -99,6 +99,9 @@ def test_a_wrapped_number_with_a_new_timestamp_is_new(legs: tuple) -> None:
     tx.sendto(b"\x80\x60\x00", b.getsockname())  # too short for an RTP header: passes
     assert drain(b) == [-1]
     assert kf.counts(1) == (10, 1)
+    # timestamp 0 and SSRC 0 match a slot never written: still new
+    tx.sendto(rtp(500, ts=0, ssrc=0), b.getsockname())
+    assert drain(b) == [500]
 
 
 def test_the_primary_leg_can_change(legs: tuple) -> None:
