@@ -13,7 +13,7 @@ time, each measured over a steady window exactly as in ``rtstream bench all`` (C
 * ``rtstream 2 legs``: the rtstream receiver given the sender's SDP (``a=group:DUP``):
   both legs merged, first copy wins, the later copies dropped by the kernel filter of
   :mod:`rtstream.net.dupfilter` where the process may load it (else by the merge);
-* ``rtstream 2 legs, merge only``: the same with ``--no-dup-filter``: every copy read
+* ``rtstream 2 legs, merge only``: the same with ``--no-dup-kernel-filter``: every copy read
   and dropped by the merge (what an unprivileged receiver costs);
 * ``gstreamer 1 leg``: ``udpsrc ! rtpvrawdepay ! fakesink``;
 * ``gstreamer 2 legs``: two ``udpsrc`` into a ``funnel``, ``rtpjitterbuffer`` (which
@@ -21,11 +21,12 @@ time, each measured over a steady window exactly as in ``rtstream bench all`` (C
   ``rtpvrawdepay ! fakesink`` -- the usual stand-in, the peer figure.
 
 Reported per case: receiver CPU ms per frame, frames/s, loss (the rtstream receiver's
-sequence-number loss of the merged stream, or for GStreamer the kernel's drops on its
-sockets; the copies the rtstream filter dropped, which the kernel counts as socket
-drops too, are taken out), and the ratios ``rtstream 2 legs / rtstream 1 leg`` (the issue's target: at
-most 1.3), ``gstreamer 2 legs / gstreamer 1 leg`` and ``rtstream 2 legs / gstreamer 2
-legs``. No ratio is asserted anywhere: they are measurements of this machine.
+sequence-number loss of the merged stream plus the kernel's drops on its sockets, less
+the copies its filter dropped, which the kernel counts as drops too; for GStreamer the
+kernel's drops), and the ratios ``rtstream 2 legs / rtstream 1 leg`` (the issue's
+target: at most 1.3), the same for ``merge only``, ``gstreamer 2 legs / gstreamer 1 leg``
+and ``rtstream 2 legs / gstreamer 2 legs``. No ratio is asserted anywhere: they are
+measurements of this machine.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _run_case(case: str, cfg: BenchConfig, wire: Path, work: Path) -> dict[str, 
             sdp = dup_sdp if two else _single_leg_sdp(dup_sdp, work / f"{tag}.1leg.sdp")
             rargv, rparse = [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total)], "json"
             if case.endswith("merge only"):
-                rargv.append("--no-dup-filter")
+                rargv.append("--no-dup-kernel-filter")
         else:
             for port in (base + 2, base2 + 2):  # the metadata legs: nobody reads them here
                 if two or port == base + 2:

@@ -204,7 +204,7 @@ async def _recv(args: argparse.Namespace) -> None:
 
     sdps: list[str] = args.sdp
     rxs = [Receiver(ReceiverConfig(sdp=sdp, duration=args.seconds, rcvbuf=args.rcvbuf,
-                                   dup_kernel_filter=not args.no_dup_filter))
+                                   dup_kernel_filter=not args.no_dup_kernel_filter))
            for sdp in sdps]
 
     def counters() -> dict[str, Any]:
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-split", action="store_true",
                    help="read video with the copying path only (no split reads into the "
                         "frame), to compare the two")
-    r.add_argument("--no-dup-filter", action="store_true",
+    r.add_argument("--no-dup-kernel-filter", action="store_true",
                    help="ST 2022-7: drop every copy in the merge, none in the kernel")
     for q in (s, r):
         q.add_argument("--seconds", type=float, default=3600.0)

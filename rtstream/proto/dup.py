@@ -29,7 +29,8 @@ calls per batch and no Python object per packet:
    number, so every leg has its own ``unique`` count: what that leg alone would have
    delivered. Against the merged stream, a leg's ``lost`` is what the merged stream
    expected minus that leg's unique packets, and ``recovered`` is the part of it the
-   other leg delivered.
+   other leg delivered. Copies dropped before they reached the merge (the kernel filter
+   of :mod:`rtstream.net.dupfilter`) are counted in by :meth:`DupMerger.filtered`.
 4. **Skew.** The two paths have different delays: when the leading leg loses a packet,
    its copy on the other leg comes up to the path delay difference later. Winners that
    continue the merged stream without a gap are handed on at once (the steady state:
