@@ -447,10 +447,9 @@ def receiver_argv(tool: str, cfg: BenchConfig, depth: int, port: int, sdp: Path,
     """(argv, output parser) of a receiver; ``sdp`` is what rtstream/FFmpeg read."""
     if tool == "rtstream":
         extra = [] if cfg.split else ["--no-split"]
-        # room for three 10-bit 4:2:2 frames in the socket buffer (32 MiB up to 1080p)
-        rcvbuf = max(32 << 20, 3 * cfg.width * cfg.height * 5 // 2)
-        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total),
-                "--rcvbuf", str(rcvbuf), *extra], "json"
+        # the receiver's own socket buffer (ReceiverConfig.rcvbuf None: 8 frames of a
+        # video flow, at least 32 MiB)
+        return [*_py(), "recv", "--sdp", str(sdp), "--seconds", str(total), *extra], "json"
     if tool == "gstreamer":
         caps = ("application/x-rtp,media=(string)video,clock-rate=(int)90000,"
                 "encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,"

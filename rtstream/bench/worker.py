@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("recv")
     r.add_argument("--sdp", required=True, action="append",
                    help="SDP of a stream to receive; repeat for several in one process")
-    r.add_argument("--rcvbuf", type=int, default=32 << 20)
+    r.add_argument("--rcvbuf", type=int, default=None,
+                   help="SO_RCVBUF per socket (default: the receiver's own)")
     r.add_argument("--no-split", action="store_true",
                    help="read video with the copying path only (no split reads into the "
                         "frame), to compare the two")

@@ -75,8 +75,12 @@ class ReceiverConfig:
         frame periods of the video flow.
     audio_wait_ms : float
         How long audio chunks may be held to put late ones back in order.
-    rcvbuf : int
-        Requested ``SO_RCVBUF`` per socket in bytes.
+    rcvbuf : int or None
+        Requested ``SO_RCVBUF`` per socket in bytes; None (default): 32 MiB, or for a
+        video flow room for 8 of its frames when that is more (1080p 10-bit: 41 MB,
+        2160p 10-bit: 166 MB), so a reader late by a hundred ms loses nothing. Above
+        ``net.core.rmem_max`` it needs root (``SO_RCVBUFFORCE``), else a warning names
+        that limit.
     interface : str or None
         Interface (name or IPv4 address) for multicast joins.
     bind_address : str or None
@@ -141,7 +145,7 @@ class ReceiverConfig:
     incomplete: IncompletePolicy = IncompletePolicy.DROP
     pairing_wait_frames: float = 2.0
     audio_wait_ms: float = 2.0
-    rcvbuf: int = 32 << 20
+    rcvbuf: int | None = None
     interface: str | None = None
     bind_address: str | None = None
     dump_frames: Path | None = None
@@ -183,7 +187,7 @@ class ReceiverConfig:
             raise ConfigError("dup_skew_ms", self.dup_skew_ms, "0..500 ms (ST 2022-7 leg skew)")
         if not isinstance(self.dup_kernel_filter, bool):
             raise ConfigError("dup_kernel_filter", self.dup_kernel_filter, "true or false")
-        if self.rcvbuf < 4096:
+        if self.rcvbuf is not None and self.rcvbuf < 4096:
             raise ConfigError("rcvbuf", self.rcvbuf, "at least 4096 bytes")
         for key in ("snapshot_every", "record", "record_audio"):
             value = getattr(self, key)

@@ -522,10 +522,11 @@ class VideoReader(FlowReader):
         # (views valid while it is held), and how many of them the merge took already.
         self._split_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split_taken = 0
-        # Frame buffers for what is held at once (the recent frames, the consumer's
-        # queue, the pairing wait), faulted in now rather than during the first
-        # second of the stream; at most ~64 MB.
-        self.depkt.prepare(max(4, min(12, (64 << 20) // fmt.frame_bytes)))
+        # Frame buffers for what is held at once (the 8 recent frames, the consumer's
+        # queue, the pairing wait: 11 at 2160p60 in a benchmark run), faulted in now
+        # rather than during the first second of the stream (at 2160p, 20.7 MB each,
+        # faulting 7 of them in then cost ~200 ms and 25 k datagrams lost at the start).
+        self.depkt.prepare(12)
 
     def start(self, loop: asyncio.AbstractEventLoop, sock: UdpReceiver, host: ReaderHost) -> None:
         """Watch the socket and start the silence check."""
@@ -990,6 +991,26 @@ class MetadataReader(FlowReader):
                     log.debug("grain dropped at ts %d: %s", ev.rtp_timestamp, ev.reason)
 
 
+#: Receive buffer of a socket when ReceiverConfig.rcvbuf is None, and how many frames of a
+#: video flow it holds at least. 32 MiB is 1.5 frames of a 2160p60 10-bit stream (25 ms
+#: at 10 Gbit/s), and that receiver was read up to 38 ms late in 10 s runs on this 2-CPU
+#: machine (18-38 ms, seven runs); 8 frames (166 MB) leave room for a stall several times
+#: that. (The kernel charges the memory only while datagrams wait.)
+DEFAULT_RCVBUF = 32 << 20
+RCVBUF_FRAMES = 8
+
+
+def receive_buffer(reader: FlowReader, cfg: ReceiverConfig) -> int:
+    """``SO_RCVBUF`` to ask for ``reader``'s sockets: ``cfg.rcvbuf``, else
+    :data:`DEFAULT_RCVBUF` or, for a video flow, room for :data:`RCVBUF_FRAMES` of its
+    frames when that is more."""
+    if cfg.rcvbuf is not None:
+        return cfg.rcvbuf
+    if isinstance(reader, VideoReader):
+        return max(DEFAULT_RCVBUF, RCVBUF_FRAMES * reader.fmt.frame_bytes)
+    return DEFAULT_RCVBUF
+
+
 def open_socket(reader: FlowReader, cfg: ReceiverConfig, leg: int = 0) -> UdpReceiver:
     """The socket of ``reader``'s flow: its SDP address (or ``cfg.bind_address``) and port;
     ``leg`` 1 opens the second leg of an ST 2022-7 flow (its own ``c=``, joined on
@@ -1006,16 +1027,17 @@ def open_socket(reader: FlowReader, cfg: ReceiverConfig, leg: int = 0) -> UdpRec
         width = max(2048, (reader.fmt.maxudp or 1460) + 256)
     else:
         width = 9000
+    rcvbuf = receive_buffer(reader, cfg)
     source = m.source_filter if is_multicast(address) else None
     try:
         sock = UdpReceiver(address, m.port, source=source, interface=interface,
-                           rcvbuf=cfg.rcvbuf, max_datagram=width, batch=reader.batch_rows)
+                           rcvbuf=rcvbuf, max_datagram=width, batch=reader.batch_rows)
     except ConfigError:
         if is_multicast(address):
             raise
         # a unicast c= address that is not ours (a sender's address): any local one
         log.info("cannot bind %s:%d, receiving on 0.0.0.0:%d", address, m.port, m.port)
         sock = UdpReceiver("0.0.0.0", m.port, source=None, interface=interface,
-                           rcvbuf=cfg.rcvbuf, max_datagram=width, batch=reader.batch_rows)
+                           rcvbuf=rcvbuf, max_datagram=width, batch=reader.batch_rows)
     log.debug("%s: leg %d listening on %s:%d", reader.name, leg + 1, address, m.port)
     return sock
