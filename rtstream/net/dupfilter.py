@@ -71,7 +71,7 @@ SO_ATTACH_BPF = 50  # socket(7)
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280}
 
 # __sk_buff fields read by the program (offsets in include/uapi/linux/bpf.h).
-_SKB_LEN, _SKB_GSO_SEGS, _SKB_GSO_SIZE = 0, 164, 176
+_SKB_LEN, _SKB_GSO_SIZE = 0, 176
 
 MAX_SEGMENTS = 64  # UDP GRO coalesces at most 64 datagrams (UDP_GRO_CNT_MAX)
 _SLOT = struct.Struct("=III4x")  # RTP timestamp, SSRC, owner bits per leg (host order)
@@ -88,7 +88,7 @@ _ALU64, _JMP, _LD, _LDX, _ST, _STX = 0x07, 0x05, 0x00, 0x01, 0x02, 0x03
 _W, _H, _DW = 0x00, 0x08, 0x18
 _K, _X = 0x00, 0x08
 _MEM, _IND, _IMM, _ATOMIC = 0x60, 0x40, 0x00, 0xC0
-_ADD, _SUB, _MUL, _OR, _MOV = 0x00, 0x10, 0x20, 0x40, 0xB0
+_ADD, _SUB, _MUL, _DIV, _OR, _MOV = 0x00, 0x10, 0x20, 0x30, 0x40, 0xB0
 _JA, _JEQ, _JGT, _JNE, _JSET, _CALL, _EXIT, _JLT = 0x00, 0x10, 0x20, 0x50, 0x40, 0x80, 0x90, 0xA0
 _R0, _R1, _R2, _R6, _R7, _R8, _R9, _FP = 0, 1, 2, 6, 7, 8, 9, 10
 
@@ -173,13 +173,16 @@ def filter_program(seen_fd: int, counts_fd: int, leg: int, legs: int = 2) -> byt
     a(_mov(_R6, _R1),
       _ldx(_W, _R7, _R6, _SKB_LEN),
       _ldx(_W, _R8, _R6, _SKB_GSO_SIZE),
-      _ldx(_W, _R9, _R6, _SKB_GSO_SEGS))
-    a.jmp(_JNE, _R8, "gso", imm=0)
-    a(_mov(_R8, _R7), _alui(_SUB, _R8, 8), _movi(_R9, 1))  # one datagram: stride = its size
-    a.label("gso")
-    a.jmp(_JNE, _R9, "counted", imm=0)
-    a(_movi(_R9, 1))
+      _movi(_R9, 1))
+    a.jmp(_JEQ, _R8, "single", imm=0)
+    # datagrams in the buffer: ceil((len - 8) / gso_size), from the length (gso_segs is not
+    # set on every path a coalesced buffer takes)
+    a(_mov(_R9, _R7), _alui(_SUB, _R9, 8 + 1), _alu(_ADD, _R9, _R8), _alu(_DIV, _R9, _R8))
+    a.jmp(_JA, 0, "counted")
+    a.label("single")
+    a(_mov(_R8, _R7), _alui(_SUB, _R8, 8))  # one datagram: stride = its size
     a.label("counted")
+    a.jmp(_JEQ, _R9, "accept", imm=0)
     a.jmp(_JGT, _R9, "accept", imm=MAX_SEGMENTS)
     a.jmp(_JLT, _R8, "accept", imm=12)  # datagrams too short for an RTP header
     # the last datagram must hold an RTP header: 8 + (n - 1) * stride + 12 <= len
