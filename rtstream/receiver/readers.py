@@ -390,8 +390,10 @@ class FlowReader:
         merge = self.merge
         if merge is None or self.sock is None:
             return
-        now = self.clock.now_ns()
         try:
+            # a leg left unwatched may hold what the gap waits for: read it first
+            self._read_unwatched()
+            now = self.clock.now_ns()
             self._before_merge(None, now)
             for rows, lens in merge.release(now):
                 self.feed(rows, lens, now)
@@ -448,6 +450,9 @@ class FlowReader:
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Hand one drained batch to the flow's depacketizer (per kind)."""
         raise NotImplementedError
+
+    def _read_unwatched(self) -> None:
+        """Read the sockets a hold left unwatched (only video holds them)."""
 
     def _drain(self, leg: int = 0) -> tuple[np.ndarray, np.ndarray, int] | None:
         sock = self.sock if leg == 0 else self.sock2
@@ -595,11 +600,12 @@ class VideoReader(FlowReader):
                 if merge.winners > won:
                     self._paced(after, ts, now)
                 other = 1 - leg
-                if merge.held and self.reader_off[other] and self.hold_timers[other]:
+                if merge.held and self.reader_off[other]:
                     # Winners wait behind a gap, and the other leg, which may hold the
-                    # gap's packets, waits in a deferral (longer than the merge waits:
-                    # the gap was given up and its packets came late, with the second
-                    # leg's copies dropped in the kernel). It is read now.
+                    # gap's packets, is not watched (a deferral, which may last longer
+                    # than the merge waits: the gap was given up and its packets came
+                    # late, with the second leg's copies dropped in the kernel). It is
+                    # read now.
                     self._cancel_hold(other)
                     self._flush_held(other)
             if n < self.batch:
