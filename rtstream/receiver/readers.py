@@ -528,9 +528,9 @@ class VideoReader(FlowReader):
         self._split_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split_taken = 0
         # Frame buffers for what is held at once (the 8 recent frames, the consumer's
-        # queue, the pairing wait: 11 at 2160p60 in a benchmark run), faulted in now
-        # rather than during the first second of the stream (at 2160p, 20.7 MB each,
-        # faulting 7 of them in then cost ~200 ms and 25 k datagrams lost at the start).
+        # queue, the pairing wait: 11 at 2160p60 in a benchmark run), faulted in now,
+        # not while the stream runs (at 2160p, 20.7 MB each: with 4 prepared, the loop
+        # stalled 25-224 ms and 20-110 k datagrams were lost per 10 s run).
         self.depkt.prepare(12)
 
     def start(self, loop: asyncio.AbstractEventLoop, sock: UdpReceiver, host: ReaderHost) -> None:
