@@ -125,6 +125,12 @@ def _ld_map(dst: int, fd: int) -> bytes:
     return _insn(_LD | _DW | _IMM, dst, _PSEUDO_MAP_FD, imm=fd) + _insn(0)
 
 
+def _lookup_fp16(fd: int) -> bytes:
+    """``r0 = map_lookup_elem(map fd, &key at fp-16)`` (NULL when the key is out of range)."""
+    return (_ld_map(_R1, fd) + _mov(_R2, _FP) + _alui(_ADD, _R2, -16)
+            + _insn(_JMP | _CALL, imm=_FUNC_MAP_LOOKUP_ELEM))
+
+
 def _ld_ind(size: int, src: int, imm: int) -> bytes:
     """``r0 = ntoh(packet[src + imm])`` (the classic packet load; ctx in r6)."""
     return _insn(_LD | _IND | size, 0, src, imm=imm)
@@ -193,8 +199,7 @@ def filter_program(seen_fd: int, counts_fd: int, leg: int, legs: int = 2) -> byt
     a(_ld_ind(_H, _R7, 2), _stx(_W, _FP, -16, _R0),
       _ld_ind(_W, _R7, 4), _stx(_W, _FP, -24, _R0),
       _ld_ind(_W, _R7, 8), _stx(_W, _FP, -28, _R0),
-      _ld_map(_R1, seen_fd), _mov(_R2, _FP), _alui(_ADD, _R2, -16),
-      _insn(_JMP | _CALL, imm=_FUNC_MAP_LOOKUP_ELEM))
+      _lookup_fp16(seen_fd))
     a.jmp(_JEQ, _R0, "accept", imm=0)
     a(_ldx(_W, _R1, _R0, 0), _ldx(_W, _R2, _FP, -24))
     a.jmp(_JNE, _R1, "fresh", src=_R2)
@@ -217,14 +222,12 @@ def filter_program(seen_fd: int, counts_fd: int, leg: int, legs: int = 2) -> byt
     a(_ldx(_DW, _R1, _FP, -8))
     a.jmp(_JNE, _R1, "accept", imm=0)
     # every datagram a copy: kept all the same on the primary leg
-    a(_sti(_W, _FP, -16, legs), _ld_map(_R1, counts_fd), _mov(_R2, _FP), _alui(_ADD, _R2, -16),
-      _insn(_JMP | _CALL, imm=_FUNC_MAP_LOOKUP_ELEM))
+    a(_sti(_W, _FP, -16, legs), _lookup_fp16(counts_fd))
     a.jmp(_JEQ, _R0, "accept", imm=0)
     a(_ldx(_DW, _R1, _R0, 0))
     a.jmp(_JEQ, _R1, "accept", imm=leg)
     # else count them and drop the buffer
-    a(_sti(_W, _FP, -16, leg), _ld_map(_R1, counts_fd), _mov(_R2, _FP), _alui(_ADD, _R2, -16),
-      _insn(_JMP | _CALL, imm=_FUNC_MAP_LOOKUP_ELEM))
+    a(_sti(_W, _FP, -16, leg), _lookup_fp16(counts_fd))
     a.jmp(_JEQ, _R0, "drop", imm=0)
     a(_ldx(_DW, _R1, _FP, -40), _insn(_STX | _ATOMIC | _DW, _R0, _R1, 0, _ADD),
       _movi(_R1, 1), _insn(_STX | _ATOMIC | _DW, _R0, _R1, 8, _ADD))
@@ -283,11 +286,12 @@ def _prog_load(insns: bytes) -> int:
     return fd
 
 
-def _lookup(fd: int, key: int, size: int) -> bytes:
+def _map_elem(cmd: int, fd: int, key: int, value: bytes) -> bytes:
+    """Look up (``value`` zeros of its size) or update the element ``key`` of an array map;
+    the value read or written."""
     k = ctypes.c_uint32(key)
-    v = ctypes.create_string_buffer(size)
-    _bpf(_MAP_LOOKUP_ELEM, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(k),
-                                       ctypes.addressof(v), 0))
+    v = ctypes.create_string_buffer(value, len(value))
+    _bpf(cmd, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0))
     return v.raw
 
 
@@ -308,10 +312,7 @@ class KernelDupFilter:
     def set_primary(self, leg: int) -> None:
         """Make ``leg`` the leg whose socket gets every datagram it receives."""
         if self._counts_fd >= 0:
-            k = ctypes.c_uint32(len(self._progs))
-            v = ctypes.create_string_buffer(_COUNTS.pack(leg, 0), _COUNTS.size)
-            _bpf(_MAP_UPDATE_ELEM, struct.pack("=IIQQQ", self._counts_fd, 0, ctypes.addressof(k),
-                                               ctypes.addressof(v), 0))
+            _map_elem(_MAP_UPDATE_ELEM, self._counts_fd, len(self._progs), _COUNTS.pack(leg, 0))
         self.primary = leg
 
     @classmethod
@@ -349,7 +350,7 @@ class KernelDupFilter:
         """``(datagrams, buffers)`` leg ``leg`` has dropped as copies so far."""
         if self._counts_fd < 0:
             return (0, 0)
-        d, b = _COUNTS.unpack(_lookup(self._counts_fd, leg, _COUNTS.size))
+        d, b = _COUNTS.unpack(_map_elem(_MAP_LOOKUP_ELEM, self._counts_fd, leg, bytes(_COUNTS.size)))
         return d, b
 
     def close(self) -> None:
