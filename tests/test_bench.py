@@ -211,3 +211,28 @@ def test_split_reads_place_payloads_and_no_split_turns_them_off(tmp_path: Path) 
         shares[split] = run["placed_share"]
     assert shares[False] == 0
     assert shares[True] > 0.5
+
+
+def test_scaling_search_finds_the_most_clean_streams(monkeypatch, tmp_path: Path) -> None:
+    """The scaling run doubles until a count fails, then halves the interval: the rows
+    end with the largest clean count next to the smallest failed one."""
+    from rtstream.bench import harness
+
+    for capacity, max_streams, tried in ((5, 8, [1, 2, 4, 5, 6, 8]),
+                                         (8, 8, [1, 2, 4, 8]),
+                                         (0, 8, [1]),
+                                         (2, 3, [1, 2, 3]),
+                                         (9, 6, [1, 2, 4, 6])):
+        runs: list[int] = []
+
+        def scale_once(n: int, cfg: BenchConfig, files: object, work: Path,
+                       capacity: int = capacity, runs: list[int] = runs) -> dict[str, object]:
+            runs.append(n)
+            return {"streams": n, "ok": n <= capacity, "layout": "test"}
+
+        monkeypatch.setattr(harness, "_scale_once", scale_once)
+        cfg = BenchConfig(max_streams=max_streams)
+        rows = harness.run_scaling(cfg, (tmp_path, tmp_path), tmp_path)
+        assert [r["streams"] for r in rows] == tried, (capacity, max_streams, runs)
+        assert max((r["streams"] for r in rows if r["ok"]), default=0) == min(capacity,
+                                                                              max_streams)

@@ -14,8 +14,8 @@ DESCRIPTION = """Measure rtstream's data path.
   rtstream bench wire [--frames N] [--json FILE]
   rtstream bench dup [--json FILE] [--seconds S]
   rtstream bench all [--json FILE] [--plot DIR] [--doc FILE] [--seconds S]
-                     [--max-streams N] [--repeat R] [--scale-tx one|each|K]
-                     [--scale-rx one|each|K]
+                     [--uhd-seconds S] [--max-streams N] [--repeat R]
+                     [--scale-tx one|each|K] [--scale-rx one|each|K]
 
 wire: RFC 4175 packetize and depacketize of 1080p 4:2:2 8- and 10-bit frames, in-process
       CPU time (time.process_time).
@@ -24,7 +24,8 @@ all:  rtstream's sender and receiver as processes next to GStreamer (rtpvrawpay 
       8- and 10-bit frames in the same run: CPU per frame (per process, /proc), fps,
       packets/s, loss, late frames, frame-ready latency and the ratio rtstream / peer;
       then 1, 2, 4, ... concurrent 10-bit streams, all sent and received on this
-      machine, until loss or lateness (by default one sender process drives them all
+      machine, until loss or lateness, then the counts between the last clean one and
+      the first that failed (by default one sender process drives them all
       and one receiver process takes them all). See docs/performance.md for the method.
 dup:  SMPTE ST 2022-7: one rtstream sender on two legs; receiver CPU per frame of the
       rtstream receiver on one leg and merging both, and of GStreamer on one leg and
@@ -60,6 +61,7 @@ def _all(args: argparse.Namespace) -> dict[str, Any]:
         repeat=args.repeat, tools=tuple(args.tools.split(",")),
         scale_senders=parse_procs(args.scale_tx, "--scale-tx"),
         scale_receivers=parse_procs(args.scale_rx, "--scale-rx"),
+        uhd_seconds=args.uhd_seconds,
     )
     result = run_all(cfg, work=args.workdir)
     if args.plot is not None:
@@ -116,6 +118,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="all: (re)write the performance document FILE (markdown)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="all: steady window per run in seconds (default 10)")
+    parser.add_argument("--uhd-seconds", type=float, default=None, metavar="S",
+                        help="all: steady window of the 2160p case (default: --seconds)")
     parser.add_argument("--max-streams", type=int, default=8,
                         help="all: most concurrent 10-bit streams to try (default 8, 0 skips)")
     parser.add_argument("--repeat", type=int, default=1,

@@ -104,6 +104,11 @@ _PACE_ROWS = 64
 #: Measured at 1080p60 10-bit (issue 18): 2 ms left the frame's last read too big (p99
 #: frame-ready latency 2.6-2.9 ms), 3 ms kept it at 0.41-0.48 ms, 4-5 ms saved less CPU.
 _DEFER_MARGIN_S = 0.003
+#: A deferral also ends before more than this many bytes of the frame have come (its
+#: read must end within the margin): at 2160p60 10-bit one deferral up to the margin left
+#: ~17 MB to read at once, ~4 ms, and the frame's last packets were read late (p99
+#: frame-ready 2.1 ms); a 1080p 10-bit frame is 5.2 MB.
+_DEFER_BYTES = 4_500_000
 #: A frame still being assembled when its flow has been silent this long (at least two
 #: frame periods) is delivered as it is: its marker packet was lost and no next frame
 #: came (the sender stopped).
@@ -735,6 +740,7 @@ class VideoReader(FlowReader):
             until = min(
                 (t0 + span - now) / 1e9 - _DEFER_MARGIN_S,
                 self.fmt.frame_duration_ns / 1e9,
+                _DEFER_BYTES / self.fmt.frame_bytes * span / 1e9,
                 # what arrives meanwhile fills at most a quarter of a socket's buffer
                 # (datagrams take up to twice their size there)
                 min(s.rcvbuf for s in socks) / 4 * span / 1e9 / self.fmt.frame_bytes,
