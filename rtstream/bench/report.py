@@ -293,7 +293,8 @@ after 2 s, split and copying receivers alternated in one script (`run_pair`):
   against 9.14 for the copying receiver (0.83x; 2.0x the 1080p figure, the issue's
   bound is 4.5x), sender 7.4 ms per frame, p50 342 against 807 us. Neither was clean on
   the loaded machine (65,614 and 16,678 packets lost in 5 s, 34-43 % CPU wait from other
-  jobs): a clean 60 s 2160p run is still to be shown on an idle machine.
+  jobs). On a quiet machine since (`bench all --uhd-seconds 60`, 2026-12-07): 0 lost and 0
+  late over 60 s, 7.60 CPU ms per frame (2.9x 1080p), frame-ready p99 529 us.
 - Tried and dropped: frame buffers on transparent huge pages (`MADV_HUGEPAGE`; the
   machine's THP mode is `madvise`): no gain in an in-process drain + depacketize loop
   (copying 2.27 against 2.09 ms per frame without, split 2.67 against 2.50). Not built:
@@ -314,7 +315,10 @@ there the reader wakes per burst again, so the frame's last packets are read as 
 arrive. The wait is at most one frame period and at most the time in which a quarter
 of the socket's buffer fills (datagrams take up to twice their size there), and a
 sender that sends a frame at once (GStreamer, FFmpeg, `--pacing none`) never triggers
-it. Margin measured (two runs each): 2 ms left the frame's last read too big (frame-ready
+it. It also ends before 4.5 MB of the frame have queued (a 1080p 10-bit frame is
+5.2 MB, so 1080p is unaffected): at 2160p60 a single deferral up to the margin left ~17 MB
+(~4 ms of reading) for one wake-up just before the frame's end, and frame-ready p99 was
+2.06 ms; with the cap, 0.51-0.55 ms in two runs at the same 7.6 CPU ms per frame. Margin measured (two runs each): 2 ms left the frame's last read too big (frame-ready
 p99 2.6-2.9 ms), 3 ms gave 2.73-2.77 ms per frame with p99 0.41-0.48 ms, 4-5 ms saved
 less (2.85-3.13). A test (`tests/net/test_receiver.py`, 720p in 16 bursts per frame)
 checks that most frames are read this way and arrive byte-exact with their grains.
@@ -331,6 +335,14 @@ two `bench all` runs that tried it (CPU 3.14-3.41 against 3.68 ms per frame).
 Several streams in one `rtstream receive` (`--sdp` given once per stream) run on one
 event loop, the layout the scaling run measured cheapest (see above); one outbox and one
 archive association serve them all.
+
+How many streams this 2-core machine carries (2026-12-07, the scaling run with its
+interval halving): **5** with one sender and one receiver process; at 6 the receiver
+process fills its core (6 streams x 54 fps x 3.07 ms) and falls behind. Two receiver
+processes sharing the streams (`--scale-rx 2`) did worse (3 clean; at 4 the sender
+process, now sharing a core with a receiver, sent 7 frames late). Eight streams need
+8 x 60 x (sender 2.0-2.4 + receiver 2.4-2.7) ms = 2.1-2.5 CPU seconds per second, more
+than the two cores have, whatever the layout.
 
 ## Caveats
 
@@ -415,7 +427,10 @@ def write_doc(result: dict[str, Any], path: Path, plot_dir: Path | None) -> None
         "",
         (harness.__doc__ or "").split("Method\n------\n", 1)[-1].strip(),
         "",
-        f"Window {cfg['seconds']} s after {cfg['warmup']} s warm-up, "
+        f"Window {cfg['seconds']} s"
+        + (f" (2160p: {cfg['uhd_seconds']} s)"
+           if cfg.get("uhd_seconds", cfg["seconds"]) != cfg["seconds"] else "")
+        + f" after {cfg['warmup']} s warm-up, "
         f"{cfg['width']}x{cfg['height']} at {cfg['fps']} fps, repeated {cfg['repeat']} time(s): "
         "figures are medians over the repeats; loss and late frames are the worst repeat.",
         "",
