@@ -39,11 +39,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import gc
 import json
 import logging
 import random
-import threading
 import time
 import typing
 import uuid
@@ -55,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+import rtstream.gcpause as gcpause
 from rtstream.config import expand_text_forms, from_mapping, load_toml, merge, parse_size_rate
 from rtstream.dicom.context import StreamContext
 from rtstream.dicom.realtime import (
@@ -100,51 +99,6 @@ from rtstream.proto.st2110_30 import AudioPacketizer
 from rtstream.sysclock import SystemClock
 
 log = logging.getLogger(__name__)
-
-# Cyclic GC and the send loop. Measured in a sender process set up for 1080p60 10-bit
-# (~39,000 objects tracked by the collector after imports and set-up): a full collection
-# takes 12 ms and the first generation-1 collections, which sweep young set-up objects,
-# 1-3.5 ms, against ~5.5 ms of slack between a frame's last burst (capture + ~13 ms with
-# linear pacing) and the point where it counts as late (capture + period + 2 ms). While
-# sending, the loop itself allocates few container objects (60 s of one stream: 6
-# generation-0 collections of 0.1 ms, one generation-1 collection of 3.5 ms), so the
-# pauses that matter are those sweeping set-up objects (or a full collection triggered
-# by the application's own allocations). ``gc.freeze()`` when a run starts moves every
-# object tracked so far out of the collector's sight (a constant-time list move):
-# collections during the run sweep only what the run allocated (measured: 0.005 ms for
-# a generation-1 collection right after set-up instead of 1 ms; no collection above
-# 0.5 ms while sending in five harness start-ups). The GC stays enabled;
-# when the last running Sender of the process finishes, ``gc.unfreeze()`` hands the
-# objects back, so set-up garbage is still reclaimed (unless the application had frozen
-# objects itself: then freezing is its business and they stay frozen). The remaining
-# late frames on a shared machine come from scheduling delay, the loop thread runnable
-# but waiting for a CPU (/proc/thread-self/schedstat): in a 60 s run with other jobs on
-# the two cores, 0 of 3600 frames late, the worst done 17.2 ms after capture after
-# waiting 4.8 ms for a CPU (median wait per frame 0.5 ms); no setting here removes that
-# without privileges.
-_gc_lock = threading.Lock()
-_gc_runs = 0
-_gc_unfreeze_at_end = False
-
-
-def _gc_hold() -> None:
-    """A Sender starts running: freeze the objects tracked so far (see above)."""
-    global _gc_runs, _gc_unfreeze_at_end
-    with _gc_lock:
-        if _gc_runs == 0:
-            _gc_unfreeze_at_end = gc.get_freeze_count() == 0
-        _gc_runs += 1
-        gc.freeze()
-
-
-def _gc_release() -> None:
-    """A Sender stopped running: the last one unfreezes what the runs froze."""
-    global _gc_runs
-    with _gc_lock:
-        _gc_runs -= 1
-        if _gc_runs == 0 and _gc_unfreeze_at_end:
-            gc.unfreeze()
-
 
 DEFAULT_SIZE = (1280, 720)
 DEFAULT_RATE = Fraction(30)
@@ -817,7 +771,7 @@ class Sender:
         start_ns = self.clock.now_ns() + 100_000_000
         self.stats.started_ns = start_ns
         stop = asyncio.Event()
-        _gc_hold()  # no collector pause sweeping set-up objects while sending
+        gcpause.hold()  # no collector pause sweeping set-up objects while sending
         try:
             await self._tasks(start_ns, stop)
         except BaseExceptionGroup as group:
@@ -828,7 +782,7 @@ class Sender:
                 raise first from None
             raise
         finally:
-            _gc_release()
+            gcpause.release()
             self._finish_stats(cpu0)
         return self.stats
 

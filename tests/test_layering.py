@@ -33,7 +33,7 @@ PACKAGE_DIR = Path(rtstream.__file__).parent
 _IO = ("asyncio", "socket", "av", "pynetdicom", "aiortc", "aiohttp", "aiomqtt")
 LAYERS: tuple[tuple[int, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (0, "base",
-     ("rtstream.errors", "rtstream.config", "rtstream.endpoints"),
+     ("rtstream.errors", "rtstream.config", "rtstream.endpoints", "rtstream.gcpause"),
      _IO),
     (1, "wire", ("rtstream.proto",), (*_IO, "select")),
     (2, "DICOM builders", ("rtstream.dicom",),

@@ -53,6 +53,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+import rtstream.gcpause as gcpause
 from rtstream.errors import ConfigError, LocalProtocolError
 from rtstream.pacs.store import StoreClient
 from rtstream.proto.clock import Clock, PtpTimestamp
@@ -128,6 +129,7 @@ class Receiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._closed = False
+        self._gc_held = False  # gcpause.hold() since __aenter__
         self._analyzer: Analyzer | None = None  # of analyze()
         self._archiver: FindingsArchiver | None = None  # stores its findings with snapshots
 
@@ -169,6 +171,8 @@ class Receiver:
         except BaseException:
             await self.aclose()
             raise
+        gcpause.hold()  # no collector pause sweeping set-up objects while receiving
+        self._gc_held = True
         if cfg.duration is not None:
             self._queue.deadline = time.monotonic() + cfg.duration
             loop.call_later(cfg.duration, self._queue.wake)
@@ -203,6 +207,9 @@ class Receiver:
             return
         self._closed = True
         self.stop()
+        if self._gc_held:
+            self._gc_held = False
+            gcpause.release()
         if self._analyzer is not None and self._archiver is not None:
             await self._analyzer.aclose()  # the worker, then the findings still being stored
             await self._archiver.aclose()

@@ -378,6 +378,30 @@ async def test_paced_frames_on_two_legs_are_read_in_few_wakeups(tmp_path: Path) 
     assert reader.deferrals >= n // 2
 
 
+async def test_a_receiver_freezes_set_up_objects_from_the_collector_while_entered(
+        tmp_path: Path) -> None:
+    """While a Receiver is entered, the objects of its set-up are out of the cyclic
+    collector's sight (no generation-1 or full collection sweeping them mid-stream); the
+    last run of the process to end hands them back, and a failed entry freezes nothing."""
+    import gc
+
+    fmt = fmt_of(Sampling.YCBCR_422, 10, 64, 32)
+    base = free_port(count=4, step=2)
+    sdp = make_sdp(tmp_path / "s.sdp", base, fmt)
+    sdp2 = make_sdp(tmp_path / "s2.sdp", free_port(count=4, step=2), fmt)
+    gc.unfreeze()  # (what an earlier test may have left)
+    with pytest.raises(ConfigError):
+        async with Receiver(ReceiverConfig(sdp=str(tmp_path / "missing.sdp"))):
+            pass
+    assert gc.get_freeze_count() == 0
+    async with Receiver(ReceiverConfig(sdp=str(sdp))):
+        assert gc.get_freeze_count() > 0
+        async with Receiver(ReceiverConfig(sdp=str(sdp2))):
+            pass
+        assert gc.get_freeze_count() > 0  # the first receiver still runs
+    assert gc.get_freeze_count() == 0
+
+
 async def test_a_receiver_closed_during_a_deferral_counts_what_waited(tmp_path: Path) -> None:
     """The stream stops in the middle of a frame while both legs wait for a deferred read
     (a Ctrl-C, a frame limit): the close reads what waited, so every packet sent is
