@@ -33,15 +33,14 @@ Two rtstream-only cases follow the matrix (10-bit): ``-copy`` is the same stream
 the rtstream receiver with split reads off (``worker recv --no-split``: every payload
 copied from the read buffer into the frame, the path before issue 18), for a comparison
 in the same run; and a stream of twice the width and height (3840x2160 from 1080p) end to
-end, over its own window when ``--uhd-seconds`` is given. The rtstream rows also give the share of video packets whose payload the kernel
-put straight into the frame (split reads).
+end, over its own window when ``--uhd-seconds`` is given. The rtstream rows also give the
+share of video packets whose payload the kernel put straight into the frame (split reads).
 
 Scaling runs ``n`` streams of 1080p60 10-bit at once, all sent and received on this
 machine (n = 1, 2, 4, ... up to ``--max-streams``, stopping after the first ``n`` where a
 stream loses packets, falls behind or sends late frames, then halving the interval
-between the last clean ``n`` and that one: the last row before a failure is the most
-streams this machine carries). By default one sender process
-drives all ``n`` streams on one event loop (``worker send --streams n``) and one receiver
+between the last clean ``n`` and that one: the last clean row is the most streams this
+machine carries). By default one sender process drives all ``n`` streams on one event loop (``worker send --streams n``) and one receiver
 process takes them all (``worker recv --sdp A --sdp B ...``). That layout measured
 cheapest here, since every process pays its own event-loop wake-ups: when it was chosen,
 4 streams cost 0.9-1.0 CPU s/s in all with it against 1.26 with one receiver process per
@@ -689,7 +688,8 @@ def run_scaling(cfg: BenchConfig, files: tuple[Path, Path], work: Path) -> list[
 
     good, n = 0, 1
     while n <= cfg.max_streams and run(n):
-        good, n = n, min(2 * n, cfg.max_streams) if n < cfg.max_streams else n + 1
+        good = n
+        n = n + 1 if n == cfg.max_streams else min(2 * n, cfg.max_streams)
     while n <= cfg.max_streams and n - good > 1:
         mid = (good + n) // 2
         if run(mid):

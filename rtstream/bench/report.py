@@ -318,7 +318,8 @@ sender that sends a frame at once (GStreamer, FFmpeg, `--pacing none`) never tri
 it. It also ends before 4.5 MB of the frame have queued (a 1080p 10-bit frame is
 5.2 MB, so 1080p is unaffected): at 2160p60 a single deferral up to the margin left ~17 MB
 (~4 ms of reading) for one wake-up just before the frame's end, and frame-ready p99 was
-2.06 ms; with the cap, 0.51-0.55 ms in two runs at the same 7.6 CPU ms per frame. Margin measured (two runs each): 2 ms left the frame's last read too big (frame-ready
+2.06 ms; with the cap, 0.51-0.55 ms in two runs at the same 7.6 CPU ms per frame.
+Margin measured (two runs each): 2 ms left the frame's last read too big (frame-ready
 p99 2.6-2.9 ms), 3 ms gave 2.73-2.77 ms per frame with p99 0.41-0.48 ms, 4-5 ms saved
 less (2.85-3.13). A test (`tests/net/test_receiver.py`, 720p in 16 bursts per frame)
 checks that most frames are read this way and arrive byte-exact with their grains.

@@ -171,8 +171,6 @@ class Receiver:
         except BaseException:
             await self.aclose()
             raise
-        gcpause.hold()  # no collector pause sweeping set-up objects while receiving
-        self._gc_held = True
         if cfg.duration is not None:
             self._queue.deadline = time.monotonic() + cfg.duration
             loop.call_later(cfg.duration, self._queue.wake)
@@ -184,6 +182,8 @@ class Receiver:
             self._capture.record_start(seconds=cfg.record)
         if cfg.record_audio is not None:
             self._capture.record_audio_start(cfg.record_audio)
+        gcpause.hold()  # no collector pause sweeping set-up objects while receiving
+        self._gc_held = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
