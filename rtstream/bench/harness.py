@@ -40,8 +40,9 @@ Scaling runs ``n`` streams of 1080p60 10-bit at once, all sent and received on t
 machine (n = 1, 2, 4, ... up to ``--max-streams``, stopping after the first ``n`` where a
 stream loses packets, falls behind or sends late frames, then halving the interval
 between the last clean ``n`` and that one: the last clean row is the most streams this
-machine carries). By default one sender process drives all ``n`` streams on one event loop (``worker send --streams n``) and one receiver
-process takes them all (``worker recv --sdp A --sdp B ...``). That layout measured
+machine carries). By default one sender process drives all ``n`` streams on one event
+loop (``worker send --streams n``) and one receiver process takes them all (``worker recv
+--sdp A --sdp B ...``). That layout measured
 cheapest here, since every process pays its own event-loop wake-ups: when it was chosen,
 4 streams cost 0.9-1.0 CPU s/s in all with it against 1.26 with one receiver process per
 stream (receivers at ~2.0 against ~3.0 CPU ms per frame). ``--scale-tx``/``--scale-rx``
