@@ -207,7 +207,7 @@ class FlowReader:
         self.kernel_filter = False  # drop the legs' copies in the kernel when it can
         self._filter: KernelDupFilter | None = None
         self._filtered = [(0, 0), (0, 0)]  # its counts already given to the merge, per leg
-        self._first = [0, 0]  # the merge's first-copy counts per leg at the last look
+        self._first = [0, 0]  # the merge's first-copy counts per leg at the last leg poll
         self.leg_events: deque[LegEvent] = deque(maxlen=64)
         self._release_timer: asyncio.TimerHandle | None = None
         self._leg_timer: asyncio.TimerHandle | None = None
@@ -276,9 +276,14 @@ class FlowReader:
             if packets != seen_p:
                 merge.filtered(leg, packets - seen_p, buffers - seen_b, now)
                 self._filtered[leg] = (packets, buffers)
-        # The leg whose packets come first keeps them all (the filter drops the other's
-        # copies): when the secondary leg won clearly more packets since the last look, it
-        # is the faster path now.
+
+    def _pick_primary(self) -> None:
+        """The leg whose packets come first keeps them all (the filter drops the other's
+        copies): when the secondary leg won clearly more packets since the last poll, it
+        is the faster path now."""
+        kf, merge = self._filter, self.merge
+        if kf is None or merge is None:
+            return
         first = [c.first for c in merge.legs]
         won = [f - before for f, before in zip(first, self._first, strict=True)]
         self._first = first
@@ -423,6 +428,7 @@ class FlowReader:
         if loop is None or merge is None or self.sock is None:
             return
         self.sync_legs()
+        self._pick_primary()
         for ev in merge.poll_legs(self.clock.now_ns()):
             self.leg_events.append(ev)
             log.info("%s: %s", self.name, self._leg_text(ev.leg, merge))
