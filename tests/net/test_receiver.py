@@ -335,7 +335,11 @@ async def test_paced_frames_are_read_in_few_wakeups_and_arrive_whole(tmp_path: P
     base = free_port(count=4, step=2)
     sdp = make_sdp(tmp_path / "s.sdp", base, fmt)
     n = 40
-    async with Receiver(ReceiverConfig(sdp=str(sdp), frames=n - 2)) as rx:
+    # the grain of an even frame goes before the frame's 16 bursts; on a loaded machine
+    # this thread's sleeps stretch a frame past the default wait of two frames (the test
+    # sender falls behind real time), so the wait here is one a late sender stays inside
+    cfg = ReceiverConfig(sdp=str(sdp), frames=n - 2, pairing_wait_frames=12)
+    async with Receiver(cfg) as rx:
         tx = RtvTestSender(fmt, base, frames=n, bursts=16).start()
         items = await asyncio.wait_for(collect(rx), 30)
         reader = rx.video[0]
@@ -360,7 +364,8 @@ async def test_paced_frames_on_two_legs_are_read_in_few_wakeups(tmp_path: Path) 
     dup = free_port()
     sdp = make_sdp(tmp_path / "s.sdp", base, fmt, dup_port=dup)
     n = 40
-    async with Receiver(ReceiverConfig(sdp=str(sdp), frames=n - 2)) as rx:
+    cfg = ReceiverConfig(sdp=str(sdp), frames=n - 2, pairing_wait_frames=12)  # as above
+    async with Receiver(cfg) as rx:
         tx = RtvTestSender(fmt, base, frames=n, bursts=16, dup_port=dup).start()
         items = await asyncio.wait_for(collect(rx), 30)
         reader = rx.video[0]
