@@ -15,6 +15,10 @@ sans-I/O core that matches them:
 * A grain waits at most ``wait_ns`` for its frame, then it is dropped
   (``grains_unmatched``). A grain whose frame was already released (it came too late) is
   dropped at once. A second grain with the same timestamp is a duplicate and dropped.
+* Waits end only in :meth:`poll`, never in :meth:`add_frame` or :meth:`add_grain`: a
+  caller whose loop ran late reads a frame and its grain late, and the one read first
+  must not be called missing by the other's arrival. The caller reads what has come
+  before it polls (the receiver reads its sockets when a deadline is due).
 * A frame is only ever paired with a grain of identical timestamp; the timestamp is the
   key of a dictionary, so no other grain can be chosen.
 * Memory is bounded: at most ``max_pending`` frames and grains wait; the oldest is
@@ -178,7 +182,8 @@ class Pairer(Generic[F, G]):
     -----
     Every method takes ``now`` (TAI nanoseconds, from the caller's clock) and returns the
     frames released by that call, oldest first. Call :meth:`poll` at
-    :meth:`next_deadline` to release frames whose wait expired when nothing else arrives.
+    :meth:`next_deadline`: only it ends waits (releases frames whose wait expired, drops
+    such grains).
     Synchronization rule: PS3.17 Annex PPPP.7; common clock: PS3.22 §6.2.1.
     """
 
@@ -211,7 +216,6 @@ class Pairer(Generic[F, G]):
             self._video_ssrc = ssrc
         elif ssrc != self._video_ssrc:
             self._video_restart(ssrc, now, out)
-        self._expire(now, out)
         if rtp_timestamp in self._frames_by_ts:
             # a second frame for one instant (a duplicate emitted upstream): no grain for it
             pending: _PendingFrame[F, G] = _PendingFrame(frame, rtp_timestamp, ssrc, now)
@@ -265,7 +269,6 @@ class Pairer(Generic[F, G]):
             self._released.clear()
             self._generation = generation
             self._generation_since = now
-        self._expire(now, out)
         waiting = self._frames_by_ts.get(rtp_timestamp)
         if waiting is not None:
             if waiting.matched:
@@ -290,7 +293,15 @@ class Pairer(Generic[F, G]):
     def poll(self, now: int) -> list[PairedFrame[F, G]]:
         """Release frames (and drop grains) whose wait has expired at ``now``."""
         out: list[PairedFrame[F, G]] = []
-        self._expire(now, out)
+        limit = now - self.wait_ns
+        while self._grains:
+            ts, first = next(iter(self._grains.items()))
+            if first.arrived_ns >= limit:
+                break
+            del self._grains[ts]
+            self.stats.grains_unmatched += 1
+        while self._frames and self._frames[0].arrived_ns < limit:
+            self._release_head(now, out)
         self._release_ready(now, out)
         return out
 
@@ -344,17 +355,6 @@ class Pairer(Generic[F, G]):
     def _drop_grains(self) -> None:
         self.stats.grains_unmatched += len(self._grains)
         self._grains.clear()
-
-    def _expire(self, now: int, out: list[PairedFrame[F, G]]) -> None:
-        limit = now - self.wait_ns
-        while self._grains:
-            ts, first = next(iter(self._grains.items()))
-            if first.arrived_ns >= limit:
-                break
-            del self._grains[ts]
-            self.stats.grains_unmatched += 1
-        while self._frames and self._frames[0].arrived_ns < limit:
-            self._release_head(now, out)
 
     def _release_ready(self, now: int, out: list[PairedFrame[F, G]]) -> None:
         while self._frames and self._frames[0].matched:

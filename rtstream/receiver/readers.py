@@ -401,8 +401,9 @@ class FlowReader:
         if merge is None or self.sock is None:
             return
         try:
-            # a leg left unwatched may hold what the gap waits for: read it first
-            self._read_unwatched()
+            # the legs may hold what the gap waits for (one left unwatched by a hold, or
+            # not read yet by a loop that ran late): read them first
+            self.catch_up()
             now = self.clock.now_ns()
             self._before_merge(None, now)
             for rows, lens in merge.release(now):
@@ -461,6 +462,17 @@ class FlowReader:
     def feed(self, batch: np.ndarray, lengths: np.ndarray, now: int) -> None:
         """Hand one drained batch to the flow's depacketizer (per kind)."""
         raise NotImplementedError
+
+    def catch_up(self) -> None:
+        """Read now what waits in the flow's sockets, those a hold left unwatched first:
+        called before a pairing wait is called over (a loop that ran late, or a deferred
+        video read, may not have read the frame or grain it waits for)."""
+        if self.paused:
+            return
+        self._read_unwatched()
+        for leg in (0, 1):
+            if self.socket_of(leg) is not None:
+                self.on_readable(True, leg)
 
     def _read_unwatched(self) -> None:
         """Read the sockets a hold left unwatched (only video holds them)."""

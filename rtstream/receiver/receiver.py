@@ -235,6 +235,13 @@ class Receiver:
             self._timer.arm(self._sync.next_deadline())
 
     def _on_timer(self) -> None:
+        due = self._sync.pairing_deadline()
+        if due is not None and due < self.clock.now_ns():
+            # a pairing wait is over: what the sockets hold is read before a frame or
+            # grain is called unmatched (the loop may have run late, a video read may be
+            # deferred); audio waits (every chunk's) are not worth the early reads
+            for f in self.flows.all():
+                f.catch_up()
         self._sync.poll(self.clock.now_ns())
         self.read_done()
 

@@ -386,10 +386,16 @@ class Synchronizer:
 
     # -- deadlines --------------------------------------------------------------------
 
-    def next_deadline(self) -> int | None:
-        """The earliest pairing or audio-ordering deadline (clock ns), None for none."""
+    def pairing_deadline(self) -> int | None:
+        """The earliest deadline of a frame or grain waiting to be paired (clock ns)."""
         deadlines = [d for f in self.video if f.meta is not None
                      and (d := f.pairer.next_deadline())]
+        return min(deadlines) if deadlines else None
+
+    def next_deadline(self) -> int | None:
+        """The earliest pairing or audio-ordering deadline (clock ns), None for none."""
+        pairing = self.pairing_deadline()
+        deadlines = [] if pairing is None else [pairing]
         for af in self.audio:
             if af.orderer.pending:
                 deadlines.append(af.orderer.next_deadline() or 0)

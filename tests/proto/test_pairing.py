@@ -57,6 +57,27 @@ def test_frame_without_grain_released_after_wait_unmatched() -> None:
     assert p.pending_grains == 0
 
 
+def test_waits_end_only_in_poll_so_a_late_read_still_pairs() -> None:
+    """A receiver whose loop ran late reads a grain, then its frame past the grain's
+    wait (or a frame, then its grain past the frame's): nothing polled in between, so
+    the arrival of the one does not first call the other expired. (It did: under load a
+    frame's own arrival dropped its grain, CI stop 26.)"""
+    p, clk = make()
+    p.add_grain(rtp_timestamp=100, grain="g", now=clk.now_ns())
+    clk.advance(WAIT + 5)
+    out = p.add_frame(ssrc=SSRC, rtp_timestamp=100, frame="f", now=clk.now_ns())
+    assert frames_of(out) == [("f", "g")]
+    p.add_frame(ssrc=SSRC, rtp_timestamp=200, frame="f2", now=clk.now_ns())
+    clk.advance(WAIT + 5)
+    out = p.add_grain(rtp_timestamp=200, grain="g2", now=clk.now_ns())
+    assert frames_of(out) == [("f2", "g2")]
+    assert p.stats.metadata_unmatched == 0 and p.stats.grains_unmatched == 0
+    # what nothing met by then, the poll ends
+    p.add_grain(rtp_timestamp=300, grain="g3", now=clk.now_ns())
+    clk.advance(WAIT + 1)
+    assert p.poll(clk.now_ns()) == [] and p.stats.grains_unmatched == 1
+
+
 def test_grain_of_other_timestamp_never_used() -> None:
     p, clk = make()
     p.add_grain(rtp_timestamp=101, grain="g101", now=clk.now_ns())
