@@ -532,9 +532,11 @@ class DupMerger:
         lo, hi, n = int(ext.min()), int(ext.max()), len(ext)
         if f is None:
             f = self._frontier = lo - 1
-        if not self._held and lo == f + 1 and hi - lo + 1 == n:
-            self._frontier = hi  # the steady state: no gap, nothing held
+        if (not self._held and lo == f + 1 and hi - lo + 1 == n
+                and (n == 1 or bool((ext[1:] > ext[:-1]).all()))):
+            self._frontier = hi  # the steady state: no gap, nothing held, in order
             return [(batch, lengths)]
+        # (the next numbers out of order, a path that reorders, are held and sorted below)
         out: list[MergeBatch] = []
         late = ext <= f
         if late.any():  # a copy after its gap was given up, or older: as a single path

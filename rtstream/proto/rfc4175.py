@@ -1116,8 +1116,13 @@ class VideoDepacketizer:
             ext = ext[~dup]
         if len(kept) == 0:
             return events
+        if len(ext) > 1 and not bool((ext[1:] > ext[:-1]).all()):
+            # reordered on the path: taken in sequence order, so a packet that came
+            # behind the next frame's first still joins its own frame
+            order = np.argsort(ext, kind="stable")
+            kept, ext = kept[order], ext[order]
 
-        # Split into runs of equal timestamp, in arrival order.
+        # Split into runs of equal timestamp, in sequence order.
         ts = p.ts[kept]
         cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
         starts = [0, *cuts.tolist()]

@@ -88,6 +88,17 @@ def test_gap_holds_until_the_other_copy_then_in_order() -> None:
     assert m.held == 0 and m.lost == 0 and m.given_up == 0
 
 
+def test_reordered_batch_that_continues_the_stream_is_handed_on_in_order() -> None:
+    """A path that reorders: one drained batch holds exactly the next numbers, but not in
+    order (a frame's last packet behind the next frame's first). The merged stream is in
+    sequence order, so the depacketizer never sees the next frame begin before this one
+    ends (it would hand this one on incomplete and count its last packet late)."""
+    m = DupMerger()
+    assert push(m, 0, packets(0, 10), 0) == list(range(10))
+    assert push(m, 0, packets(10, 6)[[0, 1, 3, 4, 2, 5]], 1) == list(range(10, 16))
+    assert m.held == 0 and m.lost == 0 and m.given_up == 0
+
+
 def test_gap_given_up_after_the_skew() -> None:
     m = DupMerger(skew_ns=10 * MS)
     push(m, 0, np.delete(packets(0, 20), [5, 6], axis=0), 0)

@@ -278,6 +278,24 @@ def test_reorder_duplicates_and_loss() -> None:
     assert dp.stats.duplicates == 3
 
 
+def test_reordered_across_a_frame_end_in_one_batch() -> None:
+    """One drained batch where a path reordered a packet of frame 0 behind frame 0's
+    marker and frame 1's first packet: the batch is taken in sequence order, so frame 0
+    is complete and nothing is late (across two batches it would be: the marker had
+    ended the frame)."""
+    fmt = make_fmt(Sampling.YCBCR_422, 8, 64, 16)
+    pk = VideoPacketizer(fmt, ssrc=9, max_payload=100)
+    f0, f1 = random_frame(fmt, 5), random_frame(fmt, 6)
+    d0, d1 = datagrams(pk.packetize(f0, 0)), datagrams(pk.packetize(f1, 3000))
+    k = len(d0) - 3
+    dp = VideoDepacketizer(fmt)
+    e0, e1 = dp.feed(*to_batch(d0[:k] + d0[k + 1 :] + d1[:1] + [d0[k]] + d1[1:]), now=0)
+    assert e0.complete and np.array_equal(e0.data, f0)
+    assert e1.complete and np.array_equal(e1.data, f1)
+    assert (dp.stats.late, dp.stats.lost, dp.stats.frames_incomplete) == (0, 0, 0)
+    assert dp.stats.reordered >= 1
+
+
 def test_new_timestamp_completes_frame_without_marker() -> None:
     fmt = make_fmt(Sampling.RGB, 8, 32, 4)
     pk = VideoPacketizer(fmt, ssrc=3, max_payload=120)
