@@ -257,8 +257,10 @@ def test_422_8bit_to_yuv420p_is_a_pure_reorder() -> None:
 @settings(max_examples=20, deadline=None)
 @given(size=sized(), seed=st.integers(0, 2**32 - 1))
 def test_integer_bt601_matches_the_real_valued_matrix(size: tuple[int, int], seed: int) -> None:
-    # Fixed point (2**16) against float64 BT.601: within one code value, and equal for
-    # almost every sample (a difference needs a value within ~0.01 of a rounding edge).
+    # Fixed point (2**16) against float64 BT.601: within one code value, and equal except
+    # where the real value lies within 0.01 of a rounding edge (measured: 0.1 % of random
+    # samples differ, all within 0.0033 of the edge; a count bound was a matter of luck
+    # on small pictures).
     w, h = size
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -267,9 +269,11 @@ def test_integer_bt601_matches_the_real_valued_matrix(size: tuple[int, int], see
         wire = to_wire(rgb, "rgb24", fmt)
         got = (np.array(ref_unpack10(wire.tobytes())) if depth == 10
                else wire.astype(int)).reshape(h, w, 3)[..., [1, 0, 2]]
-        ref = np.rint(ref_rgb_to_ycc(rgb, depth))
+        exact = ref_rgb_to_ycc(rgb, depth)
+        ref = np.rint(exact)
         assert np.abs(got - ref).max() <= 1
-        assert np.count_nonzero(got != ref) <= max(1, got.size // 100)
+        by_edge = np.abs(exact - np.floor(exact) - 0.5) < 0.01
+        assert not (got != ref)[~by_edge].any()
         # and back: YCbCr -> RGB against the inverse matrix
         back = from_wire(wire, fmt, "rgb24").astype(int)
         s = 1 << (depth - 8)
