@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,11 @@ def require_root(what: str) -> None:
         peer_missing(f"{what} needs root")
 
 
+#: Ports handed out lately in this process: not handed out again soon, so two calls of
+#: one test (which bind nothing in between) never get the same or overlapping ports.
+_RECENT: deque[int] = deque(maxlen=4096)
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> int:
     """A port on 127.0.0.1 such that ``port + i*step`` for ``i < count`` are all free.
 
@@ -61,6 +67,9 @@ def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> i
             continue
         if base % 2:
             base -= 1
+        wanted = {base + i * step + j for i in range(count) for j in (0, 1)}
+        if wanted & set(_RECENT):
+            continue
         socks = []
         try:
             for i in range(count):
@@ -71,6 +80,7 @@ def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> i
                     t2 = socket.socket(socket.AF_INET, kind)
                     socks.append(t2)
                     t2.bind(("127.0.0.1", base + i * step + 1))
+            _RECENT.extend(wanted)
             return base
         except OSError:
             continue

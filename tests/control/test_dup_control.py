@@ -44,8 +44,8 @@ class Recorder:
 
 
 def test_leg_outage_counters_metrics_events_and_status(tmp_path: Path) -> None:
-    base = free_port(count=4, step=2)  # leg 1: base, base+2; leg 2 (receiver side): base+4, +6
-    relay_in = free_port(count=2, step=2)  # the sender's leg 2 goes here, video and metadata
+    base = free_port(count=6, step=2)  # leg 1: base, base+2; leg 2 (receiver side): base+4, +6
+    relay_in = base + 8  # the sender's leg 2 goes here, video and metadata (+8, +10)
     cfg = load_sender_config(None, {
         "source": "testsrc", "frames": FRAMES, "video": {"width": 320, "height": 240, "fps": 30,
                                                          "depth": 8},
@@ -77,6 +77,11 @@ def test_leg_outage_counters_metrics_events_and_status(tmp_path: Path) -> None:
                         samples.append(st)
                         status.append(legs_status(st))
 
+                # both legs are reported silent before the sender starts, so both count
+                # that silence (under load the sender could beat the first leg poll)
+                async with asyncio.timeout(10):
+                    while any(leg["silences"] < 1 for leg in rx.stats["flows"]["VID"]["legs"]):
+                        await asyncio.sleep(0.02)
                 watcher = asyncio.create_task(look())
                 run = asyncio.create_task(tx.run())
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import select
 import threading
 import time
 import uuid
@@ -486,7 +487,11 @@ async def test_the_silence_check_reads_a_socket_left_unwatched(tmp_path: Path) -
             if len(items) in (8, 16, 24):
                 while not reader.reader_off[0]:  # until the socket is unwatched
                     await asyncio.sleep(0.0005)
-                time.sleep(0.005)  # the loop stalls; what came meanwhile waits in the socket
+                # the loop stalls until something waits in the socket (a fixed sleep was
+                # not enough on a loaded machine: the sender thread sent nothing in it)
+                sock = reader.socket_of(0)
+                assert sock is not None
+                assert select.select([sock.fileno()], [], [], 10)[0]
                 reader.last_rx_ns -= 10**9  # ... and the last read looks a second old
                 packets = reader.packets
                 reader._check_silence()
