@@ -33,8 +33,9 @@ calls per batch and no Python object per packet:
    of :mod:`rtstream.net.dupfilter`) are counted in by :meth:`DupMerger.filtered`.
 4. **Skew.** The two paths have different delays: when the leading leg loses a packet,
    its copy on the other leg comes up to the path delay difference later. Winners that
-   continue the merged stream without a gap are handed on at once (the steady state:
-   no added latency, the batch shape unchanged, a view where possible). Winners after a
+   continue the merged stream in order without a gap are handed on at once (the steady
+   state: no added latency, the batch shape unchanged, a view where possible); the next
+   numbers out of order (a path that reorders) are held and sorted. Winners after a
    gap are *held* (copied aside, each with its arrival time) until the gap fills or the
    oldest held datagram has waited ``skew_ns``; then the gap is given up (it is real
    loss, which the depacketizer counts) and the held datagrams are handed on in
@@ -536,7 +537,6 @@ class DupMerger:
                 and (n == 1 or bool((ext[1:] > ext[:-1]).all()))):
             self._frontier = hi  # the steady state: no gap, nothing held, in order
             return [(batch, lengths)]
-        # (the next numbers out of order, a path that reorders, are held and sorted below)
         out: list[MergeBatch] = []
         late = ext <= f
         if late.any():  # a copy after its gap was given up, or older: as a single path

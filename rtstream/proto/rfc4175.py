@@ -36,9 +36,10 @@ numbers are extended, and loss, reordering and duplicates counted, by one
 extended-sequence high bits only seed its first number, so peers that leave them zero
 still unwrap correctly, and its duplicate window is one whole wrap (65536). Payload
 segments are scattered into the frame buffer by fancy indexing, one assignment per
-distinct segment length. A frame is emitted when its marker packet arrives or when a
-packet of a later timestamp (or, for interlaced video, of a later frame) arrives; rows
-not fully covered are reported in ``missing_rows``. Each frame gets its own buffer, so an
+distinct segment length. A batch is taken in sequence order (sorted when the path
+reordered it). A frame is emitted when its marker packet arrives or when a packet of a
+later timestamp (or, for interlaced video, of a later frame) arrives; rows not fully
+covered are reported in ``missing_rows``. Each frame gets its own buffer, so an
 event owns its data.
 
 **Split reads.** Once an in-order batch has shown this sender's payload size and that
