@@ -465,8 +465,9 @@ class FlowReader:
 
     def catch_up(self) -> None:
         """Read now what waits in the flow's sockets, those a hold left unwatched first:
-        called before a pairing wait is called over (a loop that ran late, or a deferred
-        video read, may not have read the frame or grain it waits for)."""
+        called before a wait is called over, a pairing deadline's or an ST 2022-7 gap's (a
+        loop that ran late, or a deferred video read, may not have read what it waits
+        for)."""
         if self.paused:
             return
         self._read_unwatched()
