@@ -6,6 +6,7 @@ With ``CI=true`` a missing peer is a test failure, never a silent skip.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,20 +54,27 @@ def require_root(what: str) -> None:
 _RECENT: deque[int] = deque(maxlen=4096)
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands a socket bound to port 0 (ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, count: int = 1, step: int = 1) -> int:
     """A port on 127.0.0.1 such that ``port + i*step`` for ``i < count`` are all free.
 
     For UDP flows rtstream uses base, base+2, base+4, base+6; ask with count=4, step=2
     (count=7 with audio or a stereo pair: right view +8/+10, rendition flow +12).
+
+    The ports lie below the kernel's ephemeral range: a socket bound to port 0 between
+    this check and the test's own bind (a sender's, a peer's) cannot take one of them
+    (it did: a Sender's socket took a port of the SDP its receiver was about to bind).
     """
+    top = min(_ephemeral_low(), 65000) - step * count - 2
     for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + step * count > 65000:
-            continue
-        if base % 2:
-            base -= 1
+        base = random.randrange(10_000, top) & ~1
         wanted = {base + i * step + j for i in range(count) for j in (0, 1)}
         if wanted & set(_RECENT):
             continue

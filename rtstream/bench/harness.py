@@ -193,9 +193,12 @@ def udp_drops(port: int) -> int:
 
 
 def free_ports(count: int = 8) -> int:
-    """A base port such that ``base .. base+count-1`` are free UDP ports on 127.0.0.1."""
+    """A base port such that ``base .. base+count-1`` are free UDP ports on 127.0.0.1.
+
+    Below Linux's default ephemeral range (ip_local_port_range 32768-60999), so a peer's
+    socket bound to port 0 before the receiver binds cannot take one of them."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - count, 2)
+        base = random.randrange(10000, 32768 - count, 2)
         socks: list[socket.socket] = []
         try:
             for p in range(base, base + count):
